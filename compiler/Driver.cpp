@@ -1,0 +1,253 @@
+//===- Driver.cpp - the llama-compile driver -----------------------------===//
+#include "compiler/Driver.h"
+
+#include "compiler/EmitCpu.h"
+#include "compiler/Pipelines.h"
+#include "compiler/Registration.h"
+#include "compiler/Report.h"
+#include "models/LlamaBuilder.h"
+#include "models/LlamaConfig.h"
+
+#include "mlir/IR/MLIRContext.h"
+#include "mlir/IR/Verifier.h"
+#include "mlir/Parser/Parser.h"
+#include "mlir/Pass/PassManager.h"
+#include "mlir/Support/FileUtilities.h"
+#include "llvm/Support/CommandLine.h"
+#include "llvm/Support/FileSystem.h"
+#include "llvm/Support/Path.h"
+#include "llvm/Support/Program.h"
+#include "llvm/Support/SourceMgr.h"
+#include "llvm/Support/ToolOutputFile.h"
+#include "llvm/Support/raw_ostream.h"
+
+#include <stdexcept>
+
+namespace cl = llvm::cl;
+using namespace mlir;
+
+namespace {
+cl::OptionCategory category("llama-compile options");
+cl::opt<std::string> inputFile(cl::Positional, cl::desc("[MODEL.mlir]"),
+                               cl::init(""), cl::cat(category));
+cl::opt<std::string> presetName("preset", cl::desc("model preset (see --list-presets)"),
+                                cl::cat(category));
+cl::opt<std::string> configFile("config",
+                                cl::desc("HF config.json or Meta params.json"),
+                                cl::cat(category));
+cl::opt<bool> listPresets("list-presets", cl::desc("print the presets and exit"),
+                          cl::cat(category));
+cl::opt<std::string> target("target", cl::desc("cpu"), cl::init("cpu"), cl::cat(category));
+cl::opt<int64_t> batch("batch", cl::desc("sequences per step (default 4)"),
+                       cl::init(4), cl::cat(category));
+cl::opt<int64_t> seqLen("seq-len",
+                        cl::desc("tokens per sequence (default min(256, max_position_embeddings))"),
+                        cl::init(0), cl::cat(category));
+cl::opt<std::string> remat("remat", cl::desc("none | selective | full"),
+                           cl::init("selective"), cl::cat(category));
+cl::opt<std::string> dtype("dtype", cl::desc("f32 | f64 (f64 for gradient checks)"),
+                           cl::init("f32"), cl::cat(category));
+cl::opt<std::string> emit("emit", cl::desc("mlir | train-mlir | source | hf-config"),
+                          cl::init(""), cl::cat(category));
+cl::opt<bool> report("report", cl::desc("print parameter and memory figures"),
+                     cl::cat(category));
+cl::opt<bool> printParams("print-params", cl::desc("print 'params: N'"),
+                          cl::cat(category));
+cl::opt<std::string> outputFile("o", cl::desc("output file (executable unless --emit)"),
+                                cl::value_desc("OUT"), cl::init(""), cl::cat(category));
+cl::opt<bool> keepSource("keep-source", cl::desc("also write OUT.cpp when building"),
+                         cl::cat(category));
+cl::opt<std::string> cxx("cxx", cl::desc("C++ compiler (default $CXX or c++)"),
+                         cl::init(""), cl::cat(category));
+
+int fail(const llvm::Twine &msg) {
+  llvm::errs() << "llama-compile: " << msg << "\n";
+  return 1;
+}
+
+bool writeFile(StringRef path, StringRef text) {
+  std::string err;
+  auto out = openOutputFile(path, &err);
+  if (!out) {
+    llvm::errs() << "llama-compile: " << err << "\n";
+    return false;
+  }
+  out->os() << text;
+  out->keep();
+  return true;
+}
+
+/// Compiles the emitted source and links libllamart into an executable.
+int buildExecutable(StringRef source, StringRef out) {
+  SmallString<128> srcPath;
+  if (keepSource) {
+    srcPath = out;
+    srcPath += ".cpp";
+  } else if (auto ec = llvm::sys::fs::createTemporaryFile("llama-program", "cpp", srcPath)) {
+    return fail("cannot create a temporary file: " + ec.message());
+  }
+  if (!writeFile(srcPath, source))
+    return 1;
+  std::string compiler = cxx;
+  if (compiler.empty())
+    if (const char *env = std::getenv("CXX"))
+      compiler = env;
+  if (compiler.empty())
+    compiler = "c++";
+  auto found = llvm::sys::findProgramByName(compiler);
+  if (!found)
+    return fail("C++ compiler '" + compiler + "' not found (set --cxx or CXX)");
+  std::vector<std::string> args = {*found, "-std=c++17", "-O2", "-fopenmp",
+                                   "-I" LLAMA_RUNTIME_INCLUDE, srcPath.str().str(),
+                                   "-o", out.str(), LLAMA_RUNTIME_LIB};
+  SmallVector<StringRef> libs;
+  StringRef(LLAMA_RUNTIME_LINK_LIBS).split(libs, ',', -1, /*KeepEmpty=*/false);
+  for (StringRef lib : libs)
+    args.push_back(lib.str());
+  std::vector<StringRef> argRefs(args.begin(), args.end());
+  std::string errMsg;
+  int rc = llvm::sys::ExecuteAndWait(*found, argRefs, std::nullopt, {}, 0, 0, &errMsg);
+  if (!keepSource)
+    llvm::sys::fs::remove(srcPath);
+  if (rc != 0)
+    return fail("building " + out + " failed (" + compiler + " exited with " +
+                std::to_string(rc) + (errMsg.empty() ? "" : ": " + errMsg) + ")");
+  return 0;
+}
+
+OwningOpRef<ModuleOp> loadModel(MLIRContext &ctx, llvm::SourceMgr &sourceMgr) {
+  int sources = !presetName.empty() + !configFile.empty() + !inputFile.empty();
+  if (sources != 1)
+    throw std::runtime_error(
+        "give exactly one of --preset NAME, --config FILE or MODEL.mlir");
+  if (!inputFile.empty()) {
+    if (batch.getNumOccurrences() || seqLen.getNumOccurrences() ||
+        dtype.getNumOccurrences())
+      throw std::runtime_error(
+          "--batch, --seq-len and --dtype apply to --preset/--config; " +
+          inputFile + " fixes its own shapes and element type");
+    std::string err;
+    auto file = openInputFile(inputFile, &err);
+    if (!file)
+      throw std::runtime_error(inputFile + ": " + err);
+    sourceMgr.AddNewSourceBuffer(std::move(file), llvm::SMLoc());
+    auto module = parseSourceFile<ModuleOp>(sourceMgr, &ctx);
+    if (!module)
+      throw std::runtime_error(inputFile + ": not a valid llama module (see the errors above)");
+    if (!(*module)->hasAttr("llama.model_name"))
+      (*module)->setAttr("llama.model_name",
+                         StringAttr::get(&ctx, llvm::sys::path::stem(inputFile)));
+    return module;
+  }
+  llama::LlamaConfig config = presetName.empty() ? llama::loadConfigFile(configFile)
+                                                 : llama::preset(presetName);
+  if (dtype != "f32" && dtype != "f64")
+    throw std::runtime_error("--dtype must be f32 or f64, got '" + dtype + "'");
+  llama::BuildOptions options;
+  options.batch = batch;
+  options.seqLen = seqLen ? int64_t(seqLen)
+                          : std::min<int64_t>(256, config.max_position_embeddings);
+  options.float64 = dtype == "f64";
+  return llama::buildForward(ctx, config, options);
+}
+
+int run(int argc, char **argv) {
+  cl::HideUnrelatedOptions(category);
+  cl::ParseCommandLineOptions(argc, argv,
+                              "llama-compile: a LLaMA config or model in, a training binary out\n");
+  if (listPresets) {
+    for (const auto &name : llama::presetNames())
+      llvm::outs() << name << "\n";
+    return 0;
+  }
+  if (target != "cpu")
+    return fail("unknown --target '" + target + "' (this build supports: cpu)");
+  if (!emit.empty() && emit != "mlir" && emit != "train-mlir" &&
+      emit != "source" && emit != "hf-config")
+    return fail("unknown --emit '" + emit +
+                "' (expected mlir, train-mlir, source or hf-config)");
+  if (remat != "none" && remat != "selective" && remat != "full")
+    return fail("unknown --remat '" + remat + "' (expected none, selective or full)");
+  if (emit.empty() && !report && !printParams && outputFile.empty())
+    return fail("nothing to do: give -o OUT, --emit, --report or --print-params");
+
+  DialectRegistry registry;
+  llama::registerCompilerDialects(registry);
+  MLIRContext ctx(registry);
+  llvm::SourceMgr sourceMgr;
+  SourceMgrDiagnosticHandler diagnostics(sourceMgr, &ctx);
+
+  OwningOpRef<ModuleOp> module;
+  try {
+    module = loadModel(ctx, sourceMgr);
+  } catch (const std::exception &e) {
+    return fail(e.what());
+  }
+  if (failed(verify(*module)))
+    return fail("the model does not verify (see the errors above)");
+
+  if (printParams)
+    llvm::outs() << "params: " << llama::countParams(*module) << "\n";
+  if (emit == "hf-config") {
+    auto config = (*module)->getAttrOfType<StringAttr>("llama.config");
+    if (!config)
+      return fail("the model carries no llama.config attribute (HF config.json text)");
+    if (outputFile.empty()) {
+      llvm::outs() << config.getValue() << "\n";
+      return 0;
+    }
+    return writeFile(outputFile, config.getValue().str() + "\n") ? 0 : 1;
+  }
+  if (emit == "mlir") {
+    if (outputFile.empty()) {
+      module->print(llvm::outs());
+      llvm::outs() << "\n";
+      return 0;
+    }
+    std::string text;
+    llvm::raw_string_ostream os(text);
+    module->print(os);
+    os << "\n";
+    return writeFile(outputFile, text) ? 0 : 1;
+  }
+  if (!report && emit.empty() && outputFile.empty())
+    return 0;
+
+  PassManager pm(&ctx);
+  llama::TrainingPipelineOptions options;
+  options.remat = remat;
+  llama::buildTrainingPipeline(pm, options);
+  if (failed(pm.run(*module)))
+    return fail("compilation failed (see the errors above)");
+  if (report)
+    llama::printReport(llama::computeMemoryReport(*module), llvm::outs());
+
+  std::string text;
+  llvm::raw_string_ostream os(text);
+  if (emit == "train-mlir") {
+    module->print(os);
+    os << "\n";
+  } else if (emit == "source" || !outputFile.empty()) {
+    if (failed(llama::emitCpuSource(*module, os)))
+      return fail("emission failed (see the errors above)");
+  } else {
+    return 0;
+  }
+  if (!emit.empty()) {
+    if (outputFile.empty()) {
+      llvm::outs() << text;
+      return 0;
+    }
+    return writeFile(outputFile, text) ? 0 : 1;
+  }
+  return buildExecutable(text, outputFile);
+}
+} // namespace
+
+int llama::compileMain(int argc, char **argv) {
+  try {
+    return run(argc, argv);
+  } catch (const std::exception &e) {
+    return fail(e.what());
+  }
+}

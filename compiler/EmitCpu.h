@@ -1,0 +1,16 @@
+//===- EmitCpu.h - C++ source for the CPU runtime ---------------*- C++ -*-===//
+#pragma once
+
+#include "mlir/IR/BuiltinOps.h"
+#include "llvm/Support/raw_ostream.h"
+
+namespace llama {
+
+/// Emits the C++ translation unit of a training program from a module that
+/// went through buildTrainingPipeline (planned @train_step and @logits).
+/// The source defines `llamart_program()` (runtime/train/program.h) and
+/// calls runtime/cpu/kernels.h with constant shapes and arena offsets.
+/// Deterministic: the same module gives the same bytes.
+mlir::LogicalResult emitCpuSource(mlir::ModuleOp module, llvm::raw_ostream &os);
+
+} // namespace llama

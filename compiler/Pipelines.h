@@ -1,0 +1,25 @@
+//===- Pipelines.h - pass pipelines of llama-mlir ---------------*- C++ -*-===//
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+namespace mlir {
+class OpPassManager;
+} // namespace mlir
+
+namespace llama {
+
+struct TrainingPipelineOptions {
+  std::string remat = "selective"; // none | selective | full
+  int64_t generateBatch = 1;       // batch of the derived @logits
+};
+
+/// @forward -> @train_step + @logits, both memory-planned: what the CPU
+/// emitter consumes. Registered for llama-opt as `llama-training-pipeline`.
+void buildTrainingPipeline(mlir::OpPassManager &pm,
+                           const TrainingPipelineOptions &options);
+
+void registerPipelines();
+
+} // namespace llama

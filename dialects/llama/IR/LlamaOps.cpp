@@ -1,0 +1,319 @@
+//===- LlamaOps.cpp - verifiers and helpers of the llama ops -------------===//
+//
+// Verifiers check the shape relations that ODS cannot express; each message
+// names the operand and the expected and actual shapes, because the IR is a
+// user-facing input (hand-written models go through these checks).
+//
+//===----------------------------------------------------------------------===//
+#include "dialects/llama/IR/LlamaOps.h"
+
+#include "mlir/IR/OpImplementation.h"
+#include "llvm/ADT/STLExtras.h"
+
+using namespace mlir;
+using namespace mlir::llama;
+
+namespace {
+RankedTensorType ranked(Value v) {
+  return cast<RankedTensorType>(v.getType());
+}
+
+std::string shapeStr(ArrayRef<int64_t> shape) {
+  std::string s = "[";
+  for (auto [i, d] : llvm::enumerate(shape)) {
+    if (i)
+      s += "x";
+    s += std::to_string(d);
+  }
+  return s + "]";
+}
+
+LogicalResult expectShape(Operation *op, StringRef what, Value v,
+                          ArrayRef<int64_t> expected) {
+  auto actual = ranked(v).getShape();
+  if (actual == expected)
+    return success();
+  return op->emitOpError() << what << " must have shape " << shapeStr(expected)
+                           << ", got " << shapeStr(actual);
+}
+
+LogicalResult expectSameElementType(Operation *op, ValueRange values) {
+  Type first;
+  for (Value v : values) {
+    auto t = dyn_cast<RankedTensorType>(v.getType());
+    if (!t || !isa<FloatType>(t.getElementType()))
+      continue;
+    if (!first)
+      first = t.getElementType();
+    else if (t.getElementType() != first)
+      return op->emitOpError()
+             << "mixes element types " << first << " and "
+             << t.getElementType() << "; all float operands and results must agree";
+  }
+  return success();
+}
+
+LogicalResult expectStatic(Operation *op) {
+  for (Type t : llvm::concat<const Type>(op->getOperandTypes(),
+                                         op->getResultTypes()))
+    if (auto rt = dyn_cast<RankedTensorType>(t); rt && !rt.hasStaticShape())
+      return op->emitOpError() << "needs static shapes, got " << rt;
+  return success();
+}
+
+LogicalResult verifyCommon(Operation *op) {
+  if (failed(expectStatic(op)))
+    return failure();
+  SmallVector<Value> all(op->getOperands());
+  llvm::append_range(all, op->getResults());
+  return expectSameElementType(op, all);
+}
+
+SmallVector<int64_t> withLast(ArrayRef<int64_t> shape, int64_t last) {
+  SmallVector<int64_t> s(shape);
+  s.push_back(last);
+  return s;
+}
+} // namespace
+
+//===----------------------------------------------------------------------===//
+
+LogicalResult EmbeddingOp::verify() {
+  if (failed(verifyCommon(*this)))
+    return failure();
+  auto table = ranked(getTable());
+  if (table.getRank() != 2)
+    return emitOpError() << "table must be [vocab, dim], got rank "
+                         << table.getRank();
+  return expectShape(*this, "result", getResult(),
+                     withLast(ranked(getIds()).getShape(), table.getDimSize(1)));
+}
+
+LogicalResult EmbeddingGradOp::verify() {
+  if (failed(verifyCommon(*this)))
+    return failure();
+  auto result = ranked(getResult());
+  if (result.getRank() != 2)
+    return emitOpError() << "result must be [vocab, dim], got rank "
+                         << result.getRank();
+  return expectShape(*this, "grad", getGrad(),
+                     withLast(ranked(getIds()).getShape(), result.getDimSize(1)));
+}
+
+static LogicalResult verifyNorm(Operation *op, Value x, Value weight,
+                                double eps) {
+  if (failed(verifyCommon(op)))
+    return failure();
+  auto xt = ranked(x);
+  if (xt.getRank() < 1)
+    return op->emitOpError() << "x must have rank >= 1";
+  if (!(eps > 0.0))
+    return op->emitOpError() << "eps must be positive, got " << eps;
+  return expectShape(op, "weight", weight, {xt.getShape().back()});
+}
+
+LogicalResult RMSNormOp::verify() {
+  if (failed(verifyNorm(*this, getX(), getWeight(), getEps().convertToDouble())))
+    return failure();
+  return expectShape(*this, "result", getResult(), ranked(getX()).getShape());
+}
+
+LogicalResult RMSNormGradOp::verify() {
+  if (failed(verifyNorm(*this, getX(), getWeight(), getEps().convertToDouble())))
+    return failure();
+  auto xs = ranked(getX()).getShape();
+  if (failed(expectShape(*this, "grad", getGrad(), xs)) ||
+      failed(expectShape(*this, "x_grad", getXGrad(), xs)))
+    return failure();
+  return expectShape(*this, "weight_grad", getWeightGrad(),
+                     ranked(getWeight()).getShape());
+}
+
+//===----------------------------------------------------------------------===//
+
+bool MatmulOp::isRhsShared() {
+  return ranked(getRhs()).getRank() == 2 && ranked(getLhs()).getRank() > 2;
+}
+
+int64_t MatmulOp::getBatchSize() {
+  auto s = ranked(getLhs()).getShape();
+  int64_t b = 1;
+  for (int64_t d : s.drop_back(2))
+    b *= d;
+  return b;
+}
+
+int64_t MatmulOp::getM() {
+  auto s = ranked(getLhs()).getShape();
+  return getTransposeLhs() ? s[s.size() - 1] : s[s.size() - 2];
+}
+
+int64_t MatmulOp::getK() {
+  auto s = ranked(getLhs()).getShape();
+  return getTransposeLhs() ? s[s.size() - 2] : s[s.size() - 1];
+}
+
+int64_t MatmulOp::getN() {
+  auto s = ranked(getRhs()).getShape();
+  return getTransposeRhs() ? s[s.size() - 2] : s[s.size() - 1];
+}
+
+LogicalResult MatmulOp::verify() {
+  if (failed(verifyCommon(*this)))
+    return failure();
+  auto lhs = ranked(getLhs()), rhs = ranked(getRhs());
+  if (lhs.getRank() < 2 || rhs.getRank() < 2)
+    return emitOpError() << "operands must have rank >= 2, got ranks "
+                         << lhs.getRank() << " and " << rhs.getRank();
+  if (rhs.getRank() != 2 && rhs.getRank() != lhs.getRank())
+    return emitOpError() << "rhs must be a matrix or have the rank of lhs ("
+                         << lhs.getRank() << "), got rank " << rhs.getRank();
+  if (rhs.getRank() == lhs.getRank() &&
+      lhs.getShape().drop_back(2) != rhs.getShape().drop_back(2))
+    return emitOpError() << "batch dimensions differ: lhs "
+                         << shapeStr(lhs.getShape()) << ", rhs "
+                         << shapeStr(rhs.getShape());
+  if (isRhsShared() && getTransposeLhs())
+    return emitOpError() << "transpose_lhs is not allowed with a shared (rank-2) rhs";
+  auto rs = rhs.getShape();
+  int64_t rhsK = getTransposeRhs() ? rs[rs.size() - 1] : rs[rs.size() - 2];
+  if (rhsK != getK())
+    return emitOpError() << "contraction sizes differ: lhs gives K = " << getK()
+                         << ", rhs gives K = " << rhsK;
+  SmallVector<int64_t> expected(lhs.getShape().drop_back(2));
+  expected.push_back(getM());
+  expected.push_back(getN());
+  return expectShape(*this, "result", getResult(), expected);
+}
+
+LogicalResult ReshapeOp::verify() {
+  if (failed(verifyCommon(*this)))
+    return failure();
+  auto in = ranked(getInput()), out = ranked(getResult());
+  if (in.getNumElements() != out.getNumElements())
+    return emitOpError() << "element counts differ: " << shapeStr(in.getShape())
+                         << " has " << in.getNumElements() << ", "
+                         << shapeStr(out.getShape()) << " has "
+                         << out.getNumElements();
+  return success();
+}
+
+//===----------------------------------------------------------------------===//
+
+static LogicalResult verifyRope(Operation *op, Value in, Value out,
+                                double theta) {
+  if (failed(verifyCommon(op)))
+    return failure();
+  auto t = ranked(in);
+  if (t.getRank() != 4)
+    return op->emitOpError()
+           << "input must be [batch, seq, heads, head_dim], got rank "
+           << t.getRank();
+  if (t.getDimSize(3) % 2 != 0)
+    return op->emitOpError() << "head_dim must be even, got " << t.getDimSize(3);
+  if (!(theta > 0.0))
+    return op->emitOpError() << "theta must be positive, got " << theta;
+  return expectShape(op, "result", out, t.getShape());
+}
+
+LogicalResult RopeOp::verify() {
+  return verifyRope(*this, getInput(), getResult(),
+                    getTheta().convertToDouble());
+}
+
+LogicalResult RopeGradOp::verify() {
+  return verifyRope(*this, getGrad(), getResult(),
+                    getTheta().convertToDouble());
+}
+
+//===----------------------------------------------------------------------===//
+
+int64_t AttentionOp::getNumHeads() { return ranked(getQuery()).getDimSize(2); }
+int64_t AttentionOp::getNumKvHeads() { return ranked(getKey()).getDimSize(2); }
+int64_t AttentionOp::getHeadDim() { return ranked(getQuery()).getDimSize(3); }
+
+static LogicalResult verifyAttentionOperands(Operation *op, Value q, Value k,
+                                             Value v, double scale) {
+  if (failed(verifyCommon(op)))
+    return failure();
+  auto qt = ranked(q), kt = ranked(k);
+  if (qt.getRank() != 4)
+    return op->emitOpError()
+           << "query must be [batch, seq, n_heads, head_dim], got rank "
+           << qt.getRank();
+  if (kt.getRank() != 4)
+    return op->emitOpError()
+           << "key must be [batch, seq, n_kv_heads, head_dim], got rank "
+           << kt.getRank();
+  int64_t heads = qt.getDimSize(2), kvHeads = kt.getDimSize(2);
+  if (failed(expectShape(op, "key", k,
+                         {qt.getDimSize(0), qt.getDimSize(1), kvHeads,
+                          qt.getDimSize(3)})) ||
+      failed(expectShape(op, "value", v, kt.getShape())))
+    return failure();
+  if (heads % kvHeads != 0)
+    return op->emitOpError() << "n_heads (" << heads
+                             << ") must be a multiple of n_kv_heads ("
+                             << kvHeads << ")";
+  if (!(scale > 0.0))
+    return op->emitOpError() << "scale must be positive, got " << scale;
+  return success();
+}
+
+static SmallVector<int64_t> lseShape(Value q) {
+  auto s = ranked(q).getShape();
+  return {s[0], s[2], s[1]};
+}
+
+LogicalResult AttentionOp::verify() {
+  if (failed(verifyAttentionOperands(*this, getQuery(), getKey(), getValue(),
+                                     getScale().convertToDouble())) ||
+      failed(expectShape(*this, "result", getResult(),
+                         ranked(getQuery()).getShape())))
+    return failure();
+  return expectShape(*this, "logsumexp", getLogsumexp(), lseShape(getQuery()));
+}
+
+LogicalResult AttentionGradOp::verify() {
+  if (failed(verifyAttentionOperands(*this, getQuery(), getKey(), getValue(),
+                                     getScale().convertToDouble())))
+    return failure();
+  auto qs = ranked(getQuery()).getShape();
+  auto ks = ranked(getKey()).getShape();
+  if (failed(expectShape(*this, "grad", getGrad(), qs)) ||
+      failed(expectShape(*this, "result", getResult(), qs)) ||
+      failed(expectShape(*this, "logsumexp", getLogsumexp(),
+                         lseShape(getQuery()))) ||
+      failed(expectShape(*this, "query_grad", getQueryGrad(), qs)) ||
+      failed(expectShape(*this, "key_grad", getKeyGrad(), ks)))
+    return failure();
+  return expectShape(*this, "value_grad", getValueGrad(), ks);
+}
+
+//===----------------------------------------------------------------------===//
+
+static LogicalResult verifyCrossEntropy(Operation *op, Value logits,
+                                        Value targets) {
+  if (failed(verifyCommon(op)))
+    return failure();
+  auto lt = ranked(logits);
+  if (lt.getRank() < 1)
+    return op->emitOpError() << "logits must have rank >= 1";
+  return expectShape(op, "targets", targets, lt.getShape().drop_back());
+}
+
+LogicalResult CrossEntropyOp::verify() {
+  return verifyCrossEntropy(*this, getLogits(), getTargets());
+}
+
+LogicalResult CrossEntropyGradOp::verify() {
+  if (failed(verifyCrossEntropy(*this, getLogits(), getTargets())))
+    return failure();
+  return expectShape(*this, "result", getResult(),
+                     ranked(getLogits()).getShape());
+}
+
+#define GET_OP_CLASSES
+#include "dialects/llama/IR/LlamaOps.cpp.inc"
+
+#include "dialects/llama/IR/LlamaInterfaces.cpp.inc"

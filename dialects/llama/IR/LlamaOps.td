@@ -1,0 +1,322 @@
+//===- LlamaOps.td - ops of the llama dialect --------------*- tablegen -*-===//
+//
+// Forward ops implement VJPOpInterface; their `*_grad` partners are built by
+// those VJPs. Shapes are static: the compiler specializes every kernel to
+// them. Verifiers check what ODS traits cannot.
+//
+//===----------------------------------------------------------------------===//
+#ifndef LLAMA_OPS_TD
+#define LLAMA_OPS_TD
+
+include "dialects/llama/IR/LlamaDialect.td"
+include "dialects/llama/IR/LlamaInterfaces.td"
+include "mlir/Interfaces/InferTypeOpInterface.td"
+include "mlir/Interfaces/SideEffectInterfaces.td"
+
+class Llama_DiffOp<string mnemonic, list<Trait> traits = []>
+    : Llama_Op<mnemonic, !listconcat(traits,
+        [Pure, DeclareOpInterfaceMethods<Llama_VJPOpInterface>])>;
+
+//===----------------------------------------------------------------------===//
+// Embedding
+//===----------------------------------------------------------------------===//
+
+def Llama_EmbeddingOp : Llama_DiffOp<"embedding"> {
+  let summary = "Token embedding lookup";
+  let description = [{
+    `result[..., :] = table[ids[...], :]`. The table is `[vocab, dim]`; the
+    result has the shape of `ids` with `dim` appended.
+
+    ```mlir
+    %h = llama.embedding %table, %ids : (tensor<64x16xf32>, tensor<2x8xi32>) -> tensor<2x8x16xf32>
+    ```
+  }];
+  let arguments = (ins Llama_FloatTensor:$table, Llama_IndexTensor:$ids);
+  let results = (outs Llama_FloatTensor:$result);
+  let assemblyFormat = "$table `,` $ids attr-dict `:` functional-type(operands, results)";
+  let hasVerifier = 1;
+}
+
+def Llama_EmbeddingGradOp : Llama_Op<"embedding_grad", [Pure]> {
+  let summary = "Gradient of the embedding table (scatter-add of rows)";
+  let description = [{
+    `result[v, :] = sum over positions p with ids[p] == v of grad[p, :]`.
+
+    ```mlir
+    %dt = llama.embedding_grad %dh, %ids : (tensor<2x8x16xf32>, tensor<2x8xi32>) -> tensor<64x16xf32>
+    ```
+  }];
+  let arguments = (ins Llama_FloatTensor:$grad, Llama_IndexTensor:$ids);
+  let results = (outs Llama_FloatTensor:$result);
+  let assemblyFormat = "$grad `,` $ids attr-dict `:` functional-type(operands, results)";
+  let hasVerifier = 1;
+}
+
+//===----------------------------------------------------------------------===//
+// RMSNorm
+//===----------------------------------------------------------------------===//
+
+def Llama_RMSNormOp : Llama_DiffOp<"rms_norm"> {
+  let summary = "Root-mean-square normalization over the last dimension";
+  let description = [{
+    `result = x * rsqrt(mean(x^2, -1) + eps) * weight`, `weight` of shape
+    `[dim]` where `dim` is the last dimension of `x`.
+
+    ```mlir
+    %n = llama.rms_norm %x, %w {eps = 1.0e-05 : f64} : (tensor<2x8x16xf32>, tensor<16xf32>) -> tensor<2x8x16xf32>
+    ```
+  }];
+  let arguments = (ins Llama_FloatTensor:$x, Llama_FloatTensor:$weight, F64Attr:$eps);
+  let results = (outs Llama_FloatTensor:$result);
+  let assemblyFormat = "$x `,` $weight attr-dict `:` functional-type(operands, results)";
+  let hasVerifier = 1;
+}
+
+def Llama_RMSNormGradOp : Llama_Op<"rms_norm_grad", [Pure]> {
+  let summary = "Gradients of RMSNorm with respect to its input and weight";
+  let description = [{
+    ```mlir
+    %dx, %dw = llama.rms_norm_grad %dy, %x, %w {eps = 1.0e-05 : f64} : (tensor<2x8x16xf32>, tensor<2x8x16xf32>, tensor<16xf32>) -> (tensor<2x8x16xf32>, tensor<16xf32>)
+    ```
+  }];
+  let arguments = (ins Llama_FloatTensor:$grad, Llama_FloatTensor:$x,
+                       Llama_FloatTensor:$weight, F64Attr:$eps);
+  let results = (outs Llama_FloatTensor:$x_grad, Llama_FloatTensor:$weight_grad);
+  let assemblyFormat = "$grad `,` $x `,` $weight attr-dict `:` functional-type(operands, results)";
+  let hasVerifier = 1;
+}
+
+//===----------------------------------------------------------------------===//
+// Matmul
+//===----------------------------------------------------------------------===//
+
+def Llama_MatmulOp : Llama_DiffOp<"matmul"> {
+  let summary = "Batched matrix product with transpose flags";
+  let description = [{
+    `result[b] = op(lhs[b]) @ op(rhs[b])` where `op` transposes the last two
+    dimensions when the matching flag is set. `lhs` is `[..., M, K]`
+    (`[..., K, M]` if `transpose_lhs`); `rhs` either has the same leading
+    (batch) dimensions as `lhs` or is a plain matrix shared by every batch
+    (a linear layer: `rhs` is the `[out, in]` weight with
+    `transpose_rhs`). A shared `rhs` requires `transpose_lhs = false`.
+
+    ```mlir
+    %q = llama.matmul %x, %wq {transpose_rhs = true} : (tensor<2x8x16xf32>, tensor<16x16xf32>) -> tensor<2x8x16xf32>
+    ```
+  }];
+  let arguments = (ins Llama_FloatTensor:$lhs, Llama_FloatTensor:$rhs,
+                       DefaultValuedAttr<BoolAttr, "false">:$transpose_lhs,
+                       DefaultValuedAttr<BoolAttr, "false">:$transpose_rhs);
+  let results = (outs Llama_FloatTensor:$result);
+  let assemblyFormat = "$lhs `,` $rhs attr-dict `:` functional-type(operands, results)";
+  let hasVerifier = 1;
+  let extraClassDeclaration = [{
+    /// Product of the leading (batch) dimensions of lhs.
+    int64_t getBatchSize();
+    int64_t getM();
+    int64_t getN();
+    int64_t getK();
+    /// True when rhs is one matrix shared by every batch of lhs.
+    bool isRhsShared();
+  }];
+}
+
+//===----------------------------------------------------------------------===//
+// Reshape
+//===----------------------------------------------------------------------===//
+
+def Llama_ReshapeOp : Llama_DiffOp<"reshape"> {
+  let summary = "Reinterpretation of a row-major tensor under another shape";
+  let description = [{
+    Same elements in the same row-major order; lowering makes it a view.
+
+    ```mlir
+    %q4 = llama.reshape %q : (tensor<2x8x16xf32>) -> tensor<2x8x4x4xf32>
+    ```
+  }];
+  let arguments = (ins Llama_FloatTensor:$input);
+  let results = (outs Llama_FloatTensor:$result);
+  let assemblyFormat = "$input attr-dict `:` functional-type(operands, results)";
+  let hasVerifier = 1;
+}
+
+//===----------------------------------------------------------------------===//
+// Rotary embedding
+//===----------------------------------------------------------------------===//
+
+def Llama_RopeOp : Llama_DiffOp<"rope"> {
+  let summary = "Rotary position embedding, Hugging Face (rotate-half) pairing";
+  let description = [{
+    `x` is `[batch, seq, heads, head_dim]`; element `i < head_dim/2` is
+    rotated with element `i + head_dim/2` by the angle
+    `t * theta^(-2i/head_dim)` for the token at position `t`.
+
+    ```mlir
+    %qr = llama.rope %q4 {theta = 1.0e+04 : f64} : (tensor<2x8x4x4xf32>) -> tensor<2x8x4x4xf32>
+    ```
+  }];
+  let arguments = (ins Llama_FloatTensor:$input, F64Attr:$theta);
+  let results = (outs Llama_FloatTensor:$result);
+  let assemblyFormat = "$input attr-dict `:` functional-type(operands, results)";
+  let hasVerifier = 1;
+}
+
+def Llama_RopeGradOp : Llama_Op<"rope_grad", [Pure]> {
+  let summary = "Gradient of the rotary embedding (the inverse rotation)";
+  let description = [{
+    ```mlir
+    %dq = llama.rope_grad %dqr {theta = 1.0e+04 : f64} : (tensor<2x8x4x4xf32>) -> tensor<2x8x4x4xf32>
+    ```
+  }];
+  let arguments = (ins Llama_FloatTensor:$grad, F64Attr:$theta);
+  let results = (outs Llama_FloatTensor:$result);
+  let assemblyFormat = "$grad attr-dict `:` functional-type(operands, results)";
+  let hasVerifier = 1;
+}
+
+//===----------------------------------------------------------------------===//
+// Attention
+//===----------------------------------------------------------------------===//
+
+def Llama_AttentionOp : Llama_DiffOp<"attention"> {
+  let summary = "Causal scaled dot-product attention with grouped KV heads";
+  let description = [{
+    `query` is `[batch, seq, n_heads, head_dim]`, `key` and `value` are
+    `[batch, seq, n_kv_heads, head_dim]` with `n_heads % n_kv_heads == 0`
+    (query head `h` reads KV head `h / (n_heads / n_kv_heads)`). Position `i`
+    attends to positions `j <= i` with scores `scale * q_i . k_j`. Besides
+    the output it returns the softmax logsumexp `[batch, n_heads, seq]` that
+    the backward needs, so no `seq x seq` matrix is ever kept.
+
+    ```mlir
+    %o, %lse = llama.attention %q, %k, %v {scale = 5.000000e-01 : f64} : (tensor<2x8x4x4xf32>, tensor<2x8x2x4xf32>, tensor<2x8x2x4xf32>) -> (tensor<2x8x4x4xf32>, tensor<2x4x8xf32>)
+    ```
+  }];
+  let arguments = (ins Llama_FloatTensor:$query, Llama_FloatTensor:$key,
+                       Llama_FloatTensor:$value, F64Attr:$scale);
+  let results = (outs Llama_FloatTensor:$result, Llama_FloatTensor:$logsumexp);
+  let assemblyFormat = "$query `,` $key `,` $value attr-dict `:` functional-type(operands, results)";
+  let hasVerifier = 1;
+  let extraClassDeclaration = [{
+    int64_t getNumHeads();
+    int64_t getNumKvHeads();
+    int64_t getHeadDim();
+  }];
+}
+
+def Llama_AttentionGradOp : Llama_Op<"attention_grad", [Pure]> {
+  let summary = "Gradients of causal attention with respect to q, k and v";
+  let description = [{
+    Recomputes the probabilities from the saved logsumexp.
+
+    ```mlir
+    %dq, %dk, %dv = llama.attention_grad %do, %q, %k, %v, %o, %lse {scale = 5.000000e-01 : f64} : (tensor<2x8x4x4xf32>, tensor<2x8x4x4xf32>, tensor<2x8x2x4xf32>, tensor<2x8x2x4xf32>, tensor<2x8x4x4xf32>, tensor<2x4x8xf32>) -> (tensor<2x8x4x4xf32>, tensor<2x8x2x4xf32>, tensor<2x8x2x4xf32>)
+    ```
+  }];
+  let arguments = (ins Llama_FloatTensor:$grad, Llama_FloatTensor:$query,
+                       Llama_FloatTensor:$key, Llama_FloatTensor:$value,
+                       Llama_FloatTensor:$result, Llama_FloatTensor:$logsumexp,
+                       F64Attr:$scale);
+  let results = (outs Llama_FloatTensor:$query_grad, Llama_FloatTensor:$key_grad,
+                      Llama_FloatTensor:$value_grad);
+  let assemblyFormat = "$grad `,` $query `,` $key `,` $value `,` $result `,` $logsumexp attr-dict `:` functional-type(operands, results)";
+  let hasVerifier = 1;
+}
+
+//===----------------------------------------------------------------------===//
+// SwiGLU and add
+//===----------------------------------------------------------------------===//
+
+def Llama_SwigluOp : Llama_DiffOp<"swiglu", [SameOperandsAndResultType]> {
+  let summary = "silu(gate) * up";
+  let description = [{
+    ```mlir
+    %s = llama.swiglu %g, %u : (tensor<2x8x48xf32>, tensor<2x8x48xf32>) -> tensor<2x8x48xf32>
+    ```
+  }];
+  let arguments = (ins Llama_FloatTensor:$gate, Llama_FloatTensor:$up);
+  let results = (outs Llama_FloatTensor:$result);
+  let assemblyFormat = "$gate `,` $up attr-dict `:` functional-type(operands, results)";
+}
+
+def Llama_SwigluGradOp : Llama_Op<"swiglu_grad", [Pure, SameOperandsAndResultType]> {
+  let summary = "Gradients of silu(gate) * up";
+  let description = [{
+    ```mlir
+    %dg, %du = llama.swiglu_grad %ds, %g, %u : (tensor<2x8x48xf32>, tensor<2x8x48xf32>, tensor<2x8x48xf32>) -> (tensor<2x8x48xf32>, tensor<2x8x48xf32>)
+    ```
+  }];
+  let arguments = (ins Llama_FloatTensor:$grad, Llama_FloatTensor:$gate, Llama_FloatTensor:$up);
+  let results = (outs Llama_FloatTensor:$gate_grad, Llama_FloatTensor:$up_grad);
+  let assemblyFormat = "$grad `,` $gate `,` $up attr-dict `:` functional-type(operands, results)";
+}
+
+def Llama_AddOp : Llama_DiffOp<"add", [SameOperandsAndResultType]> {
+  let summary = "Elementwise sum (residual connections, gradient accumulation)";
+  let description = [{
+    ```mlir
+    %h = llama.add %x, %a : (tensor<2x8x16xf32>, tensor<2x8x16xf32>) -> tensor<2x8x16xf32>
+    ```
+  }];
+  let arguments = (ins Llama_FloatTensor:$lhs, Llama_FloatTensor:$rhs);
+  let results = (outs Llama_FloatTensor:$result);
+  let assemblyFormat = "$lhs `,` $rhs attr-dict `:` functional-type(operands, results)";
+}
+
+//===----------------------------------------------------------------------===//
+// Cross-entropy
+//===----------------------------------------------------------------------===//
+
+def Llama_CrossEntropyOp : Llama_DiffOp<"cross_entropy"> {
+  let summary = "Mean softmax cross-entropy over the tokens whose target is scored";
+  let description = [{
+    `logits` is `[..., vocab]`, `targets` has the leading shape of `logits`.
+    The result is the mean of `logsumexp(logits) - logits[target]` over the
+    positions whose target differs from `ignore_index`.
+
+    ```mlir
+    %loss = llama.cross_entropy %logits, %targets {ignore_index = -100 : i64} : (tensor<2x8x64xf32>, tensor<2x8xi32>) -> tensor<f32>
+    ```
+  }];
+  let arguments = (ins Llama_FloatTensor:$logits, Llama_IndexTensor:$targets,
+                       DefaultValuedAttr<I64Attr, "-100">:$ignore_index);
+  let results = (outs Llama_ScalarTensor:$result);
+  let assemblyFormat = "$logits `,` $targets attr-dict `:` functional-type(operands, results)";
+  let hasVerifier = 1;
+}
+
+def Llama_CrossEntropyGradOp : Llama_Op<"cross_entropy_grad", [Pure]> {
+  let summary = "Gradient of the mean cross-entropy with respect to the logits";
+  let description = [{
+    ```mlir
+    %dl = llama.cross_entropy_grad %dloss, %logits, %targets {ignore_index = -100 : i64} : (tensor<f32>, tensor<2x8x64xf32>, tensor<2x8xi32>) -> tensor<2x8x64xf32>
+    ```
+  }];
+  let arguments = (ins Llama_ScalarTensor:$grad, Llama_FloatTensor:$logits,
+                       Llama_IndexTensor:$targets,
+                       DefaultValuedAttr<I64Attr, "-100">:$ignore_index);
+  let results = (outs Llama_FloatTensor:$result);
+  let assemblyFormat = "$grad `,` $logits `,` $targets attr-dict `:` functional-type(operands, results)";
+  let hasVerifier = 1;
+}
+
+//===----------------------------------------------------------------------===//
+// Constants
+//===----------------------------------------------------------------------===//
+
+def Llama_FillOp : Llama_Op<"fill", [Pure]> {
+  let summary = "A tensor with every element equal to `value`";
+  let description = [{
+    Seeds the backward pass (d loss / d loss = 1) and gives zero gradients
+    to parameters the loss does not depend on.
+
+    ```mlir
+    %one = llama.fill {value = 1.0 : f64} : tensor<f32>
+    ```
+  }];
+  let arguments = (ins F64Attr:$value);
+  let results = (outs Llama_FloatTensor:$result);
+  let assemblyFormat = "attr-dict `:` type($result)";
+}
+
+#endif // LLAMA_OPS_TD

@@ -1,0 +1,94 @@
+//===- Passes.td - passes of llama-mlir --------------------*- tablegen -*-===//
+#ifndef LLAMA_PASSES_TD
+#define LLAMA_PASSES_TD
+
+include "mlir/Pass/PassBase.td"
+
+def LlamaRemat : Pass<"llama-remat", "::mlir::ModuleOp"> {
+  let summary = "Decide which forward values are saved for the backward and which are recomputed";
+  let description = [{
+    Marks every op of `@forward` with `llama.remat = "save"` or
+    `"recompute"`. It changes nothing else: `llama-autodiff` honours the
+    marks by cloning recompute-marked ops into the backward where their
+    values are first needed.
+
+    Policies:
+    - `none`: save everything the backward reads.
+    - `selective` (LLaMA paper, Megatron): save matmul outputs, the attention
+      output and logsumexp, embeddings and the residual stream; recompute
+      RMSNorm, RoPE, SwiGLU and views.
+    - `full`: inside each transformer layer (ops tagged `llama.layer`) save
+      only the values that leave the layer; recompute the rest of the layer in
+      its backward. Ops outside layers follow `selective`.
+
+    Before:
+    ```mlir
+    %n = llama.rms_norm %x, %w {eps = 1.0e-05 : f64, llama.layer = 0 : i64} : ...
+    ```
+    After (`policy=selective`):
+    ```mlir
+    %n = llama.rms_norm %x, %w {eps = 1.0e-05 : f64, llama.layer = 0 : i64, llama.remat = "recompute"} : ...
+    ```
+  }];
+  let options = [
+    Option<"policy", "policy", "std::string", /*default=*/"\"selective\"",
+           "none | selective | full">,
+  ];
+  let statistics = [
+    Statistic<"numSaved", "saved-ops", "Ops whose results are saved">,
+    Statistic<"numRecomputed", "recomputed-ops", "Ops marked for recomputation">,
+  ];
+}
+
+def LlamaAutodiff : Pass<"llama-autodiff", "::mlir::ModuleOp"> {
+  let summary = "Derive @train_step (loss and every parameter gradient) from @forward";
+  let description = [{
+    Builds `func.func @train_step` with the arguments of `@forward` and the
+    results `(loss, grad_0, ..., grad_n)`, one gradient per float argument
+    (parameter), each carrying `llama.grad_of = "<param name>"`. The body is
+    the forward program followed by the reverse sweep: every op's
+    `VJPOpInterface` builds its operands' cotangents; fan-out is summed with
+    `llama.add`. Forward values the backward reads come from the forward
+    when saved and from clones placed at their first backward use when the
+    op is marked `llama.remat = "recompute"` (clones carry
+    `llama.recomputed`). Every op built here carries `llama.backward`.
+  }];
+  let statistics = [
+    Statistic<"numBackwardOps", "backward-ops", "Ops built for the backward">,
+    Statistic<"numRecomputedOps", "recomputed-ops", "Forward ops cloned for recomputation">,
+  ];
+}
+
+def LlamaDeriveLogits : Pass<"llama-derive-logits", "::mlir::ModuleOp"> {
+  let summary = "Derive @logits (forward without the loss) from @forward for generation";
+  let description = [{
+    Builds `func.func @logits(params..., tokens) -> logits` from `@forward`:
+    the program up to the operand of its `llama.cross_entropy`, with the
+    batch dimension set to `batch` (every op's result type is re-derived;
+    reshapes must keep the leading batch dimension).
+  }];
+  let options = [
+    Option<"batch", "batch", "int64_t", /*default=*/"1", "batch of @logits">,
+  ];
+}
+
+def LlamaPlanMemory : Pass<"llama-plan-memory", "::mlir::ModuleOp"> {
+  let summary = "Static memory plan: one arena per function, liveness-based offsets";
+  let description = [{
+    For every function other than `@forward`, gives each tensor produced in
+    it a byte offset in one arena (`llama.offset` on the op, an array with
+    one entry per result; -1 for results that are views of their operand).
+    Buffers whose lifetimes (definition to last use, through views) do not
+    overlap share memory; placement is first fit in decreasing size order. Results
+    returned by the function are written straight to the caller's output
+    buffers (`llama.output` = result index) instead of the arena when
+    possible. Sets `llama.arena_bytes` and `llama.live_lower_bound_bytes`
+    (the peak of the sum of live buffers, which no placement can beat) on the
+    function.
+  }];
+  let options = [
+    Option<"alignment", "alignment", "int64_t", /*default=*/"64", "buffer alignment in bytes">,
+  ];
+}
+
+#endif // LLAMA_PASSES_TD

@@ -1,0 +1,95 @@
+// CPU kernels of the llama runtime: the forward and backward of every op the
+// `llama` dialect lowers to. Generated step functions call these with constant
+// shapes and pointers into one arena. No MLIR, no allocation inside a kernel.
+//
+// Conventions (all tensors dense, row-major, contiguous):
+//   T is float or double (fp32 training, fp64 for gradient checks).
+//   "rows" = product of all leading dims; the last dim is the feature dim.
+//   Backward kernels OVERWRITE their gradient outputs (never accumulate);
+//   the compiler adds gradients explicitly with add().
+//   Threads: OpenMP parallel loops inside each kernel.
+#pragma once
+#include <cstdint>
+
+namespace llamart::cpu {
+
+// out[r, :] = table[ids[r], :] for r < n_tokens. ids outside [0, vocab) abort
+// with a message naming the token and position (corrupt data must not read OOB).
+template <typename T>
+void embedding_forward(const T *table, const int32_t *ids, T *out,
+                       int64_t n_tokens, int64_t vocab, int64_t dim);
+// dtable = scatter-add of dout rows at ids (dtable fully overwritten first).
+template <typename T>
+void embedding_backward(const T *dout, const int32_t *ids, T *dtable,
+                        int64_t n_tokens, int64_t vocab, int64_t dim);
+
+// y = x * rsqrt(mean(x^2) + eps) * w, per row of length dim.
+template <typename T>
+void rms_norm_forward(const T *x, const T *w, T *y, int64_t rows, int64_t dim,
+                      double eps);
+// dx and dw (dw summed over rows) from dy, x, w.
+template <typename T>
+void rms_norm_backward(const T *dy, const T *x, const T *w, T *dx, T *dw,
+                       int64_t rows, int64_t dim, double eps);
+
+// C[b] = op(A[b]) @ op(B[b]) for b < batch, op = transpose if flag set.
+// op(A) is M x K, op(B) is K x N, C is M x N. A is stored M x K (or K x M
+// when transpose_a), B stored K x N (or N x K when transpose_b).
+// If b_broadcast, B has no batch dim (same matrix for every b).
+// GEMMs go to cblas (OpenBLAS).
+template <typename T>
+void matmul(const T *a, const T *b, T *c, int64_t batch, int64_t m, int64_t n,
+            int64_t k, bool transpose_a, bool transpose_b, bool b_broadcast);
+
+// Rotary embedding, Hugging Face pairing (rotate halves: i with i + d/2),
+// x is [batch, seq, heads, head_dim], position of token t is t,
+// inv_freq[i] = theta^(-2i/d), i < d/2.
+template <typename T>
+void rope_forward(const T *x, T *y, int64_t batch, int64_t seq, int64_t heads,
+                  int64_t head_dim, double theta);
+// The inverse rotation (transpose of the forward linear map).
+template <typename T>
+void rope_backward(const T *dy, T *dx, int64_t batch, int64_t seq,
+                   int64_t heads, int64_t head_dim, double theta);
+
+// Causal attention with grouped KV heads.
+// q, out: [batch, seq, n_heads, head_dim]; k, v: [batch, seq, n_kv_heads, head_dim]
+// query head h uses kv head h / (n_heads / n_kv_heads).
+// lse: [batch, n_heads, seq] = logsumexp over keys j <= i of scale * q_i.k_j
+// (kept for backward; the T x T matrix is never stored beyond one row/tile).
+template <typename T>
+void attention_forward(const T *q, const T *k, const T *v, T *out, T *lse,
+                       int64_t batch, int64_t seq, int64_t n_heads,
+                       int64_t n_kv_heads, int64_t head_dim, double scale);
+// dq, dk, dv overwritten (dk, dv summed over the query heads of a group).
+template <typename T>
+void attention_backward(const T *dout, const T *q, const T *k, const T *v,
+                        const T *out, const T *lse, T *dq, T *dk, T *dv,
+                        int64_t batch, int64_t seq, int64_t n_heads,
+                        int64_t n_kv_heads, int64_t head_dim, double scale);
+
+// y = silu(gate) * up, elementwise over n.
+template <typename T>
+void swiglu_forward(const T *gate, const T *up, T *y, int64_t n);
+template <typename T>
+void swiglu_backward(const T *dy, const T *gate, const T *up, T *dgate, T *dup,
+                     int64_t n);
+
+// y = a + b, elementwise over n (y may alias a or b).
+template <typename T> void add(const T *a, const T *b, T *y, int64_t n);
+
+// loss[0] = mean over rows with targets != ignore_index of
+// logsumexp(logits[r]) - logits[r, targets[r]]; 0 if every row is ignored.
+// targets outside [0, vocab) that are not ignore_index abort with a message.
+template <typename T>
+void cross_entropy_forward(const T *logits, const int32_t *targets, T *loss,
+                           int64_t rows, int64_t vocab, int64_t ignore_index);
+// dlogits = dloss[0] * (softmax(logits) - onehot(target)) / n_valid for valid
+// rows, 0 for ignored rows.
+template <typename T>
+void cross_entropy_backward(const T *dloss, const T *logits,
+                            const int32_t *targets, T *dlogits, int64_t rows,
+                            int64_t vocab, int64_t ignore_index);
+
+// Explicit instantiations for float and double live in the .cpp files.
+} // namespace llamart::cpu

@@ -1,0 +1,118 @@
+// Rotary position embedding, Hugging Face "rotate half" pairing.
+//
+// For token position t and i < d/2, with angle a = t * theta^(-2i/d):
+//   y[i]       = x[i] cos a - x[i + d/2] sin a
+//   y[i + d/2] = x[i + d/2] cos a + x[i] sin a
+// The backward is the transpose of this rotation, i.e. the rotation by -a.
+//
+// Memory traffic: x read once, y written once. cos/sin depend only on
+// (position, i), so they come from a table of seq x d/2 pairs built in double
+// (angles and trig in double, then rounded to T) and cached per calling
+// thread: a training run rebuilds it only when seq, head_dim or theta change.
+// The table (seq * d/2 * 2 values, 1 MiB for seq 2048, d 128, float) is
+// shared by all heads and all batch rows.
+#include "runtime/cpu/kernels.h"
+
+#include <cmath>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "runtime/cpu/parallel.h"
+
+namespace llamart::cpu {
+namespace {
+
+template <typename T> struct RopeTable {
+  int64_t seq = -1, half = -1;
+  double theta = 0.0;
+  std::vector<T> cos, sin; // [seq, half]
+};
+
+template <typename T>
+const RopeTable<T> &rope_table(int64_t seq, int64_t head_dim, double theta,
+                               const char *kernel) {
+  if (head_dim <= 0 || head_dim % 2 != 0)
+    throw std::runtime_error(std::string(kernel) + ": head_dim " +
+                             std::to_string(head_dim) +
+                             " must be positive and even");
+  if (!(theta > 0.0))
+    throw std::runtime_error(std::string(kernel) + ": theta " +
+                             std::to_string(theta) + " must be positive");
+  thread_local RopeTable<T> table;
+  const int64_t half = head_dim / 2;
+  if (table.seq == seq && table.half == half && table.theta == theta)
+    return table;
+  table.cos.resize(size_t(seq * half));
+  table.sin.resize(size_t(seq * half));
+  std::vector<double> inv_freq(static_cast<size_t>(half));
+  for (int64_t i = 0; i < half; ++i)
+    inv_freq[size_t(i)] = std::pow(theta, -2.0 * double(i) / double(head_dim));
+  T *cos_out = table.cos.data();
+  T *sin_out = table.sin.data();
+#pragma omp parallel for schedule(static) if (seq * half >= kParallelElements / 8)
+  for (int64_t t = 0; t < seq; ++t)
+    for (int64_t i = 0; i < half; ++i) {
+      const double angle = double(t) * inv_freq[size_t(i)];
+      cos_out[t * half + i] = static_cast<T>(std::cos(angle));
+      sin_out[t * half + i] = static_cast<T>(std::sin(angle));
+    }
+  table.seq = seq;
+  table.half = half;
+  table.theta = theta;
+  return table;
+}
+
+// direction = +1: forward rotation; -1: its transpose (backward).
+template <typename T>
+void rotate(const T *x, T *y, int64_t batch, int64_t seq, int64_t heads,
+            int64_t head_dim, double theta, T direction, const char *kernel) {
+  if (batch < 0 || seq < 0 || heads < 0)
+    throw std::runtime_error(std::string(kernel) + ": negative dimension");
+  const RopeTable<T> &table = rope_table<T>(seq, head_dim, theta, kernel);
+  const int64_t half = head_dim / 2;
+  const int64_t tokens = batch * seq;
+#pragma omp parallel for schedule(static) if (tokens * heads * head_dim >= kParallelElements)
+  for (int64_t bt = 0; bt < tokens; ++bt) {
+    const int64_t t = bt % seq;
+    const T *c = table.cos.data() + t * half;
+    const T *s = table.sin.data() + t * half;
+    for (int64_t h = 0; h < heads; ++h) {
+      const int64_t off = (bt * heads + h) * head_dim;
+      const T *xh = x + off;
+      T *yh = y + off;
+#pragma omp simd
+      for (int64_t i = 0; i < half; ++i) {
+        const T x1 = xh[i], x2 = xh[i + half];
+        const T sn = direction * s[i];
+        yh[i] = x1 * c[i] - x2 * sn;
+        yh[i + half] = x2 * c[i] + x1 * sn;
+      }
+    }
+  }
+}
+
+} // namespace
+
+template <typename T>
+void rope_forward(const T *x, T *y, int64_t batch, int64_t seq, int64_t heads,
+                  int64_t head_dim, double theta) {
+  rotate(x, y, batch, seq, heads, head_dim, theta, T(1), "rope_forward");
+}
+
+template <typename T>
+void rope_backward(const T *dy, T *dx, int64_t batch, int64_t seq,
+                   int64_t heads, int64_t head_dim, double theta) {
+  rotate(dy, dx, batch, seq, heads, head_dim, theta, T(-1), "rope_backward");
+}
+
+#define LLAMART_INSTANTIATE(T)                                                 \
+  template void rope_forward<T>(const T *, T *, int64_t, int64_t, int64_t,     \
+                                int64_t, double);                              \
+  template void rope_backward<T>(const T *, T *, int64_t, int64_t, int64_t,    \
+                                 int64_t, double);
+LLAMART_INSTANTIATE(float)
+LLAMART_INSTANTIATE(double)
+#undef LLAMART_INSTANTIATE
+
+} // namespace llamart::cpu

@@ -1,0 +1,421 @@
+#include "runtime/train/checkpoint_dir.h"
+
+#include "runtime/checkpoint/safetensors.h"
+#include "runtime/train/param_store.h"
+#include "runtime/train/program_check.h"
+
+#include <algorithm>
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <stdexcept>
+#include <unistd.h>
+
+namespace llamart::train {
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+namespace {
+
+constexpr const char *kModelFile = "model.safetensors";
+constexpr const char *kOptimizerFile = "optimizer.safetensors";
+constexpr const char *kStateFile = "state.json";
+constexpr const char *kLatestFile = "LATEST";
+constexpr const char *kStateFormat = "llamart-train-state";
+constexpr int kStateVersion = 1;
+
+std::string hex64(uint64_t v) {
+  char buf[19];
+  std::snprintf(buf, sizeof buf, "%016llx", static_cast<unsigned long long>(v));
+  return buf;
+}
+
+uint64_t parse_hex64(const std::string &s, const std::string &where) {
+  if (s.empty() || s.size() > 16 ||
+      s.find_first_not_of("0123456789abcdefABCDEF") != std::string::npos)
+    throw std::runtime_error(where + ": expected 16 hex digits, got '" + s + "'");
+  return std::stoull(s, nullptr, 16);
+}
+
+// Parses "step_000123" into 123; -1 for anything else.
+int64_t parse_checkpoint_name(const std::string &name) {
+  static const std::string prefix = "step_";
+  if (name.size() <= prefix.size() || name.compare(0, prefix.size(), prefix) != 0)
+    return -1;
+  const std::string digits = name.substr(prefix.size());
+  if (digits.size() > 18 || digits.find_first_not_of("0123456789") != std::string::npos)
+    return -1;
+  return std::stoll(digits);
+}
+
+std::string read_text_file(const std::string &path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in)
+    throw std::runtime_error(path + ": cannot open: " + std::strerror(errno));
+  std::ostringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+std::string trim(std::string s) {
+  const char *space = " \t\r\n";
+  s.erase(0, s.find_first_not_of(space));
+  s.erase(s.find_last_not_of(space) + 1);
+  return s;
+}
+
+// Removes leftovers of interrupted writes (".tmp-*" and ".old-*" directories).
+void remove_stale_temporaries(const std::string &root) {
+  std::error_code ec;
+  for (const auto &entry : fs::directory_iterator(root, ec)) {
+    const std::string name = entry.path().filename().string();
+    if (name.rfind(".tmp-", 0) == 0 || name.rfind(".old-", 0) == 0)
+      fs::remove_all(entry.path(), ec);
+  }
+}
+
+} // namespace
+
+std::string checkpoint_name(int64_t step) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "step_%06lld", static_cast<long long>(step));
+  return buf;
+}
+
+std::vector<CheckpointRef> list_checkpoints(const std::string &root) {
+  std::vector<CheckpointRef> out;
+  std::error_code ec;
+  if (!fs::is_directory(root, ec))
+    return out;
+  for (const auto &entry : fs::directory_iterator(root, ec)) {
+    const int64_t step = parse_checkpoint_name(entry.path().filename().string());
+    if (step < 0 || !entry.is_directory(ec))
+      continue;
+    // state.json is written last inside the temporary directory, so a
+    // directory with a step name but no state.json was not made by us.
+    if (!fs::exists(entry.path() / kStateFile, ec))
+      continue;
+    out.push_back({step, entry.path().string()});
+  }
+  std::sort(out.begin(), out.end(),
+            [](const CheckpointRef &a, const CheckpointRef &b) { return a.step < b.step; });
+  return out;
+}
+
+uint64_t fnv1a64_file(const std::string &path) {
+  std::FILE *f = std::fopen(path.c_str(), "rb");
+  if (!f)
+    throw std::runtime_error(path + ": cannot open: " + std::strerror(errno));
+  std::vector<unsigned char> buf(1 << 20);
+  uint64_t h = 0xcbf29ce484222325ULL;
+  size_t n;
+  while ((n = std::fread(buf.data(), 1, buf.size(), f)) > 0)
+    for (size_t i = 0; i < n; ++i) {
+      h ^= buf[i];
+      h *= 0x100000001b3ULL;
+    }
+  const bool failed = std::ferror(f) != 0;
+  std::fclose(f);
+  if (failed)
+    throw std::runtime_error(path + ": read error");
+  return h;
+}
+
+json state_to_json(const ProgramInfo &program, const TrainState &s) {
+  json j;
+  j["format"] = kStateFormat;
+  j["version"] = kStateVersion;
+  j["step"] = s.step;
+  j["data"] = {{"epoch", s.data_epoch}, {"index", s.data_index}, {"shuffle", s.shuffle}};
+  j["seed"] = s.seed;
+  j["rng"] = json::array();
+  for (uint64_t w : s.rng)
+    j["rng"].push_back(hex64(w));
+  j["elapsed_s"] = s.elapsed_s;
+  j["last_loss"] = std::isfinite(s.last_loss) ? json(s.last_loss) : json(nullptr);
+  j["tokens_seen"] = s.tokens_seen;
+  j["model"] = {{"name", program.model_name},
+                {"dtype", dtype_name(program.dtype)},
+                {"batch", program.batch},
+                {"seq_len", program.seq_len},
+                {"vocab_size", program.vocab_size},
+                {"param_numel", program.param_numel}};
+  // The model's config.json, embedded as an object when it parses so that a
+  // checkpoint directory is self-describing for conversion tools.
+  const std::string config = program.config_json ? program.config_json : "";
+  json parsed = json::parse(config, nullptr, /*allow_exceptions=*/false);
+  j["config_json"] = parsed.is_discarded() ? json(config) : parsed;
+  j["schedule"] = {{"peak_lr", s.schedule.peak_lr},
+                   {"min_lr_ratio", s.schedule.min_lr_ratio},
+                   {"warmup_steps", s.schedule.warmup_steps},
+                   {"total_steps", s.schedule.total_steps}};
+  j["optimizer"] = {{"name", "adamw"},
+                    {"beta1", s.adamw.beta1},
+                    {"beta2", s.adamw.beta2},
+                    {"eps", s.adamw.eps},
+                    {"weight_decay", s.adamw.weight_decay},
+                    {"grad_clip", s.grad_clip},
+                    {"grad_accum", s.grad_accum}};
+  return j;
+}
+
+TrainState state_from_json(const json &j, const std::string &path) {
+  try {
+    if (j.value("format", std::string()) != kStateFormat)
+      throw std::runtime_error("not a llamart training state (\"format\" is not \"" +
+                               std::string(kStateFormat) + "\")");
+    if (j.at("version").get<int>() != kStateVersion)
+      throw std::runtime_error("unsupported version " + j.at("version").dump());
+    TrainState s;
+    s.step = j.at("step").get<int64_t>();
+    s.data_epoch = j.at("data").at("epoch").get<uint64_t>();
+    s.data_index = j.at("data").at("index").get<uint64_t>();
+    s.shuffle = j.at("data").at("shuffle").get<bool>();
+    s.seed = j.at("seed").get<uint64_t>();
+    const json &rng = j.at("rng");
+    if (!rng.is_array() || rng.size() != s.rng.size())
+      throw std::runtime_error("\"rng\" must hold 4 words");
+    for (size_t i = 0; i < s.rng.size(); ++i)
+      s.rng[i] = parse_hex64(rng[i].get<std::string>(), "\"rng\"");
+    s.elapsed_s = j.at("elapsed_s").get<double>();
+    s.last_loss = j.at("last_loss").is_null() ? NAN : j.at("last_loss").get<double>();
+    s.tokens_seen = j.at("tokens_seen").get<int64_t>();
+    const json &sched = j.at("schedule");
+    s.schedule.peak_lr = sched.at("peak_lr").get<double>();
+    s.schedule.min_lr_ratio = sched.at("min_lr_ratio").get<double>();
+    s.schedule.warmup_steps = sched.at("warmup_steps").get<int64_t>();
+    s.schedule.total_steps = sched.at("total_steps").get<int64_t>();
+    const json &opt = j.at("optimizer");
+    s.adamw.beta1 = opt.at("beta1").get<double>();
+    s.adamw.beta2 = opt.at("beta2").get<double>();
+    s.adamw.eps = opt.at("eps").get<double>();
+    s.adamw.weight_decay = opt.at("weight_decay").get<double>();
+    s.grad_clip = opt.at("grad_clip").get<double>();
+    s.grad_accum = opt.at("grad_accum").get<int64_t>();
+    if (s.step < 0)
+      throw std::runtime_error("negative step");
+    return s;
+  } catch (const json::exception &e) {
+    throw std::runtime_error(path + ": malformed training state: " + e.what());
+  } catch (const std::runtime_error &e) {
+    throw std::runtime_error(path + ": " + e.what());
+  }
+}
+
+template <typename T>
+std::string save_checkpoint(const ProgramInfo &program, const std::string &root,
+                            const TrainState &state, const T *params,
+                            const T *exp_avg, const T *exp_avg_sq,
+                            int keep_last) {
+  std::error_code ec;
+  fs::create_directories(root, ec);
+  if (ec)
+    throw std::runtime_error(root + ": cannot create directory: " + ec.message());
+  remove_stale_temporaries(root);
+
+  const std::string name = checkpoint_name(state.step);
+  const fs::path final_dir = fs::path(root) / name;
+  const fs::path tmp_dir =
+      fs::path(root) / (".tmp-" + name + "-" + std::to_string(getpid()));
+  fs::create_directory(tmp_dir, ec);
+  if (ec)
+    throw std::runtime_error(tmp_dir.string() + ": cannot create directory: " +
+                             ec.message());
+
+  // HF loaders accept safetensors with format "pt" metadata.
+  ckpt::File model;
+  model.metadata["format"] = "pt";
+  add_param_tensors(program, params, "", model);
+  const std::string model_path = (tmp_dir / kModelFile).string();
+  ckpt::write_safetensors(model_path, model);
+  model = ckpt::File(); // free the copy of the weights before the next one
+
+  ckpt::File optimizer;
+  optimizer.metadata["format"] = "pt";
+  add_param_tensors(program, exp_avg, ".exp_avg", optimizer);
+  add_param_tensors(program, exp_avg_sq, ".exp_avg_sq", optimizer);
+  const std::string optimizer_path = (tmp_dir / kOptimizerFile).string();
+  ckpt::write_safetensors(optimizer_path, optimizer);
+  optimizer = ckpt::File();
+
+  // Checksums of the bytes as they reached the disk, not of what we meant to
+  // write.
+  json j = state_to_json(program, state);
+  j["checksums"] = {{kModelFile, "fnv1a64:" + hex64(fnv1a64_file(model_path))},
+                    {kOptimizerFile, "fnv1a64:" + hex64(fnv1a64_file(optimizer_path))}};
+  ckpt::atomic_write_file((tmp_dir / kStateFile).string(), j.dump(2) + "\n");
+  ckpt::fsync_dir(tmp_dir.string());
+
+  // A checkpoint of the same step from an earlier, abandoned attempt is moved
+  // aside first: rename() cannot replace a non-empty directory.
+  if (fs::exists(final_dir, ec)) {
+    const fs::path old_dir =
+        fs::path(root) / (".old-" + name + "-" + std::to_string(getpid()));
+    fs::rename(final_dir, old_dir, ec);
+    if (ec)
+      throw std::runtime_error(final_dir.string() + ": cannot move aside: " +
+                               ec.message());
+  }
+  fs::rename(tmp_dir, final_dir, ec);
+  if (ec)
+    throw std::runtime_error(final_dir.string() + ": cannot rename into place: " +
+                             ec.message());
+  ckpt::fsync_dir(root);
+  ckpt::atomic_write_file((fs::path(root) / kLatestFile).string(), name + "\n");
+  ckpt::fsync_dir(root);
+  remove_stale_temporaries(root);
+
+  if (keep_last > 0) {
+    std::vector<CheckpointRef> all = list_checkpoints(root);
+    const size_t keep = static_cast<size_t>(keep_last);
+    for (size_t i = 0; i + keep < all.size(); ++i)
+      if (all[i].step != state.step)
+        fs::remove_all(all[i].path, ec);
+  }
+  return final_dir.string();
+}
+
+json verify_checkpoint(const std::string &dir) {
+  const std::string state_path = (fs::path(dir) / kStateFile).string();
+  json j;
+  try {
+    j = json::parse(read_text_file(state_path));
+  } catch (const json::exception &e) {
+    throw std::runtime_error(state_path + ": malformed JSON: " + e.what());
+  }
+  if (!j.contains("checksums") || !j["checksums"].is_object())
+    throw std::runtime_error(state_path + ": missing \"checksums\"");
+  for (const char *file : {kModelFile, kOptimizerFile}) {
+    const std::string path = (fs::path(dir) / file).string();
+    if (!j["checksums"].contains(file))
+      throw std::runtime_error(state_path + ": no checksum for " + file);
+    const std::string expected = j["checksums"][file].get<std::string>();
+    const std::string prefix = "fnv1a64:";
+    if (expected.rfind(prefix, 0) != 0)
+      throw std::runtime_error(state_path + ": unknown checksum kind for " +
+                               file + ": " + expected);
+    std::error_code ec;
+    if (!fs::exists(path, ec))
+      throw std::runtime_error(path + ": missing");
+    const uint64_t want = parse_hex64(expected.substr(prefix.size()), state_path);
+    const uint64_t got = fnv1a64_file(path);
+    if (got != want)
+      throw std::runtime_error(path + ": checksum mismatch (state.json says " +
+                               hex64(want) + ", file has " + hex64(got) + ")");
+  }
+  return j;
+}
+
+std::optional<CheckpointRef> find_resume_checkpoint(const std::string &root,
+                                                    const Warn &warn) {
+  std::vector<CheckpointRef> all = list_checkpoints(root);
+  if (all.empty())
+    return std::nullopt;
+
+  // Candidates: LATEST (the commit point), then older ones newest first.
+  int64_t latest_step = all.back().step;
+  const fs::path latest_path = fs::path(root) / kLatestFile;
+  std::error_code ec;
+  if (fs::exists(latest_path, ec)) {
+    const std::string name = trim(read_text_file(latest_path.string()));
+    const int64_t step = parse_checkpoint_name(name);
+    const bool listed =
+        std::any_of(all.begin(), all.end(),
+                    [&](const CheckpointRef &c) { return c.step == step; });
+    if (step >= 0 && listed)
+      latest_step = step;
+    else
+      warn(latest_path.string() + ": names '" + name +
+           "', which is not a complete checkpoint; using the newest one instead");
+  }
+  std::vector<CheckpointRef> candidates;
+  for (auto it = all.rbegin(); it != all.rend(); ++it)
+    if (it->step <= latest_step)
+      candidates.push_back(*it);
+
+  for (size_t i = 0; i < candidates.size(); ++i) {
+    try {
+      verify_checkpoint(candidates[i].path);
+      return candidates[i];
+    } catch (const std::exception &e) {
+      const bool more = i + 1 < candidates.size();
+      warn(std::string(e.what()) + (more ? "; falling back to " +
+                                               fs::path(candidates[i + 1].path)
+                                                   .filename()
+                                                   .string()
+                                         : ""));
+    }
+  }
+  throw std::runtime_error(root + ": no checkpoint passes verification");
+}
+
+template <typename T>
+TrainState load_checkpoint(const ProgramInfo &program, const std::string &dir,
+                           T *params, T *exp_avg, T *exp_avg_sq) {
+  const std::string state_path = (fs::path(dir) / kStateFile).string();
+  const json j = json::parse(read_text_file(state_path), nullptr, false);
+  if (j.is_discarded())
+    throw std::runtime_error(state_path + ": malformed JSON");
+  TrainState state = state_from_json(j, state_path);
+
+  const std::string model_path = (fs::path(dir) / kModelFile).string();
+  load_param_tensors<T>(program, ckpt::read_safetensors(model_path), model_path,
+                        {{"", params}});
+  if (exp_avg && exp_avg_sq) {
+    const std::string opt_path = (fs::path(dir) / kOptimizerFile).string();
+    load_param_tensors<T>(program, ckpt::read_safetensors(opt_path), opt_path,
+                          {{".exp_avg", exp_avg}, {".exp_avg_sq", exp_avg_sq}});
+  }
+  return state;
+}
+
+template <typename T>
+std::string load_model_weights(const ProgramInfo &program,
+                               const std::string &path, T *params,
+                               const Warn &warn) {
+  std::error_code ec;
+  const fs::path p(path);
+  if (fs::is_regular_file(p, ec)) {
+    load_param_tensors<T>(program, ckpt::read_safetensors(path), path,
+                          {{"", params}});
+    return path;
+  }
+  if (!fs::is_directory(p, ec))
+    throw std::runtime_error(path + ": no such file or directory");
+
+  std::string dir;
+  if (fs::exists(p / kStateFile, ec)) {
+    verify_checkpoint(path);
+    dir = path;
+  } else {
+    const fs::path root = fs::exists(p / kLatestFile, ec) ? p : p / "checkpoints";
+    std::optional<CheckpointRef> ref = find_resume_checkpoint(root.string(), warn);
+    if (!ref)
+      throw std::runtime_error(path + ": not a checkpoint, a checkpoints "
+                                      "directory or a run directory with checkpoints");
+    dir = ref->path;
+  }
+  const std::string model_path = (fs::path(dir) / kModelFile).string();
+  load_param_tensors<T>(program, ckpt::read_safetensors(model_path), model_path,
+                        {{"", params}});
+  return model_path;
+}
+
+#define LLAMART_INSTANTIATE(T)                                                 \
+  template std::string save_checkpoint<T>(const ProgramInfo &,                 \
+                                          const std::string &,                 \
+                                          const TrainState &, const T *,       \
+                                          const T *, const T *, int);          \
+  template TrainState load_checkpoint<T>(const ProgramInfo &,                  \
+                                         const std::string &, T *, T *, T *);  \
+  template std::string load_model_weights<T>(                                  \
+      const ProgramInfo &, const std::string &, T *, const Warn &);
+LLAMART_INSTANTIATE(float)
+LLAMART_INSTANTIATE(double)
+#undef LLAMART_INSTANTIATE
+
+} // namespace llamart::train

@@ -1,0 +1,294 @@
+#include "runtime/train/cli.h"
+
+#include "runtime/train/flags.h"
+#include "runtime/train/generate.h"
+#include "runtime/train/program_check.h"
+#include "runtime/train/schedule.h"
+#include "runtime/train/trainer.h"
+#include "runtime/train/gradcheck.h"
+#include "runtime/train/verify.h"
+
+#include <nlohmann/json.hpp>
+
+#include <algorithm>
+#include <cstdio>
+#include <cstring>
+#include <string>
+
+namespace llamart {
+
+namespace {
+
+using train::Flags;
+using train::FlagSpec;
+using train::UsageError;
+
+const char *kTrainUsage = R"(usage: %s train --data DIR --steps N [options]
+  --data DIR              token shards (train_*.tok, optional val_*.tok)
+  --steps N               total optimizer updates (the LR schedule's length)
+  --run-dir DIR           checkpoints and metrics.jsonl (default ./run)
+  --resume                continue from DIR/checkpoints/LATEST if present
+  --checkpoint-every K    also checkpoint every K updates (default 0: at the end)
+  --keep-last K           checkpoints to keep (default 3; 0 keeps all)
+  --eval-every K          val loss every K updates (default 0: at the end only)
+  --eval-batches M        val batches per evaluation (default 8)
+  --lr X                  peak learning rate (default 3e-4)
+  --min-lr-ratio R        final LR / peak after cosine decay (default 0.1)
+  --warmup W              linear warmup updates (default min(2000, max(1, N/20)))
+  --weight-decay X        AdamW decoupled decay of 2-D params (default 0.1)
+  --beta1 X --beta2 X     AdamW moments (default 0.9, 0.95)
+  --eps X                 AdamW epsilon (default 1e-8)
+  --grad-clip X           global gradient L2 norm limit (default 1.0; 0 = off)
+  --grad-accum A          micro-batches per update (default 1)
+  --seed S                init and data order (default 1234)
+  --no-shuffle            read windows in file order
+  --init-from-checkpoint P  start from these weights (fresh optimizer, step 0)
+  --stop-at K             checkpoint and exit after update K (schedule keeps N)
+  --quiet                 no progress lines
+)";
+
+const char *kVerifyUsage =
+    R"(usage: %s verify --weights W.safetensors --batch-file I.safetensors --out G.safetensors
+  runs one train_step on the weights (every param by HF name) and
+  input_ids [batch, seq_len + 1] (int32/int64), writes "loss" and all gradients
+)";
+
+const char *kGenerateUsage = R"(usage: %s generate --checkpoint P --tokenizer M --prompt TEXT [options]
+  --checkpoint P          run dir, checkpoint dir or .safetensors file
+  --tokenizer M           SentencePiece tokenizer.model
+  --prompt TEXT           text to continue (BOS is prepended)
+  --max-tokens N          tokens to sample (default 64; stops at EOS)
+  --temperature T         softmax temperature (default 0.8; 0 = greedy)
+  --top-k K               sample among the K most likely (default 0 = off)
+  --top-p P               nucleus probability (default 0.95)
+  --seed S                sampling seed (default 1234)
+)";
+
+const char *kGradcheckUsage = R"(usage: %s gradcheck [--seed S] [--step H] [--tolerance R] [--max-per-tensor N] [--weight-std S]
+  Every gradient of a float64 program against central finite differences of
+  its loss, on weights from --seed (matrices ~ N(0, S), default 0.2; norm
+  gains 1 + 0.1 N(0,1)) and a random batch.
+  Exit 0 iff every tensor's relative error is within --tolerance (1e-6).
+)";
+
+const char *kInfoUsage = R"(usage: %s info [--json | --config-json]
+  prints model, dtype, batch, seq_len, vocab size, parameter count, arena sizes;
+  --config-json prints the Hugging Face config.json the program was built from
+)";
+
+void print_usage(std::FILE *out, const char *argv0) {
+  std::fprintf(out,
+               "usage: %s <train|verify|gradcheck|generate|info> [flags]   (%s <command> "
+               "--help for its flags)\n",
+               argv0, argv0);
+}
+
+bool wants_help(int argc, char **argv) {
+  for (int i = 2; i < argc; ++i)
+    if (!std::strcmp(argv[i], "--help") || !std::strcmp(argv[i], "-h"))
+      return true;
+  return false;
+}
+
+// Range checks done by library code throw runtime_error; on the command line
+// they are usage errors.
+template <typename F> void as_usage_error(F &&check) {
+  try {
+    check();
+  } catch (const UsageError &) {
+    throw;
+  } catch (const std::runtime_error &e) {
+    throw UsageError(e.what());
+  }
+}
+
+int cmd_train(const ProgramInfo &program, int argc, char **argv) {
+  const Flags f("train", argc, argv, 2,
+                {{"data", true}, {"steps", true}, {"run-dir", true},
+                 {"resume", false}, {"checkpoint-every", true},
+                 {"keep-last", true}, {"eval-every", true},
+                 {"eval-batches", true}, {"lr", true}, {"min-lr-ratio", true},
+                 {"warmup", true}, {"weight-decay", true}, {"beta1", true},
+                 {"beta2", true}, {"eps", true}, {"grad-clip", true},
+                 {"grad-accum", true}, {"seed", true}, {"no-shuffle", false},
+                 {"init-from-checkpoint", true}, {"stop-at", true},
+                 {"quiet", false}});
+  train::TrainOptions o;
+  o.data_dir = f.required("data");
+  o.steps = f.i64("steps", 0);
+  if (!f.has("steps"))
+    throw UsageError("train: --steps is required");
+  o.run_dir = f.str("run-dir", o.run_dir);
+  o.resume = f.has("resume");
+  o.checkpoint_every = f.i64("checkpoint-every", o.checkpoint_every);
+  const int64_t keep_last = f.i64("keep-last", o.keep_last);
+  if (keep_last < 0 || keep_last > 1000000)
+    throw UsageError("--keep-last: must be in [0, 1000000]");
+  o.keep_last = static_cast<int>(keep_last);
+  o.eval_every = f.i64("eval-every", o.eval_every);
+  o.eval_batches = f.i64("eval-batches", o.eval_batches);
+  o.lr = f.f64("lr", o.lr);
+  o.min_lr_ratio = f.f64("min-lr-ratio", o.min_lr_ratio);
+  o.warmup = f.i64("warmup", -1);
+  if (f.has("warmup") && o.warmup < 0)
+    throw UsageError("--warmup: must be >= 0");
+  o.adamw.weight_decay = f.f64("weight-decay", o.adamw.weight_decay);
+  o.adamw.beta1 = f.f64("beta1", o.adamw.beta1);
+  o.adamw.beta2 = f.f64("beta2", o.adamw.beta2);
+  o.adamw.eps = f.f64("eps", o.adamw.eps);
+  o.grad_clip = f.f64("grad-clip", o.grad_clip);
+  o.grad_accum = f.i64("grad-accum", o.grad_accum);
+  o.seed = f.u64("seed", o.seed);
+  o.shuffle = !f.has("no-shuffle");
+  o.init_from_checkpoint = f.str("init-from-checkpoint", "");
+  o.stop_at = f.i64("stop-at", 0);
+  if (f.has("stop-at") && o.stop_at < 1)
+    throw UsageError("--stop-at: must be >= 1");
+  o.quiet = f.has("quiet");
+  as_usage_error([&] { train::validate_train_options(o); });
+
+  const train::TrainResult r = train::train(program, o);
+  // 128 + signal, the shell's convention, tells a launcher the run was
+  // stopped (and checkpointed) rather than finished.
+  return r.stop_signal ? 128 + r.stop_signal : 0;
+}
+
+int cmd_verify(const ProgramInfo &program, int argc, char **argv) {
+  const Flags f("verify", argc, argv, 2,
+                {{"weights", true}, {"batch-file", true}, {"out", true}});
+  train::VerifyOptions o;
+  o.weights = f.required("weights");
+  o.batch_file = f.required("batch-file");
+  o.out = f.required("out");
+  const double loss = train::run_verify(program, o);
+  std::printf("loss: %.9g\n", loss);
+  return 0;
+}
+
+int cmd_generate(const ProgramInfo &program, int argc, char **argv) {
+  const Flags f("generate", argc, argv, 2,
+                {{"checkpoint", true}, {"tokenizer", true}, {"prompt", true},
+                 {"max-tokens", true}, {"temperature", true}, {"top-k", true},
+                 {"top-p", true}, {"seed", true}});
+  train::GenerateOptions o;
+  o.checkpoint = f.required("checkpoint");
+  o.tokenizer = f.required("tokenizer");
+  if (!f.has("prompt"))
+    throw UsageError("generate: --prompt is required");
+  o.prompt = f.str("prompt", "");
+  o.max_tokens = f.i64("max-tokens", o.max_tokens);
+  if (o.max_tokens < 0)
+    throw UsageError("--max-tokens: must be >= 0");
+  o.sampling.temperature = f.f64("temperature", o.sampling.temperature);
+  o.sampling.top_k = f.i64("top-k", o.sampling.top_k);
+  o.sampling.top_p = f.f64("top-p", o.sampling.top_p);
+  o.seed = f.u64("seed", o.seed);
+  as_usage_error([&] { o.sampling.validate(); });
+
+  const train::GenerateResult r = train::run_generate(program, o);
+  // The text alone on stdout so that scripts can capture it; speed on stderr.
+  std::printf("%s\n", r.text.c_str());
+  std::fflush(stdout);
+  std::fprintf(stderr, "%lld tokens in %.2f s, tokens/s: %.1f\n",
+               static_cast<long long>(r.new_tokens), r.seconds,
+               r.seconds > 0 ? static_cast<double>(r.new_tokens) / r.seconds : 0.0);
+  return 0;
+}
+
+int cmd_gradcheck(const ProgramInfo &program, int argc, char **argv) {
+  const Flags f("gradcheck", argc, argv, 2,
+                {{"seed", true}, {"step", true}, {"tolerance", true},
+                 {"max-per-tensor", true}, {"weight-std", true}});
+  train::GradcheckOptions o;
+  o.seed = f.u64("seed", o.seed);
+  o.step = f.f64("step", o.step);
+  o.tolerance = f.f64("tolerance", o.tolerance);
+  o.max_per_tensor = f.i64("max-per-tensor", o.max_per_tensor);
+  o.weight_std = f.f64("weight-std", o.weight_std);
+  return train::run_gradcheck(program, o) ? 0 : 1;
+}
+
+int cmd_info(const ProgramInfo &program, int argc, char **argv) {
+  const Flags f("info", argc, argv, 2, {{"json", false}, {"config-json", false}});
+  if (f.has("config-json")) {
+    // The HF config.json the program was compiled from (export, references).
+    std::printf("%s\n", program.config_json);
+    return 0;
+  }
+  nlohmann::ordered_json j;
+  j["model"] = program.model_name;
+  j["dtype"] = train::dtype_name(program.dtype);
+  j["batch"] = program.batch;
+  j["seq_len"] = program.seq_len;
+  j["vocab_size"] = program.vocab_size;
+  j["params"] = program.param_numel;
+  j["param_tensors"] = program.num_params;
+  j["train_arena_bytes"] = program.train_arena_bytes;
+  j["logits_arena_bytes"] = program.logits_arena_bytes;
+  j["gen_batch"] = program.gen_batch;
+  j["abi_version"] = program.abi_version;
+  if (f.has("json")) {
+    std::printf("%s\n", j.dump(2).c_str());
+    return 0;
+  }
+  for (const auto &item : j.items()) {
+    const auto &v = item.value();
+    std::printf("%s: %s\n", item.key().c_str(),
+                v.is_string() ? v.get<std::string>().c_str() : v.dump().c_str());
+  }
+  return 0;
+}
+
+} // namespace
+
+int run_main(int argc, char **argv, const ProgramInfo *program) {
+  const char *argv0 = argc > 0 ? argv[0] : "llama-train";
+  if (argc < 2) {
+    print_usage(stderr, argv0);
+    return 2;
+  }
+  const std::string command = argv[1];
+  if (command == "--help" || command == "-h" || command == "help") {
+    print_usage(stdout, argv0);
+    return 0;
+  }
+  const char *usage = command == "train"      ? kTrainUsage
+                      : command == "verify"   ? kVerifyUsage
+                      : command == "generate" ? kGenerateUsage
+                      : command == "gradcheck" ? kGradcheckUsage
+                      : command == "info"     ? kInfoUsage
+                                              : nullptr;
+  if (!usage) {
+    std::fprintf(stderr, "%s: error: unknown command '%s'\n", argv0, command.c_str());
+    print_usage(stderr, argv0);
+    return 2;
+  }
+  if (wants_help(argc, argv)) {
+    std::printf(usage, argv0);
+    return 0;
+  }
+  try {
+    if (!program)
+      throw std::runtime_error("llamart_program() returned null");
+    train::validate_program(*program);
+    if (command == "train")
+      return cmd_train(*program, argc, argv);
+    if (command == "verify")
+      return cmd_verify(*program, argc, argv);
+    if (command == "generate")
+      return cmd_generate(*program, argc, argv);
+    if (command == "gradcheck")
+      return cmd_gradcheck(*program, argc, argv);
+    return cmd_info(*program, argc, argv);
+  } catch (const UsageError &e) {
+    std::fflush(stdout);
+    std::fprintf(stderr, "%s %s: error: %s\n", argv0, command.c_str(), e.what());
+    return 2;
+  } catch (const std::exception &e) {
+    std::fflush(stdout);
+    std::fprintf(stderr, "%s %s: error: %s\n", argv0, command.c_str(), e.what());
+    return 1;
+  }
+}
+
+} // namespace llamart

@@ -1,0 +1,16 @@
+// The command line of a compiled training binary:
+//   OUT train    --data DIR --steps N [...]   train or resume
+//   OUT verify   --weights W --batch-file I --out G   loss + gradients of one step
+//   OUT generate --checkpoint DIR --tokenizer M --prompt TEXT [...]
+//   OUT info     [--json]                     model facts for scripts
+// Exit status: 0 success, 1 runtime error, 2 usage error, 128 + signal when
+// SIGINT/SIGTERM stopped training (after writing a checkpoint); every error
+// is one line on stderr naming the flag or file at fault.
+#pragma once
+#include "runtime/train/program.h"
+
+namespace llamart {
+
+int run_main(int argc, char **argv, const ProgramInfo *program);
+
+} // namespace llamart

@@ -1,0 +1,51 @@
+// `generate`: sampling text from a trained model with the program's logits
+// entry point. The running sequence (BOS + prompt + sampled tokens, the last
+// seq_len of them once it grows longer) sits in row 0 of a
+// [gen_batch, seq_len] token buffer padded with 0; the model is causal, so
+// the padding after the sequence does not change the logits read at its last
+// position. No KV cache: each token costs one full forward of seq_len tokens.
+#pragma once
+#include "runtime/train/program.h"
+#include "runtime/train/rng.h"
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace llamart::train {
+
+struct SamplingConfig {
+  double temperature = 0.8; // 0 = greedy (argmax)
+  int64_t top_k = 0;        // keep the k most likely tokens; 0 = all
+  double top_p = 0.95;      // nucleus: smallest set with probability >= top_p
+  // Throws std::runtime_error naming the offending flag.
+  void validate() const;
+};
+
+// Picks a token from logits[0, n): argmax at temperature 0 (the lowest index
+// among ties), otherwise a draw from softmax(logits / temperature) restricted
+// by top-k then top-p.
+int32_t sample_token(const double *logits, int64_t n,
+                     const SamplingConfig &config, Rng &rng);
+
+struct GenerateOptions {
+  std::string checkpoint; // run dir, checkpoint dir or .safetensors file
+  std::string tokenizer;  // SentencePiece tokenizer.model
+  std::string prompt;
+  int64_t max_tokens = 64;
+  SamplingConfig sampling;
+  uint64_t seed = 1234;
+};
+
+struct GenerateResult {
+  std::vector<int32_t> ids; // BOS (if any) + prompt + continuation
+  int64_t prompt_tokens = 0;
+  int64_t new_tokens = 0;
+  std::string text;         // decoded prompt + continuation
+  double seconds = 0.0;     // time spent in the model and sampling
+};
+
+GenerateResult run_generate(const ProgramInfo &program,
+                            const GenerateOptions &options);
+
+} // namespace llamart::train

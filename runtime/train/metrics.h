@@ -1,0 +1,63 @@
+// What a run reports while it trains:
+//  - MetricsLog: <run-dir>/metrics.jsonl, one JSON object per line, opened for
+//    append (a resumed run continues the same file; nothing is truncated), and
+//    flushed per line so a crash loses at most the line being written.
+//  - Progress: a human-readable line on stderr. On a terminal it is redrawn in
+//    place (carriage return) every step; in a log file it is a plain line about
+//    every 10% of the run, so logs stay short.
+#pragma once
+#include <chrono>
+#include <cstdint>
+#include <cstdio>
+#include <string>
+
+namespace llamart::train {
+
+class MetricsLog {
+public:
+  // Creates or appends to `path`; throws std::runtime_error naming it.
+  explicit MetricsLog(const std::string &path);
+  ~MetricsLog();
+  MetricsLog(const MetricsLog &) = delete;
+  MetricsLog &operator=(const MetricsLog &) = delete;
+
+  void log_step(int64_t step, double loss, double lr, double grad_norm,
+                double tokens_per_s, double elapsed_s);
+  void log_eval(int64_t step, double val_loss);
+
+private:
+  void write_line(const std::string &line);
+  std::string path_;
+  std::FILE *file_ = nullptr;
+};
+
+class Progress {
+public:
+  // Steps run from start_step (exclusive) to total_steps; `quiet` silences it.
+  Progress(int64_t start_step, int64_t total_steps, bool quiet);
+  Progress(int64_t start_step, int64_t total_steps, bool quiet, bool live);
+  ~Progress() { finish(); } // an error message must not land on the live line
+  Progress(const Progress &) = delete;
+  Progress &operator=(const Progress &) = delete;
+  void update(int64_t step, double loss, double lr, double tokens_per_s);
+  // Prints a full line (eval results, checkpoint notes) without garbling the
+  // live line: it is cleared first and redrawn by the next update.
+  void message(const std::string &line);
+  // Ends the live line, if one is shown.
+  void finish();
+  bool live() const { return live_; }
+
+private:
+  std::string format(int64_t step, double loss, double lr,
+                     double tokens_per_s) const;
+  int64_t start_step_, total_steps_;
+  bool quiet_, live_;
+  bool line_shown_ = false;
+  int64_t plain_every_;
+  std::chrono::steady_clock::time_point start_, last_draw_;
+};
+
+// "1h02m", "3m05s", "12s"
+std::string format_duration(double seconds);
+
+} // namespace llamart::train

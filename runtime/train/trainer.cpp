@@ -1,0 +1,435 @@
+#include "runtime/train/trainer.h"
+
+#include "runtime/data/shards.h"
+#include "runtime/train/aligned_buffer.h"
+#include "runtime/train/checkpoint_dir.h"
+#include "runtime/train/metrics.h"
+#include "runtime/train/param_store.h"
+#include "runtime/train/program_check.h"
+#include "runtime/train/rng.h"
+#include "runtime/train/schedule.h"
+
+#include <atomic>
+#include <chrono>
+#include <cinttypes>
+#include <cmath>
+#include <csignal>
+#include <cstdio>
+#include <filesystem>
+#include <memory>
+#include <sstream>
+#include <stdexcept>
+
+namespace llamart::train {
+
+namespace fs = std::filesystem;
+
+bool has_split(const std::string &dir, const std::string &split) {
+  std::error_code ec;
+  const std::string prefix = split + "_";
+  for (const auto &entry : fs::directory_iterator(dir, ec)) {
+    const std::string name = entry.path().filename().string();
+    if (name.rfind(prefix, 0) == 0 && name.size() > 4 &&
+        name.compare(name.size() - 4, 4, ".tok") == 0)
+      return true;
+  }
+  return false;
+}
+
+namespace {
+
+// SIGINT / SIGTERM (Ctrl-C, Slurm preemption) ask the loop to stop after the
+// current update and write a checkpoint, instead of losing the work since the
+// last one. A second signal kills the process the default way, so an impatient
+// Ctrl-C Ctrl-C still works.
+std::atomic<int> g_stop_signal{0};
+
+extern "C" void on_stop_signal(int sig) {
+  if (g_stop_signal.exchange(sig) != 0) {
+    std::signal(sig, SIG_DFL);
+    std::raise(sig);
+  }
+}
+
+class StopSignalGuard {
+public:
+  StopSignalGuard() {
+    g_stop_signal.store(0);
+    struct sigaction sa {};
+    sa.sa_handler = on_stop_signal;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, &old_int_);
+    sigaction(SIGTERM, &sa, &old_term_);
+  }
+  ~StopSignalGuard() {
+    sigaction(SIGINT, &old_int_, nullptr);
+    sigaction(SIGTERM, &old_term_, nullptr);
+  }
+
+private:
+  struct sigaction old_int_ {}, old_term_ {};
+};
+
+void warn(const std::string &message) {
+  std::fprintf(stderr, "warning: %s\n", message.c_str());
+  std::fflush(stderr);
+}
+
+} // namespace
+
+void validate_train_options(const TrainOptions &o) {
+  auto bad = [](const std::string &m) { throw std::runtime_error(m); };
+  if (o.data_dir.empty())
+    bad("--data: required (a directory of train_*.tok shards)");
+  if (o.steps < 1)
+    bad("--steps: must be >= 1, got " + std::to_string(o.steps));
+  if (o.checkpoint_every < 0)
+    bad("--checkpoint-every: must be >= 0");
+  if (o.keep_last < 0)
+    bad("--keep-last: must be >= 0");
+  if (o.eval_every < 0)
+    bad("--eval-every: must be >= 0");
+  if (o.eval_batches < 1)
+    bad("--eval-batches: must be >= 1");
+  if (o.grad_accum < 1)
+    bad("--grad-accum: must be >= 1, got " + std::to_string(o.grad_accum));
+  if (!std::isfinite(o.grad_clip))
+    bad("--grad-clip: must be finite");
+  if (o.stop_at < 0 || o.stop_at > o.steps)
+    bad("--stop-at: must be in [0, --steps], got " + std::to_string(o.stop_at));
+  o.adamw.validate();
+  std::error_code ec;
+  if (!fs::is_directory(o.data_dir, ec))
+    bad("--data: " + o.data_dir + " is not a directory");
+  if (!has_split(o.data_dir, "train"))
+    bad("--data: " + o.data_dir + " holds no train_*.tok shards");
+  LrSchedule schedule;
+  schedule.peak_lr = o.lr;
+  schedule.min_lr_ratio = o.min_lr_ratio;
+  schedule.warmup_steps = o.warmup >= 0 ? o.warmup : default_warmup_steps(o.steps);
+  schedule.total_steps = o.steps;
+  schedule.validate();
+}
+
+namespace {
+
+// Settings a resumed run takes from its flags that differ from the
+// checkpoint's: legitimate (extending a run), but worth a line in the log
+// because the result then differs from an uninterrupted run.
+void warn_changed_settings(const TrainState &saved, const TrainState &now) {
+  std::ostringstream changed;
+  auto cmp = [&](const char *flag, double a, double b) {
+    if (a != b)
+      changed << " " << flag << " " << a << " -> " << b;
+  };
+  cmp("--steps", saved.schedule.total_steps, now.schedule.total_steps);
+  cmp("--lr", saved.schedule.peak_lr, now.schedule.peak_lr);
+  cmp("--min-lr-ratio", saved.schedule.min_lr_ratio, now.schedule.min_lr_ratio);
+  cmp("--warmup", saved.schedule.warmup_steps, now.schedule.warmup_steps);
+  cmp("--beta1", saved.adamw.beta1, now.adamw.beta1);
+  cmp("--beta2", saved.adamw.beta2, now.adamw.beta2);
+  cmp("--eps", saved.adamw.eps, now.adamw.eps);
+  cmp("--weight-decay", saved.adamw.weight_decay, now.adamw.weight_decay);
+  cmp("--grad-clip", saved.grad_clip, now.grad_clip);
+  cmp("--grad-accum", saved.grad_accum, now.grad_accum);
+  if (!changed.str().empty())
+    warn("resuming with settings that differ from the checkpoint:" + changed.str());
+}
+
+template <typename T> class Trainer {
+public:
+  Trainer(const ProgramInfo &program, const TrainOptions &options)
+      : program_(program), options_(options),
+        numel_(program.param_numel),
+        tokens_per_update_(options.grad_accum * program.batch * program.seq_len),
+        params_(numel_), grads_(numel_), exp_avg_(numel_), exp_avg_sq_(numel_),
+        arena_(static_cast<size_t>(program.train_arena_bytes)),
+        tokens_(static_cast<size_t>(program.batch * program.seq_len)),
+        targets_(static_cast<size_t>(program.batch * program.seq_len)) {
+    if (options.grad_accum > 1)
+      micro_grads_ = AlignedBuffer<T>(numel_);
+  }
+
+  TrainResult run();
+
+private:
+  void restore_or_init();
+  double micro_step(T *grads);
+  double evaluate();
+  std::string save();
+  TrainState current_state() const;
+
+  const ProgramInfo &program_;
+  const TrainOptions &options_;
+  const int64_t numel_;
+  const int64_t tokens_per_update_;
+  AlignedBuffer<T> params_, grads_, exp_avg_, exp_avg_sq_, micro_grads_;
+  AlignedBuffer<uint8_t> arena_;
+  AlignedBuffer<int32_t> tokens_, targets_;
+
+  std::string checkpoint_root_;
+  TrainState state_;
+  Rng rng_;
+  std::unique_ptr<data::Dataset> train_data_, val_data_;
+  std::unique_ptr<Progress> progress_;
+  std::chrono::steady_clock::time_point run_start_;
+  double elapsed_before_ = 0.0; // wall time of earlier runs (from state.json)
+};
+
+template <typename T> void Trainer<T>::restore_or_init() {
+  checkpoint_root_ = (fs::path(options_.run_dir) / "checkpoints").string();
+
+  TrainState wanted;
+  wanted.seed = options_.seed;
+  wanted.shuffle = options_.shuffle;
+  wanted.schedule.peak_lr = options_.lr;
+  wanted.schedule.min_lr_ratio = options_.min_lr_ratio;
+  wanted.schedule.total_steps = options_.steps;
+  wanted.schedule.warmup_steps = options_.warmup >= 0
+                                     ? options_.warmup
+                                     : default_warmup_steps(options_.steps);
+  wanted.schedule.validate();
+  wanted.adamw = options_.adamw;
+  wanted.grad_clip = options_.grad_clip;
+  wanted.grad_accum = options_.grad_accum;
+
+  if (options_.resume) {
+    if (auto ref = find_resume_checkpoint(checkpoint_root_, warn)) {
+      TrainState saved = load_checkpoint<T>(program_, ref->path, params_.data(),
+                                            exp_avg_.data(), exp_avg_sq_.data());
+      warn_changed_settings(saved, wanted);
+      if (saved.seed != options_.seed || saved.shuffle != options_.shuffle)
+        warn("resuming keeps the checkpoint's data order (seed " +
+             std::to_string(saved.seed) + (saved.shuffle ? "" : ", no shuffle") +
+             "); --seed / --no-shuffle apply to new runs only");
+      // The data stream and counters continue; hyperparameters follow flags.
+      state_ = wanted;
+      state_.seed = saved.seed;
+      state_.shuffle = saved.shuffle;
+      state_.step = saved.step;
+      state_.data_epoch = saved.data_epoch;
+      state_.data_index = saved.data_index;
+      state_.rng = saved.rng;
+      state_.elapsed_s = saved.elapsed_s;
+      state_.last_loss = saved.last_loss;
+      state_.tokens_seen = saved.tokens_seen;
+      rng_.set_state(saved.rng);
+      elapsed_before_ = saved.elapsed_s;
+      progress_->message("resumed from " + ref->path + " at step " +
+                         std::to_string(saved.step));
+      return;
+    }
+    progress_->message("no checkpoint in " + checkpoint_root_ +
+                       "; starting from scratch");
+  } else if (!list_checkpoints(checkpoint_root_).empty()) {
+    throw std::runtime_error(
+        "--run-dir: " + options_.run_dir +
+        " already holds checkpoints; pass --resume to continue that run or "
+        "choose another --run-dir");
+  }
+
+  state_ = wanted;
+  rng_.reseed(derive_seed(options_.seed, "llamart.train"));
+  state_.rng = rng_.state();
+  init_params(program_, options_.seed, params_.data());
+  if (!options_.init_from_checkpoint.empty()) {
+    const std::string loaded = load_model_weights<T>(
+        program_, options_.init_from_checkpoint, params_.data(), warn);
+    progress_->message("initialized weights from " + loaded);
+  }
+}
+
+// One train_step on the next batch; gradients overwrite `grads`.
+template <typename T> double Trainer<T>::micro_step(T *grads) {
+  train_data_->next_batch(program_.batch, tokens_.data(), targets_.data());
+  double loss = 0.0;
+  program_.train_step(params_.data(), grads, tokens_.data(), targets_.data(),
+                      arena_.data(), &loss);
+  return loss;
+}
+
+// Mean loss over the first eval_batches batches of the val split (fewer when
+// it is smaller), always the same batches so evaluations are comparable.
+// The program has no loss-only entry point, so this runs train_step and
+// discards the gradients (grads_ is scratch between updates).
+template <typename T> double Trainer<T>::evaluate() {
+  const int64_t available = static_cast<int64_t>(val_data_->num_windows()) /
+                            program_.batch;
+  const int64_t batches = std::max<int64_t>(1, std::min(options_.eval_batches, available));
+  val_data_->set_position({0, 0});
+  double sum = 0.0;
+  for (int64_t b = 0; b < batches; ++b) {
+    val_data_->next_batch(program_.batch, tokens_.data(), targets_.data());
+    double loss = 0.0;
+    program_.train_step(params_.data(), grads_.data(), tokens_.data(),
+                        targets_.data(), arena_.data(), &loss);
+    sum += loss;
+  }
+  return sum / static_cast<double>(batches);
+}
+
+template <typename T> TrainState Trainer<T>::current_state() const {
+  TrainState s = state_;
+  const data::Dataset::Position pos = train_data_->position();
+  s.data_epoch = pos.epoch;
+  s.data_index = pos.index;
+  s.rng = rng_.state();
+  s.elapsed_s = elapsed_before_ + std::chrono::duration<double>(
+                                      std::chrono::steady_clock::now() - run_start_)
+                                      .count();
+  return s;
+}
+
+template <typename T> std::string Trainer<T>::save() {
+  return save_checkpoint<T>(program_, checkpoint_root_, current_state(),
+                            params_.data(), exp_avg_.data(), exp_avg_sq_.data(),
+                            options_.keep_last);
+}
+
+template <typename T> TrainResult Trainer<T>::run() {
+  const int64_t end_step = options_.stop_at > 0 ? options_.stop_at : options_.steps;
+  // The progress object exists before restore so resume notes go through it.
+  progress_ = std::make_unique<Progress>(0, end_step, options_.quiet);
+  restore_or_init();
+  const int64_t start_step = state_.step;
+  progress_ = std::make_unique<Progress>(start_step, end_step, options_.quiet);
+
+  std::error_code ec;
+  fs::create_directories(options_.run_dir, ec);
+  if (ec)
+    throw std::runtime_error("--run-dir: cannot create " + options_.run_dir +
+                             ": " + ec.message());
+  MetricsLog metrics((fs::path(options_.run_dir) / "metrics.jsonl").string());
+
+  train_data_ = std::make_unique<data::Dataset>(
+      options_.data_dir, "train", program_.seq_len,
+      static_cast<uint64_t>(program_.vocab_size), state_.seed, state_.shuffle);
+  if (train_data_->num_windows() == 0)
+    throw std::runtime_error("--data: " + options_.data_dir +
+                             ": the train split has no window of seq_len + 1 = " +
+                             std::to_string(program_.seq_len + 1) + " tokens");
+  train_data_->set_position({state_.data_epoch, state_.data_index});
+  if (has_split(options_.data_dir, "val")) {
+    val_data_ = std::make_unique<data::Dataset>(
+        options_.data_dir, "val", program_.seq_len,
+        static_cast<uint64_t>(program_.vocab_size), state_.seed, false);
+    if (val_data_->num_windows() == 0) {
+      warn(options_.data_dir + ": the val split has no window of seq_len + 1 "
+                               "tokens; evaluation is off");
+      val_data_.reset();
+    }
+  }
+
+  {
+    char line[512];
+    std::snprintf(line, sizeof line,
+                  "model %s (%s): %" PRId64 " params | %" PRId64 " x %" PRId64
+                  " tokens x %" PRId64 " accum = %" PRId64
+                  " tokens/update | %" PRIu64 " train windows | updates %" PRId64
+                  " -> %" PRId64 " of %" PRId64 " | warmup %" PRId64 " | lr %.3g",
+                  program_.model_name, dtype_name(program_.dtype),
+                  program_.param_numel, program_.batch, program_.seq_len,
+                  options_.grad_accum, tokens_per_update_,
+                  train_data_->num_windows(), start_step, end_step,
+                  options_.steps, state_.schedule.warmup_steps, options_.lr);
+    progress_->message(line);
+  }
+
+  const LrSchedule &schedule = state_.schedule;
+  const double inv_accum = 1.0 / static_cast<double>(options_.grad_accum);
+  run_start_ = std::chrono::steady_clock::now();
+  StopSignalGuard signal_guard;
+  TrainResult result;
+  result.final_train_loss = state_.last_loss;
+  int64_t last_eval_step = -1;
+  double last_eval_loss = 0.0;
+
+  for (int64_t step = start_step + 1; step <= end_step; ++step) {
+    const auto t0 = std::chrono::steady_clock::now();
+    double loss_sum = micro_step(grads_.data());
+    for (int64_t a = 1; a < options_.grad_accum; ++a) {
+      loss_sum += micro_step(micro_grads_.data());
+      accumulate(grads_.data(), micro_grads_.data(), numel_);
+    }
+    const double loss = loss_sum * inv_accum;
+    const double grad_norm = grad_l2_norm(grads_.data(), numel_, inv_accum);
+    const double lr = schedule.at(step);
+    const double scale = inv_accum * clip_scale(grad_norm, options_.grad_clip);
+    adamw_update(program_, options_.adamw, step, lr, scale, params_.data(),
+                 grads_.data(), exp_avg_.data(), exp_avg_sq_.data());
+    const double step_s =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+
+    state_.step = step;
+    state_.last_loss = loss;
+    state_.tokens_seen += tokens_per_update_;
+    const double tokens_per_s =
+        step_s > 0 ? static_cast<double>(tokens_per_update_) / step_s : 0.0;
+    const double elapsed =
+        elapsed_before_ +
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - run_start_)
+            .count();
+    metrics.log_step(step, loss, lr, grad_norm, tokens_per_s, elapsed);
+    progress_->update(step, loss, lr, tokens_per_s);
+    result.step = step;
+    result.final_train_loss = loss;
+
+    if (!std::isfinite(loss) || !std::isfinite(grad_norm))
+      throw std::runtime_error(
+          "step " + std::to_string(step) + ": loss " + std::to_string(loss) +
+          ", grad norm " + std::to_string(grad_norm) +
+          ": training diverged (lower --lr or resume from an earlier checkpoint)");
+
+    if (val_data_ && options_.eval_every > 0 && step % options_.eval_every == 0) {
+      last_eval_loss = evaluate();
+      last_eval_step = step;
+      metrics.log_eval(step, last_eval_loss);
+      char line[128];
+      std::snprintf(line, sizeof line, "step %" PRId64 ": val loss %.4f", step,
+                    last_eval_loss);
+      progress_->message(line);
+    }
+    const int stop = g_stop_signal.load();
+    if ((options_.checkpoint_every > 0 && step % options_.checkpoint_every == 0) ||
+        step == end_step || stop) {
+      const std::string dir = save();
+      progress_->message("checkpoint " + dir);
+    }
+    if (stop) {
+      progress_->finish();
+      std::fprintf(stderr, "stopped by signal %d after step %" PRId64
+                           "; resume with --resume\n", stop, step);
+      result.stop_signal = stop;
+      return result;
+    }
+  }
+  progress_->finish();
+
+  if (start_step >= end_step)
+    progress_->message("already at step " + std::to_string(start_step) +
+                       "; nothing to train");
+  result.step = state_.step;
+  if (std::isfinite(result.final_train_loss))
+    std::printf("final train loss: %.6f\n", result.final_train_loss);
+  if (val_data_) {
+    const double val = last_eval_step == state_.step ? last_eval_loss : evaluate();
+    if (last_eval_step != state_.step && state_.step > start_step)
+      metrics.log_eval(state_.step, val);
+    result.final_val_loss = val;
+    std::printf("final val loss: %.6f\n", val);
+  }
+  std::fflush(stdout);
+  return result;
+}
+
+} // namespace
+
+TrainResult train(const ProgramInfo &program, const TrainOptions &options) {
+  validate_program(program);
+  validate_train_options(options);
+  if (program.dtype == DType::F64)
+    return Trainer<double>(program, options).run();
+  return Trainer<float>(program, options).run();
+}
+
+} // namespace llamart::train

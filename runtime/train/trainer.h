@@ -1,0 +1,67 @@
+// The training loop every compiled training binary runs around its generated
+// train_step: data, gradient accumulation, clipping, AdamW, LR schedule,
+// evaluation, metrics, checkpoints and exact resume.
+//
+// One optimizer update = grad_accum micro-batches of program.batch sequences;
+// their gradients are summed and scaled by 1/grad_accum, the loss averaged.
+// The global L2 norm of that mean gradient (computed in double) is clipped to
+// grad_clip, then AdamW updates with the scheduled LR.
+//
+// Resume is exact: the run state (params, AdamW moments, update count, data
+// position, RNG) is checkpointed in full precision and every reduction in the
+// driver has a fixed order, so N updates straight and N/2 + resume + N/2
+// produce the same bits (given a deterministic train_step).
+#pragma once
+#include "runtime/train/optimizer.h"
+#include "runtime/train/program.h"
+
+#include <cstdint>
+#include <optional>
+#include <string>
+
+namespace llamart::train {
+
+struct TrainOptions {
+  std::string data_dir;           // --data
+  int64_t steps = 0;              // --steps: total updates (LR schedule length)
+  std::string run_dir = "run";    // --run-dir
+  bool resume = false;            // --resume
+  int64_t checkpoint_every = 0;   // --checkpoint-every: 0 = only at the end
+  int keep_last = 3;              // --keep-last: 0 = keep all
+  int64_t eval_every = 0;         // --eval-every: 0 = only at the end
+  int64_t eval_batches = 8;       // --eval-batches
+  double lr = 3e-4;               // --lr (peak)
+  double min_lr_ratio = 0.1;      // --min-lr-ratio
+  int64_t warmup = -1;            // --warmup; < 0 = default_warmup_steps(steps)
+  AdamWConfig adamw;              // --beta1 --beta2 --eps --weight-decay
+  double grad_clip = 1.0;         // --grad-clip: <= 0 disables clipping
+  int64_t grad_accum = 1;         // --grad-accum
+  uint64_t seed = 1234;           // --seed: init and data order
+  bool shuffle = true;            // --no-shuffle clears it
+  std::string init_from_checkpoint; // --init-from-checkpoint: weights only,
+                                    // unless --resume finds a checkpoint
+  bool quiet = false;             // --quiet: no progress lines
+  int64_t stop_at = 0;            // --stop-at: checkpoint and exit after this
+                                  // update (schedule still spans `steps`)
+};
+
+struct TrainResult {
+  int64_t step = 0;                     // updates done when train() returned
+  double final_train_loss = 0.0;        // loss of the last update
+  std::optional<double> final_val_loss; // when the dataset has a val split
+  int stop_signal = 0;                  // SIGINT/SIGTERM that stopped the run, or 0
+};
+
+// Runs (or resumes) training as described above. Prints progress to stderr
+// and "final train loss: X" / "final val loss: X" to stdout. Throws
+// std::runtime_error with a one-line message on bad options or data.
+TrainResult train(const ProgramInfo &program, const TrainOptions &options);
+
+// Throws std::runtime_error naming the flag of the first invalid option
+// (ranges, the data directory and its train split).
+void validate_train_options(const TrainOptions &options);
+
+// Whether `dir` holds shards of `split` (files <split>_*.tok).
+bool has_split(const std::string &dir, const std::string &split);
+
+} // namespace llamart::train

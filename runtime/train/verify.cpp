@@ -1,0 +1,100 @@
+#include "runtime/train/verify.h"
+
+#include "runtime/checkpoint/safetensors.h"
+#include "runtime/train/aligned_buffer.h"
+#include "runtime/train/param_store.h"
+#include "runtime/train/program_check.h"
+
+#include <cstdio>
+#include <cstring>
+#include <limits>
+#include <stdexcept>
+#include <type_traits>
+
+namespace llamart::train {
+
+namespace {
+
+// input_ids [batch, seq_len + 1] -> tokens = [:, :-1], targets = [:, 1:].
+void split_batch(const ProgramInfo &program, const ckpt::File &file,
+                 const std::string &path, int32_t *tokens, int32_t *targets) {
+  auto it = file.tensors.find("input_ids");
+  if (it == file.tensors.end())
+    throw std::runtime_error(path + ": no tensor \"input_ids\"");
+  const ckpt::Tensor &ids = it->second;
+  const std::vector<int64_t> want = {program.batch, program.seq_len + 1};
+  if (ids.shape != want)
+    throw std::runtime_error(path + ": input_ids has shape " +
+                             shape_string(ids.shape) + ", model " +
+                             program.model_name + " needs " + shape_string(want) +
+                             " (batch, seq_len + 1)");
+  if (ids.dtype != ckpt::StDType::I32 && ids.dtype != ckpt::StDType::I64)
+    throw std::runtime_error(path + ": input_ids must be int32 or int64");
+
+  const int64_t row = program.seq_len + 1;
+  for (int64_t b = 0; b < program.batch; ++b)
+    for (int64_t t = 0; t < row; ++t) {
+      const int64_t i = b * row + t;
+      int64_t v;
+      if (ids.dtype == ckpt::StDType::I32) {
+        int32_t x;
+        std::memcpy(&x, ids.data.data() + i * 4, 4);
+        v = x;
+      } else {
+        std::memcpy(&v, ids.data.data() + i * 8, 8);
+      }
+      // Inputs must be real tokens; a target may also be ignore_index
+      // (padding that is not scored).
+      const bool is_target = t > 0, is_input = t < row - 1;
+      const bool in_vocab = v >= 0 && v < program.vocab_size;
+      if ((is_input && !in_vocab) ||
+          (is_target && !in_vocab && v != program.ignore_index))
+        throw std::runtime_error(path + ": input_ids[" + std::to_string(b) +
+                                 ", " + std::to_string(t) + "] = " +
+                                 std::to_string(v) + " is outside the vocabulary [0, " +
+                                 std::to_string(program.vocab_size) + ")");
+      if (is_input)
+        tokens[b * program.seq_len + t] = static_cast<int32_t>(v);
+      if (is_target)
+        targets[b * program.seq_len + t - 1] = static_cast<int32_t>(v);
+    }
+}
+
+template <typename T>
+double verify_impl(const ProgramInfo &program, const VerifyOptions &options) {
+  AlignedBuffer<T> params(static_cast<size_t>(program.param_numel));
+  AlignedBuffer<T> grads(static_cast<size_t>(program.param_numel));
+  load_param_tensors<T>(program, ckpt::read_safetensors(options.weights),
+                        options.weights, {{"", params.data()}});
+
+  const size_t n = static_cast<size_t>(program.batch * program.seq_len);
+  AlignedBuffer<int32_t> tokens(n), targets(n);
+  split_batch(program, ckpt::read_safetensors(options.batch_file),
+              options.batch_file, tokens.data(), targets.data());
+
+  AlignedBuffer<uint8_t> arena(static_cast<size_t>(program.train_arena_bytes));
+  double loss = 0.0;
+  program.train_step(params.data(), grads.data(), tokens.data(), targets.data(),
+                     arena.data(), &loss);
+
+  ckpt::File out;
+  const T loss_t = static_cast<T>(loss);
+  if constexpr (std::is_same_v<T, float>)
+    out.tensors["loss"] = ckpt::Tensor::from_f32({}, &loss_t);
+  else
+    out.tensors["loss"] = ckpt::Tensor::from_f64({}, &loss_t);
+  add_param_tensors<T>(program, grads.data(), "", out);
+  ckpt::write_safetensors(options.out, out);
+  return loss;
+}
+
+} // namespace
+
+double run_verify(const ProgramInfo &program, const VerifyOptions &options) {
+  validate_program(program);
+  if (program.dtype == DType::F64)
+    return verify_impl<double>(program, options);
+  return verify_impl<float>(program, options);
+}
+
+} // namespace llamart::train

@@ -1,0 +1,54 @@
+// Round trip of every llama op: print, parse again, print the same.
+// RUN: llama-opt %s | llama-opt | FileCheck %s
+
+// CHECK-LABEL: func.func @forward_ops
+func.func @forward_ops(%table: tensor<64x16xf32>, %ids: tensor<2x8xi32>, %w: tensor<16xf32>,
+                       %wq: tensor<16x16xf32>, %wkv: tensor<8x16xf32>) -> tensor<f32> {
+  // CHECK: %[[H:.*]] = llama.embedding %{{.*}}, %{{.*}} : (tensor<64x16xf32>, tensor<2x8xi32>) -> tensor<2x8x16xf32>
+  %h = llama.embedding %table, %ids : (tensor<64x16xf32>, tensor<2x8xi32>) -> tensor<2x8x16xf32>
+  // CHECK: llama.rms_norm %[[H]], %{{.*}} {eps = 1.000000e-05 : f64}
+  %n = llama.rms_norm %h, %w {eps = 1.0e-05 : f64} : (tensor<2x8x16xf32>, tensor<16xf32>) -> tensor<2x8x16xf32>
+  // CHECK: llama.matmul %{{.*}}, %{{.*}} {transpose_rhs = true} : (tensor<2x8x16xf32>, tensor<16x16xf32>) -> tensor<2x8x16xf32>
+  %q = llama.matmul %n, %wq {transpose_rhs = true} : (tensor<2x8x16xf32>, tensor<16x16xf32>) -> tensor<2x8x16xf32>
+  %k = llama.matmul %n, %wkv {transpose_rhs = true} : (tensor<2x8x16xf32>, tensor<8x16xf32>) -> tensor<2x8x8xf32>
+  // CHECK: llama.reshape %{{.*}} : (tensor<2x8x16xf32>) -> tensor<2x8x4x4xf32>
+  %q4 = llama.reshape %q : (tensor<2x8x16xf32>) -> tensor<2x8x4x4xf32>
+  %k4 = llama.reshape %k : (tensor<2x8x8xf32>) -> tensor<2x8x2x4xf32>
+  // CHECK: llama.rope %{{.*}} {theta = 1.000000e+04 : f64} : (tensor<2x8x4x4xf32>) -> tensor<2x8x4x4xf32>
+  %qr = llama.rope %q4 {theta = 1.0e+04 : f64} : (tensor<2x8x4x4xf32>) -> tensor<2x8x4x4xf32>
+  // CHECK: %{{.*}}, %{{.*}} = llama.attention %{{.*}}, %{{.*}}, %{{.*}} {scale = 5.000000e-01 : f64} : (tensor<2x8x4x4xf32>, tensor<2x8x2x4xf32>, tensor<2x8x2x4xf32>) -> (tensor<2x8x4x4xf32>, tensor<2x4x8xf32>)
+  %o, %lse = llama.attention %qr, %k4, %k4 {scale = 0.5 : f64} : (tensor<2x8x4x4xf32>, tensor<2x8x2x4xf32>, tensor<2x8x2x4xf32>) -> (tensor<2x8x4x4xf32>, tensor<2x4x8xf32>)
+  %o3 = llama.reshape %o : (tensor<2x8x4x4xf32>) -> tensor<2x8x16xf32>
+  // CHECK: llama.swiglu %{{.*}}, %{{.*}} : (tensor<2x8x16xf32>, tensor<2x8x16xf32>) -> tensor<2x8x16xf32>
+  %s = llama.swiglu %o3, %n : (tensor<2x8x16xf32>, tensor<2x8x16xf32>) -> tensor<2x8x16xf32>
+  // CHECK: llama.add %{{.*}}, %{{.*}} : (tensor<2x8x16xf32>, tensor<2x8x16xf32>) -> tensor<2x8x16xf32>
+  %r = llama.add %h, %s : (tensor<2x8x16xf32>, tensor<2x8x16xf32>) -> tensor<2x8x16xf32>
+  %logits = llama.matmul %r, %table {transpose_rhs = true} : (tensor<2x8x16xf32>, tensor<64x16xf32>) -> tensor<2x8x64xf32>
+  // CHECK: llama.cross_entropy %{{.*}}, %{{.*}} {ignore_index = -1 : i64} : (tensor<2x8x64xf32>, tensor<2x8xi32>) -> tensor<f32>
+  %loss = llama.cross_entropy %logits, %ids {ignore_index = -1 : i64} : (tensor<2x8x64xf32>, tensor<2x8xi32>) -> tensor<f32>
+  return %loss : tensor<f32>
+}
+
+// CHECK-LABEL: func.func @backward_ops
+func.func @backward_ops(%dh: tensor<2x8x16xf64>, %ids: tensor<2x8xi32>, %w: tensor<16xf64>,
+                        %q: tensor<2x8x4x4xf64>, %kv: tensor<2x8x2x4xf64>, %lse: tensor<2x4x8xf64>,
+                        %logits: tensor<2x8x64xf64>) {
+  // CHECK: llama.embedding_grad %{{.*}}, %{{.*}} : (tensor<2x8x16xf64>, tensor<2x8xi32>) -> tensor<64x16xf64>
+  %dt = llama.embedding_grad %dh, %ids : (tensor<2x8x16xf64>, tensor<2x8xi32>) -> tensor<64x16xf64>
+  // CHECK: llama.rms_norm_grad %{{.*}}, %{{.*}}, %{{.*}} {eps = 1.000000e-05 : f64}
+  %dx, %dw = llama.rms_norm_grad %dh, %dh, %w {eps = 1.0e-05 : f64} : (tensor<2x8x16xf64>, tensor<2x8x16xf64>, tensor<16xf64>) -> (tensor<2x8x16xf64>, tensor<16xf64>)
+  // CHECK: llama.matmul %{{.*}}, %{{.*}} {transpose_lhs = true} : (tensor<2x8x16xf64>, tensor<2x8x16xf64>) -> tensor<2x16x16xf64>
+  %mm = llama.matmul %dh, %dh {transpose_lhs = true} : (tensor<2x8x16xf64>, tensor<2x8x16xf64>) -> tensor<2x16x16xf64>
+  // CHECK: llama.rope_grad %{{.*}} {theta = 5.000000e+05 : f64}
+  %dq = llama.rope_grad %q {theta = 5.0e+05 : f64} : (tensor<2x8x4x4xf64>) -> tensor<2x8x4x4xf64>
+  // CHECK: llama.attention_grad
+  %gq, %gk, %gv = llama.attention_grad %q, %q, %kv, %kv, %q, %lse {scale = 0.5 : f64} : (tensor<2x8x4x4xf64>, tensor<2x8x4x4xf64>, tensor<2x8x2x4xf64>, tensor<2x8x2x4xf64>, tensor<2x8x4x4xf64>, tensor<2x4x8xf64>) -> (tensor<2x8x4x4xf64>, tensor<2x8x2x4xf64>, tensor<2x8x2x4xf64>)
+  // CHECK: llama.swiglu_grad
+  %gg, %gu = llama.swiglu_grad %dh, %dh, %dh : (tensor<2x8x16xf64>, tensor<2x8x16xf64>, tensor<2x8x16xf64>) -> (tensor<2x8x16xf64>, tensor<2x8x16xf64>)
+  // CHECK: %[[ONE:.*]] = llama.fill {value = 1.000000e+00 : f64} : tensor<f64>
+  %one = llama.fill {value = 1.0 : f64} : tensor<f64>
+  // default ignore_index (-100) is elided when printed
+  // CHECK: llama.cross_entropy_grad %[[ONE]], %{{.*}}, %{{.*}} : (tensor<f64>
+  %dl = llama.cross_entropy_grad %one, %logits, %ids : (tensor<f64>, tensor<2x8x64xf64>, tensor<2x8xi32>) -> tensor<2x8x64xf64>
+  return
+}

@@ -1,0 +1,24 @@
+// Errors of llama-autodiff.
+// RUN: not llama-opt %s -split-input-file -llama-autodiff 2>&1 | FileCheck %s
+
+// CHECK: error: @forward must return exactly one scalar float tensor (the loss)
+func.func @forward(%x: tensor<4x16xf32>) -> tensor<4x16xf32> {
+  return %x : tensor<4x16xf32>
+}
+
+// -----
+
+// A differentiated value produced by an op without a VJP.
+// CHECK: error: 'llama.fill' op is on the path from the parameters to the loss but does not implement VJPOpInterface
+func.func @forward(%e: tensor<64x16xf32>, %tgt: tensor<2x8xi32>) -> tensor<f32> {
+  %c = llama.fill {value = 1.0 : f64} : tensor<2x8x64xf32>
+  %loss = llama.cross_entropy %c, %tgt : (tensor<2x8x64xf32>, tensor<2x8xi32>) -> tensor<f32>
+  return %loss : tensor<f32>
+}
+
+// -----
+
+// CHECK: error: llama-autodiff: the module has no func.func @forward
+func.func @other() {
+  return
+}

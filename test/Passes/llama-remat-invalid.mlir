@@ -1,0 +1,18 @@
+// Errors of llama-remat.
+// RUN: not llama-opt %s -split-input-file -llama-remat=policy=full 2>&1 | FileCheck %s
+
+// `full` needs to know where the layers are.
+// CHECK: error: llama-remat: policy 'full' needs the transformer layers marked with 'llama.layer'
+func.func @forward(%emb: tensor<64x16xf32>, %tok: tensor<2x8xi32>, %tgt: tensor<2x8xi32>) -> tensor<f32> {
+  %h = llama.embedding %emb, %tok : (tensor<64x16xf32>, tensor<2x8xi32>) -> tensor<2x8x16xf32>
+  %logits = llama.matmul %h, %emb {transpose_rhs = true} : (tensor<2x8x16xf32>, tensor<64x16xf32>) -> tensor<2x8x64xf32>
+  %loss = llama.cross_entropy %logits, %tgt : (tensor<2x8x64xf32>, tensor<2x8xi32>) -> tensor<f32>
+  return %loss : tensor<f32>
+}
+
+// -----
+
+// CHECK: error: llama-remat: the module has no func.func @forward
+func.func @not_forward() {
+  return
+}

@@ -1,0 +1,4 @@
+# Training driver (runtime/train) tests, against a hand-written bigram program.
+add_executable(train_test train_test.cpp train_fixture.cpp)
+target_link_libraries(train_test PRIVATE llamart_nomain GTest::gtest_main)
+gtest_discover_tests(train_test)

@@ -1,0 +1,28 @@
+// A hand-written ProgramInfo for testing the training driver without the
+// compiler: a bigram language model
+//   logits[b, t, :] = W[tokens[b, t], :] * g      W "model.embed_tokens.weight" [V, V]
+//                                                 g "model.norm.weight" [V]
+//   loss = mean over scored targets of cross-entropy(logits, target)
+// W is 2-D (Normal init, weight decay), g is 1-D (Ones init, no decay), so
+// both init kinds and the decay rule are exercised. train_step and logits are
+// written out by hand in double; targets equal to -1 are not scored.
+#pragma once
+#include "runtime/train/program.h"
+
+#include <atomic>
+#include <cstdint>
+
+namespace llamart::testing {
+
+// One static program per (T, V, B, S); T is float or double.
+template <typename T, int V, int B, int S> const ProgramInfo *bigram_program();
+
+// Test hooks: train_step calls counted over all bigram programs; when the
+// count reaches raise_sigterm_at_call (> 0) the step raises SIGTERM, the way a
+// scheduler preempting the job would.
+extern std::atomic<int64_t> bigram_train_calls;
+extern std::atomic<int64_t> raise_sigterm_at_call;
+
+constexpr int64_t kBigramIgnoreIndex = -1;
+
+} // namespace llamart::testing

@@ -1,0 +1,823 @@
+// Tests of the training driver (runtime/train) against the hand-written
+// bigram program of train_fixture.h: optimizer, schedule and clipping against
+// closed forms; the train/verify/generate/info subcommands end to end through
+// run_main(), including bit-exact resume and corrupted-checkpoint fallback.
+#include "runtime/checkpoint/safetensors.h"
+#include "runtime/data/shards.h"
+#include "runtime/train/checkpoint_dir.h"
+#include "runtime/train/cli.h"
+#include "runtime/train/generate.h"
+#include "runtime/train/optimizer.h"
+#include "runtime/train/param_store.h"
+#include "runtime/train/rng.h"
+#include "runtime/train/schedule.h"
+#include "test/unit/train_fixture.h"
+
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+#include <omp.h>
+#include <sentencepiece_trainer.h>
+#include <unistd.h>
+
+#include <cmath>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <string>
+#include <vector>
+
+namespace fs = std::filesystem;
+using llamart::ParamInfo;
+using llamart::ProgramInfo;
+using nlohmann::json;
+using namespace llamart::train;
+
+namespace {
+
+constexpr int kV = 16;
+const ProgramInfo *bigram_f32() { return llamart::testing::bigram_program<float, kV, 4, 8>(); }
+const ProgramInfo *bigram_f64() { return llamart::testing::bigram_program<double, kV, 4, 8>(); }
+
+// A fresh directory per test, removed afterwards.
+class TempDir {
+public:
+  TempDir() {
+    const auto *info = ::testing::UnitTest::GetInstance()->current_test_info();
+    path_ = fs::temp_directory_path() /
+            ("llamart_train_test_" + std::string(info->test_suite_name()) + "_" +
+             info->name() + "_" + std::to_string(getpid()));
+    fs::remove_all(path_);
+    fs::create_directories(path_);
+  }
+  ~TempDir() { fs::remove_all(path_); }
+  std::string operator/(const std::string &name) const { return (path_ / name).string(); }
+
+private:
+  fs::path path_;
+};
+
+struct CliResult {
+  int code;
+  std::string out, err;
+};
+
+CliResult run_cli(const ProgramInfo *program, std::vector<std::string> args) {
+  args.insert(args.begin(), "bigram-train");
+  std::vector<char *> argv;
+  for (std::string &a : args)
+    argv.push_back(a.data());
+  ::testing::internal::CaptureStdout();
+  ::testing::internal::CaptureStderr();
+  const int code = llamart::run_main(static_cast<int>(argv.size()), argv.data(), program);
+  CliResult r{code, ::testing::internal::GetCapturedStdout(),
+              ::testing::internal::GetCapturedStderr()};
+  return r;
+}
+
+// A noisy bigram chain: next = (5 tok + 3) % V with probability 0.9, uniform
+// otherwise. Its entropy rate is about 0.57 nats, far below log(16) = 2.77.
+std::vector<int32_t> chain_tokens(int64_t n, uint64_t seed) {
+  Rng rng(seed);
+  std::vector<int32_t> out(static_cast<size_t>(n));
+  int32_t tok = 0;
+  for (auto &t : out) {
+    tok = rng.uniform() < 0.9 ? (5 * tok + 3) % kV : static_cast<int32_t>(rng.below(kV));
+    t = tok;
+  }
+  return out;
+}
+
+std::string make_dataset(const TempDir &tmp, bool with_val = true) {
+  const std::string dir = tmp / "data";
+  fs::create_directories(dir);
+  llamart::data::write_shard(dir + "/train_00000.tok", chain_tokens(3000, 1), kV);
+  llamart::data::write_shard(dir + "/train_00001.tok", chain_tokens(1500, 2), kV);
+  if (with_val)
+    llamart::data::write_shard(dir + "/val_00000.tok", chain_tokens(800, 3), kV);
+  return dir;
+}
+
+// Key order is part of what is checked, so lines keep it.
+using ordered_json = nlohmann::ordered_json;
+
+std::vector<ordered_json> read_jsonl(const std::string &path) {
+  std::ifstream in(path);
+  std::vector<ordered_json> out;
+  std::string line;
+  while (std::getline(in, line))
+    out.push_back(ordered_json::parse(line));
+  return out;
+}
+
+std::vector<ordered_json> step_entries(const std::vector<ordered_json> &lines) {
+  std::vector<ordered_json> out;
+  for (const ordered_json &j : lines)
+    if (j.contains("loss"))
+      out.push_back(j);
+  return out;
+}
+
+std::string read_bytes(const std::string &path) {
+  std::ifstream in(path, std::ios::binary);
+  std::ostringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+std::vector<std::string> train_args(const std::string &data, const std::string &run,
+                                    int steps) {
+  return {"train", "--data", data, "--run-dir", run, "--steps", std::to_string(steps),
+          "--lr", "0.05", "--warmup", "4", "--quiet"};
+}
+
+std::vector<std::string> plus(std::vector<std::string> a,
+                              const std::vector<std::string> &b) {
+  a.insert(a.end(), b.begin(), b.end());
+  return a;
+}
+
+// ---------------------------------------------------------------------------
+// LR schedule
+
+TEST(Schedule, WarmupPeakCosineAndEnd) {
+  LrSchedule s;
+  s.peak_lr = 1e-3;
+  s.min_lr_ratio = 0.1;
+  s.warmup_steps = 10;
+  s.total_steps = 110;
+  EXPECT_DOUBLE_EQ(s.at(0), 0.0);
+  EXPECT_DOUBLE_EQ(s.at(1), 1e-4);
+  EXPECT_DOUBLE_EQ(s.at(5), 5e-4);
+  EXPECT_DOUBLE_EQ(s.at(10), 1e-3);                      // peak at end of warmup
+  EXPECT_NEAR(s.at(60), (1e-3 + 1e-4) / 2, 1e-15);       // cosine midpoint
+  // A quarter into the decay: min + (peak - min) (1 + cos(pi/4)) / 2.
+  EXPECT_NEAR(s.at(35), 1e-4 + 9e-4 * (1 + std::sqrt(0.5)) / 2, 1e-15);
+  EXPECT_DOUBLE_EQ(s.at(110), 1e-4);                     // min at the last step
+  EXPECT_DOUBLE_EQ(s.at(500), 1e-4);
+  for (int64_t step = 11; step < 110; ++step)
+    EXPECT_LT(s.at(step + 1), s.at(step)) << step;
+}
+
+TEST(Schedule, DefaultWarmupAndValidation) {
+  EXPECT_EQ(default_warmup_steps(10), 1);
+  EXPECT_EQ(default_warmup_steps(100), 5);
+  EXPECT_EQ(default_warmup_steps(1000000), 2000);
+  LrSchedule s;
+  s.min_lr_ratio = 1.5;
+  EXPECT_THROW(s.validate(), std::runtime_error);
+}
+
+// ---------------------------------------------------------------------------
+// AdamW, clipping, init
+
+// A two-param program table (a 2x2 matrix and a 2-vector gain) for the
+// optimizer alone.
+struct TinyTable {
+  ParamInfo params[2] = {
+      {"w", 2, {2, 2, 0, 0}, 4, 0, llamart::ParamInit::Normal},
+      {"g", 1, {2, 0, 0, 0}, 2, 4, llamart::ParamInit::Ones},
+  };
+  ProgramInfo program{};
+  TinyTable() {
+    program.num_params = 2;
+    program.params = params;
+    program.param_numel = 6;
+    program.model_name = "tiny";
+  }
+};
+
+TEST(AdamW, MatchesHandComputedUpdates) {
+  TinyTable t;
+  AdamWConfig c;
+  c.beta1 = 0.9;
+  c.beta2 = 0.95;
+  c.eps = 1e-8;
+  c.weight_decay = 0.1;
+  std::vector<double> p = {0.5, -0.25, 1.0, 2.0, 1.0, 0.75};
+  const std::vector<double> p0 = p;
+  std::vector<double> m(6, 0.0), v(6, 0.0);
+  const std::vector<double> g1 = {0.1, -0.2, 0.0, 3.0, 0.5, -1.0};
+  const std::vector<double> g2 = {-0.3, 0.1, 0.2, 1.0, -0.5, 2.0};
+  const double lr1 = 1e-2, lr2 = 5e-3, scale2 = 0.5;
+
+  adamw_update<double>(t.program, c, 1, lr1, 1.0, p.data(), g1.data(), m.data(), v.data());
+  adamw_update<double>(t.program, c, 2, lr2, scale2, p.data(), g2.data(), m.data(), v.data());
+
+  for (int i = 0; i < 6; ++i) {
+    const bool decays = i < 4; // only the 2-D param
+    const double wd = decays ? 0.1 : 0.0;
+    // Step 1: m = 0.1 g, v = 0.05 g^2, bias corrections 0.1 and 0.05, so the
+    // step is lr * g / (|g| + eps).
+    const double a = g1[i];
+    double x = p0[i] * (1 - lr1 * wd) - lr1 * a / (std::fabs(a) + 1e-8);
+    // Step 2 with gradient b = 0.5 g2.
+    const double b = scale2 * g2[i];
+    const double m2 = 0.9 * 0.1 * a + 0.1 * b;
+    const double v2 = 0.95 * 0.05 * a * a + 0.05 * b * b;
+    const double bc1 = 1 - 0.9 * 0.9, bc2 = 1 - 0.95 * 0.95;
+    x = x * (1 - lr2 * wd) - lr2 * (m2 / bc1) / (std::sqrt(v2 / bc2) + 1e-8);
+    EXPECT_NEAR(p[i], x, 1e-14) << "element " << i;
+    EXPECT_NEAR(m[i], m2, 1e-15);
+    EXPECT_NEAR(v[i], v2, 1e-15);
+  }
+}
+
+TEST(AdamW, ConstantGradientMovesEachWeightByLr) {
+  // With a constant gradient the bias-corrected moments are exactly g and g^2,
+  // so every step moves a weight by lr * sign(g) (up to eps), plus decay.
+  TinyTable t;
+  AdamWConfig c;
+  c.weight_decay = 0.0;
+  std::vector<float> p(6, 0.0f), m(6, 0.0f), v(6, 0.0f);
+  const std::vector<float> g = {1.0f, -2.0f, 0.5f, -0.25f, 4.0f, -8.0f};
+  for (int step = 1; step <= 3; ++step)
+    adamw_update<float>(t.program, c, step, 1e-3, 1.0, p.data(), g.data(), m.data(), v.data());
+  for (int i = 0; i < 6; ++i)
+    EXPECT_NEAR(p[i], g[i] > 0 ? -3e-3 : 3e-3, 1e-7) << i;
+}
+
+TEST(GradClip, NormAndScale) {
+  const std::vector<float> g = {3.0f, 4.0f};
+  EXPECT_DOUBLE_EQ(grad_l2_norm(g.data(), 2, 1.0), 5.0);
+  EXPECT_DOUBLE_EQ(grad_l2_norm(g.data(), 2, 0.5), 2.5);
+  EXPECT_DOUBLE_EQ(clip_scale(5.0, 1.0), 1.0 / (5.0 + 1e-6));
+  EXPECT_DOUBLE_EQ(clip_scale(0.5, 1.0), 1.0);
+  EXPECT_DOUBLE_EQ(clip_scale(50.0, 0.0), 1.0); // clipping off
+  // Clipped norm of the scaled gradient is the limit (up to the 1e-6).
+  EXPECT_NEAR(5.0 * clip_scale(5.0, 1.0), 1.0, 1e-6);
+}
+
+TEST(GradClip, NormIsIdenticalForAnyThreadCount) {
+  std::vector<float> g(300001);
+  Rng rng(7);
+  for (float &x : g)
+    x = static_cast<float>(rng.uniform() - 0.5);
+  double naive = 0.0;
+  for (float x : g)
+    naive += static_cast<double>(x) * x;
+  const int threads = omp_get_max_threads();
+  omp_set_num_threads(1);
+  const double one = grad_l2_norm(g.data(), static_cast<int64_t>(g.size()), 1.0);
+  omp_set_num_threads(3);
+  const double three = grad_l2_norm(g.data(), static_cast<int64_t>(g.size()), 1.0);
+  omp_set_num_threads(threads);
+  EXPECT_EQ(one, three); // bitwise
+  EXPECT_NEAR(one, std::sqrt(naive), 1e-9 * std::sqrt(naive));
+}
+
+TEST(ParamInit, NormalStatisticsOnesAndDeterminism) {
+  const ProgramInfo *p = llamart::testing::bigram_program<float, 64, 2, 16>();
+  std::vector<float> a(p->param_numel), b(p->param_numel), c(p->param_numel);
+  init_params(*p, 42, a.data());
+  init_params(*p, 42, b.data());
+  init_params(*p, 43, c.data());
+  EXPECT_EQ(a, b);
+  EXPECT_NE(a, c);
+  double sum = 0, sq = 0;
+  const int64_t n = 64 * 64;
+  for (int64_t i = 0; i < n; ++i) {
+    sum += a[i];
+    sq += static_cast<double>(a[i]) * a[i];
+  }
+  const double mean = sum / n, sd = std::sqrt(sq / n - mean * mean);
+  EXPECT_NEAR(mean, 0.0, 4 * 0.5 / std::sqrt(n)); // init_std 0.5
+  EXPECT_NEAR(sd, 0.5, 0.03);
+  for (int64_t i = n; i < n + 64; ++i)
+    EXPECT_EQ(a[i], 1.0f);
+  // Uniforms of the generator: the documented xoshiro256** stream is stable.
+  Rng r1(99), r2(99);
+  for (int i = 0; i < 100; ++i)
+    ASSERT_EQ(r1.next_u64(), r2.next_u64());
+}
+
+// ---------------------------------------------------------------------------
+// train
+
+TEST(Train, LowersLossAndPrintsFinalLosses) {
+  TempDir tmp;
+  const std::string data = make_dataset(tmp);
+  const CliResult r = run_cli(bigram_f32(), train_args(data, tmp / "run", 150));
+  ASSERT_EQ(r.code, 0) << r.err;
+  const auto steps = step_entries(read_jsonl(tmp / "run/metrics.jsonl"));
+  ASSERT_EQ(steps.size(), 150u);
+  const double first = steps.front()["loss"], last = steps.back()["loss"];
+  // Random init (std 0.5) starts near log(16) = 2.77; the chain's entropy is ~0.57.
+  EXPECT_GT(first, 2.0);
+  EXPECT_LT(last, 1.2);
+  double final_train = 0, final_val = 0;
+  ASSERT_EQ(std::sscanf(r.out.c_str(), "final train loss: %lf\nfinal val loss: %lf",
+                        &final_train, &final_val), 2)
+      << r.out;
+  EXPECT_NEAR(final_train, last, 1e-6);
+  EXPECT_LT(final_val, 1.2);
+  EXPECT_GT(final_val, 0.4); // cannot beat the chain's entropy by much
+}
+
+TEST(Train, MetricsJsonlContentAndAppendOnResume) {
+  TempDir tmp;
+  const std::string data = make_dataset(tmp);
+  CliResult r = run_cli(bigram_f32(),
+                        plus(train_args(data, tmp / "run", 20), {"--eval-every", "5"}));
+  ASSERT_EQ(r.code, 0) << r.err;
+  const auto lines = read_jsonl(tmp / "run/metrics.jsonl");
+  ASSERT_EQ(lines.size(), 24u); // 20 updates + evals at 5, 10, 15, 20
+  LrSchedule s;
+  s.peak_lr = 0.05;
+  s.warmup_steps = 4;
+  s.total_steps = 20;
+  int64_t expect_step = 1;
+  double last_elapsed = 0;
+  for (const ordered_json &j : lines) {
+    if (j.contains("val_loss")) {
+      ASSERT_EQ(j.size(), 2u);
+      EXPECT_EQ(j["step"].get<int64_t>() % 5, 0);
+      EXPECT_EQ(j["step"].get<int64_t>(), expect_step - 1);
+      EXPECT_TRUE(std::isfinite(j["val_loss"].get<double>()));
+      continue;
+    }
+    std::vector<std::string> keys;
+    for (const auto &item : j.items())
+      keys.push_back(item.key());
+    EXPECT_EQ(keys, (std::vector<std::string>{"step", "loss", "lr", "grad_norm",
+                                              "tokens_per_s", "elapsed_s"}));
+    EXPECT_EQ(j["step"].get<int64_t>(), expect_step);
+    EXPECT_DOUBLE_EQ(j["lr"].get<double>(), s.at(expect_step));
+    EXPECT_GT(j["grad_norm"].get<double>(), 0.0);
+    EXPECT_GT(j["tokens_per_s"].get<double>(), 0.0);
+    EXPECT_GE(j["elapsed_s"].get<double>(), last_elapsed);
+    last_elapsed = j["elapsed_s"];
+    ++expect_step;
+  }
+  EXPECT_DOUBLE_EQ(lines[3]["lr"].get<double>(), 0.05);      // peak at warmup end
+  EXPECT_DOUBLE_EQ(lines.end()[-2]["lr"].get<double>(), 0.005); // 10% at the end
+
+  // Extending the run appends; the existing lines stay as they were.
+  r = run_cli(bigram_f32(), plus(train_args(data, tmp / "run", 30), {"--resume"}));
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_NE(r.err.find("differ from the checkpoint: --steps 20 -> 30"), std::string::npos)
+      << r.err;
+  const auto after = read_jsonl(tmp / "run/metrics.jsonl");
+  ASSERT_EQ(after.size(), 24u + 10u + 1u); // + steps 21..30 + final eval
+  for (size_t i = 0; i < lines.size(); ++i)
+    EXPECT_EQ(after[i], lines[i]);
+  EXPECT_EQ(after[24]["step"].get<int64_t>(), 21);
+  EXPECT_GE(after[24]["elapsed_s"].get<double>(), last_elapsed);
+}
+
+// N updates straight == N/2, stop, resume, N/2: same losses, same bits.
+void expect_exact_resume(const ProgramInfo *program, const std::vector<std::string> &extra) {
+  TempDir tmp;
+  const std::string data = make_dataset(tmp);
+  const auto straight = plus(train_args(data, tmp / "a", 24), extra);
+  CliResult a = run_cli(program, straight);
+  ASSERT_EQ(a.code, 0) << a.err;
+
+  CliResult b1 = run_cli(program, plus(plus(train_args(data, tmp / "b", 24), extra),
+                                       {"--stop-at", "12"}));
+  ASSERT_EQ(b1.code, 0) << b1.err;
+  ASSERT_TRUE(fs::exists(tmp / "b/checkpoints/step_000012/model.safetensors"));
+  CliResult b2 = run_cli(program, plus(plus(train_args(data, tmp / "b", 24), extra),
+                                       {"--resume"}));
+  ASSERT_EQ(b2.code, 0) << b2.err;
+  EXPECT_EQ(b2.err.find("warning"), std::string::npos) << b2.err;
+
+  const auto sa = step_entries(read_jsonl(tmp / "a/metrics.jsonl"));
+  const auto sb = step_entries(read_jsonl(tmp / "b/metrics.jsonl"));
+  ASSERT_EQ(sa.size(), 24u);
+  ASSERT_EQ(sb.size(), 24u);
+  for (size_t i = 0; i < sa.size(); ++i) {
+    EXPECT_EQ(sb[i]["step"], sa[i]["step"]);
+    // Bitwise: JSON doubles round-trip exactly.
+    EXPECT_EQ(sb[i]["loss"].get<double>(), sa[i]["loss"].get<double>()) << "step " << i + 1;
+    EXPECT_EQ(sb[i]["grad_norm"].get<double>(), sa[i]["grad_norm"].get<double>());
+    EXPECT_EQ(sb[i]["lr"].get<double>(), sa[i]["lr"].get<double>());
+  }
+  for (const char *file : {"model.safetensors", "optimizer.safetensors"})
+    EXPECT_EQ(read_bytes(tmp / ("a/checkpoints/step_000024/" + std::string(file))),
+              read_bytes(tmp / ("b/checkpoints/step_000024/" + std::string(file))))
+        << file;
+  EXPECT_EQ(a.out, b2.out); // final train and val loss lines
+}
+
+TEST(Train, ResumeIsBitExactF32WithAccumulationAndEval) {
+  expect_exact_resume(bigram_f32(), {"--grad-accum", "3", "--eval-every", "5"});
+}
+
+TEST(Train, ResumeIsBitExactF64) { expect_exact_resume(bigram_f64(), {}); }
+
+TEST(Train, SigtermCheckpointsThenResumesExactly) {
+  TempDir tmp;
+  const std::string data = make_dataset(tmp, /*with_val=*/false);
+  CliResult a = run_cli(bigram_f32(), train_args(data, tmp / "a", 16));
+  ASSERT_EQ(a.code, 0) << a.err;
+
+  // SIGTERM arrives during update 7: the update completes, is checkpointed,
+  // and the binary exits 128 + SIGTERM.
+  llamart::testing::raise_sigterm_at_call = llamart::testing::bigram_train_calls.load() + 7;
+  CliResult b1 = run_cli(bigram_f32(), train_args(data, tmp / "b", 16));
+  llamart::testing::raise_sigterm_at_call = 0;
+  EXPECT_EQ(b1.code, 128 + SIGTERM) << b1.err;
+  EXPECT_EQ(read_bytes(tmp / "b/checkpoints/LATEST"), "step_000007\n");
+  CliResult b2 = run_cli(bigram_f32(), plus(train_args(data, tmp / "b", 16), {"--resume"}));
+  ASSERT_EQ(b2.code, 0) << b2.err;
+  EXPECT_EQ(read_bytes(tmp / "a/checkpoints/step_000016/model.safetensors"),
+            read_bytes(tmp / "b/checkpoints/step_000016/model.safetensors"));
+}
+
+TEST(Train, CheckpointLayoutStateAndKeepLast) {
+  TempDir tmp;
+  const std::string data = make_dataset(tmp);
+  CliResult r = run_cli(bigram_f32(), plus(train_args(data, tmp / "run", 12),
+                                           {"--checkpoint-every", "3", "--keep-last", "2"}));
+  ASSERT_EQ(r.code, 0) << r.err;
+  std::vector<std::string> names;
+  for (const auto &e : fs::directory_iterator(tmp / "run/checkpoints"))
+    names.push_back(e.path().filename().string());
+  std::sort(names.begin(), names.end());
+  EXPECT_EQ(names, (std::vector<std::string>{"LATEST", "step_000009", "step_000012"}));
+  EXPECT_EQ(read_bytes(tmp / "run/checkpoints/LATEST"), "step_000012\n");
+
+  const std::string dir = tmp / "run/checkpoints/step_000012";
+  const json state = verify_checkpoint(dir);
+  EXPECT_EQ(state["step"], 12);
+  EXPECT_EQ(state["model"]["name"], "bigram");
+  EXPECT_EQ(state["model"]["dtype"], "f32");
+  EXPECT_EQ(state["model"]["batch"], 4);
+  EXPECT_EQ(state["model"]["seq_len"], 8);
+  EXPECT_EQ(state["config_json"]["model_type"], "bigram");
+  EXPECT_EQ(state["seed"], 1234);
+  EXPECT_EQ(state["schedule"]["warmup_steps"], 4);
+  EXPECT_EQ(state["schedule"]["total_steps"], 12);
+  EXPECT_EQ(state["tokens_seen"], 12 * 4 * 8);
+  // 12 updates x 4 windows, all within the first epoch.
+  EXPECT_EQ(state["data"]["epoch"], 0);
+  EXPECT_EQ(state["data"]["index"], 48);
+  EXPECT_EQ(state["rng"].size(), 4u);
+
+  const auto model = llamart::ckpt::read_safetensors(dir + "/model.safetensors");
+  ASSERT_EQ(model.tensors.size(), 2u);
+  EXPECT_EQ(model.tensors.at("model.embed_tokens.weight").shape,
+            (std::vector<int64_t>{16, 16}));
+  EXPECT_EQ(model.tensors.at("model.norm.weight").dtype, llamart::ckpt::StDType::F32);
+  const auto opt = llamart::ckpt::read_safetensors(dir + "/optimizer.safetensors");
+  EXPECT_EQ(opt.tensors.size(), 4u);
+  EXPECT_TRUE(opt.tensors.count("model.norm.weight.exp_avg_sq"));
+  EXPECT_TRUE(opt.tensors.count("model.embed_tokens.weight.exp_avg"));
+
+  // A fresh run into a directory that has checkpoints is refused.
+  r = run_cli(bigram_f32(), train_args(data, tmp / "run", 12));
+  EXPECT_EQ(r.code, 1);
+  EXPECT_NE(r.err.find("already holds checkpoints"), std::string::npos) << r.err;
+}
+
+TEST(Train, CorruptCheckpointFallsBackToPrevious) {
+  TempDir tmp;
+  const std::string data = make_dataset(tmp);
+  CliResult a = run_cli(bigram_f32(), train_args(data, tmp / "a", 15));
+  ASSERT_EQ(a.code, 0) << a.err;
+
+  CliResult b = run_cli(bigram_f32(), plus(train_args(data, tmp / "b", 15),
+                                           {"--checkpoint-every", "5", "--stop-at", "10"}));
+  ASSERT_EQ(b.code, 0) << b.err;
+  // Flip one bit of a weight (the last byte of the file is tensor data, so
+  // the file still parses: only the checksum can tell).
+  const std::string bad = tmp / "b/checkpoints/step_000010/model.safetensors";
+  std::string bytes = read_bytes(bad);
+  bytes.back() ^= 0x01;
+  std::ofstream(bad, std::ios::binary | std::ios::trunc) << bytes;
+
+  b = run_cli(bigram_f32(), plus(train_args(data, tmp / "b", 15), {"--resume"}));
+  ASSERT_EQ(b.code, 0) << b.err;
+  EXPECT_NE(b.err.find("warning: " + bad + ": checksum mismatch"), std::string::npos) << b.err;
+  EXPECT_NE(b.err.find("falling back to step_000005"), std::string::npos) << b.err;
+  // Redone from step 5, the run still ends with the uninterrupted run's bits.
+  EXPECT_EQ(read_bytes(tmp / "a/checkpoints/step_000015/model.safetensors"),
+            read_bytes(tmp / "b/checkpoints/step_000015/model.safetensors"));
+}
+
+TEST(Train, CheckpointOfAnotherModelIsAnError) {
+  TempDir tmp;
+  const std::string data = make_dataset(tmp);
+  ASSERT_EQ(run_cli(bigram_f32(), train_args(data, tmp / "run", 3)).code, 0);
+  // Same names, vocabulary 12 instead of 16.
+  const ProgramInfo *other = llamart::testing::bigram_program<float, 12, 4, 8>();
+  const CliResult r = run_cli(other, plus(train_args(data, tmp / "run", 6), {"--resume"}));
+  EXPECT_EQ(r.code, 1);
+  EXPECT_NE(r.err.find("model.safetensors: tensor model.embed_tokens.weight has shape "
+                       "[16, 16], model bigram expects [12, 12]"),
+            std::string::npos)
+      << r.err;
+}
+
+TEST(Train, InitFromCheckpointStartsAtStepZeroWithTheseWeights) {
+  TempDir tmp;
+  const std::string data = make_dataset(tmp);
+  ASSERT_EQ(run_cli(bigram_f32(), train_args(data, tmp / "pre", 100)).code, 0);
+  const CliResult r = run_cli(bigram_f32(), plus(train_args(data, tmp / "ft", 2),
+                                                 {"--init-from-checkpoint", tmp / "pre"}));
+  ASSERT_EQ(r.code, 0) << r.err;
+  const auto pre = step_entries(read_jsonl(tmp / "pre/metrics.jsonl"));
+  const auto ft = step_entries(read_jsonl(tmp / "ft/metrics.jsonl"));
+  ASSERT_EQ(ft.size(), 2u);
+  EXPECT_EQ(ft[0]["step"], 1);
+  // Starting from trained weights, the first loss is near the trained loss,
+  // far below a random init's ~2.8.
+  EXPECT_LT(ft[0]["loss"].get<double>(), pre.back()["loss"].get<double>() + 0.3);
+}
+
+// ---------------------------------------------------------------------------
+// verify
+
+// Random weights of the f64 bigram, written as `dtype` safetensors.
+std::vector<double> write_weights(const std::string &path, bool as_f32,
+                                  const std::vector<std::string> &drop = {},
+                                  bool add_extra = false) {
+  const ProgramInfo *p = bigram_f64();
+  std::vector<double> w(p->param_numel);
+  init_params(*p, 5, w.data());
+  for (int j = 0; j < kV; ++j) // gains away from 1 so their gradient matters
+    w[kV * kV + j] = 0.5 + 0.07 * j;
+  if (as_f32) // exactly representable weights, so f32 storage loses nothing
+    for (double &x : w)
+      x = static_cast<float>(x);
+  llamart::ckpt::File f;
+  if (as_f32) {
+    std::vector<float> wf(w.begin(), w.end());
+    f.tensors["model.embed_tokens.weight"] =
+        llamart::ckpt::Tensor::from_f32({kV, kV}, wf.data());
+    f.tensors["model.norm.weight"] = llamart::ckpt::Tensor::from_f32({kV}, wf.data() + kV * kV);
+  } else {
+    add_param_tensors(*p, w.data(), "", f);
+  }
+  for (const auto &name : drop)
+    f.tensors.erase(name);
+  if (add_extra)
+    f.tensors["lm_head.weight"] = llamart::ckpt::Tensor::from_f64({kV, kV}, w.data());
+  llamart::ckpt::write_safetensors(path, f);
+  return w;
+}
+
+// input_ids [rows, 9]; the last target of row 0 is -1 (ignored).
+std::vector<int64_t> write_batch(const std::string &path, bool as_i64, int64_t rows = 4) {
+  std::vector<int64_t> ids(static_cast<size_t>(rows * 9));
+  const auto toks = chain_tokens(rows * 9, 11);
+  for (size_t i = 0; i < ids.size(); ++i)
+    ids[i] = toks[i];
+  ids[8] = -1;
+  llamart::ckpt::File f;
+  if (as_i64) {
+    llamart::ckpt::Tensor t;
+    t.dtype = llamart::ckpt::StDType::I64;
+    t.shape = {rows, 9};
+    t.data.resize(ids.size() * 8);
+    std::memcpy(t.data.data(), ids.data(), t.data.size());
+    f.tensors["input_ids"] = t;
+  } else {
+    std::vector<int32_t> i32(ids.begin(), ids.end());
+    f.tensors["input_ids"] = llamart::ckpt::Tensor::from_i32({rows, 9}, i32.data());
+  }
+  llamart::ckpt::write_safetensors(path, f);
+  return ids;
+}
+
+// The fixture's loss at params w, by calling its train_step directly.
+double fixture_loss(const std::vector<double> &w, const std::vector<int64_t> &ids) {
+  const ProgramInfo *p = bigram_f64();
+  std::vector<int32_t> tokens, targets;
+  for (int b = 0; b < 4; ++b)
+    for (int t = 0; t < 8; ++t) {
+      tokens.push_back(static_cast<int32_t>(ids[b * 9 + t]));
+      targets.push_back(static_cast<int32_t>(ids[b * 9 + t + 1]));
+    }
+  std::vector<double> grads(w.size()), arena(kV);
+  double loss = 0;
+  p->train_step(w.data(), grads.data(), tokens.data(), targets.data(), arena.data(), &loss);
+  return loss;
+}
+
+void expect_verify_matches_finite_differences(bool f32_weights, bool i64_batch) {
+  TempDir tmp;
+  const auto w = write_weights(tmp / "w.safetensors", f32_weights);
+  const auto ids = write_batch(tmp / "i.safetensors", i64_batch);
+  const CliResult r = run_cli(bigram_f64(), {"verify", "--weights", tmp / "w.safetensors",
+                                             "--batch-file", tmp / "i.safetensors",
+                                             "--out", tmp / "g.safetensors"});
+  ASSERT_EQ(r.code, 0) << r.err;
+  const auto g = llamart::ckpt::read_safetensors(tmp / "g.safetensors");
+  ASSERT_EQ(g.tensors.size(), 3u);
+  const auto &loss_t = g.tensors.at("loss");
+  EXPECT_TRUE(loss_t.shape.empty());
+  EXPECT_EQ(loss_t.dtype, llamart::ckpt::StDType::F64);
+  EXPECT_NEAR(loss_t.to_f64()[0], fixture_loss(w, ids), 1e-14);
+
+  const auto dw = g.tensors.at("model.embed_tokens.weight").to_f64();
+  const auto dg = g.tensors.at("model.norm.weight").to_f64();
+  std::vector<double> grad(dw);
+  grad.insert(grad.end(), dg.begin(), dg.end());
+  ASSERT_EQ(grad.size(), w.size());
+  const double h = 1e-6;
+  double max_abs = 0;
+  for (size_t i = 0; i < w.size(); ++i) {
+    auto plus_w = w, minus_w = w;
+    plus_w[i] += h;
+    minus_w[i] -= h;
+    const double fd = (fixture_loss(plus_w, ids) - fixture_loss(minus_w, ids)) / (2 * h);
+    EXPECT_NEAR(grad[i], fd, 1e-8) << "param element " << i;
+    max_abs = std::max(max_abs, std::fabs(grad[i]));
+  }
+  EXPECT_GT(max_abs, 1e-3); // the check compared real gradients, not zeros
+}
+
+TEST(Verify, GradientsMatchFiniteDifferences) {
+  expect_verify_matches_finite_differences(false, false);
+}
+
+TEST(Verify, ConvertsF32WeightsAndInt64Batches) {
+  expect_verify_matches_finite_differences(true, true);
+}
+
+TEST(Verify, RejectsMissingExtraMisshapenAndWrongBatch) {
+  TempDir tmp;
+  write_batch(tmp / "i.safetensors", false);
+  write_batch(tmp / "i3.safetensors", false, 3);
+  auto verify = [&](const std::string &weights, const std::string &batch) {
+    return run_cli(bigram_f64(), {"verify", "--weights", weights, "--batch-file", batch,
+                                  "--out", tmp / "g.safetensors"});
+  };
+  write_weights(tmp / "missing.safetensors", false, {"model.norm.weight"});
+  CliResult r = verify(tmp / "missing.safetensors", tmp / "i.safetensors");
+  EXPECT_EQ(r.code, 1);
+  EXPECT_NE(r.err.find("missing.safetensors: missing tensor model.norm.weight"),
+            std::string::npos) << r.err;
+
+  write_weights(tmp / "extra.safetensors", false, {}, true);
+  r = verify(tmp / "extra.safetensors", tmp / "i.safetensors");
+  EXPECT_EQ(r.code, 1);
+  EXPECT_NE(r.err.find("extra.safetensors: unexpected tensor lm_head.weight"),
+            std::string::npos) << r.err;
+
+  write_weights(tmp / "ok.safetensors", false);
+  r = verify(tmp / "ok.safetensors", tmp / "i3.safetensors");
+  EXPECT_EQ(r.code, 1);
+  EXPECT_NE(r.err.find("i3.safetensors: input_ids has shape [3, 9], model bigram needs [4, 9]"),
+            std::string::npos) << r.err;
+  EXPECT_FALSE(fs::exists(tmp / "g.safetensors"));
+
+  r = run_cli(bigram_f64(), {"verify", "--weights", tmp / "ok.safetensors"});
+  EXPECT_EQ(r.code, 2);
+  EXPECT_NE(r.err.find("--batch-file is required"), std::string::npos) << r.err;
+}
+
+// ---------------------------------------------------------------------------
+// sampling and generate
+
+TEST(Sampling, GreedyTopKTopPAndFrequencies) {
+  const double logits[4] = {0.0, 1.0, 2.0, 2.0};
+  Rng rng(3);
+  SamplingConfig greedy{0.0, 0, 1.0};
+  EXPECT_EQ(sample_token(logits, 4, greedy, rng), 2); // lowest index among ties
+  SamplingConfig k1{1.0, 1, 1.0};
+  for (int i = 0; i < 50; ++i)
+    EXPECT_EQ(sample_token(logits, 4, k1, rng), 2);
+
+  // Plain softmax sampling: frequencies within 5 sigma of the probabilities.
+  const double l3[3] = {0.0, 1.0, 2.0};
+  const double z = 1 + std::exp(1.0) + std::exp(2.0);
+  const double prob[3] = {1 / z, std::exp(1.0) / z, std::exp(2.0) / z};
+  SamplingConfig full{1.0, 0, 1.0};
+  const int n = 200000;
+  int count[3] = {0, 0, 0};
+  for (int i = 0; i < n; ++i)
+    ++count[sample_token(l3, 3, full, rng)];
+  for (int k = 0; k < 3; ++k)
+    EXPECT_NEAR(count[k] / double(n), prob[k], 5 * std::sqrt(prob[k] * (1 - prob[k]) / n));
+
+  // top_k 2 renormalizes over {1, 2}; top_p 0.5 keeps only the 0.665 token.
+  SamplingConfig k2{1.0, 2, 1.0};
+  int c2[3] = {0, 0, 0};
+  for (int i = 0; i < n; ++i)
+    ++c2[sample_token(l3, 3, k2, rng)];
+  EXPECT_EQ(c2[0], 0);
+  const double p1 = std::exp(1.0) / (std::exp(1.0) + std::exp(2.0));
+  EXPECT_NEAR(c2[1] / double(n), p1, 5 * std::sqrt(p1 * (1 - p1) / n));
+  SamplingConfig p05{1.0, 0, 0.5};
+  for (int i = 0; i < 100; ++i)
+    EXPECT_EQ(sample_token(l3, 3, p05, rng), 2);
+}
+
+TEST(Generate, GreedyIsDeterministicAndFollowsTheArgmaxChain) {
+  TempDir tmp;
+  {
+    std::ofstream corpus(tmp / "corpus.txt");
+    const char *words[] = {"abc", "bca", "cab", "dab", "bad", "cede", "ace", "dead", "bead"};
+    Rng rng(1);
+    for (int line = 0; line < 300; ++line) {
+      for (int w = 0; w < 8; ++w)
+        corpus << words[rng.below(9)] << (w < 7 ? " " : "\n");
+    }
+  }
+  const auto status = sentencepiece::SentencePieceTrainer::Train(
+      "--input=" + (tmp / "corpus.txt") + " --model_prefix=" + (tmp / "tok") +
+      " --model_type=bpe --vocab_size=30 --hard_vocab_limit=false"
+      " --character_coverage=1.0 --minloglevel=2");
+  ASSERT_TRUE(status.ok()) << status.ToString();
+
+  // A V = 64 bigram with random weights; the tokenizer has fewer pieces.
+  using Prog = const ProgramInfo *;
+  Prog p = llamart::testing::bigram_program<float, 64, 2, 16>();
+  std::vector<float> w(p->param_numel);
+  init_params(*p, 9, w.data());
+  llamart::ckpt::File f;
+  add_param_tensors(*p, w.data(), "", f);
+  llamart::ckpt::write_safetensors(tmp / "model.safetensors", f);
+
+  GenerateOptions o;
+  o.checkpoint = tmp / "model.safetensors";
+  o.tokenizer = tmp / "tok.model";
+  o.prompt = "abc dab";
+  o.max_tokens = 40; // longer than seq_len 16: the window slides
+  o.sampling.temperature = 0.0;
+  const GenerateResult a = run_generate(*p, o);
+  o.seed = 777; // irrelevant when greedy
+  const GenerateResult b = run_generate(*p, o);
+  EXPECT_EQ(a.ids, b.ids);
+  EXPECT_EQ(a.text, b.text);
+  EXPECT_EQ(a.text.rfind("abc dab", 0), 0u) << a.text;
+
+  // For a bigram model the greedy continuation is the argmax chain of W.
+  sentencepiece::SentencePieceProcessor sp;
+  ASSERT_TRUE(sp.Load(tmp / "tok.model").ok());
+  const int pieces = sp.GetPieceSize();
+  std::vector<int32_t> expect(a.ids.begin(), a.ids.begin() + a.prompt_tokens);
+  EXPECT_EQ(expect.front(), sp.bos_id());
+  for (int i = 0; i < 40; ++i) {
+    const int prev = expect.back();
+    int best = 0;
+    for (int j = 1; j < pieces; ++j)
+      if (w[prev * 64 + j] > w[prev * 64 + best])
+        best = j;
+    expect.push_back(best);
+    if (best == sp.eos_id())
+      break;
+  }
+  EXPECT_EQ(a.ids, expect);
+
+  // Through the command line: the same text on stdout, tokens/s on stderr.
+  const CliResult r = run_cli(p, {"generate", "--checkpoint", tmp / "model.safetensors",
+                                  "--tokenizer", tmp / "tok.model", "--prompt", "abc dab",
+                                  "--max-tokens", "40", "--temperature", "0"});
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_EQ(r.out, a.text + "\n");
+  EXPECT_NE(r.err.find("tokens/s"), std::string::npos);
+}
+
+// ---------------------------------------------------------------------------
+// command line
+
+TEST(Cli, UsageErrorsExitTwoWithOneLine) {
+  struct Case {
+    std::vector<std::string> args;
+    std::string message;
+  };
+  const std::vector<Case> cases = {
+      {{}, "usage:"},
+      {{"fly"}, "unknown command 'fly'"},
+      {{"train", "--data", "/nonexistent", "--steps", "5"}, "--data: /nonexistent is not a directory"},
+      {{"train", "--steps", "5"}, "--data is required"},
+      {{"train", "--data", "x", "--steps", "five"}, "--steps: expected an integer, got 'five'"},
+      {{"train", "--data", "x", "--steps", "5", "--bogus"}, "unknown flag --bogus"},
+      {{"train", "--data", "x", "--steps", "5", "--steps", "6"}, "--steps: given twice"},
+      {{"train", "--data", "x", "--steps"}, "--steps: missing value"},
+      {{"generate", "--checkpoint", "c", "--tokenizer", "t", "--prompt", "p", "--top-p", "0"},
+       "--top-p: must be in (0, 1]"},
+  };
+  for (const Case &c : cases) {
+    const CliResult r = run_cli(bigram_f32(), c.args);
+    EXPECT_EQ(r.code, 2) << r.err;
+    EXPECT_NE(r.err.find(c.message), std::string::npos) << r.err;
+  }
+  TempDir tmp;
+  const std::string data = make_dataset(tmp);
+  const CliResult r = run_cli(bigram_f32(), {"train", "--data", data, "--steps", "5",
+                                             "--beta2", "1.5"});
+  EXPECT_EQ(r.code, 2);
+  EXPECT_NE(r.err.find("--beta2: must be in [0, 1)"), std::string::npos) << r.err;
+}
+
+TEST(Cli, InfoPrintsModelFacts) {
+  CliResult r = run_cli(bigram_f64(), {"info"});
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_NE(r.out.find("model: bigram\n"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("dtype: f64\n"), std::string::npos);
+  EXPECT_NE(r.out.find("params: 272\n"), std::string::npos);
+  EXPECT_NE(r.out.find("train_arena_bytes: 128\n"), std::string::npos);
+  r = run_cli(bigram_f32(), {"info", "--json"});
+  ASSERT_EQ(r.code, 0);
+  const json j = json::parse(r.out);
+  EXPECT_EQ(j["batch"], 4);
+  EXPECT_EQ(j["seq_len"], 8);
+  EXPECT_EQ(j["dtype"], "f32");
+}
+
+} // namespace

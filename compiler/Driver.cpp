@@ -155,6 +155,13 @@ int run(int argc, char **argv) {
   cl::HideUnrelatedOptions(category);
   cl::ParseCommandLineOptions(argc, argv,
                               "llama-compile: a LLaMA config or model in, a training binary out\n");
+  // LLVM's cl lets a repeated option silently override the first; a compile
+  // command with two presets or two remat policies is a mistake.
+  for (cl::Option *opt : std::initializer_list<cl::Option *>{
+           &presetName, &configFile, &target, &batch, &seqLen, &remat, &dtype,
+           &emit, &outputFile, &cxx})
+    if (opt->getNumOccurrences() > 1)
+      return fail("--" + opt->ArgStr + " given more than once");
   if (listPresets) {
     for (const auto &name : llama::presetNames())
       llvm::outs() << name << "\n";

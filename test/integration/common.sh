@@ -1,0 +1,35 @@
+# Shared by the integration tests: tool paths, a scratch dir, helpers.
+# Usage: source common.sh BUILD_DIR SRC_DIR
+set -euo pipefail
+BUILD=$(cd "$1" && pwd)
+SRC=$(cd "$2" && pwd)
+BIN=$BUILD/bin
+PY=/usr/bin/python3   # Debian's python3-torch lives here
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/llama-it.XXXXXX")
+trap 'rm -rf "$WORK"' EXIT
+cd "$WORK"
+
+die() { echo "FAIL: $*" >&2; exit 1; }
+compile() { "$BIN/llama-compile" "$@"; }
+
+# write_shards DIR VOCAB N_TRAIN N_VAL SEED: token shards (runtime/data/shards.h
+# format) of a noisy repeating sequence, learnable but not trivial.
+write_shards() {
+  "$PY" - "$@" <<'PYEOF'
+import os, random, struct, sys
+d, vocab, ntrain, nval, seed = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
+os.makedirs(d, exist_ok=True)
+rng = random.Random(seed)
+def fnv(b):
+    h = 0xcbf29ce484222325
+    for x in b:
+        h = ((h ^ x) * 0x100000001b3) & 0xffffffffffffffff
+    return h
+for split, n in (("train", ntrain), ("val", nval)):
+    toks = [((i * 7 + (i // 13)) % vocab) if rng.random() > 0.1 else rng.randrange(vocab) for i in range(n)]
+    dtype = 0 if vocab <= 65535 else 1
+    body = struct.pack("<%d%s" % (n, "H" if dtype == 0 else "i"), *toks)
+    hdr = b"LLMTOKS\0" + struct.pack("<IIQQQ", 1, dtype, vocab, n, fnv(body))
+    open(os.path.join(d, "%s_00000.tok" % split), "wb").write(hdr + b"\0" * (64 - len(hdr)) + body)
+PYEOF
+}

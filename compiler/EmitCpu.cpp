@@ -49,11 +49,15 @@ struct ParamEntry {
   int64_t offset;
 };
 
+/// The three entry points of a program (runtime/train/program.h).
+enum class EntryKind { TrainStep, Logits, EvalLoss };
+
 class FunctionEmitter {
 public:
   FunctionEmitter(func::FuncOp fn, const std::vector<ParamEntry> &params,
-                  raw_ostream &os, bool isTrainStep)
-      : fn(fn), params(params), os(os), isTrainStep(isTrainStep) {}
+                  raw_ostream &os, EntryKind kind)
+      : fn(fn), params(params), os(os), kind(kind),
+        isTrainStep(kind == EntryKind::TrainStep) {}
 
   LogicalResult emit() {
     // Arguments: parameters (float) in order, then token inputs.
@@ -70,14 +74,22 @@ public:
                << " needs llama.input = \"tokens\" or \"targets\"";
       names[arg] = role.getValue().str();
     }
-    if (isTrainStep)
+    switch (kind) {
+    case EntryKind::TrainStep:
       os << "void train_step(const void *params_, void *grads_, const int32_t "
             "*tokens, const int32_t *targets, void *arena_, double *loss_) {\n"
             "  T *G = static_cast<T *>(grads_);\n";
-    else
+      break;
+    case EntryKind::Logits:
       os << "void logits(const void *params_, const int32_t *tokens, void "
             "*arena_, void *out_) {\n"
             "  T *O = static_cast<T *>(out_);\n";
+      break;
+    case EntryKind::EvalLoss:
+      os << "void eval_loss(const void *params_, const int32_t *tokens, const "
+            "int32_t *targets, void *arena_, double *loss_) {\n";
+      break;
+    }
     os << "  const T *P = static_cast<const T *>(params_);\n"
           "  char *A = static_cast<char *>(arena_);\n"
           "  (void)P; (void)A;\n";
@@ -232,7 +244,7 @@ private:
                                                   static_cast<int64_t>(i));
       if (direct)
         continue;
-      if (isTrainStep && i == 0) {
+      if (kind != EntryKind::Logits && i == 0) {
         os << "  *loss_ = static_cast<double>(*" << n(v) << ");\n";
         continue;
       }
@@ -249,6 +261,7 @@ private:
   func::FuncOp fn;
   const std::vector<ParamEntry> &params;
   raw_ostream &os;
+  EntryKind kind;
   bool isTrainStep;
   DenseMap<Value, std::string> names;
 };
@@ -256,11 +269,13 @@ private:
 
 namespace llama {
 LogicalResult emitCpuSource(ModuleOp module, raw_ostream &os) {
+  auto forward = module.lookupSymbol<func::FuncOp>("forward");
   auto step = module.lookupSymbol<func::FuncOp>("train_step");
   auto logits = module.lookupSymbol<func::FuncOp>("logits");
-  if (!step || !logits)
-    return module.emitError("emission needs @train_step and @logits (run the training pipeline)");
-  for (auto fn : {step, logits})
+  if (!forward || !step || !logits)
+    return module.emitError("emission needs @forward, @train_step and @logits "
+                            "(run the training pipeline)");
+  for (auto fn : {forward, step, logits})
     if (!fn->hasAttr("llama.arena_bytes"))
       return fn.emitError("has no memory plan (run llama-plan-memory)");
 
@@ -324,8 +339,9 @@ LogicalResult emitCpuSource(ModuleOp module, raw_ostream &os) {
         "namespace {\n"
         "using T = " << (elem.isF64() ? "double" : "float") << ";\n"
         "namespace k = llamart::cpu;\n\n";
-  if (failed(FunctionEmitter(step, params, os, /*isTrainStep=*/true).emit()) ||
-      failed(FunctionEmitter(logits, params, os, /*isTrainStep=*/false).emit()))
+  if (failed(FunctionEmitter(step, params, os, EntryKind::TrainStep).emit()) ||
+      failed(FunctionEmitter(logits, params, os, EntryKind::Logits).emit()) ||
+      failed(FunctionEmitter(forward, params, os, EntryKind::EvalLoss).emit()))
     return failure();
 
   os << "const llamart::ParamInfo kParams[] = {\n";
@@ -359,6 +375,7 @@ LogicalResult emitCpuSource(ModuleOp module, raw_ostream &os) {
      << "    /*train_arena_bytes=*/" << arenaBytes(step) << ", train_step,\n"
      << "    /*gen_batch=*/" << ranked(genTokens).getDimSize(0)
      << ", /*logits_arena_bytes=*/" << arenaBytes(logits) << ", logits,\n"
+     << "    /*eval_arena_bytes=*/" << arenaBytes(forward) << ", eval_loss,\n"
      << "};\n"
      << "} // namespace\n\n"
      << "extern \"C\" const llamart::ProgramInfo *llamart_program() { return &kProgram; }\n";

@@ -52,6 +52,8 @@ MemoryReport computeMemoryReport(ModuleOp module) {
   r.liveLowerBoundBytes = intAttr(step, "llama.live_lower_bound_bytes");
   if (logits)
     r.logitsArenaBytes = intAttr(logits, "llama.arena_bytes");
+  if (auto forward = module.lookupSymbol<func::FuncOp>("forward"))
+    r.evalArenaBytes = intAttr(forward, "llama.arena_bytes");
 
   std::set<int64_t> layers;
   llvm::SetVector<Value> saved;
@@ -89,6 +91,7 @@ void printReport(const MemoryReport &r, llvm::raw_ostream &os) {
      << "arena-peak-bytes: " << r.arenaPeakBytes << "\n"
      << "arena-live-lower-bound-bytes: " << r.liveLowerBoundBytes << "\n"
      << "logits-arena-bytes: " << r.logitsArenaBytes << "\n"
+     << "eval-arena-bytes: " << r.evalArenaBytes << "\n"
      << "total-train-bytes: "
      << 4 * r.paramBytes + r.arenaPeakBytes << "\n";
 }

@@ -17,6 +17,7 @@ struct MemoryReport {
   int64_t arenaPeakBytes = 0;         // @train_step arena
   int64_t liveLowerBoundBytes = 0;    // no placement can beat this
   int64_t logitsArenaBytes = 0;       // @logits arena
+  int64_t evalArenaBytes = 0;         // @forward (eval_loss) arena
 };
 
 /// Reads a module after buildTrainingPipeline. Saved bytes count each

@@ -75,8 +75,8 @@ def LlamaDeriveLogits : Pass<"llama-derive-logits", "::mlir::ModuleOp"> {
 def LlamaPlanMemory : Pass<"llama-plan-memory", "::mlir::ModuleOp"> {
   let summary = "Static memory plan: one arena per function, liveness-based offsets";
   let description = [{
-    For every function other than `@forward`, gives each tensor produced in
-    it a byte offset in one arena (`llama.offset` on the op, an array with
+    For every function (`@forward` becomes the evaluation entry point, and
+    `@train_step`, `@logits`), gives each tensor produced in it a byte offset in one arena (`llama.offset` on the op, an array with
     one entry per result; -1 for results that are views of their operand).
     Buffers whose lifetimes (definition to last use, through views) do not
     overlap share memory; placement is first fit in decreasing size order. Results

@@ -55,7 +55,7 @@ struct LlamaPlanMemoryPass : mlir::llama::impl::LlamaPlanMemoryBase<LlamaPlanMem
       return signalPassFailure();
     }
     for (auto fn : getOperation().getOps<func::FuncOp>()) {
-      if (fn.getSymName() == "forward" || fn.isExternal())
+      if (fn.isExternal())
         continue;
       if (failed(plan(fn)))
         return signalPassFailure();

@@ -55,9 +55,15 @@ struct ProgramInfo {
   int64_t logits_arena_bytes;
   void (*logits)(const void *params, const int32_t *tokens, void *arena,
                  void *logits_out);
+
+  // Forward only: the loss of tokens/targets [batch, seq_len] (evaluation
+  // without the cost or the memory of the backward).
+  int64_t eval_arena_bytes;
+  void (*eval_loss)(const void *params, const int32_t *tokens,
+                    const int32_t *targets, void *arena, double *loss);
 };
 
-constexpr int32_t kProgramAbiVersion = 1;
+constexpr int32_t kProgramAbiVersion = 2;
 
 } // namespace llamart
 

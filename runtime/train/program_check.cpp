@@ -47,11 +47,12 @@ void validate_program(const ProgramInfo &program) {
                       std::to_string(static_cast<int>(program.dtype)));
   if (program.batch < 1 || program.seq_len < 1 || program.vocab_size < 1)
     fail(program, "batch, seq_len and vocab_size must be >= 1");
-  if (!program.train_step)
-    fail(program, "train_step is null");
+  if (!program.train_step || !program.logits || !program.eval_loss)
+    fail(program, "a function pointer (train_step, logits or eval_loss) is null");
   if (program.num_params < 1 || !program.params)
     fail(program, "no parameters");
-  if (program.train_arena_bytes < 0 || program.logits_arena_bytes < 0)
+  if (program.train_arena_bytes < 0 || program.logits_arena_bytes < 0 ||
+      program.eval_arena_bytes < 0)
     fail(program, "negative arena size");
 
   std::set<std::string> names;

@@ -144,6 +144,7 @@ public:
         tokens_per_update_(options.grad_accum * program.batch * program.seq_len),
         params_(numel_), grads_(numel_), exp_avg_(numel_), exp_avg_sq_(numel_),
         arena_(static_cast<size_t>(program.train_arena_bytes)),
+        eval_arena_(static_cast<size_t>(program.eval_arena_bytes)),
         tokens_(static_cast<size_t>(program.batch * program.seq_len)),
         targets_(static_cast<size_t>(program.batch * program.seq_len)) {
     if (options.grad_accum > 1)
@@ -165,6 +166,7 @@ private:
   const int64_t tokens_per_update_;
   AlignedBuffer<T> params_, grads_, exp_avg_, exp_avg_sq_, micro_grads_;
   AlignedBuffer<uint8_t> arena_;
+  AlignedBuffer<uint8_t> eval_arena_;
   AlignedBuffer<int32_t> tokens_, targets_;
 
   std::string checkpoint_root_;
@@ -250,8 +252,7 @@ template <typename T> double Trainer<T>::micro_step(T *grads) {
 
 // Mean loss over the first eval_batches batches of the val split (fewer when
 // it is smaller), always the same batches so evaluations are comparable.
-// The program has no loss-only entry point, so this runs train_step and
-// discards the gradients (grads_ is scratch between updates).
+// Forward only (eval_loss), in its own, smaller arena.
 template <typename T> double Trainer<T>::evaluate() {
   const int64_t available = static_cast<int64_t>(val_data_->num_windows()) /
                             program_.batch;
@@ -261,8 +262,8 @@ template <typename T> double Trainer<T>::evaluate() {
   for (int64_t b = 0; b < batches; ++b) {
     val_data_->next_batch(program_.batch, tokens_.data(), targets_.data());
     double loss = 0.0;
-    program_.train_step(params_.data(), grads_.data(), tokens_.data(),
-                        targets_.data(), arena_.data(), &loss);
+    program_.eval_loss(params_.data(), tokens_.data(), targets_.data(),
+                       eval_arena_.data(), &loss);
     sum += loss;
   }
   return sum / static_cast<double>(batches);

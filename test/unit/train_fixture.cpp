@@ -13,12 +13,12 @@ std::atomic<int64_t> raise_sigterm_at_call{0};
 
 namespace {
 
+// Loss, and the gradients when `grads` is not null.
 template <typename T, int V, int B, int S>
-void bigram_train_step(const void *params_v, void *grads_v, const int32_t *tokens,
-                       const int32_t *targets, void *arena, double *loss_out) {
+void bigram_compute(const void *params_v, T *grads, const int32_t *tokens,
+                    const int32_t *targets, void *arena, double *loss_out) {
   const T *w = static_cast<const T *>(params_v);
   const T *g = w + V * V;
-  T *grads = static_cast<T *>(grads_v);
   // Scratch in the arena, so an arena the driver sized wrongly would show.
   double *z = static_cast<double *>(arena);
   std::vector<double> acc(V * V + V, 0.0);
@@ -49,10 +49,23 @@ void bigram_train_step(const void *params_v, void *grads_v, const int32_t *token
       acc[V * V + j] += d * static_cast<double>(w[tok * V + j]);
     }
   }
-  for (int k = 0; k < V * V + V; ++k)
-    grads[k] = static_cast<T>(acc[k]);
+  if (grads)
+    for (int k = 0; k < V * V + V; ++k)
+      grads[k] = static_cast<T>(acc[k]);
   *loss_out = scored > 0 ? loss / static_cast<double>(scored) : 0.0;
+}
 
+template <typename T, int V, int B, int S>
+void bigram_eval_loss(const void *params_v, const int32_t *tokens,
+                      const int32_t *targets, void *arena, double *loss_out) {
+  bigram_compute<T, V, B, S>(params_v, nullptr, tokens, targets, arena, loss_out);
+}
+
+template <typename T, int V, int B, int S>
+void bigram_train_step(const void *params_v, void *grads_v, const int32_t *tokens,
+                       const int32_t *targets, void *arena, double *loss_out) {
+  bigram_compute<T, V, B, S>(params_v, static_cast<T *>(grads_v), tokens,
+                             targets, arena, loss_out);
   const int64_t call = ++bigram_train_calls;
   if (raise_sigterm_at_call.load() > 0 && call == raise_sigterm_at_call.load())
     std::raise(SIGTERM);
@@ -97,6 +110,8 @@ template <typename T, int V, int B, int S> const ProgramInfo *bigram_program() {
       1,
       0,
       &bigram_logits<T, V, S>,
+      static_cast<int64_t>(V * sizeof(double)),
+      &bigram_eval_loss<T, V, B, S>,
   };
   return &info;
 }

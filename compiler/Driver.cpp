@@ -35,6 +35,10 @@ cl::opt<std::string> presetName("preset", cl::desc("model preset (see --list-pre
 cl::opt<std::string> configFile("config",
                                 cl::desc("HF config.json or Meta params.json"),
                                 cl::cat(category));
+cl::opt<int64_t> vocabSize("vocab-size",
+                           cl::desc("vocabulary of a Meta params.json that says -1 "
+                                    "(original LLaMA: it comes from the tokenizer)"),
+                           cl::init(0), cl::cat(category));
 cl::opt<bool> listPresets("list-presets", cl::desc("print the presets and exit"),
                           cl::cat(category));
 cl::opt<std::string> target("target", cl::desc("cpu"), cl::init("cpu"), cl::cat(category));
@@ -139,7 +143,12 @@ OwningOpRef<ModuleOp> loadModel(MLIRContext &ctx, llvm::SourceMgr &sourceMgr) {
                          StringAttr::get(&ctx, llvm::sys::path::stem(inputFile)));
     return module;
   }
-  llama::LlamaConfig config = presetName.empty() ? llama::loadConfigFile(configFile)
+  if (vocabSize.getNumOccurrences() && configFile.empty())
+    throw std::runtime_error("--vocab-size applies to --config PARAMS.json only");
+  llama::MetaParamsOptions meta;
+  if (vocabSize.getNumOccurrences())
+    meta.vocabSize = vocabSize;
+  llama::LlamaConfig config = presetName.empty() ? llama::loadConfigFile(configFile, meta)
                                                  : llama::preset(presetName);
   if (dtype != "f32" && dtype != "f64")
     throw std::runtime_error("--dtype must be f32 or f64, got '" + dtype + "'");

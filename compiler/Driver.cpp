@@ -108,6 +108,8 @@ int buildExecutable(StringRef source, StringRef out) {
   StringRef(LLAMA_RUNTIME_LINK_LIBS).split(libs, ',', -1, /*KeepEmpty=*/false);
   for (StringRef lib : libs)
     args.push_back(lib.str());
+  if (StringRef(LLAMA_RUNTIME_RPATH).size())
+    args.push_back("-Wl,-rpath," LLAMA_RUNTIME_RPATH);
   std::vector<StringRef> argRefs(args.begin(), args.end());
   std::string errMsg;
   int rc = llvm::sys::ExecuteAndWait(*found, argRefs, std::nullopt, {}, 0, 0, &errMsg);

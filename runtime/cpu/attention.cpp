@@ -12,11 +12,15 @@
 // one 64-row query block against 64-key blocks with an online softmax
 // (running max m and sum l, rescaling the output accumulator when m grows),
 // so per task it reads Q once and K/V once per block of keys <= its last row,
-// and writes out + lse once. Every tile (Q block, K^T block, scores, output
+// and writes out + lse once. Every tile (packed Q^T, scores, output
 // accumulator) lives in a per-thread scratch of O(block * head_dim) that stays
 // in L2. The backward recomputes p from the stored lse instead of keeping the
 // probabilities: one extra Q K^T tile product buys O(seq) instead of
-// O(seq^2) saved memory.
+// O(seq^2) saved memory. It walks key blocks in the outer loop, so the dk/dv
+// accumulators of a block stay in scratch and K^T, V^T are packed once per
+// block; Q and dO blocks stream through it, dq accumulates in place.
+// Next blocks are software-prefetched: one head's rows are a few cache lines
+// each, a whole token row apart, which hardware prefetchers do not follow.
 //
 // Parallelism: forward tasks are (batch, head, query block), largest blocks
 // first for load balance. Backward tasks are (batch, kv head): a task owns the
@@ -45,8 +49,8 @@
 namespace llamart::cpu {
 namespace {
 
-// 64 x 64 score tiles: with head_dim 128 the four float tiles of a forward
-// task take 96 KiB, which stays in any L2 of the last decade.
+// 64 x 64 score tiles: with head_dim 128 a forward task's float tiles take
+// 80 KiB and a backward task's 192 KiB, inside the L2 of current server cores.
 constexpr int64_t kBlockQ = 64;
 constexpr int64_t kBlockK = 64;
 
@@ -54,7 +58,7 @@ struct Shape {
   int64_t batch, seq, n_heads, n_kv_heads, head_dim;
   int64_t heads_per_group; // query heads sharing one kv head
   double scale;
-  int64_t q_row() const { return n_heads * head_dim; }  // q/out row stride
+  int64_t q_row() const { return n_heads * head_dim; }     // q/out row stride
   int64_t kv_row() const { return n_kv_heads * head_dim; } // k/v row stride
 };
 
@@ -65,17 +69,43 @@ Shape make_shape(int64_t batch, int64_t seq, int64_t n_heads,
       head_dim <= 0 || n_heads % n_kv_heads != 0)
     throw std::runtime_error(
         std::string(kernel) + ": invalid shape (batch " +
-        std::to_string(batch) + ", seq " + std::to_string(seq) +
-        ", n_heads " + std::to_string(n_heads) + ", n_kv_heads " +
-        std::to_string(n_kv_heads) + ", head_dim " + std::to_string(head_dim) +
+        std::to_string(batch) + ", seq " + std::to_string(seq) + ", n_heads " +
+        std::to_string(n_heads) + ", n_kv_heads " + std::to_string(n_kv_heads) +
+        ", head_dim " + std::to_string(head_dim) +
         "); n_heads must be a positive multiple of n_kv_heads");
-  return Shape{batch,    seq, n_heads, n_kv_heads, head_dim,
-               n_heads / n_kv_heads, scale};
+  return Shape{batch, seq, n_heads, n_kv_heads, head_dim, n_heads / n_kv_heads,
+               scale};
 }
 
 // Keys j0..j0+cols-1 that query row i may attend to (j <= i).
 inline int64_t causal_keys(int64_t i, int64_t j0, int64_t cols) {
   return std::clamp<int64_t>(i - j0 + 1, 0, cols);
+}
+
+// Query and key blocks share one grid, so a key block is either entirely
+// visible from a query block (it lies before it) or is its diagonal block:
+// square, key jj visible from query r iff jj <= r. Tile products on the
+// diagonal are cut into slabs of kDiagSlab rows, and each slab multiplies
+// only the keys (or queries) it can see: that skips ~3/4 of the masked half
+// of the block, which at seq 256 is 15% of all the attention FLOPs.
+static_assert(kBlockQ == kBlockK, "the causal block logic needs square blocks");
+constexpr int64_t kDiagSlab = 16; // a multiple of every Tiles::kRows
+
+// Rows per slab: the whole block off the diagonal.
+inline int64_t slab_rows(bool diagonal, int64_t n) {
+  return diagonal ? kDiagSlab : n;
+}
+
+// Starts loading `n` rows of `len` elements, `stride` apart, into cache, so
+// that the misses of a whole block overlap instead of stalling the packing
+// loops and tile products one after another.
+template <typename T>
+LLAMART_INLINE void prefetch_rows(const T *base, int64_t stride, int64_t n,
+                                  int64_t len) {
+  constexpr int64_t kLine = 64 / sizeof(T);
+  for (int64_t r = 0; r < n; ++r)
+    for (int64_t c = 0; c < len; c += kLine)
+      __builtin_prefetch(base + r * stride + c);
 }
 
 // K^T (or V^T) block of `cols` keys of kv head g, packed head_dim x kBlockK
@@ -116,8 +146,8 @@ template <typename T> struct ForwardArgs {
 // block per key block, and the online softmax runs down the columns, so the
 // max / exp / sum of every query row are plain vector ops across queries.
 template <typename T, typename Tiles>
-LLAMART_INLINE void forward_block(const ForwardArgs<T> &a, int64_t b,
-                                  int64_t h, int64_t qb) {
+LLAMART_INLINE void forward_block(const ForwardArgs<T> &a, int64_t b, int64_t h,
+                                  int64_t qb) {
   const Shape &s = a.s;
   const int64_t D = s.head_dim, g = h / s.heads_per_group;
   const int64_t i0 = qb * kBlockQ, rows = std::min(kBlockQ, s.seq - i0);
@@ -145,6 +175,10 @@ LLAMART_INLINE void forward_block(const ForwardArgs<T> &a, int64_t b,
 
   const T scale = static_cast<T>(s.scale);
   const T *qblk = a.q + ((b * s.seq + i0) * s.n_heads + h) * D;
+  const T *k_head = a.k + (b * s.seq * s.n_kv_heads + g) * D;
+  const T *v_head = a.v + (b * s.seq * s.n_kv_heads + g) * D;
+  prefetch_rows(qblk, s.q_row(), rows, D);
+  prefetch_rows(k_head, s.kv_row(), std::min(kBlockK, rows), D);
   for (int64_t r = 0; r < rows; ++r)
     for (int64_t c = 0; c < D; ++c)
       qt[c * kBlockQ + r] = qblk[r * s.q_row() + c] * scale;
@@ -154,16 +188,31 @@ LLAMART_INLINE void forward_block(const ForwardArgs<T> &a, int64_t b,
 
   for (int64_t j0 = 0; j0 <= last_row; j0 += kBlockK) {
     const int64_t cols = std::min(kBlockK, last_row + 1 - j0);
-    const T *kblk = a.k + ((b * s.seq + j0) * s.n_kv_heads + g) * D;
-    const T *vblk = a.v + ((b * s.seq + j0) * s.n_kv_heads + g) * D;
-    // St = K Q^T (cols x rows).
-    tile::gemm<T, Tiles>(cols, rows, D, kblk, s.kv_row(), 1, qt, kBlockQ, st,
-                         kBlockQ, false);
-    // Causal mask: key j0 + jj is visible from query rows i >= j0 + jj. Only
-    // blocks that reach past the first query row have masked entries, and
-    // every query has seen key 0 in the first block, so m stays finite.
+    const T *kblk = k_head + j0 * s.kv_row();
+    const T *vblk = v_head + j0 * s.kv_row();
+    const bool diagonal = j0 == i0;
+    // V of this block is needed after the softmax, K of the next one after
+    // that: both stream in while this block's scores are computed.
+    prefetch_rows(vblk, s.kv_row(), cols, D);
+    if (j0 + kBlockK <= last_row)
+      prefetch_rows(kblk + kBlockK * s.kv_row(), s.kv_row(),
+                    std::min(kBlockK, last_row + 1 - j0 - kBlockK), D);
+    // St = K Q^T (cols x rows); on the diagonal a slab of keys starting at
+    // key a0 only meets the queries r >= a0.
+    for (int64_t a0 = 0; a0 < cols; a0 += slab_rows(diagonal, cols)) {
+      const int64_t len = std::min(slab_rows(diagonal, cols), cols - a0);
+      const int64_t first = diagonal ? a0 : 0;
+      tile::gemm<T, Tiles>(len, rows - first, D, kblk + a0 * s.kv_row(),
+                           s.kv_row(), 1, qt + first, kBlockQ,
+                           st + a0 * kBlockQ + first, kBlockQ, false);
+    }
+    // Causal mask: key j0 + jj is visible from query rows i >= j0 + jj (this
+    // also covers the entries the slabs skipped). Only the diagonal block
+    // has masked entries, and every query has seen key 0 in the first
+    // block, so m stays finite.
     for (int64_t jj = 0; jj < cols; ++jj) {
-      const int64_t first_visible = std::min(rows, std::max<int64_t>(0, j0 + jj - i0));
+      const int64_t first_visible =
+          std::min(rows, std::max<int64_t>(0, j0 + jj - i0));
       std::fill(st + jj * kBlockQ, st + jj * kBlockQ + first_visible, kNegInf);
     }
     std::copy(m, m + rows, m_new);
@@ -199,9 +248,14 @@ LLAMART_INLINE void forward_block(const ForwardArgs<T> &a, int64_t b,
         for (int64_t c = 0; c < D; ++c)
           orow[c] *= ar;
       }
-    // O += P V, reading P = St^T through A's strides.
-    tile::gemm<T, Tiles>(rows, D, cols, st, 1, kBlockQ, vblk, s.kv_row(), o, D,
-                         true);
+    // O += P V, reading P = St^T through A's strides; on the diagonal a slab
+    // of queries [a0, a0 + len) only needs the keys before a0 + len.
+    for (int64_t a0 = 0; a0 < rows; a0 += slab_rows(diagonal, rows)) {
+      const int64_t len = std::min(slab_rows(diagonal, rows), rows - a0);
+      const int64_t keys = diagonal ? std::min(cols, a0 + len) : cols;
+      tile::gemm<T, Tiles>(len, D, keys, st + a0, 1, kBlockQ, vblk, s.kv_row(),
+                           o + a0 * D, D, true);
+    }
   }
 
   for (int64_t r = 0; r < rows; ++r) {
@@ -293,10 +347,11 @@ LLAMART_INLINE void backward_group(const BackwardArgs<T> &a, int64_t b,
     for (int64_t hh = 0; hh < hpg; ++hh) {
       const int64_t row = ((b * S + i) * s.n_heads + h_first + hh) * D;
       std::fill(a.dq + row, a.dq + row + D, T(0));
+      const T *dout_i = a.dout + row, *out_i = a.out + row;
       double dot = 0.0;
 #pragma omp simd reduction(+ : dot)
       for (int64_t c = 0; c < D; ++c)
-        dot += static_cast<double>(a.dout[row + c]) * a.out[row + c];
+        dot += static_cast<double>(dout_i[c]) * out_i[c];
       delta[hh * S + i] = static_cast<T>(dot);
     }
 
@@ -306,48 +361,76 @@ LLAMART_INLINE void backward_group(const BackwardArgs<T> &a, int64_t b,
     const T *vblk = a.v + ((b * S + j0) * s.n_kv_heads + g) * D;
     pack_transposed(kblk, s.kv_row(), cols, D, kt);
     pack_transposed(vblk, s.kv_row(), cols, D, vt);
+    if (j0 + kBlockK < S) { // the next key block loads during this one
+      const int64_t next = std::min(kBlockK, S - j0 - kBlockK);
+      prefetch_rows(kblk + kBlockK * s.kv_row(), s.kv_row(), next, D);
+      prefetch_rows(vblk + kBlockK * s.kv_row(), s.kv_row(), next, D);
+    }
     std::fill(dk_acc, dk_acc + cols * D, T(0));
     std::fill(dv_acc, dv_acc + cols * D, T(0));
 
     for (int64_t hh = 0; hh < hpg; ++hh) {
       const int64_t h = h_first + hh;
       const T *lse_h = a.lse + (b * s.n_heads + h) * S;
-      // Query blocks that reach this key block (causal: rows >= j0).
-      for (int64_t i0 = j0 / kBlockQ * kBlockQ; i0 < S; i0 += kBlockQ) {
+      // Query blocks that see this key block: its diagonal one and later.
+      for (int64_t i0 = j0; i0 < S; i0 += kBlockQ) {
         const int64_t rows = std::min(kBlockQ, S - i0);
         const int64_t qrow0 = ((b * S + i0) * s.n_heads + h) * D;
         const T *doblk = a.dout + qrow0;
+        const bool diagonal = i0 == j0;
+        const int64_t step = slab_rows(diagonal, rows);
+        prefetch_rows(doblk, s.q_row(), rows, D);
         pack_scaled(a.q + qrow0, s.q_row(), rows, D, scale, qs);
 
-        tile::gemm<T, Tiles>(rows, cols, D, qs, D, 1, kt, kBlockK, p, kBlockK,
-                             false);
+        // S = (scale Q) K^T and dP = dO V^T; on the diagonal a slab of
+        // queries [a0, a0 + len) only sees the keys before a0 + len. What is
+        // skipped is masked below.
+        for (int64_t a0 = 0; a0 < rows; a0 += step) {
+          const int64_t len = std::min(step, rows - a0);
+          const int64_t keys = diagonal ? std::min(cols, a0 + len) : cols;
+          tile::gemm<T, Tiles>(len, keys, D, qs + a0 * D, D, 1, kt, kBlockK,
+                               p + a0 * kBlockK, kBlockK, false);
+          tile::gemm<T, Tiles>(len, keys, D, doblk + a0 * s.q_row(), s.q_row(),
+                               1, vt, kBlockK, ds + a0 * kBlockK, kBlockK,
+                               false);
+        }
+        // P = exp(S - lse), dS = P (dP - D_i); zero where masked.
         for (int64_t r = 0; r < rows; ++r) {
           T *pr = p + r * kBlockK;
           const int64_t valid = causal_keys(i0 + r, j0, cols);
           const T lse_i = lse_h[i0 + r];
-#pragma omp simd
-          for (int64_t jj = 0; jj < valid; ++jj)
-            pr[jj] = exp_fast(pr[jj] - lse_i);
-          std::fill(pr + valid, pr + cols, T(0));
-        }
-        // dP = dO V^T, then dS = P (dP - D_i) (masked entries: p = 0).
-        tile::gemm<T, Tiles>(rows, cols, D, doblk, s.q_row(), 1, vt, kBlockK,
-                             ds, kBlockK, false);
-        for (int64_t r = 0; r < rows; ++r) {
           T *dsr = ds + r * kBlockK;
-          const T *pr = p + r * kBlockK;
           const T delta_i = delta[hh * S + i0 + r];
 #pragma omp simd
-          for (int64_t jj = 0; jj < cols; ++jj)
-            dsr[jj] = pr[jj] * (dsr[jj] - delta_i);
+          for (int64_t jj = 0; jj < valid; ++jj) {
+            const T pij = exp_fast(pr[jj] - lse_i);
+            pr[jj] = pij;
+            dsr[jj] = pij * (dsr[jj] - delta_i);
+          }
+          std::fill(pr + valid, pr + cols, T(0));
+          std::fill(dsr + valid, dsr + cols, T(0));
         }
-        // dV += P^T dO;  dK += dS^T (scale Q);  dQ += dS K (scaled at the end).
-        tile::gemm<T, Tiles>(cols, D, rows, p, 1, kBlockK, doblk, s.q_row(),
-                             dv_acc, D, true);
-        tile::gemm<T, Tiles>(cols, D, rows, ds, 1, kBlockK, qs, D, dk_acc, D,
-                             true);
-        tile::gemm<T, Tiles>(rows, D, cols, ds, kBlockK, 1, kblk, s.kv_row(),
-                             a.dq + qrow0, s.q_row(), true);
+        // dV += P^T dO and dK += dS^T (scale Q): on the diagonal a slab of
+        // keys starting at a0 only meets the queries r >= a0.
+        for (int64_t a0 = 0; a0 < cols; a0 += slab_rows(diagonal, cols)) {
+          const int64_t len = std::min(slab_rows(diagonal, cols), cols - a0);
+          const int64_t first = diagonal ? a0 : 0;
+          tile::gemm<T, Tiles>(len, D, rows - first, p + first * kBlockK + a0,
+                               1, kBlockK, doblk + first * s.q_row(), s.q_row(),
+                               dv_acc + a0 * D, D, true);
+          tile::gemm<T, Tiles>(len, D, rows - first, ds + first * kBlockK + a0,
+                               1, kBlockK, qs + first * D, D, dk_acc + a0 * D,
+                               D, true);
+        }
+        // dQ += dS K (scaled once at the end): queries [a0, a0 + len) only
+        // need the keys before a0 + len.
+        for (int64_t a0 = 0; a0 < rows; a0 += step) {
+          const int64_t len = std::min(step, rows - a0);
+          const int64_t keys = diagonal ? std::min(cols, a0 + len) : cols;
+          tile::gemm<T, Tiles>(len, D, keys, ds + a0 * kBlockK, kBlockK, 1,
+                               kblk, s.kv_row(), a.dq + qrow0 + a0 * s.q_row(),
+                               s.q_row(), true);
+        }
       }
     }
 
@@ -404,8 +487,12 @@ template <typename T>
 void attention_forward(const T *q, const T *k, const T *v, T *out, T *lse,
                        int64_t batch, int64_t seq, int64_t n_heads,
                        int64_t n_kv_heads, int64_t head_dim, double scale) {
-  const ForwardArgs<T> args{
-      q,   k,  v, out, lse, make_shape(batch, seq, n_heads, n_kv_heads,
+  const ForwardArgs<T> args{q,
+                            k,
+                            v,
+                            out,
+                            lse,
+                            make_shape(batch, seq, n_heads, n_kv_heads,
                                        head_dim, scale, "attention_forward")};
   const ForwardBlockFn<T> run = pick_forward<T>(active_isa());
   const int64_t n_qblocks = (seq + kBlockQ - 1) / kBlockQ;
@@ -425,10 +512,17 @@ void attention_backward(const T *dout, const T *q, const T *k, const T *v,
                         const T *out, const T *lse, T *dq, T *dk, T *dv,
                         int64_t batch, int64_t seq, int64_t n_heads,
                         int64_t n_kv_heads, int64_t head_dim, double scale) {
-  const BackwardArgs<T> args{
-      dout, q,  k,  v,  out, lse,
-      dq,   dk, dv, make_shape(batch, seq, n_heads, n_kv_heads, head_dim, scale,
-                               "attention_backward")};
+  const BackwardArgs<T> args{dout,
+                             q,
+                             k,
+                             v,
+                             out,
+                             lse,
+                             dq,
+                             dk,
+                             dv,
+                             make_shape(batch, seq, n_heads, n_kv_heads,
+                                        head_dim, scale, "attention_backward")};
   const BackwardGroupFn<T> run = pick_backward<T>(active_isa());
   const int64_t tasks = batch * n_kv_heads;
 #pragma omp parallel for schedule(dynamic, 1) if (tasks > 1)

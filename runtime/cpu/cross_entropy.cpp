@@ -64,7 +64,8 @@ void cross_entropy_forward(const T *logits, const int32_t *targets, T *loss,
   const int64_t n_valid = count_valid_rows(targets, rows, vocab, ignore_index,
                                            "cross_entropy_forward");
   double total = 0.0;
-#pragma omp parallel for schedule(static) reduction(+ : total) if (rows >= kParallelRows)
+#pragma omp parallel for schedule(static) reduction(+ : total)                 \
+    if (rows >= kParallelRows)
   for (int64_t r = 0; r < rows; ++r) {
     if (targets[r] == ignore_index)
       continue;
@@ -114,9 +115,8 @@ void cross_entropy_backward(const T *dloss, const T *logits,
 #define LLAMART_INSTANTIATE(T)                                                 \
   template void cross_entropy_forward<T>(const T *, const int32_t *, T *,      \
                                          int64_t, int64_t, int64_t);           \
-  template void cross_entropy_backward<T>(const T *, const T *,                \
-                                          const int32_t *, T *, int64_t,       \
-                                          int64_t, int64_t);
+  template void cross_entropy_backward<T>(                                     \
+      const T *, const T *, const int32_t *, T *, int64_t, int64_t, int64_t);
 LLAMART_INSTANTIATE(float)
 LLAMART_INSTANTIATE(double)
 #undef LLAMART_INSTANTIATE

@@ -29,10 +29,10 @@ void check_ids(const int32_t *ids, int64_t n_tokens, int64_t vocab,
                const char *kernel) {
   for (int64_t t = 0; t < n_tokens; ++t)
     if (ids[t] < 0 || ids[t] >= vocab)
-      throw std::runtime_error(std::string(kernel) + ": token id " +
-                               std::to_string(ids[t]) + " at position " +
-                               std::to_string(t) + " is outside the vocabulary [0, " +
-                               std::to_string(vocab) + ")");
+      throw std::runtime_error(
+          std::string(kernel) + ": token id " + std::to_string(ids[t]) +
+          " at position " + std::to_string(t) +
+          " is outside the vocabulary [0, " + std::to_string(vocab) + ")");
 }
 
 constexpr int64_t kColumnSlice = 64;
@@ -43,7 +43,8 @@ template <typename T>
 void embedding_forward(const T *table, const int32_t *ids, T *out,
                        int64_t n_tokens, int64_t vocab, int64_t dim) {
   check_ids(ids, n_tokens, vocab, "embedding_forward");
-#pragma omp parallel for schedule(static) if (n_tokens * dim >= kParallelElements)
+  const bool parallel = n_tokens * dim >= kParallelElements;
+#pragma omp parallel for schedule(static) if (parallel)
   for (int64_t t = 0; t < n_tokens; ++t)
     std::memcpy(out + t * dim, table + int64_t(ids[t]) * dim, dim * sizeof(T));
 }

@@ -13,8 +13,9 @@
 
 namespace llamart::cpu {
 
-// out[r, :] = table[ids[r], :] for r < n_tokens. ids outside [0, vocab) abort
-// with a message naming the token and position (corrupt data must not read OOB).
+// out[r, :] = table[ids[r], :] for r < n_tokens. ids outside [0, vocab) throw
+// std::runtime_error naming the token and position (corrupt data must not
+// read out of bounds).
 template <typename T>
 void embedding_forward(const T *table, const int32_t *ids, T *out,
                        int64_t n_tokens, int64_t vocab, int64_t dim);
@@ -80,7 +81,8 @@ template <typename T> void add(const T *a, const T *b, T *y, int64_t n);
 
 // loss[0] = mean over rows with targets != ignore_index of
 // logsumexp(logits[r]) - logits[r, targets[r]]; 0 if every row is ignored.
-// targets outside [0, vocab) that are not ignore_index abort with a message.
+// targets outside [0, vocab) that are not ignore_index throw
+// std::runtime_error naming the row and the value.
 template <typename T>
 void cross_entropy_forward(const T *logits, const int32_t *targets, T *loss,
                            int64_t rows, int64_t vocab, int64_t ignore_index);

@@ -40,7 +40,8 @@ void gemm(bool transpose_a, bool transpose_b, int64_t m, int64_t n, int64_t k,
   // Leading dimensions of the stored (row-major) matrices; BLAS wants >= 1.
   const int64_t lda = transpose_a ? m : k;
   const int64_t ldb = transpose_b ? k : n;
-  const blasint M = blas_dim(m, "M"), N = blas_dim(n, "N"), K = blas_dim(k, "K");
+  const blasint M = blas_dim(m, "M"), N = blas_dim(n, "N"),
+                K = blas_dim(k, "K");
   const blasint LDA = blas_dim(lda > 0 ? lda : 1, "lda");
   const blasint LDB = blas_dim(ldb > 0 ? ldb : 1, "ldb");
   const blasint LDC = blas_dim(n > 0 ? n : 1, "ldc");
@@ -58,10 +59,10 @@ template <typename T>
 void matmul(const T *a, const T *b, T *c, int64_t batch, int64_t m, int64_t n,
             int64_t k, bool transpose_a, bool transpose_b, bool b_broadcast) {
   if (batch < 0 || m < 0 || n < 0 || k < 0)
-    throw std::runtime_error(
-        "matmul: negative dimension (batch " + std::to_string(batch) + ", m " +
-        std::to_string(m) + ", n " + std::to_string(n) + ", k " +
-        std::to_string(k) + ")");
+    throw std::runtime_error("matmul: negative dimension (batch " +
+                             std::to_string(batch) + ", m " +
+                             std::to_string(m) + ", n " + std::to_string(n) +
+                             ", k " + std::to_string(k) + ")");
   if (batch == 0 || m == 0 || n == 0)
     return;
   if (k == 0) { // an empty sum; not every BLAS handles K = 0 with beta = 0

@@ -22,12 +22,12 @@
 namespace llamart::cpu {
 namespace {
 
-template <typename T> double sum_squares(const T *x, int64_t dim) {
+template <typename T> double mean_square(const T *x, int64_t dim) {
   double ss = 0.0;
 #pragma omp simd reduction(+ : ss)
   for (int64_t j = 0; j < dim; ++j)
     ss += static_cast<double>(x[j]) * x[j];
-  return ss;
+  return ss / double(dim);
 }
 
 } // namespace
@@ -40,7 +40,7 @@ void rms_norm_forward(const T *x, const T *w, T *y, int64_t rows, int64_t dim,
     const T *xr = x + r * dim;
     T *yr = y + r * dim;
     const T inv_rms =
-        static_cast<T>(1.0 / std::sqrt(sum_squares(xr, dim) / dim + eps));
+        static_cast<T>(1.0 / std::sqrt(mean_square(xr, dim) + eps));
 #pragma omp simd
     for (int64_t j = 0; j < dim; ++j)
       yr[j] = xr[j] * inv_rms * w[j];
@@ -67,13 +67,14 @@ void rms_norm_backward(const T *dy, const T *x, const T *w, T *dx, T *dw,
       const T *xr = x + r * dim;
       const T *dyr = dy + r * dim;
       T *dxr = dx + r * dim;
-      const double inv_rms = 1.0 / std::sqrt(sum_squares(xr, dim) / dim + eps);
+      const double inv_rms = 1.0 / std::sqrt(mean_square(xr, dim) + eps);
       double dot = 0.0; // sum_k dy_k w_k x_k
 #pragma omp simd reduction(+ : dot)
       for (int64_t j = 0; j < dim; ++j)
         dot += static_cast<double>(dyr[j]) * w[j] * xr[j];
       const T a = static_cast<T>(inv_rms);
-      const T b = static_cast<T>(inv_rms * inv_rms * inv_rms * dot / dim);
+      const T b =
+          static_cast<T>(inv_rms * inv_rms * inv_rms * dot / double(dim));
 #pragma omp simd
       for (int64_t j = 0; j < dim; ++j) {
         dxr[j] = a * w[j] * dyr[j] - b * xr[j];

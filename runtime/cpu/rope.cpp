@@ -50,7 +50,9 @@ const RopeTable<T> &rope_table(int64_t seq, int64_t head_dim, double theta,
     inv_freq[size_t(i)] = std::pow(theta, -2.0 * double(i) / double(head_dim));
   T *cos_out = table.cos.data();
   T *sin_out = table.sin.data();
-#pragma omp parallel for schedule(static) if (seq * half >= kParallelElements / 8)
+  // sin and cos cost ~50x an elementwise op: split the table early.
+  const bool parallel = seq * half >= kParallelElements / 8;
+#pragma omp parallel for schedule(static) if (parallel)
   for (int64_t t = 0; t < seq; ++t)
     for (int64_t i = 0; i < half; ++i) {
       const double angle = double(t) * inv_freq[size_t(i)];
@@ -72,7 +74,8 @@ void rotate(const T *x, T *y, int64_t batch, int64_t seq, int64_t heads,
   const RopeTable<T> &table = rope_table<T>(seq, head_dim, theta, kernel);
   const int64_t half = head_dim / 2;
   const int64_t tokens = batch * seq;
-#pragma omp parallel for schedule(static) if (tokens * heads * head_dim >= kParallelElements)
+  const bool parallel = tokens * heads * head_dim >= kParallelElements;
+#pragma omp parallel for schedule(static) if (parallel)
   for (int64_t bt = 0; bt < tokens; ++bt) {
     const int64_t t = bt % seq;
     const T *c = table.cos.data() + t * half;

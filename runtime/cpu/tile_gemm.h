@@ -42,8 +42,8 @@ LLAMART_INLINE void block(int64_t k, const T *a, int64_t a_rs, int64_t a_cs,
   V acc[MR][NV];
   for (int r = 0; r < MR; ++r)
     for (int v = 0; v < NV; ++v)
-      acc[r][v] = accumulate ? *reinterpret_cast<const V *>(c + r * ldc + v * W)
-                             : V{};
+      acc[r][v] =
+          accumulate ? *reinterpret_cast<const V *>(c + r * ldc + v * W) : V{};
   for (int64_t p = 0; p < k; ++p) {
     const T *brow = b + p * ldb;
     V bv[NV];

@@ -7,6 +7,7 @@
 // integers use Lemire's multiply-shift with rejection (unbiased, integer
 // only), and the permutation is a plain Fisher-Yates shuffle.
 #pragma once
+#include <array>
 #include <cstdint>
 #include <vector>
 
@@ -20,8 +21,12 @@ inline uint64_t splitmix64(uint64_t &state) {
   return z ^ (z >> 31);
 }
 
+// xoshiro256**: the one generator of the runtime (the data order here, and
+// parameter init and sampling through train/rng.h).
 class Xoshiro256 {
 public:
+  using State = std::array<uint64_t, 4>;
+
   // Independent streams for (seed, stream): the pair is hashed through
   // splitmix64 so that neighbouring seeds or epochs give unrelated states.
   Xoshiro256(uint64_t seed, uint64_t stream) {
@@ -31,6 +36,9 @@ public:
     for (auto &word : s_)
       word = splitmix64(sm);
   }
+  explicit Xoshiro256(const State &state) : s_(state) {}
+
+  const State &state() const { return s_; }
 
   uint64_t next() {
     const uint64_t result = rotl(s_[1] * 5, 7) * 9;
@@ -62,7 +70,7 @@ public:
 
 private:
   static uint64_t rotl(uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }
-  uint64_t s_[4];
+  State s_;
 };
 
 // The order of `n` windows in epoch `epoch`: out = a uniformly random

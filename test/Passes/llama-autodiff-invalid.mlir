@@ -22,3 +22,14 @@ func.func @forward(%e: tensor<64x16xf32>, %tgt: tensor<2x8xi32>) -> tensor<f32> 
 func.func @other() {
   return
 }
+
+// -----
+
+// The logsumexp output exists for the backward; a loss built from it has no
+// gradient rule.
+// CHECK: error: 'llama.attention' op the logsumexp result is not differentiable; it may only feed the backward
+func.func @forward(%q: tensor<1x4x2x4xf32> {llama.param_name = "q"}, %tgt: tensor<1x2xi32>) -> tensor<f32> {
+  %o, %lse = llama.attention %q, %q, %q {scale = 0.5 : f64} : (tensor<1x4x2x4xf32>, tensor<1x4x2x4xf32>, tensor<1x4x2x4xf32>) -> (tensor<1x4x2x4xf32>, tensor<1x2x4xf32>)
+  %loss = llama.cross_entropy %lse, %tgt : (tensor<1x2x4xf32>, tensor<1x2xi32>) -> tensor<f32>
+  return %loss : tensor<f32>
+}

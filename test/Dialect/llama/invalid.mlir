@@ -302,3 +302,43 @@ func.func @token_type(%t: tensor<64x16xf32>, %ids: tensor<2x8xi64>) {
   %0 = llama.embedding %t, %ids : (tensor<64x16xf32>, tensor<2x8xi64>) -> tensor<2x8x16xf32>
   return
 }
+
+// -----
+
+func.func @attention_grad_grad(%q: tensor<1x8x4x4xf32>, %k: tensor<1x8x2x4xf32>, %l: tensor<1x4x8xf32>) {
+  // expected-error @+1 {{grad must have shape [1x8x4x4], got [1x8x2x4]}}
+  %0:3 = llama.attention_grad %k, %q, %k, %k, %q, %l {scale = 0.5 : f64} : (tensor<1x8x2x4xf32>, tensor<1x8x4x4xf32>, tensor<1x8x2x4xf32>, tensor<1x8x2x4xf32>, tensor<1x8x4x4xf32>, tensor<1x4x8xf32>) -> (tensor<1x8x4x4xf32>, tensor<1x8x2x4xf32>, tensor<1x8x2x4xf32>)
+  return
+}
+
+// -----
+
+func.func @attention_grad_result(%q: tensor<1x8x4x4xf32>, %k: tensor<1x8x2x4xf32>, %l: tensor<1x4x8xf32>) {
+  // expected-error @+1 {{result must have shape [1x8x4x4], got [1x8x2x4]}}
+  %0:3 = llama.attention_grad %q, %q, %k, %k, %k, %l {scale = 0.5 : f64} : (tensor<1x8x4x4xf32>, tensor<1x8x4x4xf32>, tensor<1x8x2x4xf32>, tensor<1x8x2x4xf32>, tensor<1x8x2x4xf32>, tensor<1x4x8xf32>) -> (tensor<1x8x4x4xf32>, tensor<1x8x2x4xf32>, tensor<1x8x2x4xf32>)
+  return
+}
+
+// -----
+
+func.func @attention_grad_lse(%q: tensor<1x8x4x4xf32>, %k: tensor<1x8x2x4xf32>, %l: tensor<1x8x4xf32>) {
+  // expected-error @+1 {{logsumexp must have shape [1x4x8], got [1x8x4]}}
+  %0:3 = llama.attention_grad %q, %q, %k, %k, %q, %l {scale = 0.5 : f64} : (tensor<1x8x4x4xf32>, tensor<1x8x4x4xf32>, tensor<1x8x2x4xf32>, tensor<1x8x2x4xf32>, tensor<1x8x4x4xf32>, tensor<1x8x4xf32>) -> (tensor<1x8x4x4xf32>, tensor<1x8x2x4xf32>, tensor<1x8x2x4xf32>)
+  return
+}
+
+// -----
+
+func.func @attention_grad_query_grad(%q: tensor<1x8x4x4xf32>, %k: tensor<1x8x2x4xf32>, %l: tensor<1x4x8xf32>) {
+  // expected-error @+1 {{query_grad must have shape [1x8x4x4], got [1x8x2x4]}}
+  %0:3 = llama.attention_grad %q, %q, %k, %k, %q, %l {scale = 0.5 : f64} : (tensor<1x8x4x4xf32>, tensor<1x8x4x4xf32>, tensor<1x8x2x4xf32>, tensor<1x8x2x4xf32>, tensor<1x8x4x4xf32>, tensor<1x4x8xf32>) -> (tensor<1x8x2x4xf32>, tensor<1x8x2x4xf32>, tensor<1x8x2x4xf32>)
+  return
+}
+
+// -----
+
+func.func @attention_grad_value_grad(%q: tensor<1x8x4x4xf32>, %k: tensor<1x8x2x4xf32>, %l: tensor<1x4x8xf32>) {
+  // expected-error @+1 {{value_grad must have shape [1x8x2x4], got [1x8x4x4]}}
+  %0:3 = llama.attention_grad %q, %q, %k, %k, %q, %l {scale = 0.5 : f64} : (tensor<1x8x4x4xf32>, tensor<1x8x4x4xf32>, tensor<1x8x2x4xf32>, tensor<1x8x2x4xf32>, tensor<1x8x4x4xf32>, tensor<1x4x8xf32>) -> (tensor<1x8x4x4xf32>, tensor<1x8x2x4xf32>, tensor<1x8x4x4xf32>)
+  return
+}

@@ -47,7 +47,7 @@ cl::opt<int64_t> batch("batch", cl::desc("sequences per step (default 4)"),
 cl::opt<int64_t> seqLen("seq-len",
                         cl::desc("tokens per sequence (default min(256, max_position_embeddings))"),
                         cl::init(0), cl::cat(category));
-cl::opt<std::string> remat("remat", cl::desc("none | selective | full"),
+cl::opt<std::string> remat("remat", cl::desc("none | selective | full | budget=BYTES (e.g. budget=12GiB)"),
                            cl::init("selective"), cl::cat(category));
 cl::opt<std::string> dtype("dtype", cl::desc("f32 | f64 (f64 for gradient checks)"),
                            cl::init("f32"), cl::cat(category));
@@ -184,8 +184,10 @@ int run(int argc, char **argv) {
       emit != "source" && emit != "hf-config")
     return fail("unknown --emit '" + emit +
                 "' (expected mlir, train-mlir, source or hf-config)");
-  if (remat != "none" && remat != "selective" && remat != "full")
-    return fail("unknown --remat '" + remat + "' (expected none, selective or full)");
+  if (remat != "none" && remat != "selective" && remat != "full" &&
+      !StringRef(remat).starts_with("budget="))
+    return fail("unknown --remat '" + remat +
+                "' (expected none, selective, full or budget=BYTES)");
   if (emit.empty() && !report && !printParams && outputFile.empty())
     return fail("nothing to do: give -o OUT, --emit, --report or --print-params");
 

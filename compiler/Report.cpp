@@ -2,10 +2,13 @@
 #include "compiler/Report.h"
 
 #include "dialects/llama/IR/LlamaOps.h"
+#include "passes/remat/CostModel.h"
 
 #include "mlir/Dialect/Func/IR/FuncOps.h"
 
 #include <set>
+
+#include "llvm/Support/Format.h"
 
 using namespace mlir;
 using namespace mlir::llama;
@@ -55,6 +58,18 @@ MemoryReport computeMemoryReport(ModuleOp module) {
   if (auto forward = module.lookupSymbol<func::FuncOp>("forward"))
     r.evalArenaBytes = intAttr(forward, "llama.arena_bytes");
 
+  if (auto fwd = module.lookupSymbol<func::FuncOp>("forward"))
+    if (auto plan = fwd->getAttrOfType<StringAttr>("llama.remat_plan"))
+      r.rematPlan = plan.getValue().str();
+  step.walk([&](Operation *op) {
+    if (!op->getDialect() || op->getDialect()->getNamespace() != "llama")
+      return;
+    double c = costInFlops(op);
+    r.stepFlops += c;
+    if (op->hasAttr(kRecomputedAttr))
+      r.recomputeFlops += c;
+  });
+
   std::set<int64_t> layers;
   llvm::SetVector<Value> saved;
   step.walk([&](Operation *op) {
@@ -92,7 +107,11 @@ void printReport(const MemoryReport &r, llvm::raw_ostream &os) {
      << "arena-live-lower-bound-bytes: " << r.liveLowerBoundBytes << "\n"
      << "logits-arena-bytes: " << r.logitsArenaBytes << "\n"
      << "eval-arena-bytes: " << r.evalArenaBytes << "\n"
-     << "total-train-bytes: "
+     << "step-flops: " << llvm::format("%.6e", r.stepFlops) << "\n"
+     << "recompute-flops: " << llvm::format("%.6e", r.recomputeFlops) << "\n";
+  if (!r.rematPlan.empty())
+    os << "remat-plan: " << r.rematPlan << "\n";
+  os << "total-train-bytes: "
      << 4 * r.paramBytes + r.arenaPeakBytes << "\n";
 }
 } // namespace llama

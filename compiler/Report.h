@@ -5,6 +5,7 @@
 #include "llvm/Support/raw_ostream.h"
 
 #include <cstdint>
+#include <string>
 
 namespace llama {
 
@@ -18,6 +19,9 @@ struct MemoryReport {
   int64_t liveLowerBoundBytes = 0;    // no placement can beat this
   int64_t logitsArenaBytes = 0;       // @logits arena
   int64_t evalArenaBytes = 0;         // @forward (eval_loss) arena
+  double recomputeFlops = 0;          // FLOP-equivalents recomputed per step
+  double stepFlops = 0;               // FLOP-equivalents of the whole step
+  std::string rematPlan;              // what llama-remat chose (budget policy)
 };
 
 /// Reads a module after buildTrainingPipeline. Saved bytes count each

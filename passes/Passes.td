@@ -20,6 +20,12 @@ def LlamaRemat : Pass<"llama-remat", "::mlir::ModuleOp"> {
     - `full`: inside each transformer layer (ops tagged `llama.layer`) save
       only the values that leave the layer; recompute the rest of the layer in
       its backward. Ops outside layers follow `selective`.
+    - `budget=BYTES` (e.g. `budget=12GiB`): the plan with the least
+      recomputation (GEMMs and attention costed by FLOPs, memory-bound ops by
+      bytes times `balance`) whose @train_step arena fits in BYTES, among
+      min-cut plans over a sweep of memory/compute trade-offs and the three
+      fixed policies; each candidate is compiled and its arena measured. The
+      choice is recorded as `llama.remat_plan` on @forward.
 
     Before:
     ```mlir
@@ -32,7 +38,9 @@ def LlamaRemat : Pass<"llama-remat", "::mlir::ModuleOp"> {
   }];
   let options = [
     Option<"policy", "policy", "std::string", /*default=*/"\"selective\"",
-           "none | selective | full">,
+           "none | selective | full | budget=BYTES">,
+    Option<"balance", "balance", "double", /*default=*/"100.0",
+           "FLOP per byte used to cost memory-bound recomputation (budget policy)">,
   ];
   let statistics = [
     Statistic<"numSaved", "saved-ops", "Ops whose results are saved">,

@@ -8,6 +8,7 @@
 //===----------------------------------------------------------------------===//
 #include "dialects/llama/IR/LlamaOps.h"
 #include "passes/Passes.h"
+#include "passes/lowering/PlanMemory.h"
 
 #include "mlir/Dialect/Func/IR/FuncOps.h"
 #include "mlir/IR/BuiltinOps.h"
@@ -57,117 +58,122 @@ struct LlamaPlanMemoryPass : mlir::llama::impl::LlamaPlanMemoryBase<LlamaPlanMem
     for (auto fn : getOperation().getOps<func::FuncOp>()) {
       if (fn.isExternal())
         continue;
-      if (failed(plan(fn)))
+      if (failed(planFunctionMemory(fn, alignment)))
         return signalPassFailure();
     }
   }
 
-  LogicalResult plan(func::FuncOp fn) {
-    if (!fn.getBody().hasOneBlock())
-      return fn.emitError("llama-plan-memory: expected a single block");
-    Block &block = fn.getBody().front();
-    auto ret = cast<func::ReturnOp>(block.getTerminator());
-
-    // Number the ops; collect one buffer per non-view result.
-    DenseMap<Operation *, int64_t> index;
-    std::vector<Buffer> buffers;
-    DenseMap<Value, size_t> bufferOf;
-    int64_t i = 0;
-    for (Operation &op : block) {
-      index[&op] = i;
-      if (!isa<ReshapeOp>(op))
-        for (Value r : op.getResults()) {
-          bufferOf[r] = buffers.size();
-          buffers.push_back({r, alignUp(tensorBytes(r), alignment), i, i});
-        }
-      ++i;
-    }
-    // Last uses, seen through views.
-    for (Operation &op : block)
-      for (Value operand : op.getOperands()) {
-        auto it = bufferOf.find(storageRoot(operand));
-        if (it != bufferOf.end())
-          buffers[it->second].lastUse =
-              std::max(buffers[it->second].lastUse, index[&op]);
-      }
-    // Results returned as they were computed (not views, not returned twice,
-    // not scalars, which the caller receives as a double) are written straight
-    // into the caller's output buffer.
-    DenseMap<Value, int> timesReturned;
-    for (Value v : ret.getOperands())
-      ++timesReturned[v];
-    for (auto [r, v] : llvm::enumerate(ret.getOperands())) {
-      auto it = bufferOf.find(v);
-      if (it == bufferOf.end() || timesReturned[v] != 1 ||
-          cast<RankedTensorType>(v.getType()).getRank() == 0)
-        continue;
-      buffers[it->second].output = r;
-    }
-
-    // First fit in decreasing size order against every placed buffer whose
-    // lifetime overlaps.
-    std::vector<size_t> order;
-    for (size_t b = 0; b < buffers.size(); ++b)
-      if (buffers[b].output < 0)
-        order.push_back(b);
-    std::stable_sort(order.begin(), order.end(), [&](size_t x, size_t y) {
-      return buffers[x].bytes > buffers[y].bytes;
-    });
-    std::vector<size_t> placed;
-    int64_t arenaBytes = 0;
-    for (size_t b : order) {
-      Buffer &buf = buffers[b];
-      std::vector<std::pair<int64_t, int64_t>> busy;
-      for (size_t p : placed) {
-        const Buffer &o = buffers[p];
-        if (o.def <= buf.lastUse && buf.def <= o.lastUse)
-          busy.push_back({o.offset, o.offset + o.bytes});
-      }
-      llvm::sort(busy);
-      int64_t offset = 0;
-      for (auto [begin, end] : busy) {
-        if (offset + buf.bytes <= begin)
-          break;
-        offset = std::max(offset, end);
-      }
-      buf.offset = offset;
-      arenaBytes = std::max(arenaBytes, offset + buf.bytes);
-      placed.push_back(b);
-    }
-
-    // The peak of the sum of live arena buffers: no placement can do better.
-    std::vector<int64_t> live(i + 1, 0);
-    for (const Buffer &buf : buffers)
-      if (buf.output < 0) {
-        live[buf.def] += buf.bytes;
-        live[buf.lastUse + 1] -= buf.bytes;
-      }
-    int64_t running = 0, lowerBound = 0;
-    for (int64_t d : live) {
-      running += d;
-      lowerBound = std::max(lowerBound, running);
-    }
-
-    Builder b(fn.getContext());
-    for (Operation &op : block) {
-      if (op.getNumResults() == 0)
-        continue;
-      SmallVector<int64_t> offsets, outputs;
-      bool anyOutput = false;
-      for (Value r : op.getResults()) {
-        auto it = bufferOf.find(r);
-        const Buffer *buf = it == bufferOf.end() ? nullptr : &buffers[it->second];
-        offsets.push_back(buf ? buf->offset : -1);
-        outputs.push_back(buf ? buf->output : -1);
-        anyOutput |= buf && buf->output >= 0;
-      }
-      op.setAttr("llama.offset", b.getDenseI64ArrayAttr(offsets));
-      if (anyOutput)
-        op.setAttr("llama.output", b.getDenseI64ArrayAttr(outputs));
-    }
-    fn->setAttr("llama.arena_bytes", b.getI64IntegerAttr(arenaBytes));
-    fn->setAttr("llama.live_lower_bound_bytes", b.getI64IntegerAttr(lowerBound));
-    return success();
-  }
 };
 } // namespace
+
+FailureOr<MemoryPlanStats> mlir::llama::planFunctionMemory(func::FuncOp fn,
+                                                         int64_t alignment) {
+  if (!fn.getBody().hasOneBlock())
+    {
+    fn.emitError("llama-plan-memory: expected a single block");
+    return failure();
+  }
+  Block &block = fn.getBody().front();
+  auto ret = cast<func::ReturnOp>(block.getTerminator());
+
+  // Number the ops; collect one buffer per non-view result.
+  DenseMap<Operation *, int64_t> index;
+  std::vector<Buffer> buffers;
+  DenseMap<Value, size_t> bufferOf;
+  int64_t i = 0;
+  for (Operation &op : block) {
+    index[&op] = i;
+    if (!isa<ReshapeOp>(op))
+      for (Value r : op.getResults()) {
+        bufferOf[r] = buffers.size();
+        buffers.push_back({r, alignUp(tensorBytes(r), alignment), i, i});
+      }
+    ++i;
+  }
+  // Last uses, seen through views.
+  for (Operation &op : block)
+    for (Value operand : op.getOperands()) {
+      auto it = bufferOf.find(storageRoot(operand));
+      if (it != bufferOf.end())
+        buffers[it->second].lastUse =
+            std::max(buffers[it->second].lastUse, index[&op]);
+    }
+  // Results returned as they were computed (not views, not returned twice,
+  // not scalars, which the caller receives as a double) are written straight
+  // into the caller's output buffer.
+  DenseMap<Value, int> timesReturned;
+  for (Value v : ret.getOperands())
+    ++timesReturned[v];
+  for (auto [r, v] : llvm::enumerate(ret.getOperands())) {
+    auto it = bufferOf.find(v);
+    if (it == bufferOf.end() || timesReturned[v] != 1 ||
+        cast<RankedTensorType>(v.getType()).getRank() == 0)
+      continue;
+    buffers[it->second].output = r;
+  }
+
+  // First fit in decreasing size order against every placed buffer whose
+  // lifetime overlaps.
+  std::vector<size_t> order;
+  for (size_t b = 0; b < buffers.size(); ++b)
+    if (buffers[b].output < 0)
+      order.push_back(b);
+  std::stable_sort(order.begin(), order.end(), [&](size_t x, size_t y) {
+    return buffers[x].bytes > buffers[y].bytes;
+  });
+  std::vector<size_t> placed;
+  int64_t arenaBytes = 0;
+  for (size_t b : order) {
+    Buffer &buf = buffers[b];
+    std::vector<std::pair<int64_t, int64_t>> busy;
+    for (size_t p : placed) {
+      const Buffer &o = buffers[p];
+      if (o.def <= buf.lastUse && buf.def <= o.lastUse)
+        busy.push_back({o.offset, o.offset + o.bytes});
+    }
+    llvm::sort(busy);
+    int64_t offset = 0;
+    for (auto [begin, end] : busy) {
+      if (offset + buf.bytes <= begin)
+        break;
+      offset = std::max(offset, end);
+    }
+    buf.offset = offset;
+    arenaBytes = std::max(arenaBytes, offset + buf.bytes);
+    placed.push_back(b);
+  }
+
+  // The peak of the sum of live arena buffers: no placement can do better.
+  std::vector<int64_t> live(i + 1, 0);
+  for (const Buffer &buf : buffers)
+    if (buf.output < 0) {
+      live[buf.def] += buf.bytes;
+      live[buf.lastUse + 1] -= buf.bytes;
+    }
+  int64_t running = 0, lowerBound = 0;
+  for (int64_t d : live) {
+    running += d;
+    lowerBound = std::max(lowerBound, running);
+  }
+
+  Builder b(fn.getContext());
+  for (Operation &op : block) {
+    if (op.getNumResults() == 0)
+      continue;
+    SmallVector<int64_t> offsets, outputs;
+    bool anyOutput = false;
+    for (Value r : op.getResults()) {
+      auto it = bufferOf.find(r);
+      const Buffer *buf = it == bufferOf.end() ? nullptr : &buffers[it->second];
+      offsets.push_back(buf ? buf->offset : -1);
+      outputs.push_back(buf ? buf->output : -1);
+      anyOutput |= buf && buf->output >= 0;
+    }
+    op.setAttr("llama.offset", b.getDenseI64ArrayAttr(offsets));
+    if (anyOutput)
+      op.setAttr("llama.output", b.getDenseI64ArrayAttr(outputs));
+  }
+  fn->setAttr("llama.arena_bytes", b.getI64IntegerAttr(arenaBytes));
+  fn->setAttr("llama.live_lower_bound_bytes", b.getI64IntegerAttr(lowerBound));
+  return MemoryPlanStats{arenaBytes, lowerBound};
+}

@@ -7,9 +7,12 @@
 //===----------------------------------------------------------------------===//
 #include "dialects/llama/IR/LlamaOps.h"
 #include "passes/Passes.h"
+#include "passes/remat/RematBudget.h"
 
 #include "mlir/Dialect/Func/IR/FuncOps.h"
 #include "mlir/IR/BuiltinOps.h"
+#include "llvm/ADT/StringExtras.h"
+#include "llvm/ADT/StringSwitch.h"
 
 #define DEBUG_TYPE "llama-remat"
 
@@ -48,8 +51,73 @@ bool savedByFull(Operation *op) {
   return false;
 }
 
+/// "123", "64MiB", "12GiB", "1.5GB": bytes, binary or decimal suffixes.
+std::optional<int64_t> parseBytes(StringRef text) {
+  text = text.trim();
+  size_t digits = 0;
+  while (digits < text.size() &&
+         (llvm::isDigit(text[digits]) || text[digits] == '.'))
+    ++digits;
+  double value;
+  if (digits == 0 || text.take_front(digits).getAsDouble(value))
+    return std::nullopt;
+  StringRef unit = text.drop_front(digits).trim();
+  double scale = llvm::StringSwitch<double>(unit.lower())
+                     .Cases("", "b", 1.0)
+                     .Case("k", 1024.0).Case("kib", 1024.0).Case("kb", 1e3)
+                     .Case("m", 1048576.0).Case("mib", 1048576.0).Case("mb", 1e6)
+                     .Case("g", 1073741824.0).Case("gib", 1073741824.0).Case("gb", 1e9)
+                     .Case("t", 1099511627776.0).Case("tib", 1099511627776.0).Case("tb", 1e12)
+                     .Default(-1.0);
+  if (scale < 0)
+    return std::nullopt;
+  return static_cast<int64_t>(value * scale);
+}
+
 struct LlamaRematPass : mlir::llama::impl::LlamaRematBase<LlamaRematPass> {
   using Base::Base;
+
+  /// The plan a fixed policy gives, as one flag per op of @forward.
+  std::vector<bool> fixedPlan(func::FuncOp forward,
+                              const std::function<bool(Operation *)> &saved) {
+    std::vector<bool> save;
+    for (Operation *op : rematOps(forward))
+      save.push_back(saved(op));
+    return save;
+  }
+
+  LogicalResult runBudget(ModuleOp module, func::FuncOp forward,
+                          StringRef budgetText) {
+    std::optional<int64_t> budget = parseBytes(budgetText);
+    if (!budget)
+      return module.emitError() << "llama-remat: cannot read the budget '"
+                                << budgetText << "' (bytes, e.g. 12GiB or 500MB)";
+    bool layered = false;
+    forward.walk([&](Operation *op) { layered |= layerOf(op).has_value(); });
+    std::vector<RematCandidate> fixed;
+    std::vector<std::pair<std::string, std::function<bool(Operation *)>>> policies = {
+        {"none", [](Operation *) { return true; }}, {"selective", savedBySelective}};
+    if (layered)
+      policies.push_back({"full", savedByFull});
+    for (auto &[name, rule] : policies) {
+      FailureOr<RematCandidate> c =
+          measureRematPlan(module, fixedPlan(forward, rule), balance);
+      if (failed(c))
+        return failure();
+      c->origin = name;
+      fixed.push_back(std::move(*c));
+    }
+    RematCandidate chosen;
+    if (failed(planRematForBudget(module, forward, *budget, balance,
+                                  std::move(fixed), &chosen)))
+      return failure();
+    Builder b(module.getContext());
+    forward->setAttr("llama.remat_plan", b.getStringAttr(chosen.origin));
+    forward->setAttr("llama.remat_plan_arena_bytes", b.getI64IntegerAttr(chosen.arenaBytes));
+    for (bool s : chosen.save)
+      ++(s ? numSaved : numRecomputed);
+    return success();
+  }
 
   void runOnOperation() override {
     ModuleOp module = getOperation();
@@ -57,6 +125,11 @@ struct LlamaRematPass : mlir::llama::impl::LlamaRematBase<LlamaRematPass> {
     if (!forward) {
       module.emitError("llama-remat: the module has no func.func @forward");
       return signalPassFailure();
+    }
+    if (StringRef(policy).starts_with("budget=")) {
+      if (failed(runBudget(module, forward, StringRef(policy).drop_front(7))))
+        signalPassFailure();
+      return;
     }
     std::function<bool(Operation *)> saved;
     if (policy == "none") {
@@ -75,7 +148,7 @@ struct LlamaRematPass : mlir::llama::impl::LlamaRematBase<LlamaRematPass> {
       saved = savedByFull;
     } else {
       module.emitError() << "llama-remat: unknown policy '" << policy
-                         << "' (expected none, selective or full)";
+                         << "' (expected none, selective, full or budget=BYTES)";
       return signalPassFailure();
     }
     MLIRContext *ctx = &getContext();

@@ -1,5 +1,9 @@
 // Errors of llama-remat.
 // RUN: not llama-opt %s -split-input-file -llama-remat=policy=full 2>&1 | FileCheck %s
+// RUN: not llama-opt %s -split-input-file -llama-remat=policy=budget=12parsecs 2>&1 | FileCheck %s --check-prefix=UNIT
+// RUN: not llama-opt %s -split-input-file -llama-remat=policy=budget=100 2>&1 | FileCheck %s --check-prefix=SMALL
+// UNIT: error: llama-remat: cannot read the budget '12parsecs' (bytes, e.g. 12GiB or 500MB)
+// SMALL: error: llama-remat: no plan fits an activation budget of 100 bytes; the smallest arena reached is {{[0-9]+}} bytes
 
 // `full` needs to know where the layers are.
 // CHECK: error: llama-remat: policy 'full' needs the transformer layers marked with 'llama.layer'

@@ -2,8 +2,13 @@
 // RUN: llama-opt %s -llama-remat=policy=none | FileCheck %s --check-prefix=NONE
 // RUN: llama-opt %s -llama-remat=policy=full | FileCheck %s --check-prefix=FULL
 // RUN: not llama-opt %s -llama-remat=policy=bogus 2>&1 | FileCheck %s --check-prefix=BOGUS
+// RUN: llama-opt %s -llama-remat=policy=budget=1GiB | FileCheck %s --check-prefix=ROOMY
 
 // One layer (ops tagged llama.layer = 0) between an embedding and the loss.
+// A budget with room for everything recomputes nothing.
+// ROOMY-LABEL: func.func @forward
+// ROOMY-SAME: llama.remat_plan = "{{.*}}"
+// ROOMY-NOT: "recompute"
 // SEL-LABEL: func.func @forward
 // NONE-LABEL: func.func @forward
 // FULL-LABEL: func.func @forward
@@ -29,4 +34,4 @@ func.func @forward(%emb: tensor<64x16xf32>, %n: tensor<16xf32>, %w: tensor<16x16
   %loss = llama.cross_entropy %logits, %tgt : (tensor<2x8x64xf32>, tensor<2x8xi32>) -> tensor<f32>
   return %loss : tensor<f32>
 }
-// BOGUS: unknown policy 'bogus' (expected none, selective or full)
+// BOGUS: unknown policy 'bogus' (expected none, selective, full or budget=BYTES)

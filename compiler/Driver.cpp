@@ -7,6 +7,7 @@
 #include "compiler/Report.h"
 #include "models/LlamaBuilder.h"
 #include "models/LlamaConfig.h"
+#include "passes/remat/RematBudget.h"
 
 #include "mlir/IR/MLIRContext.h"
 #include "mlir/IR/Verifier.h"
@@ -53,6 +54,11 @@ cl::opt<std::string> dtype("dtype", cl::desc("f32 | f64 (f64 for gradient checks
                            cl::init("f32"), cl::cat(category));
 cl::opt<std::string> emit("emit", cl::desc("mlir | train-mlir | source | hf-config"),
                           cl::init(""), cl::cat(category));
+cl::opt<std::string> fitMemory(
+    "fit-memory",
+    cl::desc("pick the remat plan (and micro-batch, with gradient accumulation) "
+             "that fits training in this many bytes, e.g. 80GiB"),
+    cl::init(""), cl::cat(category));
 cl::opt<bool> report("report", cl::desc("print parameter and memory figures"),
                      cl::cat(category));
 cl::opt<bool> printParams("print-params", cl::desc("print 'params: N'"),
@@ -121,7 +127,8 @@ int buildExecutable(StringRef source, StringRef out) {
   return 0;
 }
 
-OwningOpRef<ModuleOp> loadModel(MLIRContext &ctx, llvm::SourceMgr &sourceMgr) {
+OwningOpRef<ModuleOp> loadModel(MLIRContext &ctx, llvm::SourceMgr &sourceMgr,
+                                std::optional<int64_t> batchOverride = std::nullopt) {
   int sources = !presetName.empty() + !configFile.empty() + !inputFile.empty();
   if (sources != 1)
     throw std::runtime_error(
@@ -147,19 +154,80 @@ OwningOpRef<ModuleOp> loadModel(MLIRContext &ctx, llvm::SourceMgr &sourceMgr) {
   }
   if (vocabSize.getNumOccurrences() && configFile.empty())
     throw std::runtime_error("--vocab-size applies to --config PARAMS.json only");
-  llama::MetaParamsOptions meta;
+  ::llama::MetaParamsOptions meta;
   if (vocabSize.getNumOccurrences())
     meta.vocabSize = vocabSize;
-  llama::LlamaConfig config = presetName.empty() ? llama::loadConfigFile(configFile, meta)
-                                                 : llama::preset(presetName);
+  ::llama::LlamaConfig config = presetName.empty() ? ::llama::loadConfigFile(configFile, meta)
+                                                 : ::llama::preset(presetName);
   if (dtype != "f32" && dtype != "f64")
     throw std::runtime_error("--dtype must be f32 or f64, got '" + dtype + "'");
-  llama::BuildOptions options;
-  options.batch = batch;
+  ::llama::BuildOptions options;
+  options.batch = batchOverride.value_or(batch);
   options.seqLen = seqLen ? int64_t(seqLen)
                           : std::min<int64_t>(256, config.max_position_embeddings);
   options.float64 = dtype == "f64";
-  return llama::buildForward(ctx, config, options);
+  return ::llama::buildForward(ctx, config, options);
+}
+
+/// The training pipeline on `module` with one remat policy.
+LogicalResult compileWith(ModuleOp module, const std::string &rematPolicy) {
+  PassManager pm(module.getContext());
+  ::llama::TrainingPipelineOptions options;
+  options.remat = rematPolicy;
+  ::llama::buildTrainingPipeline(pm, options);
+  return pm.run(module);
+}
+
+/// --fit-memory: the largest micro-batch (a divisor of --batch, the rest made
+/// up by gradient accumulation) whose training memory fits with some remat
+/// plan, and the plan with the least recomputation at that micro-batch.
+/// Returns the compiled module, or null after printing why nothing fits.
+OwningOpRef<ModuleOp> fitToMemory(MLIRContext &ctx, llvm::SourceMgr &sourceMgr,
+                                  ModuleOp loaded, int64_t limit) {
+  std::vector<int64_t> microBatches{batch};
+  if (inputFile.empty())
+    for (int64_t b = batch - 1; b >= 1; --b)
+      if (batch % b == 0)
+        microBatches.push_back(b);
+  int64_t smallest = -1;
+  std::string smallestWhat;
+  for (int64_t b : microBatches) {
+    auto build = [&]() -> OwningOpRef<ModuleOp> {
+      if (b == batch)
+        return loaded.clone();
+      return loadModel(ctx, sourceMgr, b);
+    };
+    int64_t accum = batch / b;
+    // `full` is the smallest plan there is (the budget search may beat it a
+    // little): if even it does not fit, try a smaller micro-batch.
+    OwningOpRef<ModuleOp> probe = build();
+    if (failed(compileWith(*probe, "full")) && failed(compileWith(*(probe = build()), "selective")))
+      return nullptr;
+    ::llama::MemoryReport minimal = ::llama::computeMemoryReport(*probe);
+    int64_t minimalTotal = ::llama::totalTrainingBytes(minimal, accum);
+    if (smallest < 0 || minimalTotal < smallest) {
+      smallest = minimalTotal;
+      smallestWhat = "micro-batch " + std::to_string(b) + ", remat full";
+    }
+    int64_t budget = limit - (minimalTotal - minimal.arenaPeakBytes);
+    if (budget < minimal.arenaPeakBytes)
+      continue;
+    OwningOpRef<ModuleOp> module = build();
+    if (failed(compileWith(*module, "budget=" + std::to_string(budget))))
+      return nullptr;
+    ::llama::MemoryReport chosen = ::llama::computeMemoryReport(*module);
+    llvm::outs() << "fit-memory: " << ::llama::totalTrainingBytes(chosen, accum)
+                 << " of " << limit << " bytes with micro-batch " << b
+                 << " x grad-accum " << accum << " (global batch " << batch
+                 << "), remat plan " << chosen.rematPlan << "\n";
+    if (accum > 1)
+      llvm::outs() << "fit-memory: train with --grad-accum " << accum << "\n";
+    return module;
+  }
+  llvm::errs() << "llama-compile: training does not fit in " << limit
+               << " bytes; the smallest it reaches is " << smallest << " bytes ("
+               << smallestWhat << ")\n";
+  return nullptr;
 }
 
 int run(int argc, char **argv) {
@@ -170,11 +238,11 @@ int run(int argc, char **argv) {
   // command with two presets or two remat policies is a mistake.
   for (cl::Option *opt : std::initializer_list<cl::Option *>{
            &presetName, &configFile, &target, &batch, &seqLen, &remat, &dtype,
-           &emit, &outputFile, &cxx})
+           &emit, &outputFile, &cxx, &fitMemory, &vocabSize})
     if (opt->getNumOccurrences() > 1)
       return fail("--" + opt->ArgStr + " given more than once");
   if (listPresets) {
-    for (const auto &name : llama::presetNames())
+    for (const auto &name : ::llama::presetNames())
       llvm::outs() << name << "\n";
     return 0;
   }
@@ -192,7 +260,7 @@ int run(int argc, char **argv) {
     return fail("nothing to do: give -o OUT, --emit, --report or --print-params");
 
   DialectRegistry registry;
-  llama::registerCompilerDialects(registry);
+  ::llama::registerCompilerDialects(registry);
   MLIRContext ctx(registry);
   llvm::SourceMgr sourceMgr;
   SourceMgrDiagnosticHandler diagnostics(sourceMgr, &ctx);
@@ -207,7 +275,7 @@ int run(int argc, char **argv) {
     return fail("the model does not verify (see the errors above)");
 
   if (printParams)
-    llvm::outs() << "params: " << llama::countParams(*module) << "\n";
+    llvm::outs() << "params: " << ::llama::countParams(*module) << "\n";
   if (emit == "hf-config") {
     auto config = (*module)->getAttrOfType<StringAttr>("llama.config");
     if (!config)
@@ -233,14 +301,24 @@ int run(int argc, char **argv) {
   if (!report && emit.empty() && outputFile.empty())
     return 0;
 
-  PassManager pm(&ctx);
-  llama::TrainingPipelineOptions options;
-  options.remat = remat;
-  llama::buildTrainingPipeline(pm, options);
-  if (failed(pm.run(*module)))
+  if (!fitMemory.empty()) {
+    if (remat.getNumOccurrences())
+      return fail("--fit-memory chooses the remat plan; do not also give --remat");
+    std::optional<int64_t> limit = mlir::llama::parseByteSize(fitMemory);
+    if (!limit || *limit <= 0)
+      return fail("cannot read --fit-memory '" + fitMemory + "' (bytes, e.g. 80GiB)");
+    try {
+      module = fitToMemory(ctx, sourceMgr, *module, *limit);
+    } catch (const std::exception &e) {
+      return fail(e.what());
+    }
+    if (!module)
+      return 1;
+  } else if (failed(compileWith(*module, remat))) {
     return fail("compilation failed (see the errors above)");
+  }
   if (report)
-    llama::printReport(llama::computeMemoryReport(*module), llvm::outs());
+    ::llama::printReport(::llama::computeMemoryReport(*module), llvm::outs());
 
   std::string text;
   llvm::raw_string_ostream os(text);
@@ -248,7 +326,7 @@ int run(int argc, char **argv) {
     module->print(os);
     os << "\n";
   } else if (emit == "source" || !outputFile.empty()) {
-    if (failed(llama::emitCpuSource(*module, os)))
+    if (failed(::llama::emitCpuSource(*module, os)))
       return fail("emission failed (see the errors above)");
   } else {
     return 0;
@@ -264,7 +342,7 @@ int run(int argc, char **argv) {
 }
 } // namespace
 
-int llama::compileMain(int argc, char **argv) {
+int ::llama::compileMain(int argc, char **argv) {
   try {
     return run(argc, argv);
   } catch (const std::exception &e) {

@@ -95,6 +95,14 @@ MemoryReport computeMemoryReport(ModuleOp module) {
   return r;
 }
 
+int64_t totalTrainingBytes(const MemoryReport &r, int64_t gradAccum) {
+  // Parameters, gradients, two AdamW moments (the runtime's buffers, in the
+  // program's dtype), a second gradient buffer when accumulating, and the
+  // training and evaluation arenas.
+  return (4 + (gradAccum > 1 ? 1 : 0)) * r.paramBytes + r.arenaPeakBytes +
+         r.evalArenaBytes;
+}
+
 void printReport(const MemoryReport &r, llvm::raw_ostream &os) {
   os << "params: " << r.params << "\n"
      << "param-bytes: " << r.paramBytes << "\n"
@@ -111,7 +119,6 @@ void printReport(const MemoryReport &r, llvm::raw_ostream &os) {
      << "recompute-flops: " << llvm::format("%.6e", r.recomputeFlops) << "\n";
   if (!r.rematPlan.empty())
     os << "remat-plan: " << r.rematPlan << "\n";
-  os << "total-train-bytes: "
-     << 4 * r.paramBytes + r.arenaPeakBytes << "\n";
+  os << "total-train-bytes: " << totalTrainingBytes(r, 1) << "\n";
 }
 } // namespace llama

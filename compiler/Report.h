@@ -31,6 +31,10 @@ MemoryReport computeMemoryReport(mlir::ModuleOp module);
 /// Parameter count of @forward's float arguments (works before any pass).
 int64_t countParams(mlir::ModuleOp module);
 
+/// What a training run holds: parameters, gradients, AdamW moments (and an
+/// accumulation buffer with grad-accum > 1), the train and eval arenas.
+int64_t totalTrainingBytes(const MemoryReport &r, int64_t gradAccum);
+
 void printReport(const MemoryReport &r, llvm::raw_ostream &os);
 
 } // namespace llama

@@ -12,6 +12,7 @@
 
 #include "mlir/Dialect/Func/IR/FuncOps.h"
 #include "mlir/IR/BuiltinOps.h"
+#include "llvm/ADT/DenseSet.h"
 
 #define DEBUG_TYPE "llama-plan-memory"
 
@@ -31,6 +32,7 @@ struct Buffer {
   int64_t lastUse = 0;
   int64_t offset = -1; // -1 while unplaced; stays -1 when bound to an output
   int64_t output = -1;
+  bool merged = false;  // computed in place into another buffer
 };
 
 int64_t tensorBytes(Value v) {
@@ -98,6 +100,30 @@ FailureOr<MemoryPlanStats> mlir::llama::planFunctionMemory(func::FuncOp fn,
         buffers[it->second].lastUse =
             std::max(buffers[it->second].lastUse, index[&op]);
     }
+  // In place: an add whose operand dies at it writes over that operand (the
+  // add kernel allows its output to alias an input). Gradient accumulation
+  // and residual adds stop costing a buffer each. Returned results keep
+  // their own buffer so that they can go straight to the caller.
+  DenseSet<Value> returned(ret.getOperands().begin(), ret.getOperands().end());
+  for (Operation &op : block) {
+    auto add = dyn_cast<AddOp>(op);
+    if (!add || returned.contains(add.getResult()))
+      continue;
+    for (Value operand : {add.getLhs(), add.getRhs()}) {
+      auto it = bufferOf.find(storageRoot(operand));
+      if (it == bufferOf.end())
+        continue; // a function argument: never written
+      Buffer &victim = buffers[it->second];
+      if (victim.lastUse != index[&op] || returned.contains(victim.value))
+        continue;
+      size_t self = bufferOf.lookup(add.getResult());
+      victim.lastUse = std::max(victim.lastUse, buffers[self].lastUse);
+      buffers[self].merged = true;
+      bufferOf[add.getResult()] = it->second;
+      break;
+    }
+  }
+
   // Results returned as they were computed (not views, not returned twice,
   // not scalars, which the caller receives as a double) are written straight
   // into the caller's output buffer.
@@ -116,7 +142,7 @@ FailureOr<MemoryPlanStats> mlir::llama::planFunctionMemory(func::FuncOp fn,
   // lifetime overlaps.
   std::vector<size_t> order;
   for (size_t b = 0; b < buffers.size(); ++b)
-    if (buffers[b].output < 0)
+    if (buffers[b].output < 0 && !buffers[b].merged)
       order.push_back(b);
   std::stable_sort(order.begin(), order.end(), [&](size_t x, size_t y) {
     return buffers[x].bytes > buffers[y].bytes;
@@ -146,7 +172,7 @@ FailureOr<MemoryPlanStats> mlir::llama::planFunctionMemory(func::FuncOp fn,
   // The peak of the sum of live arena buffers: no placement can do better.
   std::vector<int64_t> live(i + 1, 0);
   for (const Buffer &buf : buffers)
-    if (buf.output < 0) {
+    if (buf.output < 0 && !buf.merged) {
       live[buf.def] += buf.bytes;
       live[buf.lastUse + 1] -= buf.bytes;
     }

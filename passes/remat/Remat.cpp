@@ -51,29 +51,6 @@ bool savedByFull(Operation *op) {
   return false;
 }
 
-/// "123", "64MiB", "12GiB", "1.5GB": bytes, binary or decimal suffixes.
-std::optional<int64_t> parseBytes(StringRef text) {
-  text = text.trim();
-  size_t digits = 0;
-  while (digits < text.size() &&
-         (llvm::isDigit(text[digits]) || text[digits] == '.'))
-    ++digits;
-  double value;
-  if (digits == 0 || text.take_front(digits).getAsDouble(value))
-    return std::nullopt;
-  StringRef unit = text.drop_front(digits).trim();
-  double scale = llvm::StringSwitch<double>(unit.lower())
-                     .Cases("", "b", 1.0)
-                     .Case("k", 1024.0).Case("kib", 1024.0).Case("kb", 1e3)
-                     .Case("m", 1048576.0).Case("mib", 1048576.0).Case("mb", 1e6)
-                     .Case("g", 1073741824.0).Case("gib", 1073741824.0).Case("gb", 1e9)
-                     .Case("t", 1099511627776.0).Case("tib", 1099511627776.0).Case("tb", 1e12)
-                     .Default(-1.0);
-  if (scale < 0)
-    return std::nullopt;
-  return static_cast<int64_t>(value * scale);
-}
-
 struct LlamaRematPass : mlir::llama::impl::LlamaRematBase<LlamaRematPass> {
   using Base::Base;
 
@@ -88,7 +65,7 @@ struct LlamaRematPass : mlir::llama::impl::LlamaRematBase<LlamaRematPass> {
 
   LogicalResult runBudget(ModuleOp module, func::FuncOp forward,
                           StringRef budgetText) {
-    std::optional<int64_t> budget = parseBytes(budgetText);
+    std::optional<int64_t> budget = parseByteSize(budgetText);
     if (!budget)
       return module.emitError() << "llama-remat: cannot read the budget '"
                                 << budgetText << "' (bytes, e.g. 12GiB or 500MB)";

@@ -4,6 +4,7 @@
 #include "mlir/Dialect/Func/IR/FuncOps.h"
 #include "mlir/IR/BuiltinOps.h"
 
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -39,6 +40,10 @@ FailureOr<RematCandidate> measureRematPlan(ModuleOp module,
 
 /// Sets llama.remat on the ops of @forward from `save`.
 void applyRematMarks(func::FuncOp forward, const std::vector<bool> &save);
+
+/// "123", "64MiB", "12GiB", "1.5GB": a byte count with an optional binary
+/// (KiB, MiB, GiB, TiB; also K, M, G, T) or decimal (KB, MB, GB, TB) unit.
+std::optional<int64_t> parseByteSize(StringRef text);
 
 /// The llama ops of @forward in program order (what `save` indexes).
 std::vector<Operation *> rematOps(func::FuncOp forward);

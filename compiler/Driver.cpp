@@ -2,6 +2,7 @@
 #include "compiler/Driver.h"
 
 #include "compiler/EmitCpu.h"
+#include "compiler/Estimate.h"
 #include "compiler/Pipelines.h"
 #include "compiler/Registration.h"
 #include "compiler/Report.h"
@@ -59,6 +60,16 @@ cl::opt<std::string> fitMemory(
     cl::desc("pick the remat plan (and micro-batch, with gradient accumulation) "
              "that fits training in this many bytes, e.g. 80GiB"),
     cl::init(""), cl::cat(category));
+cl::opt<std::string> gpuName(
+    "gpu", cl::desc("with --report: estimate step time, MFU and GPU-hours on "
+                    "a100-40gb | a100-80gb | h100-sxm | h100-pcie | h200"),
+    cl::init(""), cl::cat(category));
+cl::opt<std::string> tokenBudget(
+    "tokens", cl::desc("with --gpu: GPU-hours to train on this many tokens (e.g. 1T, 1.4e12)"),
+    cl::init(""), cl::cat(category));
+cl::opt<double> assumeMfu("assume-mfu",
+                          cl::desc("with --tokens: MFU to assume instead of the roofline's"),
+                          cl::init(0.0), cl::cat(category));
 cl::opt<bool> report("report", cl::desc("print parameter and memory figures"),
                      cl::cat(category));
 cl::opt<bool> printParams("print-params", cl::desc("print 'params: N'"),
@@ -317,8 +328,39 @@ int run(int argc, char **argv) {
   } else if (failed(compileWith(*module, remat))) {
     return fail("compilation failed (see the errors above)");
   }
-  if (report)
+  if (report) {
     ::llama::printReport(::llama::computeMemoryReport(*module), llvm::outs());
+    const ::llama::GpuSpec *gpu = nullptr;
+    if (!gpuName.empty() && !(gpu = ::llama::findGpu(gpuName))) {
+      std::string known;
+      for (const auto &g : ::llama::knownGpus())
+        known += (known.empty() ? "" : ", ") + g.name;
+      return fail("unknown --gpu '" + gpuName + "' (known: " + known + ")");
+    }
+    std::optional<double> tokens;
+    if (!tokenBudget.empty()) {
+      StringRef t(tokenBudget);
+      double scale = 1;
+      if (t.ends_with("T")) scale = 1e12, t = t.drop_back();
+      else if (t.ends_with("B")) scale = 1e9, t = t.drop_back();
+      else if (t.ends_with("M")) scale = 1e6, t = t.drop_back();
+      double v;
+      if (t.getAsDouble(v) || v <= 0)
+        return fail("cannot read --tokens '" + tokenBudget + "' (e.g. 1T, 300B, 1.4e12)");
+      tokens = v * scale;
+      if (!gpu)
+        return fail("--tokens needs --gpu");
+    }
+    std::optional<double> mfu;
+    if (assumeMfu.getNumOccurrences()) {
+      if (!(assumeMfu > 0 && assumeMfu <= 1))
+        return fail("--assume-mfu must be in (0, 1]");
+      mfu = assumeMfu;
+    }
+    auto estimate = gpu ? ::llama::estimateTraining(*module, *gpu)
+                        : ::llama::estimateFlops(*module);
+    ::llama::printEstimate(estimate, gpu, tokens, mfu, llvm::outs());
+  }
 
   std::string text;
   llvm::raw_string_ostream os(text);

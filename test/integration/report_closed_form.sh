@@ -16,7 +16,8 @@ import subprocess, sys
 compiler = sys.argv[1]
 def report(args):
     out = subprocess.run([compiler] + args + ["--report"], check=True, capture_output=True, text=True).stdout
-    return {k.strip(): int(v) for k, v in (l.split(":", 1) for l in out.splitlines())}
+    fields = {k.strip(): v.strip() for k, v in (l.split(":", 1) for l in out.splitlines())}
+    return {k: int(v) for k, v in fields.items() if v.lstrip("-").isdigit()}
 cases = [  # preset, b, s, h, H, K, d, f, V, L, params
     ("micro", 2, 8, 16, 4, 2, 4, 48, 64, 2, 8272),
     ("tiny", 4, 256, 384, 6, 6, 64, 1024, 8192, 5, 15143040),

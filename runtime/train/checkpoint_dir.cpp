@@ -1,6 +1,7 @@
 #include "runtime/train/checkpoint_dir.h"
 
 #include "runtime/checkpoint/safetensors.h"
+#include "runtime/train/hf_weights.h"
 #include "runtime/train/param_store.h"
 #include "runtime/train/program_check.h"
 
@@ -26,7 +27,9 @@ constexpr const char *kOptimizerFile = "optimizer.safetensors";
 constexpr const char *kStateFile = "state.json";
 constexpr const char *kLatestFile = "LATEST";
 constexpr const char *kStateFormat = "llamart-train-state";
-constexpr int kStateVersion = 1;
+// Version 2 added the reliability state (optimizer_updates, attempts, skip
+// and rollback counters, the spike detector); version 1 files still load.
+constexpr int kStateVersion = 2;
 
 std::string hex64(uint64_t v) {
   char buf[19];
@@ -39,6 +42,31 @@ uint64_t parse_hex64(const std::string &s, const std::string &where) {
       s.find_first_not_of("0123456789abcdefABCDEF") != std::string::npos)
     throw std::runtime_error(where + ": expected 16 hex digits, got '" + s + "'");
   return std::stoull(s, nullptr, 16);
+}
+
+uint64_t fnv1a64_bytes(const std::string &bytes) {
+  uint64_t h = 0xcbf29ce484222325ULL;
+  for (unsigned char c : bytes) {
+    h ^= c;
+    h *= 0x100000001b3ULL;
+  }
+  return h;
+}
+
+// state.json protects itself too: "state_checksum" is the FNV-1a 64 of the
+// compact dump of every other key but "elapsed_s". nlohmann dumps keys in
+// sorted order and doubles in their shortest round-trip form, so parse + dump
+// reproduces the bytes that were hashed, and a changed value (a step, a
+// checksum, the data position) is caught even when the file still parses.
+// Wall-clock time is left out so that equal training states have equal
+// checksums (a run resumed halfway ends with the straight run's state.json,
+// checksum included; train_resume.sh compares them).
+constexpr const char *kStateChecksumKey = "state_checksum";
+
+std::string state_checksum(json j) {
+  j.erase(kStateChecksumKey);
+  j.erase("elapsed_s");
+  return "fnv1a64:" + hex64(fnv1a64_bytes(j.dump()));
 }
 
 // Parses "step_000123" into 123; -1 for anything else.
@@ -68,17 +96,68 @@ std::string trim(std::string s) {
   return s;
 }
 
-// Removes leftovers of interrupted writes (".tmp-*" and ".old-*" directories).
-void remove_stale_temporaries(const std::string &root) {
+// Deletes a checkpoint directory so that no crash can leave a partial one
+// under its step_N name: one atomic rename out of the step_N namespace, then
+// the slow part. A leftover .old-* is removed by clean_interrupted_saves.
+void remove_checkpoint_dir(const fs::path &dir) {
   std::error_code ec;
-  for (const auto &entry : fs::directory_iterator(root, ec)) {
-    const std::string name = entry.path().filename().string();
-    if (name.rfind(".tmp-", 0) == 0 || name.rfind(".old-", 0) == 0)
-      fs::remove_all(entry.path(), ec);
-  }
+  const fs::path aside = dir.parent_path() / (".old-" + dir.filename().string() +
+                                              "-" + std::to_string(getpid()));
+  fs::rename(dir, aside, ec);
+  if (ec)
+    throw std::runtime_error(dir.string() + ": cannot move aside to delete it: " +
+                             ec.message());
+  fs::remove_all(aside, ec);
+  if (ec)
+    throw std::runtime_error(aside.string() + ": cannot delete: " + ec.message());
 }
 
 } // namespace
+
+int clean_interrupted_saves(const std::string &root) {
+  std::error_code ec;
+  std::vector<fs::path> stale;
+  for (const auto &entry : fs::directory_iterator(root, ec)) {
+    const std::string name = entry.path().filename().string();
+    if (name.rfind(".tmp-", 0) == 0 || name.rfind(".old-", 0) == 0 ||
+        name.rfind(std::string(kLatestFile) + ".tmp.", 0) == 0)
+      stale.push_back(entry.path());
+  }
+  for (const fs::path &p : stale) {
+    fs::remove_all(p, ec);
+    if (ec)
+      throw std::runtime_error(p.string() + ": cannot remove the leftover of an "
+                                            "interrupted save: " + ec.message());
+  }
+  return static_cast<int>(stale.size());
+}
+
+std::vector<CheckpointRef> discard_checkpoints_after(const std::string &root,
+                                                      int64_t step) {
+  std::vector<CheckpointRef> removed;
+  for (const CheckpointRef &c : list_checkpoints(root))
+    if (c.step > step) {
+      remove_checkpoint_dir(c.path);
+      removed.push_back(c);
+    }
+  if (!removed.empty())
+    ckpt::fsync_dir(root);
+  return removed;
+}
+
+std::string quarantine_checkpoint(const CheckpointRef &checkpoint) {
+  const fs::path dir(checkpoint.path);
+  std::error_code ec;
+  fs::path target = dir.string() + ".corrupt";
+  for (int k = 1; fs::exists(target, ec); ++k)
+    target = dir.string() + ".corrupt." + std::to_string(k);
+  fs::rename(dir, target, ec);
+  if (ec)
+    throw std::runtime_error(dir.string() + ": cannot move aside to " +
+                             target.string() + ": " + ec.message());
+  ckpt::fsync_dir(dir.parent_path().string());
+  return target.string();
+}
 
 std::string checkpoint_name(int64_t step) {
   char buf[32];
@@ -159,7 +238,15 @@ json state_to_json(const ProgramInfo &program, const TrainState &s) {
                     {"eps", s.adamw.eps},
                     {"weight_decay", s.adamw.weight_decay},
                     {"grad_clip", s.grad_clip},
-                    {"grad_accum", s.grad_accum}};
+                    {"grad_accum", s.grad_accum},
+                    {"updates", s.optimizer_updates}};
+  j["reliability"] = {{"attempts", s.attempts},
+                      {"skipped_nonfinite", s.skipped_nonfinite},
+                      {"skipped_spike", s.skipped_spike},
+                      {"rollbacks", s.rollbacks},
+                      {"last_rollback_target", s.last_rollback_target},
+                      {"rollbacks_to_target", s.rollbacks_to_target}};
+  j["anomaly"] = s.anomaly.to_json();
   return j;
 }
 
@@ -168,7 +255,8 @@ TrainState state_from_json(const json &j, const std::string &path) {
     if (j.value("format", std::string()) != kStateFormat)
       throw std::runtime_error("not a llamart training state (\"format\" is not \"" +
                                std::string(kStateFormat) + "\")");
-    if (j.at("version").get<int>() != kStateVersion)
+    const int version = j.at("version").get<int>();
+    if (version != 1 && version != kStateVersion)
       throw std::runtime_error("unsupported version " + j.at("version").dump());
     TrainState s;
     s.step = j.at("step").get<int64_t>();
@@ -196,8 +284,28 @@ TrainState state_from_json(const json &j, const std::string &path) {
     s.adamw.weight_decay = opt.at("weight_decay").get<double>();
     s.grad_clip = opt.at("grad_clip").get<double>();
     s.grad_accum = opt.at("grad_accum").get<int64_t>();
+    if (version == 1) {
+      // Before skipped updates existed every step was an applied update; the
+      // detector starts empty (with default settings) and warms up again.
+      s.optimizer_updates = s.step;
+      s.attempts = s.step;
+    } else {
+      s.optimizer_updates = opt.at("updates").get<int64_t>();
+      const json &rel = j.at("reliability");
+      s.attempts = rel.at("attempts").get<int64_t>();
+      s.skipped_nonfinite = rel.at("skipped_nonfinite").get<int64_t>();
+      s.skipped_spike = rel.at("skipped_spike").get<int64_t>();
+      s.rollbacks = rel.at("rollbacks").get<int64_t>();
+      s.last_rollback_target = rel.at("last_rollback_target").get<int64_t>();
+      s.rollbacks_to_target = rel.at("rollbacks_to_target").get<int64_t>();
+      s.anomaly = AnomalyDetector::from_json(j.at("anomaly"), "");
+    }
     if (s.step < 0)
       throw std::runtime_error("negative step");
+    if (s.optimizer_updates < 0 || s.optimizer_updates > s.step)
+      throw std::runtime_error("\"optimizer\".\"updates\" must be in [0, step]");
+    if (s.attempts < s.step)
+      throw std::runtime_error("\"reliability\".\"attempts\" is below step");
     return s;
   } catch (const json::exception &e) {
     throw std::runtime_error(path + ": malformed training state: " + e.what());
@@ -215,7 +323,7 @@ std::string save_checkpoint(const ProgramInfo &program, const std::string &root,
   fs::create_directories(root, ec);
   if (ec)
     throw std::runtime_error(root + ": cannot create directory: " + ec.message());
-  remove_stale_temporaries(root);
+  clean_interrupted_saves(root);
 
   const std::string name = checkpoint_name(state.step);
   const fs::path final_dir = fs::path(root) / name;
@@ -247,6 +355,7 @@ std::string save_checkpoint(const ProgramInfo &program, const std::string &root,
   json j = state_to_json(program, state);
   j["checksums"] = {{kModelFile, "fnv1a64:" + hex64(fnv1a64_file(model_path))},
                     {kOptimizerFile, "fnv1a64:" + hex64(fnv1a64_file(optimizer_path))}};
+  j[kStateChecksumKey] = state_checksum(j);
   ckpt::atomic_write_file((tmp_dir / kStateFile).string(), j.dump(2) + "\n");
   ckpt::fsync_dir(tmp_dir.string());
 
@@ -267,26 +376,56 @@ std::string save_checkpoint(const ProgramInfo &program, const std::string &root,
   ckpt::fsync_dir(root);
   ckpt::atomic_write_file((fs::path(root) / kLatestFile).string(), name + "\n");
   ckpt::fsync_dir(root);
-  remove_stale_temporaries(root);
+  clean_interrupted_saves(root);
 
   if (keep_last > 0) {
     std::vector<CheckpointRef> all = list_checkpoints(root);
     const size_t keep = static_cast<size_t>(keep_last);
-    for (size_t i = 0; i + keep < all.size(); ++i)
-      if (all[i].step != state.step)
-        fs::remove_all(all[i].path, ec);
+    // The rollback target of an open burst (checkpoints written after skips
+    // would otherwise push it out when --checkpoint-every is small).
+    int64_t pinned = -1;
+    if (state.anomaly.burst_skips() > 0)
+      for (const CheckpointRef &c : all)
+        if (c.step < state.anomaly.burst_first_step())
+          pinned = c.step;
+    for (size_t i = 0; i + keep < all.size(); ++i) {
+      if (all[i].step == state.step || all[i].step == pinned)
+        continue;
+      // The new checkpoint is committed; failing to delete an old one must
+      // not stop the run. It stays listed and the next rotation retries.
+      try {
+        remove_checkpoint_dir(all[i].path);
+      } catch (const std::runtime_error &) {
+      }
+    }
   }
   return final_dir.string();
 }
 
-json verify_checkpoint(const std::string &dir) {
-  const std::string state_path = (fs::path(dir) / kStateFile).string();
+namespace {
+
+json verify_checkpoint_unwrapped(const std::string &dir, const std::string &state_path) {
   json j;
   try {
     j = json::parse(read_text_file(state_path));
   } catch (const json::exception &e) {
     throw std::runtime_error(state_path + ": malformed JSON: " + e.what());
   }
+  if (!j.is_object())
+    throw std::runtime_error(state_path + ": not a JSON object");
+  // Version 1 files predate the self-checksum. Whether one is present decides
+  // too, so a damaged "version" cannot switch the check off.
+  if (j.contains(kStateChecksumKey) || j.value("version", 0) != 1) {
+    if (!j.contains(kStateChecksumKey) || !j[kStateChecksumKey].is_string())
+      throw std::runtime_error(state_path + ": missing \"" +
+                               std::string(kStateChecksumKey) + "\"");
+    const std::string want = j[kStateChecksumKey].get<std::string>();
+    const std::string got = state_checksum(j);
+    if (want != got)
+      throw std::runtime_error(state_path + ": checksum mismatch (it says " + want +
+                               ", its content has " + got + ")");
+  }
+  state_from_json(j, state_path); // every field present and in range
   if (!j.contains("checksums") || !j["checksums"].is_object())
     throw std::runtime_error(state_path + ": missing \"checksums\"");
   for (const char *file : {kModelFile, kOptimizerFile}) {
@@ -310,38 +449,49 @@ json verify_checkpoint(const std::string &dir) {
   return j;
 }
 
-std::optional<CheckpointRef> find_resume_checkpoint(const std::string &root,
-                                                    const Warn &warn) {
-  std::vector<CheckpointRef> all = list_checkpoints(root);
-  if (all.empty())
+} // namespace
+
+json verify_checkpoint(const std::string &dir) {
+  const std::string state_path = (fs::path(dir) / kStateFile).string();
+  try {
+    return verify_checkpoint_unwrapped(dir, state_path);
+  } catch (const json::exception &e) {
+    // A value of the wrong type (a damaged file that still parses).
+    throw std::runtime_error(state_path + ": malformed training state: " + e.what());
+  }
+}
+
+std::optional<CheckpointRef>
+find_resume_checkpoint(const std::string &root, const Warn &warn,
+                       int64_t before_step, std::vector<CheckpointRef> *rejected) {
+  std::vector<CheckpointRef> candidates; // newest first
+  for (const CheckpointRef &c : list_checkpoints(root))
+    if (c.step < before_step)
+      candidates.insert(candidates.begin(), c);
+  if (candidates.empty())
     return std::nullopt;
 
-  // Candidates: LATEST (the commit point), then older ones newest first.
-  int64_t latest_step = all.back().step;
+  // A step_N directory is complete by construction (it is renamed into place
+  // after everything in it is fsynced), so the newest one wins even when a
+  // crash came between that rename and the update of LATEST.
   const fs::path latest_path = fs::path(root) / kLatestFile;
   std::error_code ec;
-  if (fs::exists(latest_path, ec)) {
+  if (before_step == INT64_MAX && fs::exists(latest_path, ec)) {
     const std::string name = trim(read_text_file(latest_path.string()));
-    const int64_t step = parse_checkpoint_name(name);
-    const bool listed =
-        std::any_of(all.begin(), all.end(),
-                    [&](const CheckpointRef &c) { return c.step == step; });
-    if (step >= 0 && listed)
-      latest_step = step;
-    else
-      warn(latest_path.string() + ": names '" + name +
-           "', which is not a complete checkpoint; using the newest one instead");
+    const std::string newest = fs::path(candidates.front().path).filename().string();
+    if (name != newest)
+      warn(latest_path.string() + ": names '" + name + "', but " + newest +
+           " is the newest complete checkpoint (a save was interrupted before "
+           "LATEST was updated); using " + newest);
   }
-  std::vector<CheckpointRef> candidates;
-  for (auto it = all.rbegin(); it != all.rend(); ++it)
-    if (it->step <= latest_step)
-      candidates.push_back(*it);
 
   for (size_t i = 0; i < candidates.size(); ++i) {
     try {
       verify_checkpoint(candidates[i].path);
       return candidates[i];
     } catch (const std::exception &e) {
+      if (rejected)
+        rejected->push_back(candidates[i]);
       const bool more = i + 1 < candidates.size();
       warn(std::string(e.what()) + (more ? "; falling back to " +
                                                fs::path(candidates[i + 1].path)
@@ -350,7 +500,11 @@ std::optional<CheckpointRef> find_resume_checkpoint(const std::string &root,
                                          : ""));
     }
   }
-  throw std::runtime_error(root + ": no checkpoint passes verification");
+  throw std::runtime_error(root + ": no checkpoint" +
+                           (before_step == INT64_MAX
+                                ? std::string()
+                                : " before step " + std::to_string(before_step)) +
+                           " passes verification");
 }
 
 template <typename T>
@@ -386,6 +540,10 @@ std::string load_model_weights(const ProgramInfo &program,
   }
   if (!fs::is_directory(p, ec))
     throw std::runtime_error(path + ": no such file or directory");
+  // A Hugging Face model folder (config.json + safetensors): our checkpoint
+  // directories hold no config.json, so the two cannot be confused.
+  if (!fs::exists(p / kStateFile, ec) && ckpt::is_hf_model_folder(path))
+    return load_hf_folder_weights<T>(program, path, params);
 
   std::string dir;
   if (fs::exists(p / kStateFile, ec)) {

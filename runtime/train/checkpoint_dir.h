@@ -6,13 +6,22 @@
 //                                      and schedule settings, checksums
 //   LATEST                             "step_000123\n"
 //
-// A checkpoint is written into a temporary directory, every file fsynced,
-// then the directory is renamed into place and only after that LATEST is
-// atomically replaced: a crash at any point leaves LATEST naming a complete
-// checkpoint. state.json records the FNV-1a 64 checksum of both safetensors
+// A checkpoint is written into a temporary directory (.tmp-step_N-PID), every
+// file fsynced, then the directory is renamed into place (the commit point:
+// a step_N directory is always complete) and LATEST is atomically replaced.
+// Whole directories leave the same way: renamed to .old-step_N-PID first,
+// then deleted, so rotation killed half-way never leaves a half checkpoint
+// under a step_N name. A crash at any moment thus leaves complete
+// checkpoints, plus at most leftovers with a leading dot that the next save
+// or resume removes (clean_interrupted_saves).
+//
+// Resume takes the newest complete checkpoint that verifies; LATEST, which a
+// crash between the rename and its update can leave one behind, is for people
+// and tools. state.json records the FNV-1a 64 checksum of both safetensors
 // files, so silent corruption (bit rot, a truncated copy) is detected on
 // resume and the previous checkpoint is used instead.
 #pragma once
+#include "runtime/train/anomaly.h"
 #include "runtime/train/optimizer.h"
 #include "runtime/train/program.h"
 #include "runtime/train/rng.h"
@@ -46,6 +55,23 @@ struct TrainState {
   AdamWConfig adamw;
   double grad_clip = 1.0;
   int64_t grad_accum = 1;
+
+  // Updates skipped for non-finite values or spikes advance `step` (the LR
+  // schedule) but not the optimizer, whose bias correction counts the
+  // updates it applied.
+  int64_t optimizer_updates = 0;
+  // Update attempts over the whole run, skipped and rolled-back ones
+  // included; never rewound. --inject counts these.
+  int64_t attempts = 0;
+  int64_t skipped_nonfinite = 0; // totals over the run, never rewound
+  int64_t skipped_spike = 0;
+  int64_t rollbacks = 0;
+  // Rollbacks in a row to the same checkpoint (a run that keeps diverging
+  // from one point stops instead of looping over the data forever).
+  int64_t last_rollback_target = -1;
+  int64_t rollbacks_to_target = 0;
+  // The spike detector's window and burst, and its settings.
+  AnomalyDetector anomaly;
 };
 
 using Warn = std::function<void(const std::string &)>;
@@ -62,12 +88,29 @@ std::string checkpoint_name(int64_t step);
 // oldest first. A missing root is an empty list.
 std::vector<CheckpointRef> list_checkpoints(const std::string &root);
 
+// Removes what interrupted saves and deletions leave under `root`
+// (.tmp-*, .old-* directories, LATEST.tmp.* files). Only safe while no other
+// process writes there (the trainer holds RunDirLock). Returns how many.
+int clean_interrupted_saves(const std::string &root);
+
+// Deletes every checkpoint newer than `step` (a timeline a rollback
+// abandoned), each renamed aside before it is deleted. Returns them.
+std::vector<CheckpointRef> discard_checkpoints_after(const std::string &root,
+                                                      int64_t step);
+
+// Renames a checkpoint that failed verification to step_N.corrupt (or
+// step_N.corrupt.K when taken), out of resume's and rotation's sight but kept
+// for inspection. Returns the new path.
+std::string quarantine_checkpoint(const CheckpointRef &checkpoint);
+
 // FNV-1a 64 of a file's bytes; throws naming the file when it cannot be read.
 uint64_t fnv1a64_file(const std::string &path);
 
 // Writes checkpoint `state.step` under `root` as described above, points
 // LATEST at it, and deletes all but the newest `keep_last` checkpoints
-// (keep_last <= 0 keeps all). Returns the checkpoint directory.
+// (keep_last <= 0 keeps all). While a burst of skipped updates is open
+// (state.anomaly), the newest checkpoint from before it is kept as well: it is
+// the one a rollback will need. Returns the checkpoint directory.
 template <typename T>
 std::string save_checkpoint(const ProgramInfo &program, const std::string &root,
                             const TrainState &state, const T *params,
@@ -78,12 +121,17 @@ std::string save_checkpoint(const ProgramInfo &program, const std::string &root,
 // checksums. Throws std::runtime_error naming the bad file.
 nlohmann::json verify_checkpoint(const std::string &dir);
 
-// The checkpoint to resume from: the one LATEST names if it verifies, else
+// The checkpoint to resume from: the newest complete one that verifies, else
 // the newest older one that does (each skipped one reported through `warn`,
-// naming the bad file). nullopt when `root` holds no checkpoint at all;
-// throws when checkpoints exist but none verifies.
-std::optional<CheckpointRef> find_resume_checkpoint(const std::string &root,
-                                                    const Warn &warn);
+// naming the bad file, and appended to `rejected` when given). Only
+// checkpoints with step < `before_step` are considered. nullopt when there is
+// none to consider; throws when some exist but none verifies. A LATEST that
+// lags the newest complete checkpoint (a crash between the rename and its
+// update) is reported through `warn`.
+std::optional<CheckpointRef>
+find_resume_checkpoint(const std::string &root, const Warn &warn,
+                       int64_t before_step = INT64_MAX,
+                       std::vector<CheckpointRef> *rejected = nullptr);
 
 // Loads a verified checkpoint: params always, the AdamW moments when exp_avg
 // and exp_avg_sq are non-null. A checkpoint of a model with other parameter
@@ -93,9 +141,11 @@ TrainState load_checkpoint(const ProgramInfo &program, const std::string &dir,
                            T *params, T *exp_avg, T *exp_avg_sq);
 
 // Model weights from what a user may point at: a .safetensors file, a
-// checkpoint directory, a checkpoints/ directory (its LATEST) or a run
-// directory (its checkpoints/LATEST). Checkpoints are verified first; the
-// usual fallback to an older one applies. Returns the file it loaded.
+// checkpoint directory, a checkpoints/ directory (its LATEST), a run
+// directory (its checkpoints/LATEST) or a Hugging Face model folder
+// (hf_weights.h: config.json checked against the program, one or sharded
+// safetensors). Checkpoints are verified first; the usual fallback to an
+// older one applies. Returns the file (or HF folder) it loaded.
 template <typename T>
 std::string load_model_weights(const ProgramInfo &program,
                                const std::string &path, T *params,

@@ -1,11 +1,15 @@
 #include "runtime/train/cli.h"
 
+#include "runtime/train/eval.h"
+#include "runtime/train/export.h"
+#include "runtime/train/fault_inject.h"
 #include "runtime/train/flags.h"
 #include "runtime/train/generate.h"
 #include "runtime/train/program_check.h"
 #include "runtime/train/schedule.h"
 #include "runtime/train/trainer.h"
 #include "runtime/train/gradcheck.h"
+#include "runtime/train/memory_probe.h"
 #include "runtime/train/verify.h"
 
 #include <nlohmann/json.hpp>
@@ -42,9 +46,15 @@ const char *kTrainUsage = R"(usage: %s train --data DIR --steps N [options]
   --grad-accum A          micro-batches per update (default 1)
   --seed S                init and data order (default 1234)
   --no-shuffle            read windows in file order
-  --init-from-checkpoint P  start from these weights (fresh optimizer, step 0)
+  --init-from-checkpoint P  start from these weights (fresh optimizer, step 0): a run,
+                          checkpoint, .safetensors file or Hugging Face model folder
   --stop-at K             checkpoint and exit after update K (schedule keeps N)
   --quiet                 no progress lines
+  --spike-window W        accepted updates the spike z-scores use (default 32; 0 = off)
+  --spike-zscore Z        skip an update whose loss or log grad norm has z > Z (default 6; 0 = off)
+  --max-skips-before-rollback R  R skips with < R good updates between them roll
+                          back to the checkpoint before them (default 3; 0 = never)
+  --inject nan@N,spike@N  faults on the N-th update attempt, to test recovery
 )";
 
 const char *kVerifyUsage =
@@ -54,7 +64,7 @@ const char *kVerifyUsage =
 )";
 
 const char *kGenerateUsage = R"(usage: %s generate --checkpoint P --tokenizer M --prompt TEXT [options]
-  --checkpoint P          run dir, checkpoint dir or .safetensors file
+  --checkpoint P          run dir, checkpoint dir, .safetensors file or HF folder
   --tokenizer M           SentencePiece tokenizer.model
   --prompt TEXT           text to continue (BOS is prepended)
   --max-tokens N          tokens to sample (default 64; stops at EOS)
@@ -71,6 +81,13 @@ const char *kGradcheckUsage = R"(usage: %s gradcheck [--seed S] [--step H] [--to
   Exit 0 iff every tensor's relative error is within --tolerance (1e-6).
 )";
 
+const char *kMemcheckUsage = R"(usage: %s memcheck [--seed S]
+  Allocates what training holds, runs one train step and one evaluation on a
+  random batch with the arenas filled with marker bytes, and prints the
+  planned and measured arena high-water marks, the bytes allocated and the
+  process's peak RSS growth. Fails if a kernel wrote past an arena's end.
+)";
+
 const char *kInfoUsage = R"(usage: %s info [--json | --config-json]
   prints model, dtype, batch, seq_len, vocab size, parameter count, arena sizes;
   --config-json prints the Hugging Face config.json the program was built from
@@ -78,7 +95,7 @@ const char *kInfoUsage = R"(usage: %s info [--json | --config-json]
 
 void print_usage(std::FILE *out, const char *argv0) {
   std::fprintf(out,
-               "usage: %s <train|verify|gradcheck|generate|info> [flags]   (%s <command> "
+               "usage: %s <train|verify|gradcheck|generate|eval|export|memcheck|info> [flags]   (%s <command> "
                "--help for its flags)\n",
                argv0, argv0);
 }
@@ -112,7 +129,8 @@ int cmd_train(const ProgramInfo &program, int argc, char **argv) {
                  {"beta2", true}, {"eps", true}, {"grad-clip", true},
                  {"grad-accum", true}, {"seed", true}, {"no-shuffle", false},
                  {"init-from-checkpoint", true}, {"stop-at", true},
-                 {"quiet", false}});
+                 {"quiet", false}, {"spike-window", true}, {"spike-zscore", true},
+                 {"max-skips-before-rollback", true}, {"inject", true}});
   train::TrainOptions o;
   o.data_dir = f.required("data");
   o.steps = f.i64("steps", 0);
@@ -145,6 +163,12 @@ int cmd_train(const ProgramInfo &program, int argc, char **argv) {
   if (f.has("stop-at") && o.stop_at < 1)
     throw UsageError("--stop-at: must be >= 1");
   o.quiet = f.has("quiet");
+  o.spike.window = f.i64("spike-window", o.spike.window);
+  o.spike.zscore = f.f64("spike-zscore", o.spike.zscore);
+  o.spike.max_skips_before_rollback =
+      f.i64("max-skips-before-rollback", o.spike.max_skips_before_rollback);
+  if (f.has("inject"))
+    as_usage_error([&] { o.faults = train::parse_faults(f.str("inject", "")); });
   as_usage_error([&] { train::validate_train_options(o); });
 
   const train::TrainResult r = train::train(program, o);
@@ -208,6 +232,22 @@ int cmd_gradcheck(const ProgramInfo &program, int argc, char **argv) {
   return train::run_gradcheck(program, o) ? 0 : 1;
 }
 
+int cmd_memcheck(const ProgramInfo &program, int argc, char **argv) {
+  const Flags f("memcheck", argc, argv, 2, {{"seed", true}});
+  const train::MemoryProbe m = train::probe_memory(program, f.u64("seed", 1234));
+  std::printf("train-arena-bytes: %lld\ntrain-arena-used-bytes: %lld\n"
+              "eval-arena-bytes: %lld\neval-arena-used-bytes: %lld\n"
+              "state-bytes: %lld\nallocated-bytes: %lld\nrss-growth-bytes: %lld\n",
+              static_cast<long long>(m.train_arena_bytes),
+              static_cast<long long>(m.train_arena_used_bytes),
+              static_cast<long long>(m.eval_arena_bytes),
+              static_cast<long long>(m.eval_arena_used_bytes),
+              static_cast<long long>(m.state_bytes),
+              static_cast<long long>(m.allocated_bytes),
+              static_cast<long long>(m.rss_growth_bytes));
+  return 0;
+}
+
 int cmd_info(const ProgramInfo &program, int argc, char **argv) {
   const Flags f("info", argc, argv, 2, {{"json", false}, {"config-json", false}});
   if (f.has("config-json")) {
@@ -256,6 +296,9 @@ int run_main(int argc, char **argv, const ProgramInfo *program) {
                       : command == "verify"   ? kVerifyUsage
                       : command == "generate" ? kGenerateUsage
                       : command == "gradcheck" ? kGradcheckUsage
+                      : command == "eval"     ? train::kEvalUsage
+                      : command == "export"   ? train::kExportUsage
+                      : command == "memcheck" ? kMemcheckUsage
                       : command == "info"     ? kInfoUsage
                                               : nullptr;
   if (!usage) {
@@ -277,8 +320,14 @@ int run_main(int argc, char **argv, const ProgramInfo *program) {
       return cmd_verify(*program, argc, argv);
     if (command == "generate")
       return cmd_generate(*program, argc, argv);
+    if (command == "eval")
+      return train::cmd_eval(*program, argc, argv);
+    if (command == "export")
+      return train::cmd_export(*program, argc, argv);
     if (command == "gradcheck")
       return cmd_gradcheck(*program, argc, argv);
+    if (command == "memcheck")
+      return cmd_memcheck(*program, argc, argv);
     return cmd_info(*program, argc, argv);
   } catch (const UsageError &e) {
     std::fflush(stdout);

@@ -2,6 +2,9 @@
 //   OUT train    --data DIR --steps N [...]   train or resume
 //   OUT verify   --weights W --batch-file I --out G   loss + gradients of one step
 //   OUT generate --checkpoint DIR --tokenizer M --prompt TEXT [...]
+//   OUT eval     --checkpoint P --data DIR | --tokenizer M --tasks F.jsonl
+//                                             loss/perplexity or task accuracy
+//   OUT export   --checkpoint P --format hf --out DIR [...]   HF model folder
 //   OUT info     [--json]                     model facts for scripts
 // Exit status: 0 success, 1 runtime error, 2 usage error, 128 + signal when
 // SIGINT/SIGTERM stopped training (after writing a checkpoint); every error

@@ -57,6 +57,41 @@ void MetricsLog::log_eval(int64_t step, double val_loss) {
   write_line(j.dump());
 }
 
+namespace {
+// JSON has no NaN or infinity; null says "no number" without breaking parsers.
+ordered_json number_or_null(double v) { return std::isfinite(v) ? ordered_json(v) : ordered_json(); }
+} // namespace
+
+void MetricsLog::log_skip(const SkipRecord &r) {
+  ordered_json j;
+  j["step"] = r.step;
+  j["skipped"] = r.reason;
+  j["loss"] = number_or_null(r.loss);
+  j["grad_norm"] = number_or_null(r.grad_norm);
+  j["lr"] = r.lr;
+  j["loss_z"] = number_or_null(r.loss_z);
+  j["grad_norm_z"] = number_or_null(r.grad_norm_z);
+  j["attempt"] = r.attempt;
+  j["data_epoch"] = r.data_epoch;
+  j["data_index"] = r.data_index;
+  j["elapsed_s"] = r.elapsed_s;
+  write_line(j.dump());
+}
+
+void MetricsLog::log_rollback(const RollbackRecord &r) {
+  ordered_json j;
+  j["step"] = r.step;
+  j["rollback_to"] = r.to_step;
+  j["checkpoint"] = r.checkpoint;
+  j["checkpoint_data_epoch"] = r.checkpoint_epoch;
+  j["checkpoint_data_index"] = r.checkpoint_index;
+  j["data_epoch"] = r.data_epoch;
+  j["data_index"] = r.data_index;
+  j["discarded_checkpoints"] = r.discarded_checkpoints;
+  j["elapsed_s"] = r.elapsed_s;
+  write_line(j.dump());
+}
+
 std::string format_duration(double seconds) {
   if (!std::isfinite(seconds) || seconds < 0)
     return "?";

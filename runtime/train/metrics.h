@@ -13,6 +13,32 @@
 
 namespace llamart::train {
 
+// An update that was judged and not applied (runtime/train/anomaly.h).
+struct SkipRecord {
+  int64_t step;
+  const char *reason;   // "nonfinite" | "spike"
+  double loss, grad_norm, lr;
+  double loss_z, grad_norm_z; // NaN when not computed
+  int64_t attempt;      // TrainState::attempts of this update
+  uint64_t data_epoch;  // where the update's first batch came from
+  uint64_t data_index;
+  double elapsed_s;
+};
+
+// A return to an earlier checkpoint after a burst of skipped updates; the
+// data stream does not go back, so the batches in between are skipped.
+struct RollbackRecord {
+  int64_t step;              // the update that completed the burst
+  int64_t to_step;           // the checkpoint's step; training goes on from it
+  std::string checkpoint;    // its directory
+  uint64_t checkpoint_epoch; // data position stored in the checkpoint
+  uint64_t checkpoint_index;
+  uint64_t data_epoch;       // data position training continues from
+  uint64_t data_index;
+  int64_t discarded_checkpoints; // newer checkpoints deleted
+  double elapsed_s;
+};
+
 class MetricsLog {
 public:
   // Creates or appends to `path`; throws std::runtime_error naming it.
@@ -24,6 +50,14 @@ public:
   void log_step(int64_t step, double loss, double lr, double grad_norm,
                 double tokens_per_s, double elapsed_s);
   void log_eval(int64_t step, double val_loss);
+  // {"step", "skipped", "loss", "grad_norm", "lr", "loss_z", "grad_norm_z",
+  //  "attempt", "data_epoch", "data_index", "elapsed_s"}; non-finite numbers
+  // are written as null.
+  void log_skip(const SkipRecord &r);
+  // {"step", "rollback_to", "checkpoint", "checkpoint_data_epoch",
+  //  "checkpoint_data_index", "data_epoch", "data_index",
+  //  "discarded_checkpoints", "elapsed_s"}
+  void log_rollback(const RollbackRecord &r);
 
 private:
   void write_line(const std::string &line);

@@ -7,6 +7,7 @@
 #include "runtime/train/param_store.h"
 #include "runtime/train/program_check.h"
 #include "runtime/train/rng.h"
+#include "runtime/train/run_lock.h"
 #include "runtime/train/schedule.h"
 
 #include <atomic>
@@ -37,6 +38,11 @@ bool has_split(const std::string &dir, const std::string &split) {
 }
 
 namespace {
+
+// A run that keeps diverging from the same checkpoint stops instead of
+// rolling back forever (each rollback consumes fresh data, so a loop would
+// run through the dataset without making progress).
+constexpr int64_t kMaxRollbacksToOneCheckpoint = 3;
 
 // SIGINT / SIGTERM (Ctrl-C, Slurm preemption) ask the loop to stop after the
 // current update and write a checkpoint, instead of losing the work since the
@@ -98,6 +104,7 @@ void validate_train_options(const TrainOptions &o) {
   if (o.stop_at < 0 || o.stop_at > o.steps)
     bad("--stop-at: must be in [0, --steps], got " + std::to_string(o.stop_at));
   o.adamw.validate();
+  o.spike.validate();
   std::error_code ec;
   if (!fs::is_directory(o.data_dir, ec))
     bad("--data: " + o.data_dir + " is not a directory");
@@ -132,6 +139,11 @@ void warn_changed_settings(const TrainState &saved, const TrainState &now) {
   cmp("--weight-decay", saved.adamw.weight_decay, now.adamw.weight_decay);
   cmp("--grad-clip", saved.grad_clip, now.grad_clip);
   cmp("--grad-accum", saved.grad_accum, now.grad_accum);
+  const SpikeConfig &a = saved.anomaly.config(), &b = now.anomaly.config();
+  cmp("--spike-window", a.window, b.window);
+  cmp("--spike-zscore", a.zscore, b.zscore);
+  cmp("--max-skips-before-rollback", a.max_skips_before_rollback,
+      b.max_skips_before_rollback);
   if (!changed.str().empty())
     warn("resuming with settings that differ from the checkpoint:" + changed.str());
 }
@@ -155,6 +167,9 @@ public:
 
 private:
   void restore_or_init();
+  void quarantine(const std::vector<CheckpointRef> &rejected);
+  void rollback(int64_t step, MetricsLog &metrics);
+  double elapsed_s() const;
   double micro_step(T *grads);
   double evaluate();
   std::string save();
@@ -194,9 +209,22 @@ template <typename T> void Trainer<T>::restore_or_init() {
   wanted.adamw = options_.adamw;
   wanted.grad_clip = options_.grad_clip;
   wanted.grad_accum = options_.grad_accum;
+  wanted.anomaly = AnomalyDetector(options_.spike);
+
+  // The run lock is held, so whatever interrupted writes left is dead.
+  std::error_code ec;
+  if (fs::is_directory(checkpoint_root_, ec))
+    if (const int n = clean_interrupted_saves(checkpoint_root_))
+      progress_->message("removed " + std::to_string(n) + " leftover" +
+                         (n == 1 ? "" : "s") + " of interrupted checkpoint writes in " +
+                         checkpoint_root_);
 
   if (options_.resume) {
-    if (auto ref = find_resume_checkpoint(checkpoint_root_, warn)) {
+    std::vector<CheckpointRef> rejected;
+    const std::optional<CheckpointRef> ref =
+        find_resume_checkpoint(checkpoint_root_, warn, INT64_MAX, &rejected);
+    quarantine(rejected);
+    if (ref) {
       TrainState saved = load_checkpoint<T>(program_, ref->path, params_.data(),
                                             exp_avg_.data(), exp_avg_sq_.data());
       warn_changed_settings(saved, wanted);
@@ -215,6 +243,14 @@ template <typename T> void Trainer<T>::restore_or_init() {
       state_.elapsed_s = saved.elapsed_s;
       state_.last_loss = saved.last_loss;
       state_.tokens_seen = saved.tokens_seen;
+      state_.optimizer_updates = saved.optimizer_updates;
+      state_.attempts = saved.attempts;
+      state_.skipped_nonfinite = saved.skipped_nonfinite;
+      state_.skipped_spike = saved.skipped_spike;
+      state_.rollbacks = saved.rollbacks;
+      state_.last_rollback_target = saved.last_rollback_target;
+      state_.rollbacks_to_target = saved.rollbacks_to_target;
+      state_.anomaly = saved.anomaly.with_config(options_.spike);
       rng_.set_state(saved.rng);
       elapsed_before_ = saved.elapsed_s;
       progress_->message("resumed from " + ref->path + " at step " +
@@ -269,15 +305,19 @@ template <typename T> double Trainer<T>::evaluate() {
   return sum / static_cast<double>(batches);
 }
 
+template <typename T> double Trainer<T>::elapsed_s() const {
+  return elapsed_before_ + std::chrono::duration<double>(
+                               std::chrono::steady_clock::now() - run_start_)
+                               .count();
+}
+
 template <typename T> TrainState Trainer<T>::current_state() const {
   TrainState s = state_;
   const data::Dataset::Position pos = train_data_->position();
   s.data_epoch = pos.epoch;
   s.data_index = pos.index;
   s.rng = rng_.state();
-  s.elapsed_s = elapsed_before_ + std::chrono::duration<double>(
-                                      std::chrono::steady_clock::now() - run_start_)
-                                      .count();
+  s.elapsed_s = elapsed_s();
   return s;
 }
 
@@ -287,19 +327,108 @@ template <typename T> std::string Trainer<T>::save() {
                             options_.keep_last);
 }
 
+// Checkpoints that failed verification are moved out of the step_N namespace:
+// left in place, a corrupt checkpoint newer than the one training continues
+// from would be counted by keep-last rotation (which would then delete good
+// ones) and be re-verified on every resume.
+template <typename T>
+void Trainer<T>::quarantine(const std::vector<CheckpointRef> &rejected) {
+  for (const CheckpointRef &c : rejected)
+    warn("moved " + c.path + " to " + quarantine_checkpoint(c) +
+         " (kept for inspection; delete it when done)");
+}
+
+// Called when the detector reports a full burst at update `step`: the run
+// state returns to the newest intact checkpoint from before the burst's first
+// skip, the data stream stays where it is (PaLM's recipe: restart about a
+// hundred steps before the spike and skip the batches in between), and the
+// checkpoints of the abandoned stretch are deleted so that a crash cannot
+// resume into it.
+template <typename T> void Trainer<T>::rollback(int64_t step, MetricsLog &metrics) {
+  const int64_t first = state_.anomaly.burst_first_step();
+  const int64_t skips = state_.anomaly.burst_skips();
+  const std::string burst = "step " + std::to_string(step) + ": " +
+                            std::to_string(skips) + " updates skipped since step " +
+                            std::to_string(first);
+  std::vector<CheckpointRef> rejected;
+  std::optional<CheckpointRef> ref;
+  try {
+    ref = find_resume_checkpoint(checkpoint_root_, warn, first, &rejected);
+  } catch (const std::runtime_error &e) {
+    quarantine(rejected);
+    throw std::runtime_error(burst + " and " + e.what() +
+                             ": training is unstable (lower --lr)");
+  }
+  quarantine(rejected);
+  if (!ref)
+    throw std::runtime_error(
+        burst + " and " + checkpoint_root_ + " holds no checkpoint before step " +
+        std::to_string(first) +
+        " to roll back to: training is unstable (lower --lr; --checkpoint-every "
+        "keeps checkpoints to roll back to)");
+  if (ref->step == state_.last_rollback_target) {
+    ++state_.rollbacks_to_target;
+  } else {
+    state_.last_rollback_target = ref->step;
+    state_.rollbacks_to_target = 1;
+  }
+  if (state_.rollbacks_to_target > kMaxRollbacksToOneCheckpoint)
+    throw std::runtime_error(
+        burst + " after " + std::to_string(kMaxRollbacksToOneCheckpoint) +
+        " rollbacks to " + ref->path +
+        ": training diverges from there whatever the data (lower --lr)");
+
+  const data::Dataset::Position position = train_data_->position();
+  const TrainState saved = load_checkpoint<T>(program_, ref->path, params_.data(),
+                                              exp_avg_.data(), exp_avg_sq_.data());
+  const std::vector<CheckpointRef> discarded =
+      discard_checkpoints_after(checkpoint_root_, ref->step);
+  // What the checkpoint restores; the data position, the attempt and token
+  // counts, the totals and the wall clock keep going.
+  state_.step = saved.step;
+  state_.optimizer_updates = saved.optimizer_updates;
+  state_.last_loss = saved.last_loss;
+  state_.rng = saved.rng;
+  rng_.set_state(saved.rng);
+  state_.anomaly = saved.anomaly.with_config(options_.spike);
+  state_.anomaly.end_burst();
+  ++state_.rollbacks;
+
+  RollbackRecord r{};
+  r.step = step;
+  r.to_step = saved.step;
+  r.checkpoint = ref->path;
+  r.checkpoint_epoch = saved.data_epoch;
+  r.checkpoint_index = saved.data_index;
+  r.data_epoch = position.epoch;
+  r.data_index = position.index;
+  r.discarded_checkpoints = static_cast<int64_t>(discarded.size());
+  r.elapsed_s = elapsed_s();
+  metrics.log_rollback(r);
+  warn(burst + "; rolled back to " + ref->path + " (step " +
+       std::to_string(saved.step) + "), discarding " +
+       std::to_string(discarded.size()) +
+       " newer checkpoint(s); data continues at epoch " +
+       std::to_string(position.epoch) + ", index " + std::to_string(position.index) +
+       ", skipping the batches since the checkpoint (epoch " +
+       std::to_string(saved.data_epoch) + ", index " +
+       std::to_string(saved.data_index) + ")");
+}
+
 template <typename T> TrainResult Trainer<T>::run() {
   const int64_t end_step = options_.stop_at > 0 ? options_.stop_at : options_.steps;
   // The progress object exists before restore so resume notes go through it.
   progress_ = std::make_unique<Progress>(0, end_step, options_.quiet);
-  restore_or_init();
-  const int64_t start_step = state_.step;
-  progress_ = std::make_unique<Progress>(start_step, end_step, options_.quiet);
-
   std::error_code ec;
   fs::create_directories(options_.run_dir, ec);
   if (ec)
     throw std::runtime_error("--run-dir: cannot create " + options_.run_dir +
                              ": " + ec.message());
+  const RunDirLock lock(options_.run_dir);
+  restore_or_init();
+  const int64_t start_step = state_.step;
+  progress_ = std::make_unique<Progress>(start_step, end_step, options_.quiet);
+
   MetricsLog metrics((fs::path(options_.run_dir) / "metrics.jsonl").string());
 
   train_data_ = std::make_unique<data::Dataset>(
@@ -341,47 +470,86 @@ template <typename T> TrainResult Trainer<T>::run() {
   run_start_ = std::chrono::steady_clock::now();
   StopSignalGuard signal_guard;
   TrainResult result;
+  result.step = start_step;
   result.final_train_loss = state_.last_loss;
   int64_t last_eval_step = -1;
   double last_eval_loss = 0.0;
+  const int64_t skipped_before = state_.skipped_nonfinite + state_.skipped_spike;
+  const int64_t rollbacks_before = state_.rollbacks;
 
-  for (int64_t step = start_step + 1; step <= end_step; ++step) {
+  // A rollback moves state_.step back, so the loop runs until the step
+  // counter reaches the end, not over a fixed range.
+  while (state_.step < end_step) {
+    const int64_t step = state_.step + 1;
     const auto t0 = std::chrono::steady_clock::now();
+    const data::Dataset::Position batch_position = train_data_->position();
+    ++state_.attempts;
     double loss_sum = micro_step(grads_.data());
     for (int64_t a = 1; a < options_.grad_accum; ++a) {
       loss_sum += micro_step(micro_grads_.data());
       accumulate(grads_.data(), micro_grads_.data(), numel_);
     }
-    const double loss = loss_sum * inv_accum;
+    double loss = loss_sum * inv_accum;
+    for (const FaultKind fault : faults_at(options_.faults, state_.attempts))
+      apply_fault(fault, grads_.data(), numel_, loss);
     const double grad_norm = grad_l2_norm(grads_.data(), numel_, inv_accum);
     const double lr = schedule.at(step);
-    const double scale = inv_accum * clip_scale(grad_norm, options_.grad_clip);
-    adamw_update(program_, options_.adamw, step, lr, scale, params_.data(),
-                 grads_.data(), exp_avg_.data(), exp_avg_sq_.data());
+    const Verdict verdict = state_.anomaly.judge(loss, grad_norm);
+    const bool apply = verdict.reason == SkipReason::None;
+    if (apply) {
+      // Bias correction counts applied updates (TrainState::optimizer_updates).
+      ++state_.optimizer_updates;
+      const double scale = inv_accum * clip_scale(grad_norm, options_.grad_clip);
+      adamw_update(program_, options_.adamw, state_.optimizer_updates, lr, scale,
+                   params_.data(), grads_.data(), exp_avg_.data(), exp_avg_sq_.data());
+    }
     const double step_s =
         std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 
     state_.step = step;
-    state_.last_loss = loss;
     state_.tokens_seen += tokens_per_update_;
-    const double tokens_per_s =
-        step_s > 0 ? static_cast<double>(tokens_per_update_) / step_s : 0.0;
-    const double elapsed =
-        elapsed_before_ +
-        std::chrono::duration<double>(std::chrono::steady_clock::now() - run_start_)
-            .count();
-    metrics.log_step(step, loss, lr, grad_norm, tokens_per_s, elapsed);
-    progress_->update(step, loss, lr, tokens_per_s);
-    result.step = step;
-    result.final_train_loss = loss;
+    const bool burst_full = state_.anomaly.record(step, loss, grad_norm, verdict);
+    if (apply) {
+      state_.last_loss = loss;
+      const double tokens_per_s =
+          step_s > 0 ? static_cast<double>(tokens_per_update_) / step_s : 0.0;
+      metrics.log_step(step, loss, lr, grad_norm, tokens_per_s, elapsed_s());
+      progress_->update(step, loss, lr, tokens_per_s);
+      result.final_train_loss = loss;
+    } else {
+      ++(verdict.reason == SkipReason::NonFinite ? state_.skipped_nonfinite
+                                                 : state_.skipped_spike);
+      SkipRecord r{};
+      r.step = step;
+      r.reason = skip_reason_name(verdict.reason);
+      r.loss = loss;
+      r.grad_norm = grad_norm;
+      r.lr = lr;
+      r.loss_z = verdict.loss_z;
+      r.grad_norm_z = verdict.grad_norm_z;
+      r.attempt = state_.attempts;
+      r.data_epoch = batch_position.epoch;
+      r.data_index = batch_position.index;
+      r.elapsed_s = elapsed_s();
+      metrics.log_skip(r);
+      char line[320];
+      std::snprintf(line, sizeof line,
+                    "step %" PRId64 ": update skipped (%s: loss %.6g, grad norm %.6g, "
+                    "z-scores %.3g / %.3g); its batch began at epoch %" PRIu64
+                    ", index %" PRIu64,
+                    step, r.reason, loss, grad_norm, verdict.loss_z,
+                    verdict.grad_norm_z, batch_position.epoch, batch_position.index);
+      warn(line);
+    }
+    if (burst_full)
+      rollback(step, metrics);
+    result.step = state_.step;
 
-    if (!std::isfinite(loss) || !std::isfinite(grad_norm))
-      throw std::runtime_error(
-          "step " + std::to_string(step) + ": loss " + std::to_string(loss) +
-          ", grad norm " + std::to_string(grad_norm) +
-          ": training diverged (lower --lr or resume from an earlier checkpoint)");
-
-    if (val_data_ && options_.eval_every > 0 && step % options_.eval_every == 0) {
+    const int stop = g_stop_signal.load();
+    // After a rollback the run is back at a checkpointed, evaluated step;
+    // only a stop request saves it (with the data position moved on).
+    if (!burst_full && val_data_ && options_.eval_every > 0 &&
+        step % options_.eval_every == 0) {
       last_eval_loss = evaluate();
       last_eval_step = step;
       metrics.log_eval(step, last_eval_loss);
@@ -390,16 +558,17 @@ template <typename T> TrainResult Trainer<T>::run() {
                     last_eval_loss);
       progress_->message(line);
     }
-    const int stop = g_stop_signal.load();
-    if ((options_.checkpoint_every > 0 && step % options_.checkpoint_every == 0) ||
-        step == end_step || stop) {
+    if ((!burst_full && ((options_.checkpoint_every > 0 &&
+                          step % options_.checkpoint_every == 0) ||
+                         step == end_step)) ||
+        stop) {
       const std::string dir = save();
       progress_->message("checkpoint " + dir);
     }
     if (stop) {
       progress_->finish();
       std::fprintf(stderr, "stopped by signal %d after step %" PRId64
-                           "; resume with --resume\n", stop, step);
+                           "; resume with --resume\n", stop, state_.step);
       result.stop_signal = stop;
       return result;
     }
@@ -409,7 +578,17 @@ template <typename T> TrainResult Trainer<T>::run() {
   if (start_step >= end_step)
     progress_->message("already at step " + std::to_string(start_step) +
                        "; nothing to train");
+  const int64_t skipped =
+      state_.skipped_nonfinite + state_.skipped_spike - skipped_before;
+  if (skipped > 0 || state_.rollbacks > rollbacks_before)
+    progress_->message(
+        "this run skipped " + std::to_string(skipped) + " update(s) and rolled back " +
+        std::to_string(state_.rollbacks - rollbacks_before) + " time(s); whole run: " +
+        std::to_string(state_.skipped_nonfinite) + " non-finite, " +
+        std::to_string(state_.skipped_spike) + " spikes, " +
+        std::to_string(state_.rollbacks) + " rollbacks (metrics.jsonl has each)");
   result.step = state_.step;
+  result.final_train_loss = state_.last_loss;
   if (std::isfinite(result.final_train_loss))
     std::printf("final train loss: %.6f\n", result.final_train_loss);
   if (val_data_) {

@@ -8,16 +8,28 @@
 // grad_clip, then AdamW updates with the scheduled LR.
 //
 // Resume is exact: the run state (params, AdamW moments, update count, data
-// position, RNG) is checkpointed in full precision and every reduction in the
-// driver has a fixed order, so N updates straight and N/2 + resume + N/2
-// produce the same bits (given a deterministic train_step).
+// position, RNG, the spike detector's window) is checkpointed in full
+// precision and every reduction in the driver has a fixed order, so N updates
+// straight and N/2 + resume + N/2 produce the same bits (given a
+// deterministic train_step).
+//
+// Bad updates are skipped, not fatal (docs/reliability.md): an update whose
+// loss or gradients are non-finite, or whose loss / gradient norm spikes
+// (anomaly.h), leaves the parameters and AdamW moments untouched; the step
+// counter and the data stream move on and metrics.jsonl records the skip. A
+// burst of skips rolls the run state back to the newest checkpoint before the
+// burst while the data stream keeps going forward, past the batches that led
+// to it.
 #pragma once
+#include "runtime/train/anomaly.h"
+#include "runtime/train/fault_inject.h"
 #include "runtime/train/optimizer.h"
 #include "runtime/train/program.h"
 
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <vector>
 
 namespace llamart::train {
 
@@ -43,6 +55,9 @@ struct TrainOptions {
   bool quiet = false;             // --quiet: no progress lines
   int64_t stop_at = 0;            // --stop-at: checkpoint and exit after this
                                   // update (schedule still spans `steps`)
+  SpikeConfig spike;              // --spike-window --spike-zscore
+                                  // --max-skips-before-rollback
+  std::vector<Fault> faults;      // --inject
 };
 
 struct TrainResult {

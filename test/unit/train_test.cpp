@@ -4,12 +4,15 @@
 // run_main(), including bit-exact resume and corrupted-checkpoint fallback.
 #include "runtime/checkpoint/safetensors.h"
 #include "runtime/data/shards.h"
+#include "runtime/train/anomaly.h"
 #include "runtime/train/checkpoint_dir.h"
 #include "runtime/train/cli.h"
+#include "runtime/train/fault_inject.h"
 #include "runtime/train/generate.h"
 #include "runtime/train/optimizer.h"
 #include "runtime/train/param_store.h"
 #include "runtime/train/rng.h"
+#include "runtime/train/run_lock.h"
 #include "runtime/train/schedule.h"
 #include "test/unit/train_fixture.h"
 
@@ -818,6 +821,574 @@ TEST(Cli, InfoPrintsModelFacts) {
   EXPECT_EQ(j["batch"], 4);
   EXPECT_EQ(j["seq_len"], 8);
   EXPECT_EQ(j["dtype"], "f32");
+}
+
+// ---------------------------------------------------------------------------
+// reliability: the spike detector, fault injection, skipped updates, rollback,
+// crash leftovers, corrupt checkpoints, the run lock (docs/reliability.md)
+
+// The z-score the detector should compute, written independently: long
+// double, population standard deviation from the definition, the floor.
+double reference_z(const std::vector<double> &window, double x, double floor) {
+  long double mean = 0;
+  for (double v : window)
+    mean += v;
+  mean /= static_cast<long double>(window.size());
+  long double var = 0;
+  for (double v : window)
+    var += (v - mean) * (v - mean);
+  var /= static_cast<long double>(window.size());
+  const long double sd = std::max<long double>(std::sqrt(var), floor);
+  return static_cast<double>((x - mean) / sd);
+}
+
+// Feeds accepted updates (loss, grad norm) into a detector.
+void feed(AnomalyDetector &d, const std::vector<std::pair<double, double>> &updates,
+          int64_t &step) {
+  for (const auto &[loss, norm] : updates)
+    ASSERT_FALSE(d.record(++step, loss, norm, d.judge(loss, norm)));
+}
+
+TEST(Anomaly, ZScoresMatchAnIndependentReference) {
+  SpikeConfig c;
+  c.window = 8;
+  c.zscore = 6;
+  AnomalyDetector d(c);
+  const std::vector<std::pair<double, double>> ten = {
+      {3.1, 0.9}, {3.0, 1.1}, {2.95, 0.8}, {2.9, 1.3}, {2.85, 1.0},
+      {2.9, 0.95}, {2.8, 1.2}, {2.75, 0.85}, {2.7, 1.05}, {2.72, 0.99}};
+  int64_t step = 0;
+  feed(d, ten, step);
+  ASSERT_EQ(d.window_size(), 8u); // the newest 8
+  std::vector<double> losses, logs;
+  for (size_t i = 2; i < ten.size(); ++i) {
+    losses.push_back(ten[i].first);
+    logs.push_back(std::log(ten[i].second));
+  }
+  const Verdict v = d.judge(2.9, 1.7);
+  EXPECT_EQ(v.reason, SkipReason::None);
+  EXPECT_NEAR(v.loss_z, reference_z(losses, 2.9, 0), 1e-12);
+  EXPECT_NEAR(v.grad_norm_z, reference_z(logs, std::log(1.7), 0), 1e-12);
+
+  // Just above and just below the threshold, on each statistic alone.
+  long double mean = 0, var = 0;
+  for (double x : losses)
+    mean += x;
+  mean /= 8;
+  for (double x : losses)
+    var += (x - mean) * (x - mean);
+  const double sd = static_cast<double>(std::sqrt(var / 8));
+  const double m = static_cast<double>(mean);
+  EXPECT_EQ(d.judge(m + 6.01 * sd, 1.0).reason, SkipReason::Spike);
+  EXPECT_EQ(d.judge(m + 5.99 * sd, 1.0).reason, SkipReason::None);
+  // Falling fast is not a spike.
+  EXPECT_EQ(d.judge(m - 50 * sd, 1.0).reason, SkipReason::None);
+  EXPECT_EQ(d.judge(2.8, 1e4).reason, SkipReason::Spike);   // grad norm only
+  EXPECT_EQ(d.judge(2.8, 1e-4).reason, SkipReason::None);   // a tiny norm is fine
+}
+
+TEST(Anomaly, WarmUpNonFiniteFloorsAndOff) {
+  SpikeConfig c;
+  c.window = 4;
+  AnomalyDetector d(c);
+  int64_t step = 0;
+  // Until the window is full nothing is a spike, and no z-score is reported.
+  feed(d, {{2.0, 1.0}, {2.0, 1.0}, {2.0, 1.0}}, step);
+  Verdict v = d.judge(1e6, 1e6);
+  EXPECT_EQ(v.reason, SkipReason::None);
+  EXPECT_TRUE(std::isnan(v.loss_z));
+  // Non-finite values are always skipped, warm or not, spikes on or off.
+  EXPECT_EQ(d.judge(NAN, 1.0).reason, SkipReason::NonFinite);
+  EXPECT_EQ(d.judge(2.0, INFINITY).reason, SkipReason::NonFinite);
+  EXPECT_EQ(d.judge(-INFINITY, 1.0).reason, SkipReason::NonFinite);
+  feed(d, {{2.0, 1.0}}, step);
+  // A flat window: the floor (0.1% of the mean loss; 0.001 in log norm)
+  // turns noise-sized moves into small z-scores.
+  v = d.judge(2.0 * 1.0005, 1.0);
+  EXPECT_NEAR(v.loss_z, 0.5, 1e-9);
+  EXPECT_EQ(v.reason, SkipReason::None);
+  EXPECT_EQ(d.judge(2.0 * 1.01, 1.0).reason, SkipReason::Spike);             // z = 10
+  EXPECT_NEAR(d.judge(2.0, std::exp(0.005)).grad_norm_z, 5.0, 1e-9);
+  EXPECT_EQ(d.judge(2.0, std::exp(0.007)).reason, SkipReason::Spike);        // z = 7
+  // A zero gradient norm neither crashes nor poisons the window.
+  feed(d, {{2.0, 0.0}}, step);
+  EXPECT_TRUE(std::isfinite(d.judge(2.0, 1.0).grad_norm_z));
+
+  for (SpikeConfig off : {SpikeConfig{0, 6.0, 3}, SpikeConfig{32, 0.0, 3}}) {
+    AnomalyDetector quiet(off);
+    int64_t s = 0;
+    for (int i = 0; i < 40; ++i)
+      feed(quiet, {{2.0, 1.0}}, s);
+    EXPECT_EQ(quiet.judge(1e9, 1e9).reason, SkipReason::None);
+    EXPECT_EQ(quiet.judge(NAN, 1.0).reason, SkipReason::NonFinite);
+  }
+}
+
+TEST(Anomaly, BurstsOfNearbySkipsAskForRollback) {
+  SpikeConfig c;
+  c.window = 4;
+  c.max_skips_before_rollback = 3;
+  AnomalyDetector d(c);
+  const Verdict skip{SkipReason::Spike, 100.0, 100.0}, good{};
+  int64_t step = 0;
+  feed(d, {{2.0, 1.0}, {2.0, 1.0}, {2.0, 1.0}, {2.0, 1.0}}, step);
+  // skip, good, skip, good, good, skip: fewer than R = 3 good updates
+  // between skips keep one burst going; its third skip asks for a rollback.
+  EXPECT_FALSE(d.record(5, 50.0, 1.0, skip));
+  EXPECT_FALSE(d.record(6, 2.0, 1.0, good));
+  EXPECT_FALSE(d.record(7, 50.0, 1.0, skip));
+  EXPECT_FALSE(d.record(8, 2.0, 1.0, good));
+  EXPECT_FALSE(d.record(9, 2.0, 1.0, good));
+  EXPECT_EQ(d.burst_skips(), 2);
+  EXPECT_TRUE(d.record(10, 50.0, 1.0, skip));
+  EXPECT_EQ(d.burst_first_step(), 5);
+  EXPECT_EQ(d.window_size(), 4u); // skipped values never entered the window
+  d.end_burst();
+  // R good updates in a row end a burst: the next skip starts a new one.
+  EXPECT_FALSE(d.record(11, 50.0, 1.0, skip));
+  for (int64_t s = 12; s <= 14; ++s)
+    EXPECT_FALSE(d.record(s, 2.0, 1.0, good));
+  EXPECT_EQ(d.burst_skips(), 0);
+  EXPECT_FALSE(d.record(15, 50.0, 1.0, skip));
+  EXPECT_EQ(d.burst_first_step(), 15);
+
+  c.max_skips_before_rollback = 0; // never
+  AnomalyDetector never(c);
+  for (int64_t s = 1; s <= 20; ++s)
+    EXPECT_FALSE(never.record(s, NAN, NAN, {SkipReason::NonFinite}));
+}
+
+TEST(Anomaly, StateRoundTripsBitExactly) {
+  SpikeConfig c;
+  c.window = 6;
+  AnomalyDetector d(c);
+  int64_t step = 0;
+  // Values whose shortest decimal forms are long or extreme.
+  feed(d, {{0.1 + 0.2, 1.0 / 3.0}, {2.0 / 3.0, 4.9e-324}, {1e300, 7.0 / 9.0},
+           {std::nextafter(2.5, 3.0), 1e-300}, {M_PI, M_E}, {1.0 / 7.0, 123456.789}},
+       step);
+  ASSERT_FALSE(d.record(7, 9.0, 9.0, {SkipReason::Spike}));
+  const std::string text = d.to_json().dump();
+  const AnomalyDetector back = AnomalyDetector::from_json(json::parse(text), "state.json");
+  EXPECT_EQ(back.to_json().dump(), text);
+  EXPECT_EQ(back.burst_skips(), 1);
+  EXPECT_EQ(back.burst_first_step(), 7);
+  for (double x : {0.3, 5.0, 1e300}) {
+    const Verdict a = d.judge(x, 2.0), b = back.judge(x, 2.0);
+    EXPECT_EQ(std::memcmp(&a.loss_z, &b.loss_z, sizeof(double)), 0) << x;
+    EXPECT_EQ(std::memcmp(&a.grad_norm_z, &b.grad_norm_z, sizeof(double)), 0) << x;
+  }
+  // A smaller window under new flags keeps the newest values.
+  SpikeConfig small = c;
+  small.window = 4;
+  EXPECT_EQ(back.with_config(small).window_size(), 4u);
+
+  json bad = json::parse(text);
+  bad["losses"].push_back(1.0);
+  try {
+    AnomalyDetector::from_json(bad, "ck/state.json");
+    FAIL() << "accepted losses and log norms of different lengths";
+  } catch (const std::runtime_error &e) {
+    EXPECT_NE(std::string(e.what()).find("ck/state.json: malformed \"anomaly\""),
+              std::string::npos)
+        << e.what();
+  }
+}
+
+TEST(FaultInject, ParsesListsAndNamesBadItems) {
+  const std::vector<Fault> f = parse_faults("nan@3,spike@5,spike@5,nan@12");
+  ASSERT_EQ(f.size(), 4u);
+  EXPECT_EQ(f[0].kind, FaultKind::NaN);
+  EXPECT_EQ(f[0].attempt, 3);
+  EXPECT_EQ(faults_at(f, 5), (std::vector<FaultKind>{FaultKind::Spike, FaultKind::Spike}));
+  EXPECT_TRUE(faults_at(f, 4).empty());
+  for (const char *bad : {"", "nan", "nan@0", "nan@-2", "boom@3", "nan@x", "nan@3,",
+                          "spike@99999999999999999999"}) {
+    try {
+      parse_faults(bad);
+      ADD_FAILURE() << "accepted '" << bad << "'";
+    } catch (const std::runtime_error &e) {
+      EXPECT_EQ(std::string(e.what()).rfind("--inject: '", 0), 0u) << e.what();
+    }
+  }
+  // The effects: one NaN element; loss and every gradient times 1e4.
+  std::vector<float> g = {1, -2, 3, 4};
+  double loss = 2.0;
+  apply_fault(FaultKind::NaN, g.data(), 4, loss);
+  EXPECT_TRUE(std::isnan(g[2]));
+  EXPECT_EQ(loss, 2.0);
+  g = {1, -2, 3, 4};
+  apply_fault(FaultKind::Spike, g.data(), 4, loss);
+  EXPECT_EQ(g, (std::vector<float>{1e4f, -2e4f, 3e4f, 4e4f}));
+  EXPECT_EQ(loss, 2e4);
+}
+
+std::vector<ordered_json> records_with(const std::string &path, const char *key) {
+  std::vector<ordered_json> out;
+  for (const ordered_json &j : read_jsonl(path))
+    if (j.contains(key))
+      out.push_back(j);
+  return out;
+}
+
+std::vector<int64_t> checkpoint_steps(const std::string &root) {
+  std::vector<int64_t> out;
+  for (const CheckpointRef &c : list_checkpoints(root))
+    out.push_back(c.step);
+  return out;
+}
+
+TEST(Train, NonFiniteUpdateIsSkippedAndChangesNothing) {
+  TempDir tmp;
+  const std::string data = make_dataset(tmp);
+  ASSERT_EQ(run_cli(bigram_f32(), plus(train_args(data, tmp / "a", 12), {"--stop-at", "6"})).code, 0);
+  const CliResult b = run_cli(bigram_f32(), plus(train_args(data, tmp / "b", 12),
+                                                 {"--stop-at", "7", "--inject", "nan@7"}));
+  ASSERT_EQ(b.code, 0) << b.err; // no longer fatal
+  EXPECT_NE(b.err.find("warning: step 7: update skipped (nonfinite"), std::string::npos) << b.err;
+  // Parameters and AdamW moments after the skipped update 7 are those after 6.
+  for (const char *f : {"/model.safetensors", "/optimizer.safetensors"})
+    EXPECT_EQ(read_bytes(tmp / ("a/checkpoints/step_000006" + std::string(f))),
+              read_bytes(tmp / ("b/checkpoints/step_000007" + std::string(f))))
+        << f;
+  const json state = verify_checkpoint(tmp / "b/checkpoints/step_000007");
+  EXPECT_EQ(state["step"], 7);                // the step counter advanced
+  EXPECT_EQ(state["optimizer"]["updates"], 6); // the optimizer did not
+  EXPECT_EQ(state["data"]["index"], 7 * 4);   // the batch was consumed
+  EXPECT_EQ(state["reliability"]["skipped_nonfinite"], 1);
+  const auto skipped = records_with(tmp / "b/metrics.jsonl", "skipped");
+  ASSERT_EQ(skipped.size(), 1u);
+  EXPECT_EQ(skipped[0].begin().key(), "step");
+  EXPECT_EQ(skipped[0]["step"], 7);
+  EXPECT_EQ(skipped[0]["skipped"], "nonfinite");
+  EXPECT_TRUE(skipped[0]["grad_norm"].is_null()); // NaN is not JSON
+  EXPECT_EQ(skipped[0]["data_index"], 6 * 4);     // where its batch began
+  EXPECT_EQ(skipped[0]["attempt"], 7);
+  // And the run goes on.
+  const CliResult b2 = run_cli(bigram_f32(), plus(train_args(data, tmp / "b", 12), {"--resume"}));
+  ASSERT_EQ(b2.code, 0) << b2.err;
+  EXPECT_EQ(verify_checkpoint(tmp / "b/checkpoints/step_000012")["optimizer"]["updates"], 11);
+}
+
+TEST(Train, SpikesAreSkippedOnceTheWindowIsWarm) {
+  TempDir tmp;
+  const std::string data = make_dataset(tmp);
+  const std::vector<std::string> window = {"--spike-window", "8"};
+  CliResult r = run_cli(bigram_f32(), plus(train_args(data, tmp / "clean", 60), window));
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_TRUE(records_with(tmp / "clean/metrics.jsonl", "skipped").empty())
+      << "the detector fired on clean training";
+  // spike@5 comes before 8 accepted updates: not judged (and clipping keeps
+  // it harmless); spike@30 is caught, by its loss and its gradient norm.
+  r = run_cli(bigram_f32(), plus(plus(train_args(data, tmp / "f", 60), window),
+                                 {"--inject", "spike@5,spike@30"}));
+  ASSERT_EQ(r.code, 0) << r.err;
+  const auto skipped = records_with(tmp / "f/metrics.jsonl", "skipped");
+  ASSERT_EQ(skipped.size(), 1u);
+  EXPECT_EQ(skipped[0]["step"], 30);
+  EXPECT_EQ(skipped[0]["skipped"], "spike");
+  EXPECT_GT(skipped[0]["loss_z"].get<double>(), 6.0);
+  EXPECT_GT(skipped[0]["grad_norm_z"].get<double>(), 6.0);
+  // Window 0 turns spike checks off.
+  r = run_cli(bigram_f32(), plus(train_args(data, tmp / "off", 60),
+                                 {"--spike-window", "0", "--inject", "spike@30"}));
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_TRUE(records_with(tmp / "off/metrics.jsonl", "skipped").empty());
+}
+
+TEST(Train, BurstRollsBackToTheCheckpointBeforeIt) {
+  TempDir tmp;
+  const std::string data = make_dataset(tmp, /*with_val=*/false);
+  const std::vector<std::string> flags = {"--spike-window", "8", "--checkpoint-every", "5",
+                                          "--keep-last", "0"};
+  ASSERT_EQ(run_cli(bigram_f32(), plus(plus(train_args(data, tmp / "a", 20), flags),
+                                       {"--stop-at", "10"})).code, 0);
+  // Spikes on attempts 12, 13, 14: the third asks for a rollback to step 10.
+  // SIGTERM during attempt 14 stops the run right after the rollback, which
+  // then saves the rolled-back state as step 10.
+  llamart::testing::raise_sigterm_at_call = llamart::testing::bigram_train_calls.load() + 14;
+  const CliResult b = run_cli(bigram_f32(), plus(plus(train_args(data, tmp / "b", 20), flags),
+                                                 {"--inject", "spike@12,spike@13,spike@14"}));
+  llamart::testing::raise_sigterm_at_call = 0;
+  EXPECT_EQ(b.code, 128 + SIGTERM) << b.err;
+  EXPECT_NE(b.err.find("step 14: 3 updates skipped since step 12; rolled back to"),
+            std::string::npos) << b.err;
+  // Parameters and moments are exactly the checkpoint's...
+  for (const char *f : {"/model.safetensors", "/optimizer.safetensors"})
+    EXPECT_EQ(read_bytes(tmp / ("a/checkpoints/step_000010" + std::string(f))),
+              read_bytes(tmp / ("b/checkpoints/step_000010" + std::string(f))))
+        << f;
+  // ...the data stream is not: it continues after the batch of attempt 14.
+  const json state = verify_checkpoint(tmp / "b/checkpoints/step_000010");
+  EXPECT_EQ(state["step"], 10);
+  EXPECT_EQ(state["data"]["index"], 14 * 4);
+  EXPECT_EQ(state["reliability"]["attempts"], 14);
+  EXPECT_EQ(state["reliability"]["rollbacks"], 1);
+  EXPECT_EQ(state["reliability"]["skipped_spike"], 3);
+  EXPECT_EQ(state["anomaly"]["burst_skips"], 0);
+  const auto rb = records_with(tmp / "b/metrics.jsonl", "rollback_to");
+  ASSERT_EQ(rb.size(), 1u);
+  EXPECT_EQ(rb[0]["step"], 14);
+  EXPECT_EQ(rb[0]["rollback_to"], 10);
+  EXPECT_EQ(rb[0]["checkpoint_data_index"], 40);
+  EXPECT_EQ(rb[0]["data_index"], 56);
+  EXPECT_EQ(checkpoint_steps(tmp / "b/checkpoints"), (std::vector<int64_t>{5, 10}));
+
+  // The run then continues from step 10 on fresh batches to the end.
+  const CliResult b2 = run_cli(bigram_f32(), plus(plus(train_args(data, tmp / "b", 20), flags),
+                                                  {"--inject", "spike@12,spike@13,spike@14", "--resume"}));
+  ASSERT_EQ(b2.code, 0) << b2.err;
+  const auto steps = step_entries(read_jsonl(tmp / "b/metrics.jsonl"));
+  EXPECT_EQ(steps.back()["step"], 20);
+  EXPECT_EQ(verify_checkpoint(tmp / "b/checkpoints/step_000020")["optimizer"]["updates"], 20);
+}
+
+TEST(Train, RollbackTargetSurvivesRotationDuringABurst) {
+  TempDir tmp;
+  const std::string data = make_dataset(tmp);
+  // Checkpoints after every update, two kept: the ones written after the
+  // skips at 12 and 13 would rotate step 11, the rollback target, away.
+  const CliResult r = run_cli(bigram_f32(), plus(train_args(data, tmp / "run", 20),
+                                                 {"--spike-window", "8", "--checkpoint-every", "1",
+                                                  "--keep-last", "2", "--inject",
+                                                  "spike@12,spike@13,spike@14"}));
+  ASSERT_EQ(r.code, 0) << r.err;
+  const auto rb = records_with(tmp / "run/metrics.jsonl", "rollback_to");
+  ASSERT_EQ(rb.size(), 1u);
+  EXPECT_EQ(rb[0]["rollback_to"], 11);
+  EXPECT_EQ(rb[0]["discarded_checkpoints"], 2); // 12 and 13
+  EXPECT_EQ(checkpoint_steps(tmp / "run/checkpoints"), (std::vector<int64_t>{19, 20}));
+}
+
+TEST(Train, UnrecoverableBurstsStopWithAMessage) {
+  TempDir tmp;
+  const std::string data = make_dataset(tmp);
+  const CliResult r = run_cli(bigram_f32(), plus(train_args(data, tmp / "run", 20),
+                                                 {"--spike-window", "8", "--inject",
+                                                  "nan@12,spike@13,nan@14"}));
+  EXPECT_EQ(r.code, 1);
+  EXPECT_NE(r.err.find("step 14: 3 updates skipped since step 12 and " + (tmp / "run/checkpoints") +
+                       " holds no checkpoint before step 12 to roll back to: training is unstable"),
+            std::string::npos)
+      << r.err;
+  // --max-skips-before-rollback 0: skip, never roll back, never stop.
+  const CliResult r2 = run_cli(bigram_f32(), plus(train_args(data, tmp / "run0", 20),
+                                                  {"--spike-window", "8", "--inject",
+                                                   "nan@12,spike@13,nan@14",
+                                                   "--max-skips-before-rollback", "0"}));
+  ASSERT_EQ(r2.code, 0) << r2.err;
+  EXPECT_EQ(records_with(tmp / "run0/metrics.jsonl", "skipped").size(), 3u);
+
+  // Bursts that keep coming back after rollbacks to the same checkpoint: the
+  // fourth rollback to step 10 is refused (attempts 12-14, 16-18, 20-22 and
+  // 24-26 are steps 12-14 each time).
+  const CliResult r3 = run_cli(
+      bigram_f32(), plus(train_args(data, tmp / "again", 30),
+                         {"--spike-window", "8", "--checkpoint-every", "5", "--inject",
+                          "spike@12,spike@13,spike@14,spike@16,spike@17,spike@18,"
+                          "spike@20,spike@21,spike@22,spike@24,spike@25,spike@26"}));
+  EXPECT_EQ(r3.code, 1);
+  EXPECT_NE(r3.err.find("step 14: 3 updates skipped since step 12 after 3 rollbacks to " +
+                        (tmp / "again/checkpoints/step_000010") +
+                        ": training diverges from there whatever the data"),
+            std::string::npos)
+      << r3.err;
+  EXPECT_EQ(records_with(tmp / "again/metrics.jsonl", "rollback_to").size(), 3u);
+}
+
+// Straight == split + resume, with skips, a rollback and a split point inside
+// a burst: the detector's window and burst are part of the checkpoint.
+void expect_exact_resume_with_faults(const ProgramInfo *program, int64_t split) {
+  TempDir tmp;
+  const std::string data = make_dataset(tmp);
+  const std::vector<std::string> flags = {"--spike-window", "8", "--checkpoint-every", "4",
+                                          "--grad-accum", "2", "--inject",
+                                          "nan@6,spike@15,nan@16,spike@18,spike@27"};
+  ASSERT_EQ(run_cli(program, plus(train_args(data, tmp / "a", 30), flags)).code, 0);
+  ASSERT_EQ(run_cli(program, plus(plus(train_args(data, tmp / "b", 30), flags),
+                                  {"--stop-at", std::to_string(split)})).code, 0);
+  const CliResult b2 = run_cli(program, plus(plus(train_args(data, tmp / "b", 30), flags),
+                                             {"--resume"}));
+  ASSERT_EQ(b2.code, 0) << b2.err;
+  auto replayable = [&](const std::string &run) {
+    std::vector<std::string> out;
+    for (ordered_json j : read_jsonl(tmp / (run + "/metrics.jsonl"))) {
+      if (j.contains("val_loss"))
+        continue;
+      for (const char *k : {"elapsed_s", "tokens_per_s", "checkpoint"})
+        j.erase(k);
+      out.push_back(j.dump());
+    }
+    return out;
+  };
+  const auto a = replayable("a"), b = replayable("b");
+  EXPECT_EQ(a, b);
+  EXPECT_EQ(records_with(tmp / "a/metrics.jsonl", "rollback_to").size(), 1u);
+  for (const char *f : {"/model.safetensors", "/optimizer.safetensors", "/state.json"}) {
+    std::string fa = read_bytes(tmp / ("a/checkpoints/step_000030" + std::string(f)));
+    std::string fb = read_bytes(tmp / ("b/checkpoints/step_000030" + std::string(f)));
+    if (std::string(f) == "/state.json") {
+      json ja = json::parse(fa), jb = json::parse(fb);
+      ja.erase("elapsed_s");
+      jb.erase("elapsed_s");
+      fa = ja.dump();
+      fb = jb.dump();
+    }
+    EXPECT_EQ(fa, fb) << f;
+  }
+}
+
+// Skips at 15 and 16 are a burst of two; 16 is the split point in the first
+// case, and the third skip (18) triggers the rollback after the resume.
+TEST(Train, ResumeIsBitExactWithSkipsAndRollbackF32) {
+  expect_exact_resume_with_faults(bigram_f32(), 16);
+}
+
+TEST(Train, ResumeIsBitExactWithSkipsAndRollbackF64) {
+  expect_exact_resume_with_faults(bigram_f64(), 10);
+}
+
+TEST(Checkpoint, ResumeTakesTheNewestCompleteOneAndRemovesLeftovers) {
+  TempDir tmp;
+  const std::string data = make_dataset(tmp);
+  const std::vector<std::string> every2 = {"--checkpoint-every", "2", "--keep-last", "0"};
+  ASSERT_EQ(run_cli(bigram_f32(), plus(train_args(data, tmp / "a", 8), every2)).code, 0);
+  ASSERT_EQ(run_cli(bigram_f32(), plus(plus(train_args(data, tmp / "b", 8), every2),
+                                       {"--stop-at", "6"})).code, 0);
+  // What kills at various moments leave: a temporary checkpoint (half a
+  // model file), a LATEST.tmp, a checkpoint half deleted by rotation, and a
+  // LATEST one behind (killed between the rename and the LATEST update).
+  const std::string root = tmp / "b/checkpoints";
+  fs::create_directories(root + "/.tmp-step_000008-99999");
+  std::ofstream(root + "/.tmp-step_000008-99999/model.safetensors.tmp.99999") << "half";
+  std::ofstream(root + "/LATEST.tmp.4242") << "step_000008";
+  fs::create_directories(root + "/.old-step_000002-777");
+  std::ofstream(root + "/LATEST", std::ios::trunc) << "step_000004\n";
+
+  // Not --quiet: the notes below are progress messages.
+  std::vector<std::string> args = plus(plus(train_args(data, tmp / "b", 8), every2), {"--resume"});
+  args.erase(std::find(args.begin(), args.end(), "--quiet"));
+  const CliResult r = run_cli(bigram_f32(), args);
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_NE(r.err.find("removed 3 leftovers of interrupted checkpoint writes"), std::string::npos)
+      << r.err;
+  EXPECT_NE(r.err.find("LATEST: names 'step_000004', but step_000006 is the newest complete "
+                       "checkpoint"),
+            std::string::npos)
+      << r.err;
+  EXPECT_NE(r.err.find("resumed from " + root + "/step_000006 at step 6"), std::string::npos)
+      << r.err;
+  for (const char *gone : {"/.tmp-step_000008-99999", "/LATEST.tmp.4242", "/.old-step_000002-777"})
+    EXPECT_FALSE(fs::exists(root + gone)) << gone;
+  EXPECT_EQ(read_bytes(tmp / "a/checkpoints/step_000008/model.safetensors"),
+            read_bytes(root + "/step_000008/model.safetensors"));
+}
+
+TEST(Checkpoint, CorruptOnesAreMovedAsideAndKeepLastKeepsExactlyK) {
+  TempDir tmp;
+  const std::string data = make_dataset(tmp);
+  const std::vector<std::string> flags = {"--checkpoint-every", "2", "--keep-last", "3"};
+  ASSERT_EQ(run_cli(bigram_f32(), plus(train_args(data, tmp / "run", 16),
+                                       plus(flags, {"--stop-at", "12"}))).code, 0);
+  const std::string root = tmp / "run/checkpoints";
+  ASSERT_EQ(checkpoint_steps(root), (std::vector<int64_t>{8, 10, 12}));
+  for (const char *step : {"/step_000010", "/step_000012"}) {
+    const std::string path = root + step + "/optimizer.safetensors";
+    std::string bytes = read_bytes(path);
+    bytes[bytes.size() / 2] ^= 0x40;
+    std::ofstream(path, std::ios::binary | std::ios::trunc) << bytes;
+  }
+  CliResult r = run_cli(bigram_f32(), plus(train_args(data, tmp / "run", 16),
+                                           plus(flags, {"--resume", "--stop-at", "10"})));
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_NE(r.err.find(root + "/step_000012/optimizer.safetensors: checksum mismatch"),
+            std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("falling back to step_000008"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("moved " + root + "/step_000012 to " + root + "/step_000012.corrupt"),
+            std::string::npos) << r.err;
+  EXPECT_TRUE(fs::exists(root + "/step_000010.corrupt/optimizer.safetensors"));
+  // Out of rotation's sight: step 10 redone, and nothing stale from the
+  // abandoned steps 10 and 12 counted among the 3 kept.
+  EXPECT_EQ(checkpoint_steps(root), (std::vector<int64_t>{8, 10}));
+  r = run_cli(bigram_f32(), plus(train_args(data, tmp / "run", 16), plus(flags, {"--resume"})));
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_EQ(r.err.find("warning"), std::string::npos) << r.err;
+  EXPECT_EQ(checkpoint_steps(root), (std::vector<int64_t>{12, 14, 16}));
+}
+
+TEST(Checkpoint, StateJsonProtectsItself) {
+  TempDir tmp;
+  const std::string data = make_dataset(tmp);
+  ASSERT_EQ(run_cli(bigram_f32(), train_args(data, tmp / "run", 4)).code, 0);
+  const std::string dir = tmp / "run/checkpoints/step_000004";
+  const std::string path = dir + "/state.json";
+  const json good = json::parse(read_bytes(path));
+  auto write = [&](const json &j) {
+    std::ofstream(path, std::ios::trunc) << j.dump(2) << "\n";
+  };
+  auto rejects = [&](const json &j, const std::string &why) {
+    write(j);
+    try {
+      verify_checkpoint(dir);
+      ADD_FAILURE() << "accepted: " << why;
+    } catch (const std::runtime_error &e) {
+      EXPECT_EQ(std::string(e.what()).rfind(path + ": ", 0), 0u) << e.what();
+    }
+  };
+  // Valid JSON, plausible values: only the self-checksum can tell.
+  json j = good;
+  j["data"]["index"] = 20;
+  rejects(j, "a changed data position");
+  j = good;
+  j["step"] = 5;
+  rejects(j, "a changed step");
+  j = good;
+  j["version"] = 1; // cannot switch the check off
+  j["data"]["index"] = 20;
+  rejects(j, "version 1 with a checksum");
+  j = good;
+  j["step"] = "four";
+  j.erase("state_checksum");
+  rejects(j, "no checksum");
+  // Wall-clock time is outside the checksum (equal states, equal checksums).
+  j = good;
+  j["elapsed_s"] = 12345.0;
+  write(j);
+  EXPECT_NO_THROW(verify_checkpoint(dir));
+
+  // Version 1 (before skipped updates) still loads: every step was applied.
+  j = good;
+  for (const char *k : {"state_checksum", "reliability", "anomaly"})
+    j.erase(k);
+  j["optimizer"].erase("updates");
+  j["version"] = 1;
+  write(j);
+  EXPECT_NO_THROW(verify_checkpoint(dir));
+  const TrainState s = state_from_json(j, path);
+  EXPECT_EQ(s.optimizer_updates, 4);
+  EXPECT_EQ(s.attempts, 4);
+  EXPECT_EQ(s.anomaly.window_size(), 0u);
+  const CliResult r = run_cli(bigram_f32(), plus(train_args(data, tmp / "run", 6), {"--resume"}));
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_EQ(verify_checkpoint(tmp / "run/checkpoints/step_000006")["optimizer"]["updates"], 6);
+}
+
+TEST(RunLock, ASecondTrainerOnTheSameRunDirIsRefused) {
+  TempDir tmp;
+  const std::string data = make_dataset(tmp);
+  fs::create_directories(tmp / "run");
+  {
+    const RunDirLock held(tmp / "run");
+    const CliResult r = run_cli(bigram_f32(), train_args(data, tmp / "run", 2));
+    EXPECT_EQ(r.code, 1);
+    EXPECT_NE(r.err.find("--run-dir: " + (tmp / "run") + " is in use by another training "
+                         "process (pid " + std::to_string(getpid()) + ")"),
+              std::string::npos)
+        << r.err;
+    EXPECT_FALSE(fs::exists(tmp / "run/checkpoints"));
+  }
+  const CliResult r = run_cli(bigram_f32(), train_args(data, tmp / "run", 2));
+  EXPECT_EQ(r.code, 0) << r.err;
 }
 
 } // namespace

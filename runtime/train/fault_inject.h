@@ -1,0 +1,41 @@
+// `--inject nan@N,spike@N,...`: deliberate faults, so that the recovery paths
+// of the driver (skipped updates, rollback) are exercised by tests and can be
+// rehearsed on a real run before they are needed.
+//
+//   nan@N    the N-th update attempt gets one NaN gradient element (the loss
+//            stays finite: detection must look at the gradients themselves)
+//   spike@N  the N-th update attempt has its loss and every gradient
+//            multiplied by kSpikeFactor, a loss spike the detector must catch
+//
+// N counts update attempts over the whole run, skipped and rolled-back ones
+// included (TrainState::attempts), not the step counter: after a rollback the
+// step counter repeats values, and a fault tied to a step number would fire
+// again on the new data. Tied to the attempt, a fault hits one batch once, as
+// a bad batch or a flipped bit does.
+#pragma once
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace llamart::train {
+
+enum class FaultKind { NaN, Spike };
+
+struct Fault {
+  FaultKind kind;
+  int64_t attempt; // 1-based
+};
+
+constexpr double kSpikeFactor = 1e4;
+
+// Parses a comma-separated list of KIND@N. Throws std::runtime_error naming
+// --inject and the bad item.
+std::vector<Fault> parse_faults(const std::string &spec);
+
+// The faults planned for update attempt `attempt`, in the order given.
+std::vector<FaultKind> faults_at(const std::vector<Fault> &faults, int64_t attempt);
+
+// Applies `kind` to an update's summed gradients (n elements) and loss.
+template <typename T> void apply_fault(FaultKind kind, T *grads, int64_t n, double &loss);
+
+} // namespace llamart::train

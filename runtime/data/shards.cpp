@@ -6,6 +6,8 @@
 // read far away from its cause. One sequential pass over the mapping costs
 // about as much as reading the file once.
 #include "runtime/data/shards.h"
+
+#include "runtime/checkpoint/fnv1a.h"
 #include "runtime/checkpoint/fs_util.h"
 
 #include <algorithm>
@@ -31,16 +33,6 @@ constexpr uint32_t kDTypeU16 = 0;
 constexpr uint32_t kDTypeI32 = 1;
 constexpr size_t kHeaderBytes = 64;
 
-constexpr uint64_t kFnvOffset = 0xcbf29ce484222325ull;
-constexpr uint64_t kFnvPrime = 0x100000001b3ull;
-
-inline uint64_t fnv1a(uint64_t h, const uint8_t *p, size_t n) {
-  for (size_t i = 0; i < n; ++i) {
-    h ^= p[i];
-    h *= kFnvPrime;
-  }
-  return h;
-}
 
 std::string hex64(uint64_t v) {
   char buf[24];
@@ -77,7 +69,7 @@ void write_shard(const std::string &path, const std::vector<int32_t> &tokens,
   const uint32_t dtype = vocab_size <= kMaxU16Vocab ? kDTypeU16 : kDTypeI32;
 
   // First pass: range check and checksum of the bytes exactly as stored.
-  uint64_t checksum = kFnvOffset;
+  uint64_t checksum = kFnv1aOffset;
   for (size_t i = 0; i < tokens.size(); ++i) {
     const int32_t t = tokens[i];
     if (t < 0 || static_cast<uint64_t>(t) >= vocab_size)
@@ -86,9 +78,9 @@ void write_shard(const std::string &path, const std::vector<int32_t> &tokens,
                                std::to_string(vocab_size) + ")");
     if (dtype == kDTypeU16) {
       const uint16_t v = static_cast<uint16_t>(t);
-      checksum = fnv1a(checksum, reinterpret_cast<const uint8_t *>(&v), 2);
+      checksum = fnv1a64(checksum, reinterpret_cast<const uint8_t *>(&v), 2);
     } else {
-      checksum = fnv1a(checksum, reinterpret_cast<const uint8_t *>(&t), 4);
+      checksum = fnv1a64(checksum, reinterpret_cast<const uint8_t *>(&t), 4);
     }
   }
 
@@ -183,7 +175,7 @@ Shard::Shard(const std::string &path) : path_(path) {
     tokens_ = base_ + kHeaderBytes;
 
     ::madvise(const_cast<uint8_t *>(base_), mapped_bytes_, MADV_SEQUENTIAL);
-    const uint64_t checksum = fnv1a(kFnvOffset, tokens_, payload);
+    const uint64_t checksum = fnv1a64(kFnv1aOffset, tokens_, payload);
     if (checksum != header_.checksum)
       throw fail("checksum mismatch: header " + hex64(header_.checksum) + ", data " +
                  hex64(checksum) + " (corrupt shard)");

@@ -1,5 +1,7 @@
 #include "runtime/train/checkpoint_dir.h"
 
+#include "runtime/checkpoint/fnv1a.h"
+
 #include "runtime/checkpoint/safetensors.h"
 #include "runtime/train/hf_weights.h"
 #include "runtime/train/param_store.h"
@@ -45,12 +47,7 @@ uint64_t parse_hex64(const std::string &s, const std::string &where) {
 }
 
 uint64_t fnv1a64_bytes(const std::string &bytes) {
-  uint64_t h = 0xcbf29ce484222325ULL;
-  for (unsigned char c : bytes) {
-    h ^= c;
-    h *= 0x100000001b3ULL;
-  }
-  return h;
+  return fnv1a64(bytes.data(), bytes.size());
 }
 
 // state.json protects itself too: "state_checksum" is the FNV-1a 64 of the
@@ -190,13 +187,10 @@ uint64_t fnv1a64_file(const std::string &path) {
   if (!f)
     throw std::runtime_error(path + ": cannot open: " + std::strerror(errno));
   std::vector<unsigned char> buf(1 << 20);
-  uint64_t h = 0xcbf29ce484222325ULL;
+  uint64_t h = kFnv1aOffset;
   size_t n;
   while ((n = std::fread(buf.data(), 1, buf.size(), f)) > 0)
-    for (size_t i = 0; i < n; ++i) {
-      h ^= buf[i];
-      h *= 0x100000001b3ULL;
-    }
+    h = fnv1a64(h, buf.data(), n);
   const bool failed = std::ferror(f) != 0;
   std::fclose(f);
   if (failed)

@@ -8,7 +8,9 @@
 #include <array>
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 
+#include "runtime/checkpoint/fnv1a.h"
 #include "runtime/data/shuffle.h"
 
 namespace llamart::train {
@@ -58,12 +60,7 @@ private:
 };
 
 inline uint64_t derive_seed(uint64_t seed, const char *label) {
-  uint64_t h = 0xcbf29ce484222325ULL;
-  for (const char *c = label; *c; ++c) {
-    h ^= static_cast<unsigned char>(*c);
-    h *= 0x100000001b3ULL;
-  }
-  uint64_t sm = seed ^ h;
+  uint64_t sm = seed ^ fnv1a64(label, std::strlen(label));
   return splitmix64(sm);
 }
 

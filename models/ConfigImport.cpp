@@ -30,7 +30,9 @@ json readJsonObject(const std::string &path) {
   json j;
   try {
     j = json::parse(in);
-  } catch (const json::parse_error &e) {
+  } catch (const json::exception &e) {
+    // parse_error, and also out_of_range for a number too large for a
+    // double (e.g. 1e400): both mean the file is not JSON we can read.
     fail(path, std::string("not valid JSON (") + e.what() + ")");
   }
   if (!j.is_object())

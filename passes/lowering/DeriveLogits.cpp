@@ -106,8 +106,16 @@ struct LlamaDeriveLogitsPass
       if (arg == targets)
         continue;
       Type t = arg.getType();
-      auto rt = cast<RankedTensorType>(t);
+      auto rt = dyn_cast<RankedTensorType>(t);
+      if (!rt)
+        return forward.emitError("argument ") << arg.getArgNumber() << " of @forward is "
+               << t << ", not a ranked tensor, so @logits cannot take it";
       if (!isa<FloatType>(rt.getElementType())) {
+        // Integer arguments are token batches: their leading dim is re-batched.
+        if (rt.getRank() == 0)
+          return forward.emitError("argument ") << arg.getArgNumber()
+                 << " of @forward is an integer scalar; token arguments need a "
+                    "leading batch dimension";
         SmallVector<int64_t> shape(rt.getShape());
         shape[0] = batch;
         t = withShape(rt, shape);
@@ -145,8 +153,19 @@ struct LlamaDeriveLogitsPass
       if (!needed.contains(&op))
         continue;
       SmallVector<Value> operands;
-      for (Value v : op.getOperands())
-        operands.push_back(map.lookup(v));
+      for (Value v : op.getOperands()) {
+        // @logits has no targets argument, and only @forward's top-level
+        // block is copied: anything else the logits depend on cannot exist
+        // in @logits.
+        Value mapped = map.lookupOrNull(v);
+        if (!mapped)
+          return op.emitOpError(v == Value(targets)
+                                    ? "uses the targets argument, so the logits depend "
+                                      "on the targets and @logits cannot be derived"
+                                    : "uses a value from outside @forward's body, so "
+                                      "@logits cannot be derived");
+        operands.push_back(mapped);
+      }
       FailureOr<SmallVector<Type>> types = deriveResultTypes(&op, operands);
       if (failed(types))
         return failure();
@@ -155,7 +174,9 @@ struct LlamaDeriveLogitsPass
       for (auto [r, t] : llvm::zip(copy->getResults(), *types))
         r.setType(t);
     }
-    Value result = map.lookup(logits);
+    Value result = map.lookupOrNull(logits);
+    if (!result)
+      return loss.emitOpError("is not in the body of @forward, so @logits cannot be derived");
     func::ReturnOp::create(b, forward.getLoc(), result);
     fn.setFunctionType(FunctionType::get(ctx, argTypes, {result.getType()}));
     return success();

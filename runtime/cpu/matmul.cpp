@@ -13,6 +13,8 @@
 // shapes); C is written with beta = 0, so it is never read.
 #include "runtime/cpu/kernels.h"
 
+#include "runtime/cpu/gemm_check.h"
+
 #include <cblas.h>
 #include <climits>
 #include <cstring>
@@ -51,6 +53,9 @@ void gemm(bool transpose_a, bool transpose_b, int64_t m, int64_t n, int64_t k,
   else
     cblas_dgemm(CblasRowMajor, ta, tb, M, N, K, 1.0, a, LDA, b, LDB, 0.0, c,
                 LDC);
+  // ABFT verification / fault injection when a training step asked for it
+  // (gemm_check.h); otherwise two relaxed atomic loads.
+  after_gemm(transpose_a, transpose_b, m, n, k, a, b, c);
 }
 
 } // namespace

@@ -45,7 +45,9 @@ LLAMART_INLINE float exp_fast(float x) {
   int32_t tbits;
   std::memcpy(&tbits, &t, sizeof t);
   const int32_t nbits = (tbits - 0x4B400000) + 127;
-  const int32_t scale_bits = nbits << 23;
+  // Shifted unsigned: for a NaN x (returned below) nbits is garbage, and a
+  // signed shift overflowing int32 would be UB (found by tools/sanitize).
+  const uint32_t scale_bits = static_cast<uint32_t>(nbits) << 23;
   float scale;
   std::memcpy(&scale, &scale_bits, sizeof scale);
   float result = er * scale;

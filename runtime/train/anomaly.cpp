@@ -63,6 +63,8 @@ const char *skip_reason_name(SkipReason reason) {
     return "nonfinite";
   case SkipReason::Spike:
     return "spike";
+  case SkipReason::GemmChecksum:
+    return "gemm_checksum";
   case SkipReason::None:
     break;
   }

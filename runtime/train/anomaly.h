@@ -45,9 +45,11 @@ struct SpikeConfig {
   void validate() const;
 };
 
-enum class SkipReason { None, NonFinite, Spike };
+// GemmChecksum is never returned by judge(): the driver sets it when an
+// update's GEMMs fail their ABFT checksums twice (--verify-gemm-every).
+enum class SkipReason { None, NonFinite, Spike, GemmChecksum };
 
-// "nonfinite" / "spike" (the metrics.jsonl spelling); "" for None.
+// "nonfinite" / "spike" / "gemm_checksum" (the metrics.jsonl spelling); "" for None.
 const char *skip_reason_name(SkipReason reason);
 
 struct Verdict {

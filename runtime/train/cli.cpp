@@ -54,7 +54,11 @@ const char *kTrainUsage = R"(usage: %s train --data DIR --steps N [options]
   --spike-zscore Z        skip an update whose loss or log grad norm has z > Z (default 6; 0 = off)
   --max-skips-before-rollback R  R skips with < R good updates between them roll
                           back to the checkpoint before them (default 3; 0 = never)
-  --inject nan@N,spike@N  faults on the N-th update attempt, to test recovery
+  --inject nan@N,spike@N,bitflip@N  faults on the N-th update attempt, to test
+                          recovery (bitflip: one high exponent bit of one GEMM output)
+  --verify-gemm-every K   checksum every GEMM of every K-th update (and, when K > 0, of
+                          one with an injected bitflip); a failing update is recomputed
+                          once, then skipped if it fails again (default 0 = off)
 )";
 
 const char *kVerifyUsage =
@@ -130,7 +134,8 @@ int cmd_train(const ProgramInfo &program, int argc, char **argv) {
                  {"grad-accum", true}, {"seed", true}, {"no-shuffle", false},
                  {"init-from-checkpoint", true}, {"stop-at", true},
                  {"quiet", false}, {"spike-window", true}, {"spike-zscore", true},
-                 {"max-skips-before-rollback", true}, {"inject", true}});
+                 {"max-skips-before-rollback", true}, {"inject", true},
+                 {"verify-gemm-every", true}});
   train::TrainOptions o;
   o.data_dir = f.required("data");
   o.steps = f.i64("steps", 0);
@@ -169,6 +174,7 @@ int cmd_train(const ProgramInfo &program, int argc, char **argv) {
       f.i64("max-skips-before-rollback", o.spike.max_skips_before_rollback);
   if (f.has("inject"))
     as_usage_error([&] { o.faults = train::parse_faults(f.str("inject", "")); });
+  o.verify_gemm_every = f.i64("verify-gemm-every", 0);
   as_usage_error([&] { train::validate_train_options(o); });
 
   const train::TrainResult r = train::train(program, o);

@@ -18,7 +18,7 @@ std::vector<Fault> parse_faults(const std::string &spec) {
     const std::string item = spec.substr(begin, end - begin);
     auto bad = [&](const std::string &why) {
       throw std::runtime_error("--inject: '" + item + "': " + why +
-                               " (expected nan@N or spike@N, N >= 1, comma-separated)");
+                               " (expected nan@N, spike@N or bitflip@N, N >= 1, comma-separated)");
     };
     const size_t at = item.find('@');
     if (at == std::string::npos)
@@ -29,6 +29,8 @@ std::vector<Fault> parse_faults(const std::string &spec) {
       f.kind = FaultKind::NaN;
     else if (kind == "spike")
       f.kind = FaultKind::Spike;
+    else if (kind == "bitflip")
+      f.kind = FaultKind::BitFlip;
     else
       bad("unknown fault '" + kind + "'");
     char *stop = nullptr;
@@ -52,7 +54,7 @@ std::vector<FaultKind> faults_at(const std::vector<Fault> &faults, int64_t attem
 }
 
 template <typename T> void apply_fault(FaultKind kind, T *grads, int64_t n, double &loss) {
-  if (n <= 0)
+  if (n <= 0 || kind == FaultKind::BitFlip)
     return;
   if (kind == FaultKind::NaN) {
     grads[n / 2] = std::numeric_limits<T>::quiet_NaN();

@@ -1,4 +1,4 @@
-// `--inject nan@N,spike@N,...`: deliberate faults, so that the recovery paths
+// `--inject nan@N,spike@N,bitflip@N,...`: deliberate faults, so that the recovery paths
 // of the driver (skipped updates, rollback) are exercised by tests and can be
 // rehearsed on a real run before they are needed.
 //
@@ -6,6 +6,10 @@
 //            stays finite: detection must look at the gradients themselves)
 //   spike@N  the N-th update attempt has its loss and every gradient
 //            multiplied by kSpikeFactor, a loss spike the detector must catch
+//   bitflip@N  during the N-th update attempt, one element of one GEMM output
+//            (both chosen from --seed) gets a high exponent bit flipped right
+//            after the GEMM wrote it (runtime/cpu/gemm_check.h): silent data
+//            corruption, which --verify-gemm-every catches and recomputes
 //
 // N counts update attempts over the whole run, skipped and rolled-back ones
 // included (TrainState::attempts), not the step counter: after a rollback the
@@ -19,7 +23,7 @@
 
 namespace llamart::train {
 
-enum class FaultKind { NaN, Spike };
+enum class FaultKind { NaN, Spike, BitFlip };
 
 struct Fault {
   FaultKind kind;
@@ -36,6 +40,8 @@ std::vector<Fault> parse_faults(const std::string &spec);
 std::vector<FaultKind> faults_at(const std::vector<Fault> &faults, int64_t attempt);
 
 // Applies `kind` to an update's summed gradients (n elements) and loss.
+// BitFlip is not applied here (it happens inside the step; the trainer arms
+// it), so it leaves both unchanged.
 template <typename T> void apply_fault(FaultKind kind, T *grads, int64_t n, double &loss);
 
 } // namespace llamart::train

@@ -75,6 +75,10 @@ void MetricsLog::log_skip(const SkipRecord &r) {
   j["data_epoch"] = r.data_epoch;
   j["data_index"] = r.data_index;
   j["elapsed_s"] = r.elapsed_s;
+  if (r.gemm_failures >= 0)
+    j["gemm_failures"] = r.gemm_failures;
+  if (r.recomputed)
+    j["recomputed"] = true;
   write_line(j.dump());
 }
 

@@ -16,13 +16,15 @@ namespace llamart::train {
 // An update that was judged and not applied (runtime/train/anomaly.h).
 struct SkipRecord {
   int64_t step;
-  const char *reason;   // "nonfinite" | "spike"
+  const char *reason;   // "nonfinite" | "spike" | "gemm_checksum"
   double loss, grad_norm, lr;
   double loss_z, grad_norm_z; // NaN when not computed
   int64_t attempt;      // TrainState::attempts of this update
   uint64_t data_epoch;  // where the update's first batch came from
   uint64_t data_index;
   double elapsed_s;
+  int64_t gemm_failures = -1; // GEMMs whose checksum failed; < 0 = not logged
+  bool recomputed = false;    // the update is being recomputed on the same batch
 };
 
 // A return to an earlier checkpoint after a burst of skipped updates; the

@@ -1,5 +1,6 @@
 #include "runtime/train/trainer.h"
 
+#include "runtime/cpu/gemm_check.h"
 #include "runtime/data/shards.h"
 #include "runtime/train/aligned_buffer.h"
 #include "runtime/train/checkpoint_dir.h"
@@ -10,6 +11,7 @@
 #include "runtime/train/run_lock.h"
 #include "runtime/train/schedule.h"
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cinttypes>
@@ -101,6 +103,9 @@ void validate_train_options(const TrainOptions &o) {
     bad("--grad-accum: must be >= 1, got " + std::to_string(o.grad_accum));
   if (!std::isfinite(o.grad_clip))
     bad("--grad-clip: must be finite");
+  if (o.verify_gemm_every < 0)
+    bad("--verify-gemm-every: must be >= 0 (0 = off), got " +
+        std::to_string(o.verify_gemm_every));
   if (o.stop_at < 0 || o.stop_at > o.steps)
     bad("--stop-at: must be in [0, --steps], got " + std::to_string(o.stop_at));
   o.adamw.validate();
@@ -171,6 +176,9 @@ private:
   void rollback(int64_t step, MetricsLog &metrics);
   double elapsed_s() const;
   double micro_step(T *grads);
+  double compute_update();
+  double compute_checked_update(int64_t step, data::Dataset::Position batch_position,
+                                MetricsLog &metrics, int64_t &gemm_failures);
   double evaluate();
   std::string save();
   TrainState current_state() const;
@@ -283,6 +291,75 @@ template <typename T> double Trainer<T>::micro_step(T *grads) {
   double loss = 0.0;
   program_.train_step(params_.data(), grads, tokens_.data(), targets_.data(),
                       arena_.data(), &loss);
+  return loss;
+}
+
+// All micro-steps of one update: summed gradients in grads_, mean loss.
+template <typename T> double Trainer<T>::compute_update() {
+  double loss_sum = micro_step(grads_.data());
+  for (int64_t a = 1; a < options_.grad_accum; ++a) {
+    loss_sum += micro_step(micro_grads_.data());
+    accumulate(grads_.data(), micro_grads_.data(), numel_);
+  }
+  return loss_sum * (1.0 / static_cast<double>(options_.grad_accum));
+}
+
+// compute_update under ABFT checks (every K-th update, and one that has a
+// bitflip injected). A GEMM whose checksum fails means the gradients cannot
+// be trusted; a transient fault (a particle strike, a marginal core under
+// load) does not repeat, so the update is recomputed once from the same
+// batch: the train step is deterministic, so a clean retry gives exactly the
+// update an unfaulted run would have made. `gemm_failures` is left at the
+// retry's count: nonzero means both computations failed.
+template <typename T>
+double Trainer<T>::compute_checked_update(int64_t step,
+                                          data::Dataset::Position batch_position,
+                                          MetricsLog &metrics,
+                                          int64_t &gemm_failures) {
+  const std::vector<FaultKind> faults = faults_at(options_.faults, state_.attempts);
+  const bool inject =
+      std::find(faults.begin(), faults.end(), FaultKind::BitFlip) != faults.end();
+  // An injected bitflip forces a check only when checks are on at all: with
+  // --verify-gemm-every 0 the corruption stays silent, as it would in a run
+  // without ABFT (which is how the tests show that it is real).
+  const bool verify = options_.verify_gemm_every > 0 &&
+                      (inject || step % options_.verify_gemm_every == 0);
+  gemm_failures = 0;
+  if (!verify && !inject)
+    return compute_update();
+  double loss = 0.0;
+  for (int pass = 0; pass < 2; ++pass) {
+    cpu::gemm_check_begin(verify);
+    if (inject && pass == 0) // the fault is transient: the retry runs clean
+      cpu::gemm_inject_bitflip(derive_seed(state_.seed, "llamart.bitflip") ^
+                               static_cast<uint64_t>(state_.attempts));
+    loss = compute_update();
+    const cpu::GemmCheckStats stats = cpu::gemm_check_end();
+    if (inject && pass == 0 && !stats.bitflip_delivered)
+      warn("--inject bitflip@" + std::to_string(state_.attempts) +
+           ": the update ran too few GEMMs; nothing was flipped");
+    gemm_failures = stats.failed;
+    if (!verify || gemm_failures == 0 || pass == 1)
+      break;
+    SkipRecord r{};
+    r.step = step;
+    r.reason = skip_reason_name(SkipReason::GemmChecksum);
+    r.loss = loss;
+    r.grad_norm = grad_l2_norm(grads_.data(), numel_, 1.0 / options_.grad_accum);
+    r.lr = state_.schedule.at(step);
+    r.loss_z = r.grad_norm_z = NAN;
+    r.attempt = state_.attempts;
+    r.data_epoch = batch_position.epoch;
+    r.data_index = batch_position.index;
+    r.elapsed_s = elapsed_s();
+    r.gemm_failures = gemm_failures;
+    r.recomputed = true;
+    metrics.log_skip(r);
+    warn("step " + std::to_string(step) + ": " + std::to_string(gemm_failures) +
+         " of " + std::to_string(stats.checked) +
+         " GEMMs failed their checksum; recomputing the update on the same batch");
+    train_data_->set_position(batch_position);
+  }
   return loss;
 }
 
@@ -484,17 +561,19 @@ template <typename T> TrainResult Trainer<T>::run() {
     const auto t0 = std::chrono::steady_clock::now();
     const data::Dataset::Position batch_position = train_data_->position();
     ++state_.attempts;
-    double loss_sum = micro_step(grads_.data());
-    for (int64_t a = 1; a < options_.grad_accum; ++a) {
-      loss_sum += micro_step(micro_grads_.data());
-      accumulate(grads_.data(), micro_grads_.data(), numel_);
-    }
-    double loss = loss_sum * inv_accum;
+    int64_t gemm_failures = 0;
+    double loss = compute_checked_update(step, batch_position, metrics, gemm_failures);
     for (const FaultKind fault : faults_at(options_.faults, state_.attempts))
       apply_fault(fault, grads_.data(), numel_, loss);
     const double grad_norm = grad_l2_norm(grads_.data(), numel_, inv_accum);
     const double lr = schedule.at(step);
-    const Verdict verdict = state_.anomaly.judge(loss, grad_norm);
+    // Corrupted twice: judged like a non-finite update (skipped, counted,
+    // part of a burst that rolls back), whatever its loss looks like.
+    Verdict verdict;
+    if (gemm_failures > 0)
+      verdict.reason = SkipReason::GemmChecksum;
+    else
+      verdict = state_.anomaly.judge(loss, grad_norm);
     const bool apply = verdict.reason == SkipReason::None;
     if (apply) {
       // Bias correction counts applied updates (TrainState::optimizer_updates).
@@ -517,8 +596,10 @@ template <typename T> TrainResult Trainer<T>::run() {
       progress_->update(step, loss, lr, tokens_per_s);
       result.final_train_loss = loss;
     } else {
-      ++(verdict.reason == SkipReason::NonFinite ? state_.skipped_nonfinite
-                                                 : state_.skipped_spike);
+      // A twice-corrupted update counts with the non-finite ones (state.json
+      // keeps two counters; both mean "values that cannot be trusted").
+      ++(verdict.reason == SkipReason::Spike ? state_.skipped_spike
+                                             : state_.skipped_nonfinite);
       SkipRecord r{};
       r.step = step;
       r.reason = skip_reason_name(verdict.reason);
@@ -531,6 +612,8 @@ template <typename T> TrainResult Trainer<T>::run() {
       r.data_epoch = batch_position.epoch;
       r.data_index = batch_position.index;
       r.elapsed_s = elapsed_s();
+      if (verdict.reason == SkipReason::GemmChecksum)
+        r.gemm_failures = gemm_failures;
       metrics.log_skip(r);
       char line[320];
       std::snprintf(line, sizeof line,

@@ -58,6 +58,8 @@ struct TrainOptions {
   SpikeConfig spike;              // --spike-window --spike-zscore
                                   // --max-skips-before-rollback
   std::vector<Fault> faults;      // --inject
+  int64_t verify_gemm_every = 0;  // --verify-gemm-every: ABFT-check every GEMM
+                                  // of every K-th update (0 = off)
 };
 
 struct TrainResult {

@@ -425,6 +425,10 @@ TEST(HFConfig, Errors) {
 
   const std::string bad = tmp.write("bad.json", "{\"hidden_size\": 4096,,}");
   expectError([&] { loadHFConfig(bad); }, {bad + ": not valid JSON ("});
+  // Found by test/fuzz/config_fuzz: a number past the double range made
+  // nlohmann throw out_of_range, which escaped as a non-runtime_error.
+  const std::string huge = tmp.write("huge.json", "{\"hidden_size\": 1e400}");
+  expectError([&] { loadHFConfig(huge); }, {huge + ": not valid JSON ("});
 
   const std::string array = tmp.write("array.json", "[1, 2]");
   expectError([&] { loadHFConfig(array); }, {array + ": expected a JSON object"});

@@ -195,30 +195,43 @@ LogicalResult compileWith(ModuleOp module, const std::string &rematPolicy) {
 /// Returns the compiled module, or null after printing why nothing fits.
 OwningOpRef<ModuleOp> fitToMemory(MLIRContext &ctx, llvm::SourceMgr &sourceMgr,
                                   ModuleOp loaded, int64_t limit) {
-  std::vector<int64_t> microBatches{batch};
+  // A MODEL.mlir fixes its own batch (the leading dimension of its tokens);
+  // presets and configs can be rebuilt at any divisor of --batch.
+  int64_t globalBatch = batch;
+  if (!inputFile.empty())
+    if (auto fwd = loaded.lookupSymbol<func::FuncOp>("forward"))
+      for (BlockArgument arg : fwd.getArguments())
+        if (fwd.getArgAttr(arg.getArgNumber(), "llama.input"))
+          if (auto t = dyn_cast<RankedTensorType>(arg.getType()); t && t.getRank() > 0)
+            globalBatch = t.getDimSize(0);
+  std::vector<int64_t> microBatches{globalBatch};
   if (inputFile.empty())
-    for (int64_t b = batch - 1; b >= 1; --b)
-      if (batch % b == 0)
+    for (int64_t b = globalBatch - 1; b >= 1; --b)
+      if (globalBatch % b == 0)
         microBatches.push_back(b);
   int64_t smallest = -1;
   std::string smallestWhat;
   for (int64_t b : microBatches) {
     auto build = [&]() -> OwningOpRef<ModuleOp> {
-      if (b == batch)
+      if (b == globalBatch)
         return loaded.clone();
       return loadModel(ctx, sourceMgr, b);
     };
-    int64_t accum = batch / b;
-    // `full` is the smallest plan there is (the budget search may beat it a
-    // little): if even it does not fit, try a smaller micro-batch.
+    int64_t accum = globalBatch / b;
+    // `full` is the smallest fixed plan (the budget search may beat it a
+    // little); it needs layer tags, without which `selective` is the floor.
+    // If even that does not fit, try a smaller micro-batch.
     OwningOpRef<ModuleOp> probe = build();
-    if (failed(compileWith(*probe, "full")) && failed(compileWith(*(probe = build()), "selective")))
+    bool layered = false;
+    probe->walk([&](Operation *op) { layered |= op->hasAttr("llama.layer"); });
+    if (failed(compileWith(*probe, layered ? "full" : "selective")))
       return nullptr;
     ::llama::MemoryReport minimal = ::llama::computeMemoryReport(*probe);
     int64_t minimalTotal = ::llama::totalTrainingBytes(minimal, accum);
     if (smallest < 0 || minimalTotal < smallest) {
       smallest = minimalTotal;
-      smallestWhat = "micro-batch " + std::to_string(b) + ", remat full";
+      smallestWhat = "micro-batch " + std::to_string(b) + ", remat " +
+                     (layered ? "full" : "selective");
     }
     int64_t budget = limit - (minimalTotal - minimal.arenaPeakBytes);
     if (budget < minimal.arenaPeakBytes)
@@ -229,7 +242,7 @@ OwningOpRef<ModuleOp> fitToMemory(MLIRContext &ctx, llvm::SourceMgr &sourceMgr,
     ::llama::MemoryReport chosen = ::llama::computeMemoryReport(*module);
     llvm::outs() << "fit-memory: " << ::llama::totalTrainingBytes(chosen, accum)
                  << " of " << limit << " bytes with micro-batch " << b
-                 << " x grad-accum " << accum << " (global batch " << batch
+                 << " x grad-accum " << accum << " (global batch " << globalBatch
                  << "), remat plan " << chosen.rematPlan << "\n";
     if (accum > 1)
       llvm::outs() << "fit-memory: train with --grad-accum " << accum << "\n";

@@ -46,21 +46,9 @@ constexpr int kV = 16, kB = 4, kS = 8;
 const ProgramInfo *bigram() { return llamart::testing::bigram_program<float, kV, kB, kS>(); }
 const ProgramInfo *bigram64() { return llamart::testing::bigram_program<double, kV, kB, kS>(); }
 
-class TempDir {
-public:
-  TempDir() {
-    const auto *info = ::testing::UnitTest::GetInstance()->current_test_info();
-    path_ = fs::temp_directory_path() /
-            ("llamart_hf_test_" + std::string(info->test_suite_name()) + "_" +
-             info->name() + "_" + std::to_string(getpid()));
-    fs::remove_all(path_);
-    fs::create_directories(path_);
-  }
-  ~TempDir() { fs::remove_all(path_); }
-  std::string operator/(const std::string &name) const { return (path_ / name).string(); }
-
-private:
-  fs::path path_;
+// A fresh directory per test, removed afterwards.
+struct TempDir : llamart::testing::TempDir {
+  TempDir() : llamart::testing::TempDir("llamart_hf_test") {}
 };
 
 std::string read_bytes(const std::string &path) {

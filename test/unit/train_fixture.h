@@ -11,6 +11,11 @@
 
 #include <atomic>
 #include <cstdint>
+#include <filesystem>
+#include <string>
+#include <unistd.h>
+
+#include <gtest/gtest.h>
 
 namespace llamart::testing {
 
@@ -24,5 +29,26 @@ extern std::atomic<int64_t> bigram_train_calls;
 extern std::atomic<int64_t> raise_sigterm_at_call;
 
 constexpr int64_t kBigramIgnoreIndex = -1;
+
+// A fresh directory per test (named after the test and the process), removed
+// afterwards.
+class TempDir {
+public:
+  explicit TempDir(const std::string &prefix) {
+    const auto *info = ::testing::UnitTest::GetInstance()->current_test_info();
+    path_ = std::filesystem::temp_directory_path() /
+            (prefix + "_" + std::string(info->test_suite_name()) + "_" +
+             info->name() + "_" + std::to_string(getpid()));
+    std::filesystem::remove_all(path_);
+    std::filesystem::create_directories(path_);
+  }
+  ~TempDir() { std::filesystem::remove_all(path_); }
+  TempDir(const TempDir &) = delete;
+  TempDir &operator=(const TempDir &) = delete;
+  std::string operator/(const std::string &name) const { return (path_ / name).string(); }
+
+private:
+  std::filesystem::path path_;
+};
 
 } // namespace llamart::testing

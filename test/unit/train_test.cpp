@@ -43,21 +43,8 @@ const ProgramInfo *bigram_f32() { return llamart::testing::bigram_program<float,
 const ProgramInfo *bigram_f64() { return llamart::testing::bigram_program<double, kV, 4, 8>(); }
 
 // A fresh directory per test, removed afterwards.
-class TempDir {
-public:
-  TempDir() {
-    const auto *info = ::testing::UnitTest::GetInstance()->current_test_info();
-    path_ = fs::temp_directory_path() /
-            ("llamart_train_test_" + std::string(info->test_suite_name()) + "_" +
-             info->name() + "_" + std::to_string(getpid()));
-    fs::remove_all(path_);
-    fs::create_directories(path_);
-  }
-  ~TempDir() { fs::remove_all(path_); }
-  std::string operator/(const std::string &name) const { return (path_ / name).string(); }
-
-private:
-  fs::path path_;
+struct TempDir : llamart::testing::TempDir {
+  TempDir() : llamart::testing::TempDir("llamart_train_test") {}
 };
 
 struct CliResult {

@@ -2,6 +2,7 @@
 
 #include "runtime/checkpoint/fnv1a.h"
 
+#include "runtime/checkpoint/meta_folder.h"
 #include "runtime/checkpoint/safetensors.h"
 #include "runtime/train/hf_weights.h"
 #include "runtime/train/param_store.h"
@@ -534,10 +535,14 @@ std::string load_model_weights(const ProgramInfo &program,
   }
   if (!fs::is_directory(p, ec))
     throw std::runtime_error(path + ": no such file or directory");
-  // A Hugging Face model folder (config.json + safetensors): our checkpoint
-  // directories hold no config.json, so the two cannot be confused.
+  // A Hugging Face model folder (config.json + safetensors) or a Meta one
+  // (params.json + consolidated.NN.pth): our checkpoint directories hold
+  // neither, so they cannot be confused. A folder with both (an HF repo with
+  // Meta's files next to its own) reads as HF.
   if (!fs::exists(p / kStateFile, ec) && ckpt::is_hf_model_folder(path))
     return load_hf_folder_weights<T>(program, path, params);
+  if (!fs::exists(p / kStateFile, ec) && ckpt::is_meta_model_folder(path))
+    return load_meta_folder_weights<T>(program, path, params);
 
   std::string dir;
   if (fs::exists(p / kStateFile, ec)) {

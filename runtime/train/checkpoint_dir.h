@@ -142,10 +142,11 @@ TrainState load_checkpoint(const ProgramInfo &program, const std::string &dir,
 
 // Model weights from what a user may point at: a .safetensors file, a
 // checkpoint directory, a checkpoints/ directory (its LATEST), a run
-// directory (its checkpoints/LATEST) or a Hugging Face model folder
+// directory (its checkpoints/LATEST), a Hugging Face model folder
 // (hf_weights.h: config.json checked against the program, one or sharded
-// safetensors). Checkpoints are verified first; the usual fallback to an
-// older one applies. Returns the file (or HF folder) it loaded.
+// safetensors) or a Meta folder (params.json + consolidated.NN.pth, merged
+// to the HF layout). Checkpoints are verified first; the usual fallback to an
+// older one applies. Returns the file (or HF / Meta folder) it loaded.
 template <typename T>
 std::string load_model_weights(const ProgramInfo &program,
                                const std::string &path, T *params,

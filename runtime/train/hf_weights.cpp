@@ -1,11 +1,13 @@
 #include "runtime/train/hf_weights.h"
 
 #include "runtime/checkpoint/half.h"
+#include "runtime/checkpoint/meta_folder.h"
 #include "runtime/train/program_check.h"
 
 #include <algorithm>
 #include <cstring>
 #include <filesystem>
+#include <functional>
 #include <map>
 #include <set>
 #include <stdexcept>
@@ -89,13 +91,81 @@ void convert_tensor(const ckpt::Tensor &t, T *dest, const std::string &name,
 }
 
 void check_shape(const ckpt::Tensor &t, const ParamInfo &info, const ProgramInfo &program,
-                 const std::string &path) {
+                 const std::string &path, const std::string &label) {
   const std::vector<int64_t> want = param_shape(info);
   if (t.shape != want)
-    throw std::runtime_error(path + ": tensor " + std::string(info.name) + " has shape " +
+    throw std::runtime_error(path + ": tensor " + label + " has shape " +
                              shape_string(t.shape) + ", model " + program.model_name +
                              " expects " + shape_string(want));
 }
+
+// Puts tensors named by HF name into the program's parameters, with the
+// checks both folder kinds share: shapes, unexpected tensors, a tied model's
+// lm_head.weight, and at the end every parameter loaded. `label(name)` is
+// how a tensor is named in errors (a Meta folder adds its own name).
+template <typename T> class ParamPlacer {
+public:
+  using Label = std::function<std::string(const std::string &)>;
+
+  ParamPlacer(const ProgramInfo &program, T *params, Label label)
+      : program_(program), params_(params), label_(std::move(label)) {
+    for (int32_t p = 0; p < program.num_params; ++p)
+      by_name_[program.params[p].name] = &program.params[p];
+    // A tied program has the embedding but no separate output matrix.
+    tied_ = by_name_.count(kEmbedding) && !by_name_.count(kLmHead);
+  }
+
+  // `path` is the file the tensor came from.
+  void place(const std::string &name, const ckpt::Tensor &tensor, const std::string &path) {
+    auto it = by_name_.find(name);
+    if (it == by_name_.end()) {
+      if (tied_ && name == kLmHead) {
+        const ParamInfo &embed = *by_name_.at(kEmbedding);
+        if (tensor.shape != param_shape(embed))
+          throw std::runtime_error(path + ": tensor " + label_(name) + " has shape " +
+                                   shape_string(tensor.shape) + ", but tied model " +
+                                   program_.model_name + " shares " + kEmbedding + " " +
+                                   shape_string(param_shape(embed)));
+        tied_head_.resize(static_cast<size_t>(embed.numel));
+        convert_tensor(tensor, tied_head_.data(), name, path);
+        tied_head_path_ = path;
+        return;
+      }
+      throw std::runtime_error(path + ": unexpected tensor " + label_(name) + " (model " +
+                               program_.model_name + " has no such parameter)");
+    }
+    const ParamInfo &info = *it->second;
+    check_shape(tensor, info, program_, path, label_(name));
+    convert_tensor(tensor, params_ + info.offset, name, path);
+    loaded_.insert(name);
+  }
+
+  // `listing` is the file that lists the tensors (the index, the one file).
+  void finish(const std::string &listing) const {
+    for (int32_t p = 0; p < program_.num_params; ++p)
+      if (!loaded_.count(program_.params[p].name))
+        throw std::runtime_error(listing + ": missing tensor " +
+                                 label_(program_.params[p].name) + " (model " +
+                                 program_.model_name + " expects it)");
+    if (!tied_head_.empty()) {
+      const T *embed = params_ + by_name_.at(kEmbedding)->offset;
+      if (!std::equal(tied_head_.begin(), tied_head_.end(), embed))
+        throw std::runtime_error(tied_head_path_ + ": tensor " + label_(kLmHead) +
+                                 " differs from " + kEmbedding + ", but model " +
+                                 program_.model_name + " ties them (tie_word_embeddings)");
+    }
+  }
+
+private:
+  const ProgramInfo &program_;
+  T *params_;
+  Label label_;
+  std::map<std::string, const ParamInfo *> by_name_;
+  bool tied_ = false;
+  std::set<std::string> loaded_;
+  std::vector<T> tied_head_; // a tied model's lm_head.weight, checked at the end
+  std::string tied_head_path_;
+};
 
 } // namespace
 
@@ -113,15 +183,7 @@ std::string load_hf_folder_weights(const ProgramInfo &program, const std::string
                                    program_config(program), program.model_name);
   const ckpt::HfWeights weights = ckpt::find_hf_weights(dir);
 
-  std::map<std::string, const ParamInfo *> by_name;
-  for (int32_t p = 0; p < program.num_params; ++p)
-    by_name[program.params[p].name] = &program.params[p];
-  // A tied program has the embedding but no separate output matrix.
-  const bool tied = by_name.count(kEmbedding) && !by_name.count(kLmHead);
-
-  std::set<std::string> loaded;
-  std::vector<T> tied_head; // a tied model's lm_head.weight, checked at the end
-  std::string tied_head_path;
+  ParamPlacer<T> placer(program, params, [](const std::string &name) { return name; });
   for (const ckpt::HfWeightFile &wf : weights.files) {
     ckpt::File file = ckpt::read_safetensors(wf.path);
     if (!weights.index_path.empty()) {
@@ -139,44 +201,32 @@ std::string load_hf_folder_weights(const ProgramInfo &program, const std::string
       // follow from head_dim and rope_theta, which the config check covered.
       if (ends_with(name, ".rotary_emb.inv_freq"))
         continue;
-      auto it = by_name.find(name);
-      if (it == by_name.end()) {
-        if (tied && name == kLmHead) {
-          const ParamInfo &embed = *by_name.at(kEmbedding);
-          if (tensor.shape != param_shape(embed))
-            throw std::runtime_error(wf.path + ": tensor " + name + " has shape " +
-                                     shape_string(tensor.shape) + ", but tied model " +
-                                     program.model_name + " shares " + kEmbedding + " " +
-                                     shape_string(param_shape(embed)));
-          tied_head.resize(static_cast<size_t>(embed.numel));
-          convert_tensor(tensor, tied_head.data(), name, wf.path);
-          tied_head_path = wf.path;
-          continue;
-        }
-        throw std::runtime_error(wf.path + ": unexpected tensor " + name + " (model " +
-                                 program.model_name + " has no such parameter)");
-      }
-      const ParamInfo &info = *it->second;
-      check_shape(tensor, info, program, wf.path);
-      convert_tensor(tensor, params + info.offset, name, wf.path);
-      loaded.insert(name);
+      placer.place(name, tensor, wf.path);
     }
   }
+  placer.finish(weights.index_path.empty() ? weights.files.front().path : weights.index_path);
+  return dir;
+}
 
-  const std::string listing =
-      weights.index_path.empty() ? weights.files.front().path : weights.index_path;
-  for (int32_t p = 0; p < program.num_params; ++p)
-    if (!loaded.count(program.params[p].name))
-      throw std::runtime_error(listing + ": missing tensor " +
-                               std::string(program.params[p].name) + " (model " +
-                               program.model_name + " expects it)");
-  if (!tied_head.empty()) {
-    const T *embed = params + by_name.at(kEmbedding)->offset;
-    if (!std::equal(tied_head.begin(), tied_head.end(), embed))
-      throw std::runtime_error(tied_head_path + ": tensor " + std::string(kLmHead) +
-                               " differs from " + kEmbedding + ", but model " +
-                               program.model_name + " ties them (tie_word_embeddings)");
-  }
+template <typename T>
+std::string load_meta_folder_weights(const ProgramInfo &program, const std::string &dir,
+                                     T *params) {
+  const std::string params_path = (fs::path(dir) / ckpt::kMetaParamsFile).string();
+  // params.json is checked before the (large) consolidated files are opened.
+  ckpt::check_meta_params_compatible(ckpt::read_meta_params(params_path), params_path,
+                                     program_config(program), program.model_name);
+  const ckpt::MetaFolder folder(dir);
+
+  // Errors name tensors as the folder does, with the HF name the program uses.
+  ParamPlacer<T> placer(program, params, [](const std::string &hf) {
+    const std::string meta = ckpt::hf_to_meta_name(hf);
+    return meta.empty() ? hf : meta + " (" + hf + ")";
+  });
+  // A merged tensor spans every file; errors name the first.
+  const std::string &first = folder.shard_path(0);
+  for (size_t i = 0; i < folder.tensors().size(); ++i)
+    placer.place(folder.tensors()[i].hf_name, folder.read(i), first);
+  placer.finish(first);
   return dir;
 }
 
@@ -184,5 +234,9 @@ template std::string load_hf_folder_weights<float>(const ProgramInfo &,
                                                    const std::string &, float *);
 template std::string load_hf_folder_weights<double>(const ProgramInfo &,
                                                     const std::string &, double *);
+template std::string load_meta_folder_weights<float>(const ProgramInfo &,
+                                                     const std::string &, float *);
+template std::string load_meta_folder_weights<double>(const ProgramInfo &,
+                                                      const std::string &, double *);
 
 } // namespace llamart::train

@@ -1,5 +1,6 @@
 // A compiled program's parameters to and from a Hugging Face model folder
-// (runtime/checkpoint/hf_folder.h): the import behind `train
+// (runtime/checkpoint/hf_folder.h), and from a Meta checkpoint folder
+// (runtime/checkpoint/meta_folder.h): the import behind `train
 // --init-from-checkpoint DIR`, `generate --checkpoint DIR` and `export
 // --checkpoint DIR`, and the tensor table `export` writes.
 #pragma once
@@ -31,5 +32,18 @@ nlohmann::json program_config(const ProgramInfo &program);
 template <typename T>
 std::string load_hf_folder_weights(const ProgramInfo &program, const std::string &dir,
                                    T *params);
+
+// Loads every parameter of `program` from the Meta folder `dir` (params.json
+// + consolidated.NN.pth), as an HF folder of the same weights would load:
+//   - params.json must match the program (ckpt::check_meta_params_compatible);
+//   - the model-parallel files are merged, renamed and wq/wk permuted to the
+//     HF layout (ckpt::MetaFolder), one tensor at a time, then converted to T
+//     (F32/F16/BF16 widen exactly);
+//   - missing and unexpected tensors and shape mismatches are errors naming
+//     the tensor by its Meta and HF names and consolidated.00.pth.
+// Returns `dir`.
+template <typename T>
+std::string load_meta_folder_weights(const ProgramInfo &program, const std::string &dir,
+                                     T *params);
 
 } // namespace llamart::train

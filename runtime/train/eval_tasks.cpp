@@ -4,9 +4,9 @@
 #include "runtime/train/aligned_buffer.h"
 #include "runtime/train/checkpoint_dir.h"
 #include "runtime/train/program_check.h"
+#include "runtime/tokenizer/tokenizer.h"
 
 #include <nlohmann/json.hpp>
-#include <sentencepiece_processor.h>
 
 #include <algorithm>
 #include <cctype>
@@ -137,31 +137,33 @@ std::vector<double> score_continuations(const ProgramInfo &program, const T *par
 
 namespace {
 
-std::vector<int32_t> encode(const sentencepiece::SentencePieceProcessor &sp,
-                            const std::string &text, const std::string &where) {
-  std::vector<int> ids;
-  const auto status = sp.Encode(text, &ids);
-  if (!status.ok())
-    throw std::runtime_error(where + ": cannot encode: " + status.ToString());
-  return std::vector<int32_t>(ids.begin(), ids.end());
+// The tokens of `text` alone; the tokenizer's errors (text that is not
+// UTF-8, for tokenizer.json) get the item's place in front.
+std::vector<int32_t> encode(const tokenizer::Tokenizer &tok, const std::string &text,
+                            const std::string &where) {
+  try {
+    return tok.encode(text, /*add_special=*/false);
+  } catch (const std::runtime_error &e) {
+    throw std::runtime_error(where + ": cannot encode: " + e.what());
+  }
 }
 
 // lm-evaluation-harness's split of (context, choice) into tokens; see the
 // header.
-ContinuationRequest make_request(const sentencepiece::SentencePieceProcessor &sp,
-                                 std::string context, std::string choice,
-                                 const std::string &where) {
+ContinuationRequest make_request(const tokenizer::Tokenizer &tok, std::string context,
+                                 std::string choice, const std::string &where) {
   size_t end = context.size();
   while (end > 0 && std::isspace(static_cast<unsigned char>(context[end - 1])))
     --end;
   choice = context.substr(end) + choice;
   context.resize(end);
 
+  // The context starts as encode(text, true) would (BOS); the suffix (an
+  // add_eos_token EOS) is left out, as lm-evaluation-harness does.
   ContinuationRequest req;
-  if (sp.bos_id() >= 0)
-    req.context.push_back(sp.bos_id());
-  const std::vector<int32_t> context_ids = encode(sp, context, where);
-  const std::vector<int32_t> whole = encode(sp, context + choice, where);
+  req.context = tok.special_prefix();
+  const std::vector<int32_t> context_ids = encode(tok, context, where);
+  const std::vector<int32_t> whole = encode(tok, context + choice, where);
   req.context.insert(req.context.end(), context_ids.begin(), context_ids.end());
   if (whole.size() > context_ids.size())
     req.continuation.assign(whole.begin() + static_cast<std::ptrdiff_t>(context_ids.size()),
@@ -189,12 +191,9 @@ json details_line(const ItemResult &item) {
 
 template <typename T>
 TaskResult eval_tasks_impl(const ProgramInfo &program, const TaskOptions &o) {
-  sentencepiece::SentencePieceProcessor sp;
-  const auto status = sp.Load(o.tokenizer);
-  if (!status.ok())
-    throw std::runtime_error(o.tokenizer + ": cannot load tokenizer: " + status.ToString());
-  if (sp.GetPieceSize() > program.vocab_size)
-    throw std::runtime_error(o.tokenizer + ": has " + std::to_string(sp.GetPieceSize()) +
+  const tokenizer::Tokenizer tok = tokenizer::Tokenizer::load(o.tokenizer);
+  if (tok.vocab_size() > program.vocab_size)
+    throw std::runtime_error(o.tokenizer + ": has " + std::to_string(tok.vocab_size()) +
                              " pieces, model " + program.model_name + " only " +
                              std::to_string(program.vocab_size) + " tokens");
   const std::vector<TaskItem> items = read_task_file(o.tasks);
@@ -208,7 +207,7 @@ TaskResult eval_tasks_impl(const ProgramInfo &program, const TaskOptions &o) {
     for (size_t c = 0; c < item.choices.size(); ++c) {
       const std::string where =
           o.tasks + ":" + std::to_string(item.line) + ": choice " + std::to_string(c);
-      requests.push_back(make_request(sp, item.context, item.choices[c], where));
+      requests.push_back(make_request(tok, item.context, item.choices[c], where));
       if (static_cast<int64_t>(requests.back().continuation.size()) > program.seq_len)
         throw std::runtime_error(where + ": has " +
                                  std::to_string(requests.back().continuation.size()) +

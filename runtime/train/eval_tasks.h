@@ -7,12 +7,13 @@
 //   {"context": "The capital of France is", "choices": [" Paris", " Rome"], "label": 0}
 //
 // Tokenization follows lm-evaluation-harness, so the split between context
-// and continuation does not depend on how SentencePiece merges across it:
+// and continuation does not depend on how the tokenizer merges across it:
 // trailing whitespace of the context moves to the front of the choice, then
 // context tokens = encode(context), continuation tokens =
 // encode(context + choice) after its first len(context tokens) tokens. The
-// scored sequence is BOS + context tokens + continuation tokens; when longer
-// than seq_len + 1 it keeps its last seq_len + 1 tokens (left truncation).
+// scored sequence is the tokenizer's special prefix (BOS) + context tokens +
+// continuation tokens; when longer than seq_len + 1 it keeps its last
+// seq_len + 1 tokens (left truncation).
 #pragma once
 #include "runtime/train/program.h"
 
@@ -53,7 +54,7 @@ enum class Normalize { None, Length };
 
 struct TaskOptions {
   std::string checkpoint; // run dir, checkpoint dir, .safetensors file or HF folder
-  std::string tokenizer;  // SentencePiece tokenizer.model
+  std::string tokenizer;  // tokenizer.model, tokenizer.json or an HF folder
   std::string tasks;      // JSONL
   Normalize normalize = Normalize::None;
   std::string details;    // optional JSONL: per item, per choice tokens and scores

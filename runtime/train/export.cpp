@@ -8,9 +8,10 @@
 #include "runtime/train/flags.h"
 #include "runtime/train/hf_weights.h"
 #include "runtime/train/program_check.h"
+#include "runtime/tokenizer/folder_config.h"
+#include "runtime/tokenizer/tokenizer.h"
 
 #include <nlohmann/json.hpp>
-#include <sentencepiece_processor.h>
 
 #include <cctype>
 #include <cerrno>
@@ -19,6 +20,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <optional>
 #include <sstream>
 #include <stdexcept>
 #include <type_traits>
@@ -31,10 +33,11 @@ using ordered_json = nlohmann::ordered_json;
 
 const char *const kExportUsage =
     R"(usage: %s export --checkpoint P --format hf --out DIR [options]
-  --checkpoint P          run dir, checkpoint dir, .safetensors file or HF folder
+  --checkpoint P          run dir, checkpoint dir, .safetensors file, HF or Meta folder
   --format hf             Hugging Face folder (config.json, safetensors, ...)
   --out DIR               folder to write (replaced if it is an earlier export)
-  --tokenizer M           also copy this SentencePiece tokenizer.model and write
+  --tokenizer M           also copy this tokenizer.model or tokenizer.json (or
+                          the one of an HF folder) and write
                           tokenizer_config.json and special_tokens_map.json
   --dtype D               f32 | bf16 | f16 (default f32; rounding to nearest even)
   --shard-size BYTES      largest weight file, e.g. 5GB, 500MB, 1048576
@@ -87,80 +90,100 @@ ordered_json added_token(const std::string &content) {
                       {"rstrip", false},     {"single_word", false}};
 }
 
-// The tokenizer files of a LlamaTokenizer folder. Token ids must agree with
-// the model's config: an exported model whose tokenizer starts sequences with
-// another BOS than the one it was trained on would load and silently degrade.
+// The tokenizer files of a Llama folder: the tokenizer file itself, and a
+// config under which transformers encodes as `generate` and `eval` do
+// (LlamaTokenizer over tokenizer.model, LlamaTokenizerFast over
+// tokenizer.json, both honouring add_bos_token / add_eos_token). Token ids
+// must agree with the model's config: an exported model whose tokenizer
+// starts sequences with another BOS than the one it was trained on would
+// load and silently degrade.
 void write_tokenizer_files(const fs::path &dir, const std::string &tokenizer_path,
                            const ordered_json &config, const ProgramInfo &program) {
-  sentencepiece::SentencePieceProcessor sp;
-  const auto status = sp.Load(tokenizer_path);
-  if (!status.ok())
-    throw std::runtime_error(tokenizer_path + ": cannot load tokenizer: " +
-                             status.ToString());
-  const int64_t pieces = sp.GetPieceSize();
+  const tokenizer::Tokenizer tok = tokenizer::Tokenizer::load(tokenizer_path);
+  const bool json_format = tok.format() == tokenizer::TokenizerFormat::TokenizerJson;
+  const int64_t pieces = tok.vocab_size();
   if (pieces > program.vocab_size)
     throw std::runtime_error(tokenizer_path + ": has " + std::to_string(pieces) +
                              " pieces, model " + program.model_name + " only " +
                              std::to_string(program.vocab_size) + " tokens");
   const struct {
     const char *field;
-    int tokenizer_id;
-  } ids[] = {{"bos_token_id", sp.bos_id()}, {"eos_token_id", sp.eos_id()}};
+    std::optional<int32_t> tokenizer_id;
+  } ids[] = {{"bos_token_id", tok.bos_id()}, {"eos_token_id", tok.eos_id()}};
   for (const auto &id : ids) {
     const int64_t model_id = config_token_id(config, id.field);
-    if (id.tokenizer_id >= 0 && model_id >= 0 && id.tokenizer_id != model_id)
+    if (id.tokenizer_id && model_id >= 0 && *id.tokenizer_id != model_id)
       throw std::runtime_error(tokenizer_path + ": " + id.field + " is " +
-                               std::to_string(id.tokenizer_id) + ", but model " +
+                               std::to_string(*id.tokenizer_id) + ", but model " +
                                program.model_name + " has " + std::to_string(model_id));
   }
+  // What encode(text, true) adds must be expressible as the two flags.
+  const std::vector<int32_t> &prefix = tok.special_prefix(), &suffix = tok.special_suffix();
+  const bool add_bos = !prefix.empty(), add_eos = !suffix.empty();
+  if ((add_bos && (prefix.size() != 1 || prefix[0] != tok.bos_id())) ||
+      (add_eos && (suffix.size() != 1 || suffix[0] != tok.eos_id())))
+    throw std::runtime_error(tok.path() + ": puts other special tokens around the text "
+                             "than one BOS before and one EOS after, which "
+                             "tokenizer_config.json's add_bos_token / add_eos_token "
+                             "cannot express");
+  // clean_up_tokenization_spaces as the tokenizer's folder says (Llama-3's
+  // does), so that decoding reads the same after the export.
+  const fs::path folder = fs::path(tok.path()).parent_path();
+  const bool clean_up =
+      tokenizer::read_folder_config(folder.empty() ? "." : folder.string()).clean_up_tokenization_spaces;
 
-  const std::string bytes = read_binary_file(tokenizer_path);
-  ckpt::AtomicFileWriter copy((dir / "tokenizer.model").string());
+  const std::string bytes = read_binary_file(tok.path());
+  ckpt::AtomicFileWriter copy(
+      (dir / (json_format ? "tokenizer.json" : "tokenizer.model")).string());
   copy.write(bytes.data(), bytes.size());
   copy.commit();
 
   struct Special {
     const char *key;
-    int id;
+    std::optional<int32_t> id;
   };
-  const Special specials[] = {{"unk_token", sp.unk_id()},
-                              {"bos_token", sp.bos_id()},
-                              {"eos_token", sp.eos_id()},
-                              {"pad_token", sp.pad_id()}};
+  const Special specials[] = {{"unk_token", tok.unk_id()},
+                              {"bos_token", tok.bos_id()},
+                              {"eos_token", tok.eos_id()},
+                              {"pad_token", tok.pad_id()}};
   ordered_json decoder = ordered_json::object();
   ordered_json special_map = ordered_json::object();
   for (const Special &s : specials) {
-    if (s.id < 0)
+    if (!s.id)
       continue;
-    const std::string piece = sp.IdToPiece(s.id);
+    const std::string piece = tok.id_to_piece(*s.id);
     ordered_json entry = added_token(piece);
     entry["special"] = true;
-    decoder[std::to_string(s.id)] = std::move(entry);
+    decoder[std::to_string(*s.id)] = std::move(entry);
     special_map[s.key] = added_token(piece);
   }
-  auto piece_or_null = [&](int id) {
-    return id >= 0 ? ordered_json(sp.IdToPiece(id)) : ordered_json(nullptr);
+  auto piece_or_null = [&](std::optional<int32_t> id) {
+    return id ? ordered_json(tok.id_to_piece(*id)) : ordered_json(nullptr);
   };
   const int64_t max_len = config.contains("max_position_embeddings") &&
                                   config["max_position_embeddings"].is_number_integer()
                               ? config["max_position_embeddings"].get<int64_t>()
                               : program.seq_len;
   ordered_json tc;
-  tc["add_bos_token"] = sp.bos_id() >= 0;
-  tc["add_eos_token"] = false;
+  tc["add_bos_token"] = add_bos;
+  tc["add_eos_token"] = add_eos;
   tc["added_tokens_decoder"] = std::move(decoder);
-  tc["bos_token"] = piece_or_null(sp.bos_id());
-  tc["clean_up_tokenization_spaces"] = false;
-  tc["eos_token"] = piece_or_null(sp.eos_id());
-  // legacy: plain SentencePiece encoding, which is what `generate`, `eval`
-  // and llama-tokenize do; it also spares the slow tokenizer the protobuf
-  // rewrite of the model that legacy=false needs.
-  tc["legacy"] = true;
+  tc["bos_token"] = piece_or_null(tok.bos_id());
+  tc["clean_up_tokenization_spaces"] = clean_up;
+  tc["eos_token"] = piece_or_null(tok.eos_id());
+  if (!json_format) {
+    // legacy: plain SentencePiece encoding, which is what `generate`, `eval`
+    // and llama-tokenize do; it also spares the slow tokenizer the protobuf
+    // rewrite of the model that legacy=false needs. (tokenizer.json spells
+    // out its own normalization; legacy only matters to a slow tokenizer.)
+    tc["legacy"] = true;
+  }
   tc["model_max_length"] = max_len;
-  tc["pad_token"] = piece_or_null(sp.pad_id());
-  tc["sp_model_kwargs"] = ordered_json::object();
-  tc["tokenizer_class"] = "LlamaTokenizer";
-  tc["unk_token"] = piece_or_null(sp.unk_id());
+  tc["pad_token"] = piece_or_null(tok.pad_id());
+  if (!json_format)
+    tc["sp_model_kwargs"] = ordered_json::object();
+  tc["tokenizer_class"] = json_format ? "LlamaTokenizerFast" : "LlamaTokenizer";
+  tc["unk_token"] = piece_or_null(tok.unk_id());
   write_json(dir / "tokenizer_config.json", tc);
   write_json(dir / "special_tokens_map.json", special_map);
 }

@@ -1,14 +1,16 @@
 // `export --format hf`: a trained model as a Hugging Face folder that
 // `LlamaForCausalLM.from_pretrained(DIR)` and, with --tokenizer,
-// `LlamaTokenizer.from_pretrained(DIR)` load:
+// `AutoTokenizer.from_pretrained(DIR)` load:
 //
 //   config.json              the program's config.json, torch_dtype set
 //   generation_config.json   bos/eos token ids
 //   model.safetensors        every parameter by HF name ({"format": "pt"}), or
 //   model-0000i-of-0000N.safetensors + model.safetensors.index.json
 //                            when the weights exceed --shard-size
-//   tokenizer.model          copied (--tokenizer)
-//   tokenizer_config.json    LlamaTokenizer, bos/eos/unk, add_bos_token
+//   tokenizer.model or       copied (--tokenizer: either file, or an HF folder's)
+//   tokenizer.json
+//   tokenizer_config.json    LlamaTokenizer (LlamaTokenizerFast for tokenizer.json),
+//                            bos/eos/unk/pad, add_bos_token / add_eos_token
 //   special_tokens_map.json
 //
 // The folder is written as DIR.tmp.<pid>, fsynced and renamed to DIR, so DIR
@@ -28,7 +30,7 @@ struct ExportOptions {
   std::string checkpoint; // run dir, checkpoint dir, .safetensors file or HF folder
   std::string format = "hf";
   std::string out;        // the folder to create
-  std::string tokenizer;  // SentencePiece tokenizer.model ("" = none)
+  std::string tokenizer;  // tokenizer.model, tokenizer.json or HF folder ("" = none)
   ExportDType dtype = ExportDType::F32;
   uint64_t shard_bytes = 5'000'000'000ULL; // transformers' default "5GB"
 };

@@ -166,4 +166,12 @@ void check_text_inputs(const std::vector<std::string> &files) {
   }
 }
 
+llamart::tokenizer::Tokenizer load_tokenizer(const std::string &path) {
+  try {
+    return llamart::tokenizer::Tokenizer::load(path);
+  } catch (const std::runtime_error &e) {
+    throw UsageError(e.what());
+  }
+}
+
 } // namespace llama_tokenize

@@ -5,6 +5,8 @@
 // the next argument that starts with '-'). Every mistake is a UsageError,
 // which main() turns into one line on stderr and exit status 2.
 #pragma once
+#include "runtime/tokenizer/tokenizer.h"
+
 #include <cstdint>
 #include <map>
 #include <stdexcept>
@@ -55,5 +57,10 @@ void check_readable(const std::string &file);
 // Throws UsageError "<dir>: <why>" unless `dir` is an existing writable
 // directory.
 void check_writable_dir(const std::string &dir);
+
+// Loads a tokenizer: a SentencePiece model, a tokenizer.json, or a model
+// folder holding one. A path that does not give a usable tokenizer is a
+// UsageError carrying the loader's one-line message.
+llamart::tokenizer::Tokenizer load_tokenizer(const std::string &path);
 
 } // namespace llama_tokenize

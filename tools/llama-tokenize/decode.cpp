@@ -4,8 +4,6 @@
 #include "tools/llama-tokenize/args.h"
 #include "tools/llama-tokenize/commands.h"
 
-#include <sentencepiece_processor.h>
-
 #include <cerrno>
 #include <cstdio>
 #include <cstdlib>
@@ -13,11 +11,13 @@
 namespace llama_tokenize {
 
 const char *const kDecodeHelp =
-    R"(usage: llama-tokenize decode --tokenizer MODEL (--ids 1,2,3 | --shard FILE) [options]
+    R"(usage: llama-tokenize decode --tokenizer PATH (--ids 1,2,3 | --shard FILE) [options]
 
-Prints the text of token ids, or with --pieces the pieces themselves.
+Prints the text of token ids (special tokens such as BOS left out), or with
+--pieces the pieces themselves.
 
-  --tokenizer MODEL   SentencePiece model (required)
+  --tokenizer PATH    SentencePiece tokenizer.model, Hugging Face tokenizer.json,
+                      or a model folder holding one (required)
   --ids LIST          comma-separated token ids
   --shard FILE        a token shard (train_00000.tok ...)
   --offset N          first token of the shard to decode (default 0)
@@ -27,8 +27,8 @@ Prints the text of token ids, or with --pieces the pieces themselves.
 
 namespace {
 
-std::vector<int> parse_ids(const std::string &text) {
-  std::vector<int> ids;
+std::vector<int32_t> parse_ids(const std::string &text) {
+  std::vector<int32_t> ids;
   size_t pos = 0;
   while (pos <= text.size()) {
     const size_t comma = std::min(text.find(',', pos), text.size());
@@ -38,7 +38,7 @@ std::vector<int> parse_ids(const std::string &text) {
     const long v = std::strtol(item.c_str(), &end, 10);
     if (item.empty() || *end != '\0' || errno == ERANGE || v < INT32_MIN || v > INT32_MAX)
       throw UsageError("decode: --ids expects comma-separated integers, got '" + item + "'");
-    ids.push_back(static_cast<int>(v));
+    ids.push_back(static_cast<int32_t>(v));
     pos = comma + 1;
   }
   return ids;
@@ -63,40 +63,36 @@ int run_decode(const std::vector<std::string> &argv) {
   const std::string model = args.str("--tokenizer");
   if (args.has("--ids") == args.has("--shard"))
     throw UsageError("decode: give exactly one of --ids and --shard");
-  check_readable(model);
-  sentencepiece::SentencePieceProcessor sp;
-  if (const auto s = sp.Load(model); !s.ok())
-    throw UsageError(model + ": not a SentencePiece model: " + s.message());
+  const llamart::tokenizer::Tokenizer tok = load_tokenizer(model);
+  const int32_t vocab_size = tok.vocab_size();
 
-  std::vector<int> ids;
+  std::vector<int32_t> ids;
   if (args.has("--ids")) {
     ids = parse_ids(args.str("--ids"));
   } else {
     const std::string path = args.str("--shard");
     check_readable(path);
     const llamart::data::Shard shard(path);
-    if (shard.header().vocab_size > static_cast<uint64_t>(sp.GetPieceSize()))
+    if (shard.header().vocab_size > static_cast<uint64_t>(vocab_size))
       throw UsageError(path + ": shard vocab_size " + std::to_string(shard.header().vocab_size) +
-                       " does not match the tokenizer's " + std::to_string(sp.GetPieceSize()));
+                       " does not match the tokenizer's " + std::to_string(vocab_size));
     const auto offset = static_cast<uint64_t>(args.integer("--offset", 0, 0, INT64_MAX));
     const auto count = static_cast<uint64_t>(args.integer("--count", 256, 0, INT64_MAX));
     for (uint64_t i = offset; i < shard.size() && i - offset < count; ++i)
       ids.push_back(shard.at(i));
   }
-  for (int id : ids)
-    if (id < 0 || id >= sp.GetPieceSize())
+  for (int32_t id : ids)
+    if (id < 0 || id >= vocab_size)
       throw UsageError("decode: id " + std::to_string(id) + " is outside the tokenizer's [0, " +
-                       std::to_string(sp.GetPieceSize()) + ")");
+                       std::to_string(vocab_size) + ")");
 
   if (args.has("--pieces")) {
     for (size_t i = 0; i < ids.size(); ++i)
-      std::printf("%s%s", i ? " " : "", sp.IdToPiece(ids[i]).c_str());
+      std::printf("%s%s", i ? " " : "", tok.id_to_piece(ids[i]).c_str());
     std::printf("\n");
     return 0;
   }
-  std::string text;
-  if (const auto s = sp.Decode(ids, &text); !s.ok())
-    throw std::runtime_error(std::string("decode: SentencePiece: ") + s.message());
+  const std::string text = tok.decode(ids);
   std::printf("%s\n", text.c_str());
   return 0;
 }

@@ -3,15 +3,16 @@
 // Each document becomes BOS + its tokens (LLaMA adds BOS and no EOS), and
 // whole documents go to train or val by a hash of their index, so the split
 // is reproducible and needs no second pass. Documents are encoded in batches
-// on all cores (SentencePieceProcessor::Encode is const and thread-safe) and
-// appended in input order, so the output does not depend on the thread count.
+// on all cores (Tokenizer::encode is const and thread-safe) and appended in
+// input order, so the output does not depend on the thread count. The
+// tokenizer is a SentencePiece model, a Hugging Face tokenizer.json or a
+// model folder holding either (runtime/tokenizer).
 #include "runtime/data/shards.h"
 #include "runtime/data/shuffle.h"
+#include "runtime/tokenizer/tokenizer.h"
 #include "tools/llama-tokenize/args.h"
 #include "tools/llama-tokenize/commands.h"
 #include "tools/llama-tokenize/documents.h"
-
-#include <sentencepiece_processor.h>
 
 #include <algorithm>
 #include <chrono>
@@ -23,13 +24,14 @@
 namespace llama_tokenize {
 
 const char *const kEncodeHelp =
-    R"(usage: llama-tokenize encode --tokenizer MODEL --input FILE... -o DIR [options]
+    R"(usage: llama-tokenize encode --tokenizer PATH --input FILE... -o DIR [options]
 
 Encodes documents into token shards DIR/train_00000.tok ... and DIR/val_00000.tok ...
 A document is a paragraph (text between blank lines) or, with --separator, the
 text between lines equal to the separator. Each document is BOS + its tokens.
 
-  --tokenizer MODEL       SentencePiece model (from `llama-tokenize train`) (required)
+  --tokenizer PATH        SentencePiece tokenizer.model (e.g. from `llama-tokenize train`),
+                          Hugging Face tokenizer.json, or a model folder holding one (required)
   --input FILE...         UTF-8 text files (required)
   -o, --output DIR        output directory, created if missing (required)
   --val-fraction F        fraction of documents held out for validation (default 0.05)
@@ -87,7 +89,7 @@ public:
       : dir_(std::move(dir)), split_(std::move(split)), shard_tokens_(shard_tokens),
         vocab_size_(vocab_size) {}
 
-  void append(int32_t bos, const std::vector<int> &ids) {
+  void append(int32_t bos, const std::vector<int32_t> &ids) {
     ++documents_;
     buffer_.push_back(bos);
     buffer_.insert(buffer_.end(), ids.begin(), ids.end());
@@ -130,16 +132,18 @@ private:
   uint64_t documents_ = 0, tokens_ = 0, shards_ = 0;
 };
 
-void encode_batch(const sentencepiece::SentencePieceProcessor &sp,
-                  const std::vector<std::string> &docs, std::vector<std::vector<int>> &ids,
-                  unsigned threads) {
+// Encodes docs[i] into ids[i]; `first_index` numbers the documents in
+// messages (over all inputs, from 0).
+void encode_batch(const llamart::tokenizer::Tokenizer &tok, const std::vector<std::string> &docs,
+                  uint64_t first_index, std::vector<std::vector<int32_t>> &ids, unsigned threads) {
   ids.assign(docs.size(), {});
   std::vector<std::string> errors(threads);
   auto work = [&](unsigned t) {
     for (size_t i = t; i < docs.size(); i += threads) {
-      const auto status = sp.Encode(docs[i], &ids[i]);
-      if (!status.ok()) {
-        errors[t] = status.message();
+      try {
+        ids[i] = tok.encode(docs[i], /*add_special=*/false);
+      } catch (const std::exception &e) {
+        errors[t] = "document " + std::to_string(first_index + i) + ": " + e.what();
         return;
       }
     }
@@ -152,7 +156,7 @@ void encode_batch(const sentencepiece::SentencePieceProcessor &sp,
     th.join();
   for (const auto &e : errors)
     if (!e.empty())
-      throw std::runtime_error("encode: SentencePiece: " + e);
+      throw std::runtime_error("encode: " + e);
 }
 
 } // namespace
@@ -184,15 +188,12 @@ int run_encode(const std::vector<std::string> &argv) {
   if (args.has("--separator"))
     separator = args.str("--separator");
 
-  check_readable(model);
   check_text_inputs(inputs);
-  sentencepiece::SentencePieceProcessor sp;
-  if (const auto s = sp.Load(model); !s.ok())
-    throw UsageError(model + ": not a SentencePiece model: " + s.message());
-  const int bos = sp.bos_id();
-  if (bos < 0)
-    throw UsageError(model + ": tokenizer defines no BOS piece");
-  const uint64_t vocab_size = static_cast<uint64_t>(sp.GetPieceSize());
+  const llamart::tokenizer::Tokenizer tok = load_tokenizer(model);
+  if (!tok.bos_id())
+    throw UsageError(tok.path() + ": tokenizer defines no BOS token");
+  const int32_t bos = *tok.bos_id();
+  const uint64_t vocab_size = static_cast<uint64_t>(tok.vocab_size());
   prepare_output_dir(out_dir, args.has("--overwrite"));
 
   const auto start = std::chrono::steady_clock::now();
@@ -202,7 +203,7 @@ int run_encode(const std::vector<std::string> &argv) {
   uint64_t doc_index = 0;
   uint64_t text_bytes = 0;
   std::vector<std::string> batch;
-  std::vector<std::vector<int>> ids;
+  std::vector<std::vector<int32_t>> ids;
   bool more = true;
   while (more) {
     // Batches of ~8 MiB of text keep every thread busy without holding the
@@ -215,7 +216,7 @@ int run_encode(const std::vector<std::string> &argv) {
       batch.push_back(std::move(doc));
     }
     text_bytes += batch_bytes;
-    encode_batch(sp, batch, ids, threads);
+    encode_batch(tok, batch, doc_index, ids, threads);
     for (const auto &doc_ids : ids)
       (is_val_document(doc_index++, val_fraction) ? val : train).append(bos, doc_ids);
   }

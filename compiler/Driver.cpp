@@ -8,6 +8,7 @@
 #include "compiler/Report.h"
 #include "models/LlamaBuilder.h"
 #include "models/LlamaConfig.h"
+#include "passes/Passes.h"
 #include "passes/remat/RematBudget.h"
 
 #include "mlir/IR/MLIRContext.h"
@@ -70,6 +71,26 @@ cl::opt<std::string> tokenBudget(
 cl::opt<double> assumeMfu("assume-mfu",
                           cl::desc("with --tokens: MFU to assume instead of the roofline's"),
                           cl::init(0.0), cl::cat(category));
+cl::opt<int64_t> gridDp("dp",
+                        cl::desc("data-parallel ranks (ZeRO-1; --batch stays the global batch)"),
+                        cl::init(1), cl::cat(category));
+cl::opt<int64_t> gridTp("tp", cl::desc("tensor-parallel ranks (Megatron: heads, FFN width, vocabulary)"),
+                        cl::init(1), cl::cat(category));
+cl::opt<bool> sequenceParallel(
+    "sp", cl::desc("sequence parallelism: norms and residuals split along the "
+                   "sequence over the --tp ranks"),
+    cl::cat(category));
+cl::opt<std::string> mode("mode",
+                          cl::desc("train (default: train step, eval, generation) | "
+                                   "generate (forward only: eval and KV-cache generation)"),
+                          cl::init("train"), cl::cat(category));
+cl::opt<int64_t> genChunk("gen-chunk",
+                          cl::desc("tokens per prefill call of KV-cache generation (default 32)"),
+                          cl::init(32), cl::cat(category));
+cl::opt<int64_t> kvCapacity("kv-capacity",
+                            cl::desc("KV cache positions for generation "
+                                     "(default max_position_embeddings)"),
+                            cl::init(0), cl::cat(category));
 cl::opt<bool> report("report", cl::desc("print parameter and memory figures"),
                      cl::cat(category));
 cl::opt<bool> printParams("print-params", cl::desc("print 'params: N'"),
@@ -138,6 +159,39 @@ int buildExecutable(StringRef source, StringRef out) {
   return 0;
 }
 
+/// The config of a --preset / --config model (none for MODEL.mlir).
+std::optional<::llama::LlamaConfig> loadedConfig;
+
+/// Grids that cannot split the model: one line naming the flag and the
+/// dimension, before any pass runs. (A MODEL.mlir's shapes are checked by
+/// llama-shard itself, which names the op.)
+void validateGrid(const ::llama::LlamaConfig &c, int64_t globalBatch,
+                  int64_t seq) {
+  auto bad = [](const std::string &m) { throw std::runtime_error(m); };
+  if (gridDp < 1 || gridTp < 1)
+    bad("--dp and --tp must be >= 1");
+  if (sequenceParallel && gridTp < 2)
+    bad("--sp splits the sequence over the tensor-parallel ranks: it needs --tp >= 2");
+  std::string tp = "--tp " + std::to_string(gridTp) + ": ";
+  auto divides = [&](int64_t n, const char *what) {
+    if (n % gridTp != 0)
+      bad(tp + "the " + std::to_string(n) + " " + what + " of '" + c.name +
+          "' do not split over " + std::to_string(gridTp) +
+          " tensor-parallel ranks");
+  };
+  divides(c.num_heads, "attention heads");
+  divides(c.num_kv_heads, "KV heads");
+  divides(c.intermediate_size, "feed-forward units (intermediate_size)");
+  divides(c.vocab_size, "vocabulary entries");
+  if (sequenceParallel && seq % gridTp != 0)
+    bad("--sp: --seq-len " + std::to_string(seq) + " does not split over " +
+        std::to_string(gridTp) + " tensor-parallel ranks");
+  if (globalBatch % gridDp != 0)
+    bad("--dp " + std::to_string(gridDp) + ": the global --batch " +
+        std::to_string(globalBatch) + " does not split over " +
+        std::to_string(gridDp) + " data-parallel ranks");
+}
+
 OwningOpRef<ModuleOp> loadModel(MLIRContext &ctx, llvm::SourceMgr &sourceMgr,
                                 std::optional<int64_t> batchOverride = std::nullopt) {
   int sources = !presetName.empty() + !configFile.empty() + !inputFile.empty();
@@ -177,15 +231,45 @@ OwningOpRef<ModuleOp> loadModel(MLIRContext &ctx, llvm::SourceMgr &sourceMgr,
   options.seqLen = seqLen ? int64_t(seqLen)
                           : std::min<int64_t>(256, config.max_position_embeddings);
   options.float64 = dtype == "f64";
-  return ::llama::buildForward(ctx, config, options);
+  loadedConfig = config;
+  validateGrid(config, options.batch, options.seqLen);
+  auto module = ::llama::buildForward(ctx, config, options);
+  // Single-process programs also get @prefill / @decode (KV-cache
+  // generation); a partitioned one generates with the one-rank binary.
+  if (gridDp * gridTp == 1) {
+    ::llama::GenerateOptions gen;
+    gen.chunk = std::min<int64_t>(genChunk, kvCapacity ? int64_t(kvCapacity)
+                                                       : config.max_position_embeddings);
+    gen.capacity = kvCapacity;
+    gen.float64 = options.float64;
+    ::llama::addGenerateFunctions(*module, config, gen);
+  }
+  return module;
 }
 
-/// The training pipeline on `module` with one remat policy.
+/// The training pipeline on `module` with one remat policy (--mode
+/// generate: no train step, only the memory plan of the forward functions).
 LogicalResult compileWith(ModuleOp module, const std::string &rematPolicy) {
   PassManager pm(module.getContext());
+  if (mode == "generate") {
+    pm.addPass(mlir::llama::createLlamaPlanMemory());
+    return pm.run(module);
+  }
   ::llama::TrainingPipelineOptions options;
   options.remat = rematPolicy;
+  options.dp = gridDp;
+  options.tp = gridTp;
+  options.sequenceParallel = sequenceParallel;
   ::llama::buildTrainingPipeline(pm, options);
+  return pm.run(module);
+}
+
+/// --emit mlir of a partitioned program: the forward one rank runs.
+LogicalResult partitionOnly(ModuleOp module) {
+  if (gridDp * gridTp == 1)
+    return success();
+  PassManager pm(module.getContext());
+  pm.addPass(mlir::llama::createLlamaShard({gridDp, gridTp, sequenceParallel}));
   return pm.run(module);
 }
 
@@ -207,7 +291,7 @@ OwningOpRef<ModuleOp> fitToMemory(MLIRContext &ctx, llvm::SourceMgr &sourceMgr,
   std::vector<int64_t> microBatches{globalBatch};
   if (inputFile.empty())
     for (int64_t b = globalBatch - 1; b >= 1; --b)
-      if (globalBatch % b == 0)
+      if (globalBatch % b == 0 && b % gridDp == 0)
         microBatches.push_back(b);
   int64_t smallest = -1;
   std::string smallestWhat;
@@ -262,7 +346,8 @@ int run(int argc, char **argv) {
   // command with two presets or two remat policies is a mistake.
   for (cl::Option *opt : std::initializer_list<cl::Option *>{
            &presetName, &configFile, &target, &batch, &seqLen, &remat, &dtype,
-           &emit, &outputFile, &cxx, &fitMemory, &vocabSize})
+           &emit, &outputFile, &cxx, &fitMemory, &vocabSize, &gridDp, &gridTp,
+           &genChunk, &kvCapacity, &mode})
     if (opt->getNumOccurrences() > 1)
       return fail("--" + opt->ArgStr + " given more than once");
   if (listPresets) {
@@ -272,6 +357,19 @@ int run(int argc, char **argv) {
   }
   if (target != "cpu")
     return fail("unknown --target '" + target + "' (this build supports: cpu)");
+  if (mode != "train" && mode != "generate")
+    return fail("unknown --mode '" + mode + "' (expected train or generate)");
+  if (mode == "generate") {
+    if (gridDp * gridTp > 1)
+      return fail("--mode generate builds a single-process program; drop --dp/--tp "
+                  "(checkpoints of partitioned runs load into it as they are)");
+    if (!inputFile.empty())
+      return fail("--mode generate needs --preset or --config (the KV-cache "
+                  "functions are built from the model's config)");
+    for (cl::Option *opt : std::initializer_list<cl::Option *>{&remat, &fitMemory})
+      if (opt->getNumOccurrences())
+        return fail("--" + opt->ArgStr + " applies to training; --mode generate has no backward");
+  }
   if (!emit.empty() && emit != "mlir" && emit != "train-mlir" &&
       emit != "source" && emit != "hf-config")
     return fail("unknown --emit '" + emit +
@@ -311,6 +409,8 @@ int run(int argc, char **argv) {
     return writeFile(outputFile, config.getValue().str() + "\n") ? 0 : 1;
   }
   if (emit == "mlir") {
+    if (failed(partitionOnly(*module)))
+      return fail("partitioning failed (see the errors above)");
     if (outputFile.empty()) {
       module->print(llvm::outs());
       llvm::outs() << "\n";

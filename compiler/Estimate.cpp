@@ -45,17 +45,34 @@ TrainingEstimate estimateFlops(ModuleOp module) {
     if (!alsoMatmul)
       gatherOnly.insert(table);
   });
+  // A partitioned program (llama-shard) is one rank's: the model's FLOPs
+  // come from the full parameter shapes, all heads and the global batch.
+  int64_t dp = 1, tp = 1;
+  if (auto grid = module->getAttrOfType<DenseI64ArrayAttr>(kGridAttr);
+      grid && grid.size() == 2) {
+    dp = grid[0];
+    tp = grid[1];
+  }
+  e.ranks = dp * tp;
   for (BlockArgument arg : forward.getArguments()) {
     auto t = cast<RankedTensorType>(arg.getType());
-    if (isa<FloatType>(t.getElementType()))
-      e.nonEmbeddingParams += gatherOnly.contains(arg) ? 0 : double(t.getNumElements());
-    else if (!e.tokensPerStep)
-      e.tokensPerStep = t.getNumElements();
+    if (isa<FloatType>(t.getElementType())) {
+      double n = double(t.getNumElements());
+      if (auto full = forward.getArgAttrOfType<DenseI64ArrayAttr>(arg.getArgNumber(),
+                                                                  kFullShapeAttr)) {
+        n = 1;
+        for (int64_t d : full.asArrayRef())
+          n *= double(d);
+      }
+      e.nonEmbeddingParams += gatherOnly.contains(arg) ? 0 : n;
+    } else if (!e.tokensPerStep) {
+      e.tokensPerStep = t.getNumElements() * dp;
+    }
   }
   // 12 L H Q T: attention scores and values, forward and backward.
   double attention = 0;
   forward.walk([&](AttentionOp op) {
-    attention += 12.0 * op.getNumHeads() * op.getHeadDim() *
+    attention += 12.0 * op.getNumHeads() * tp * op.getHeadDim() *
                  cast<RankedTensorType>(op.getQuery().getType()).getDimSize(1);
   });
   e.flopsPerToken = 6.0 * e.nonEmbeddingParams + attention;
@@ -85,9 +102,15 @@ TrainingEstimate estimateTraining(ModuleOp module, const GpuSpec &gpu) {
   for (Type t : step.getArgumentTypes())
     if (auto rt = dyn_cast<RankedTensorType>(t); rt && isa<FloatType>(rt.getElementType()))
       params += rt.getNumElements();
-  seconds += 32.0 * params / gpu.bandwidth; // AdamW on fp32 state
+  // AdamW on fp32 state (ZeRO-1: this rank's shard of its parameters).
+  int64_t dp = 1;
+  if (auto grid = module->getAttrOfType<DenseI64ArrayAttr>(kGridAttr); grid && grid.size() == 2)
+    dp = grid[0];
+  seconds += 32.0 * params / dp / gpu.bandwidth;
+  // Every rank runs its program at once: the step takes one rank's time
+  // (communication not modelled: see --report's comm-* lines).
   e.stepSeconds = seconds;
-  e.mfu = e.flopsPerToken * e.tokensPerStep / (seconds * gpu.peakFlops);
+  e.mfu = e.flopsPerToken * e.tokensPerStep / (seconds * gpu.peakFlops * e.ranks);
   return e;
 }
 
@@ -102,7 +125,11 @@ void printEstimate(const TrainingEstimate &e, const GpuSpec *gpu,
      << " TFLOP/s bf16, " << llvm::format("%.2f", gpu->bandwidth / 1e12) << " TB/s)\n"
      << "estimated-step-seconds: " << llvm::format("%.6f", e.stepSeconds) << "\n"
      << "estimated-tokens-per-second: "
-     << llvm::format("%.0f", e.tokensPerStep / e.stepSeconds) << "\n"
+     << llvm::format("%.0f", e.tokensPerStep / e.stepSeconds) << "\n";
+  if (e.ranks > 1)
+    os << "estimated-tokens-per-second-per-gpu: "
+       << llvm::format("%.0f", e.tokensPerStep / e.stepSeconds / e.ranks) << "\n";
+  os
      << "estimated-mfu: " << llvm::format("%.4f", e.mfu) << "\n";
   if (tokens) {
     double mfu = assumedMfu.value_or(e.mfu);

@@ -23,9 +23,10 @@ const GpuSpec *findGpu(const std::string &name);
 struct TrainingEstimate {
   double flopsPerToken = 0;   // 6 N_non-embedding + 12 L H Q T (PaLM / torchtitan MFU convention)
   double nonEmbeddingParams = 0;
-  int64_t tokensPerStep = 0;
+  int64_t tokensPerStep = 0;  // over the whole grid
+  int64_t ranks = 1;          // dp x tp of a partitioned program
   double stepSeconds = 0;     // per-op roofline of the train step in bf16
-  double mfu = 0;             // flopsPerToken * tokensPerStep / (stepSeconds * peak)
+  double mfu = 0;             // flopsPerToken * tokensPerStep / (stepSeconds * peak * ranks)
 };
 
 /// Needs a module after the training pipeline (@train_step). The roofline

@@ -9,6 +9,9 @@
 
 void llama::buildTrainingPipeline(mlir::OpPassManager &pm,
                                   const TrainingPipelineOptions &options) {
+  if (options.dp * options.tp > 1)
+    pm.addPass(mlir::llama::createLlamaShard(
+        {options.dp, options.tp, options.sequenceParallel}));
   pm.addPass(mlir::llama::createLlamaRemat({options.remat}));
   pm.addPass(mlir::llama::createLlamaAutodiff());
   pm.addPass(mlir::llama::createLlamaDeriveLogits({options.generateBatch}));
@@ -24,14 +27,21 @@ struct PipelineCliOptions
   Option<int64_t> generateBatch{*this, "generate-batch",
                                 llvm::cl::desc("batch of @logits"),
                                 llvm::cl::init(1)};
+  Option<int64_t> dp{*this, "dp", llvm::cl::desc("data-parallel ranks"),
+                     llvm::cl::init(1)};
+  Option<int64_t> tp{*this, "tp", llvm::cl::desc("tensor-parallel ranks"),
+                     llvm::cl::init(1)};
+  Option<bool> sp{*this, "sp", llvm::cl::desc("sequence parallelism"),
+                  llvm::cl::init(false)};
 };
 } // namespace
 
 void llama::registerPipelines() {
   mlir::PassPipelineRegistration<PipelineCliOptions>(
       "llama-training-pipeline",
-      "remat, autodiff, derive @logits, plan memory",
+      "shard (dp x tp), remat, autodiff, derive @logits, plan memory",
       [](mlir::OpPassManager &pm, const PipelineCliOptions &cli) {
-        buildTrainingPipeline(pm, {cli.remat, cli.generateBatch});
+        buildTrainingPipeline(pm, {cli.remat, cli.generateBatch, cli.dp,
+                                   cli.tp, cli.sp});
       });
 }

@@ -13,10 +13,12 @@ namespace llama {
 struct TrainingPipelineOptions {
   std::string remat = "selective"; // none | selective | full
   int64_t generateBatch = 1;       // batch of the derived @logits
+  int64_t dp = 1, tp = 1;          // grid of a partitioned program
+  bool sequenceParallel = false;
 };
 
-/// @forward -> @train_step + @logits, both memory-planned: what the CPU
-/// emitter consumes. Registered for llama-opt as `llama-training-pipeline`.
+/// @forward -> (partitioned for dp x tp) -> @train_step + @logits (single
+/// process only), memory-planned: what the CPU emitter consumes. Registered for llama-opt as `llama-training-pipeline`.
 void buildTrainingPipeline(mlir::OpPassManager &pm,
                            const TrainingPipelineOptions &options);
 

@@ -6,7 +6,7 @@ class DialectRegistry;
 } // namespace mlir
 
 namespace llama {
-/// The dialects our programs use: llama, func. Nothing else is registered,
+/// The dialects our programs use: llama, func, shard (collectives). Nothing else is registered,
 /// so a module using another dialect is rejected at parse time.
 void registerCompilerDialects(mlir::DialectRegistry &registry);
 /// Our passes and pipelines (command-line names start with `llama-`).

@@ -9,7 +9,25 @@
 
 namespace llama {
 
+/// Communication of one grid axis per train step, per rank: bytes each rank
+/// sends with ring algorithms (all-reduce 2(n-1)/n S, all-gather and
+/// reduce-scatter (n-1)/n S of the whole tensor S) and the payload (the
+/// whole tensors' bytes).
+struct AxisComm {
+  int64_t collectives = 0;
+  int64_t payloadBytes = 0;
+  double sentBytes = 0;
+};
+
 struct MemoryReport {
+  // Partitioning (llama-shard): 1 x 1 for a single process. Figures below
+  // are per rank unless they say otherwise.
+  int64_t gridDp = 1, gridTp = 1;
+  bool sequenceParallel = false;
+  int64_t fullParams = 0;             // the unpartitioned model
+  int64_t optimizerShardElems = 0;    // ZeRO-1: AdamW state elements per moment
+  AxisComm dpComm, tpComm;            // in the step program
+  AxisComm zeroComm;                  // the optimizer's reduce-scatter + all-gather (dp)
   int64_t params = 0;                 // parameter count
   int64_t paramBytes = 0;             // also the gradient bytes
   int64_t numLayers = 0;              // distinct llama.layer values

@@ -27,6 +27,52 @@ public:
       : ctx(ctx), c(c), o(o), b(&ctx), loc(b.getUnknownLoc()),
         elem(o.float64 ? Type(b.getF64Type()) : Type(b.getF32Type())) {}
 
+  /// @prefill / @decode: `o.seqLen` tokens per call at a run-time position,
+  /// keys and values appended to per-layer caches of `capacity` rows.
+  void buildGenerate(ModuleOp module, StringRef name, int64_t capacity) {
+    this->capacity = capacity;
+    SmallVector<Type> argTypes;
+    auto table = ::llama::paramTable(c);
+    for (const auto &p : table)
+      argTypes.push_back(tensor(p.shape));
+    argTypes.push_back(RankedTensorType::get({o.batch, o.seqLen}, b.getI32Type()));
+    argTypes.push_back(RankedTensorType::get({}, b.getI32Type()));
+    auto cacheType = tensor({o.batch, capacity, c.num_kv_heads, c.head_dim});
+    for (int64_t l = 0; l < 2 * c.num_layers; ++l)
+      argTypes.push_back(cacheType);
+    auto logitsType = tensor({o.batch, o.seqLen, c.vocab_size});
+
+    b.setInsertionPointToEnd(module.getBody());
+    auto fn = func::FuncOp::create(b, loc, name, b.getFunctionType(argTypes, {logitsType}));
+    Block *entry = fn.addEntryBlock();
+    for (auto [i, p] : llvm::enumerate(table)) {
+      fn.setArgAttr(i, mlir::llama::kParamNameAttr, b.getStringAttr(p.name));
+      param[p.name] = entry->getArgument(i);
+    }
+    size_t next = table.size();
+    fn.setArgAttr(next, mlir::llama::kInputAttr, b.getStringAttr("tokens"));
+    Value tokens = entry->getArgument(next++);
+    fn.setArgAttr(next, mlir::llama::kInputAttr, b.getStringAttr("position"));
+    position = entry->getArgument(next++);
+    for (int64_t l = 0; l < c.num_layers; ++l)
+      for (const char *kind : {"key", "value"}) {
+        fn.setArgAttr(next, mlir::llama::kKvCacheAttr, b.getStringAttr(kind));
+        fn.setArgAttr(next, mlir::llama::kLayerAttr, b.getI64IntegerAttr(l));
+        caches.push_back(entry->getArgument(next++));
+      }
+
+    b.setInsertionPointToEnd(entry);
+    Value embed = param.at("model.embed_tokens.weight");
+    Value h = mlir::llama::EmbeddingOp::create(
+        b, loc, tensor({o.batch, o.seqLen, c.hidden_size}), embed, tokens,
+        /*vocab_shard=*/nullptr);
+    for (int64_t l = 0; l < c.num_layers; ++l)
+      h = layer(l, h);
+    Value normed = rmsNorm(h, param.at("model.norm.weight"));
+    Value head = c.tie_word_embeddings ? embed : param.at("lm_head.weight");
+    func::ReturnOp::create(b, loc, linear(normed, head));
+  }
+
   OwningOpRef<ModuleOp> build() {
     auto module = ModuleOp::create(loc);
     module->setAttr("llama.model_name", b.getStringAttr(c.name));
@@ -59,7 +105,7 @@ public:
     b.setInsertionPointToEnd(entry);
     Value embed = param.at("model.embed_tokens.weight");
     Value h = mlir::llama::EmbeddingOp::create(b, loc, tensor({o.batch, o.seqLen, c.hidden_size}),
-                                         embed, tokens);
+                                         embed, tokens, /*vocab_shard=*/nullptr);
     for (int64_t l = 0; l < c.num_layers; ++l)
       h = layer(l, h);
     Value normed = rmsNorm(h, param.at("model.norm.weight"));
@@ -113,12 +159,23 @@ private:
     Value k = reshape(linear(n1, param.at(p + "self_attn.k_proj.weight")), {B, T, KV, D});
     Value v = reshape(linear(n1, param.at(p + "self_attn.v_proj.weight")), {B, T, KV, D});
     auto theta = b.getF64FloatAttr(c.rope_theta);
-    q = mlir::llama::RopeOp::create(b, loc, q.getType(), q, theta);
-    k = mlir::llama::RopeOp::create(b, loc, k.getType(), k, theta);
-    auto attn = mlir::llama::AttentionOp::create(
-        b, loc, tensor({B, T, H, D}), tensor({B, H, T}), q, k, v,
-        b.getF64FloatAttr(1.0 / std::sqrt(static_cast<double>(D))));
-    Value o3 = reshape(attn.getResult(), {B, T, H * D});
+    auto scale = b.getF64FloatAttr(1.0 / std::sqrt(static_cast<double>(D)));
+    Value attnOut;
+    if (position) { // generation: rotate at the run-time position, use the cache
+      auto capacityAttr = b.getI64IntegerAttr(capacity);
+      q = mlir::llama::RopeAtOp::create(b, loc, q.getType(), q, position, theta, capacityAttr);
+      k = mlir::llama::RopeAtOp::create(b, loc, k.getType(), k, position, theta, capacityAttr);
+      attnOut = mlir::llama::AttentionCachedOp::create(
+          b, loc, tensor({B, T, H, D}), q, k, v, caches[2 * l], caches[2 * l + 1],
+          position, scale);
+    } else {
+      q = mlir::llama::RopeOp::create(b, loc, q.getType(), q, theta);
+      k = mlir::llama::RopeOp::create(b, loc, k.getType(), k, theta);
+      attnOut = mlir::llama::AttentionOp::create(b, loc, tensor({B, T, H, D}),
+                                                 tensor({B, H, T}), q, k, v, scale)
+                    .getResult();
+    }
+    Value o3 = reshape(attnOut, {B, T, H * D});
     Value h = mlir::llama::AddOp::create(b, loc, x,
                                    linear(o3, param.at(p + "self_attn.o_proj.weight")));
     Value n2 = rmsNorm(h, param.at(p + "post_attention_layernorm.weight"));
@@ -138,6 +195,10 @@ private:
   Location loc;
   Type elem;
   std::map<std::string, Value> param;
+  // Generation only.
+  Value position;
+  SmallVector<Value> caches; // key, value per layer
+  int64_t capacity = 0;
 };
 } // namespace
 
@@ -158,5 +219,27 @@ OwningOpRef<ModuleOp> buildForward(MLIRContext &ctx,
   ctx.getOrLoadDialect<mlir::llama::LlamaDialect>();
   ctx.getOrLoadDialect<func::FuncDialect>();
   return ForwardBuilder(ctx, config, options).build();
+}
+
+void addGenerateFunctions(ModuleOp module, const LlamaConfig &config,
+                          const GenerateOptions &options) {
+  validate(config);
+  int64_t capacity = options.capacity ? options.capacity : config.max_position_embeddings;
+  if (options.batch < 1 || options.chunk < 1)
+    throw std::runtime_error("generation batch and chunk must be >= 1");
+  if (capacity < options.chunk || capacity > config.max_position_embeddings)
+    throw std::runtime_error(
+        "KV cache capacity " + std::to_string(capacity) + " must lie in [chunk " +
+        std::to_string(options.chunk) + ", max_position_embeddings " +
+        std::to_string(config.max_position_embeddings) + "]");
+  MLIRContext &ctx = *module.getContext();
+  for (auto [name, chunk] : {std::pair<const char *, int64_t>{"prefill", options.chunk},
+                             {"decode", 1}}) {
+    BuildOptions o;
+    o.batch = options.batch;
+    o.seqLen = chunk;
+    o.float64 = options.float64;
+    ForwardBuilder(ctx, config, o).buildGenerate(module, name, capacity);
+  }
 }
 } // namespace llama

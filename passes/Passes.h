@@ -1,6 +1,7 @@
 //===- Passes.h - passes of llama-mlir --------------------------*- C++ -*-===//
 #pragma once
 
+#include "mlir/Dialect/Shard/IR/ShardDialect.h"
 #include "mlir/Pass/Pass.h"
 #include <memory>
 

@@ -4,6 +4,40 @@
 
 include "mlir/Pass/PassBase.td"
 
+def LlamaShard : Pass<"llama-shard", "::mlir::ModuleOp"> {
+  let summary = "Partition @forward for a dp x tp grid (Megatron tensor + sequence parallelism, data parallelism)";
+  let description = [{
+    Rewrites `@forward` into the program one rank of a `dp x tp` grid runs
+    (declared as `shard.grid @grid(shape = DPxTP)`: axis 0 data, axis 1
+    tensor parallel). Parameters become their local shards (argument
+    attributes `llama.shard_dim` and `llama.full_shape`), activations and
+    token ids their local slices, and upstream `shard` collectives appear
+    where layouts change:
+    - column-parallel q/k/v/gate/up projections read their input through
+      `llama.grad_all_reduce` (identity forward, all-reduced gradient);
+    - row-parallel o/down projections end in `shard.all_reduce`;
+    - the embedding and the output projection are split over the
+      vocabulary; the cross-entropy all-reduces row statistics
+      (`llama.logits_max`, `llama.ce_partial_sums`) and never gathers logits;
+    - with `sp`, norms and residuals are split along the sequence:
+      `shard.all_gather` before the column-parallel GEMMs and
+      `shard.reduce_scatter` after the row-parallel ones;
+    - with `dp > 1`, the batch is split and the loss is normalized by the
+      global count of scored tokens (`llama.count_valid` all-reduced over
+      axis 0), then all-reduced, so per-rank gradients sum to the
+      single-process gradients.
+    Run before llama-remat and llama-autodiff: the backward's collectives
+    come from the VJPs of these. `dp = tp = 1` leaves the module unchanged.
+  }];
+  let options = [
+    Option<"dp", "dp", "int64_t", /*default=*/"1", "data-parallel ranks">,
+    Option<"tp", "tp", "int64_t", /*default=*/"1", "tensor-parallel ranks">,
+    Option<"sp", "sp", "bool", /*default=*/"false",
+           "sequence parallelism over the tensor-parallel ranks">,
+  ];
+  let dependentDialects = ["::mlir::shard::ShardDialect"];
+}
+
 def LlamaRemat : Pass<"llama-remat", "::mlir::ModuleOp"> {
   let summary = "Decide which forward values are saved for the backward and which are recomputed";
   let description = [{

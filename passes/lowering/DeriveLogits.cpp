@@ -83,6 +83,11 @@ struct LlamaDeriveLogitsPass
       module.emitError("llama-derive-logits: batch must be >= 1");
       return signalPassFailure();
     }
+    // A partitioned program has no @logits: generation runs the single-rank
+    // program (checkpoints do not depend on the grid), and a vocab-parallel
+    // @logits would have to gather the logits it exists to return.
+    if (module->hasAttr(kGridAttr))
+      return;
     if (failed(derive(module, forward)))
       signalPassFailure();
   }

@@ -42,10 +42,13 @@ int64_t tensorBytes(Value v) {
 
 int64_t alignUp(int64_t x, int64_t a) { return (x + a - 1) / a * a; }
 
-/// The value whose storage `v` uses: reshapes are views of their input.
+/// The value whose storage `v` uses, seen through views.
 Value storageRoot(Value v) {
-  while (auto reshape = v.getDefiningOp<ReshapeOp>())
-    v = reshape.getInput();
+  while (Operation *def = v.getDefiningOp()) {
+    if (!isViewOp(def))
+      break;
+    v = def->getOperand(0);
+  }
   return v;
 }
 
@@ -85,7 +88,7 @@ FailureOr<MemoryPlanStats> mlir::llama::planFunctionMemory(func::FuncOp fn,
   int64_t i = 0;
   for (Operation &op : block) {
     index[&op] = i;
-    if (!isa<ReshapeOp>(op))
+    if (!isViewOp(&op))
       for (Value r : op.getResults()) {
         bufferOf[r] = buffers.size();
         buffers.push_back({r, alignUp(tensorBytes(r), alignment), i, i});

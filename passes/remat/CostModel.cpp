@@ -18,7 +18,7 @@ double bytesOf(Value v) {
 
 OpCost mlir::llama::estimateCost(Operation *op) {
   OpCost cost;
-  if (isa<ReshapeOp>(op))
+  if (isViewOp(op))
     return cost; // a view
   if (auto mm = dyn_cast<MatmulOp>(op)) {
     cost.flops = 2.0 * mm.getBatchSize() * mm.getM() * mm.getN() * mm.getK();

@@ -6,6 +6,7 @@
 //
 //===----------------------------------------------------------------------===//
 #include "dialects/llama/IR/LlamaOps.h"
+#include "mlir/Dialect/Shard/IR/ShardOps.h"
 #include "passes/Passes.h"
 #include "passes/remat/RematBudget.h"
 
@@ -26,11 +27,13 @@ using namespace mlir::llama;
 
 namespace {
 /// Ops whose outputs are expensive to recompute (GEMMs, attention, the
-/// embedding gather) or form the residual stream that every layer's
-/// backward starts from.
+/// embedding gather, reductions over ranks) or form the residual stream that
+/// every layer's backward starts from. A sequence-parallel all-gather is
+/// recomputed, as in Megatron-LM: saving the gathered input would keep
+/// tp times the activation that sequence parallelism exists to split.
 bool savedBySelective(Operation *op) {
-  return isa<MatmulOp, AttentionOp, EmbeddingOp, AddOp, CrossEntropyOp,
-             FillOp>(op);
+  return isa<MatmulOp, AttentionOp, EmbeddingOp, AddOp, CrossEntropyOp, FillOp,
+             CECombineOp, shard::AllReduceOp, shard::ReduceScatterOp>(op);
 }
 
 std::optional<int64_t> layerOf(Operation *op) {
@@ -132,7 +135,9 @@ struct LlamaRematPass : mlir::llama::impl::LlamaRematBase<LlamaRematPass> {
     auto save = StringAttr::get(ctx, "save");
     auto recompute = StringAttr::get(ctx, "recompute");
     forward.walk([&](Operation *op) {
-      if (op->getDialect() != ctx->getLoadedDialect<LlamaDialect>())
+      // Our ops and the collectives llama-shard inserted.
+      if (op->getDialect() != ctx->getLoadedDialect<LlamaDialect>() &&
+          !isa<VJPOpInterface>(op))
         return;
       bool keep = saved(op);
       op->setAttr(kRematAttr, keep ? save : recompute);

@@ -156,8 +156,11 @@ FailureOr<std::vector<bool>> neededByBackward(ModuleOp module, size_t numOps) {
 
 std::vector<Operation *> mlir::llama::rematOps(func::FuncOp forward) {
   std::vector<Operation *> ops;
+  // Our ops and the upstream collectives llama-shard inserts (they carry
+  // VJPOpInterface as an external model).
   for (Operation &op : forward.getBody().front())
-    if (op.getDialect() && op.getDialect()->getNamespace() == "llama")
+    if ((op.getDialect() && op.getDialect()->getNamespace() == "llama") ||
+        isa<VJPOpInterface>(op))
       ops.push_back(&op);
   return ops;
 }
@@ -193,8 +196,8 @@ mlir::llama::measureRematPlan(ModuleOp module, const std::vector<bool> &save,
     if (!op->hasAttr(kBackwardAttr))
       return;
     for (Value v : op->getOperands()) {
-      while (auto r = v.getDefiningOp<ReshapeOp>())
-        v = r.getInput();
+      while (v.getDefiningOp() && isViewOp(v.getDefiningOp()))
+        v = v.getDefiningOp()->getOperand(0);
       if (Operation *def = v.getDefiningOp(); def && !def->hasAttr(kBackwardAttr))
         savedDefs.insert(def);
     }
@@ -227,14 +230,14 @@ LogicalResult mlir::llama::planRematForBudget(
     double tilt = 1.0 + 1e-6 * static_cast<double>(layerOf(ops[i]).value_or(-1) + 1);
     cost[i] = costInFlops(ops[i], balance) * tilt;
     // Saving a view saves its input: a view is never a saved buffer itself.
-    bytes[i] = isa<ReshapeOp>(ops[i]) ? kInf : resultBytes(ops[i]);
+    bytes[i] = isViewOp(ops[i]) ? kInf : resultBytes(ops[i]);
     layered |= layerOf(ops[i]).has_value();
   }
   if (layered)
     for (size_t i = 0; i < n; ++i)
       for (Value r : ops[i]->getResults())
         for (Operation *user : r.getUsers())
-          if (layerOf(user) != layerOf(ops[i]) && !isa<ReshapeOp>(ops[i]))
+          if (layerOf(user) != layerOf(ops[i]) && !isViewOp(ops[i]))
             boundary[i] = true;
 
   auto cut = [&](double lambda) {

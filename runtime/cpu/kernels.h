@@ -93,5 +93,61 @@ void cross_entropy_backward(const T *dloss, const T *logits,
                             const int32_t *targets, T *dlogits, int64_t rows,
                             int64_t vocab, int64_t ignore_index);
 
+// ---- Generation with a KV cache -------------------------------------------
+// rope_forward for the chunk of tokens at positions pos0 .. pos0 + chunk - 1
+// (bit-identical angles); pos0 + chunk must not exceed max_positions.
+template <typename T>
+void rope_forward_at(const T *x, T *y, int64_t batch, int64_t chunk,
+                     int64_t heads, int64_t head_dim, double theta, int64_t pos0,
+                     int64_t max_positions);
+// Appends k, v [batch, chunk, kv_heads, head_dim] to the caches [batch,
+// capacity, kv_heads, head_dim] at rows pos0.., then out[b, i, h] = causal
+// attention of q[b, i, h] over cache rows 0 .. pos0 + i of KV head
+// h / (heads / kv_heads). Throws when pos0 + chunk exceeds the capacity.
+template <typename T>
+void attention_cached_forward(const T *q, const T *k, const T *v, T *k_cache,
+                              T *v_cache, T *out, int64_t batch, int64_t chunk,
+                              int64_t heads, int64_t kv_heads, int64_t head_dim,
+                              int64_t capacity, int64_t pos0, double scale);
+
+// ---- Partitioned programs (vocab_parallel.cpp) ------------------------------
+// Vocabulary-parallel embedding: `table` holds rows [row0, row0 + rows) of a
+// `vocab`-row table; ids outside that range give zero rows (forward) and are
+// skipped (backward; dtable is [rows, dim], overwritten).
+template <typename T>
+void embedding_forward_shard(const T *table, const int32_t *ids, T *out,
+                             int64_t n_tokens, int64_t vocab, int64_t row0,
+                             int64_t rows, int64_t dim);
+template <typename T>
+void embedding_backward_shard(const T *dout, const int32_t *ids, T *dtable,
+                              int64_t n_tokens, int64_t vocab, int64_t row0,
+                              int64_t rows, int64_t dim);
+// max[r] = max_v logits[r, v] over the local vocabulary.
+template <typename T>
+void logits_row_max(const T *logits, T *max, int64_t rows, int64_t vocab);
+// sums[r] = (sum_v exp(logits[r, v] - max[r]), logits[r, target - col0] when
+// the target is in [col0, col0 + vocab_local) and scored, else 0); targets
+// are checked against the whole vocabulary.
+template <typename T>
+void ce_partial_sums(const T *logits, const T *max, const int32_t *targets,
+                     T *sums, int64_t rows, int64_t vocab_local, int64_t col0,
+                     int64_t vocab, int64_t ignore_index);
+template <typename T>
+void ce_partial_sums_backward(const T *dsums, const T *logits, const T *max,
+                              const int32_t *targets, T *dlogits, int64_t rows,
+                              int64_t vocab_local, int64_t col0,
+                              int64_t ignore_index);
+// *count = number of targets != ignore_index.
+template <typename T>
+void count_valid(const int32_t *targets, T *count, int64_t n, int64_t ignore_index);
+// *loss = sum over scored rows of (log sums[r,0] + max[r] - sums[r,1]) / *count.
+template <typename T>
+void ce_combine(const T *max, const T *sums, const int32_t *targets,
+                const T *count, T *loss, int64_t rows, int64_t ignore_index);
+template <typename T>
+void ce_combine_backward(const T *dloss, const T *sums, const int32_t *targets,
+                         const T *count, T *dsums, int64_t rows,
+                         int64_t ignore_index);
+
 // Explicit instantiations for float and double live in the .cpp files.
 } // namespace llamart::cpu

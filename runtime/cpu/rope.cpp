@@ -41,7 +41,8 @@ const RopeTable<T> &rope_table(int64_t seq, int64_t head_dim, double theta,
                              std::to_string(theta) + " must be positive");
   thread_local RopeTable<T> table;
   const int64_t half = head_dim / 2;
-  if (table.seq == seq && table.half == half && table.theta == theta)
+  // A longer table serves shorter requests: row t depends on t alone.
+  if (table.seq >= seq && table.half == half && table.theta == theta)
     return table;
   table.cos.resize(size_t(seq * half));
   table.sin.resize(size_t(seq * half));
@@ -66,18 +67,29 @@ const RopeTable<T> &rope_table(int64_t seq, int64_t head_dim, double theta,
 }
 
 // direction = +1: forward rotation; -1: its transpose (backward).
+// Token bt of [batch, seq] sits at position pos0 + bt % seq; `positions`
+// (>= pos0 + seq) sizes the table, so that a generation's growing position
+// does not rebuild it every token.
 template <typename T>
 void rotate(const T *x, T *y, int64_t batch, int64_t seq, int64_t heads,
-            int64_t head_dim, double theta, T direction, const char *kernel) {
-  if (batch < 0 || seq < 0 || heads < 0)
+            int64_t head_dim, double theta, T direction, const char *kernel,
+            int64_t pos0 = 0, int64_t positions = -1) {
+  if (batch < 0 || seq < 0 || heads < 0 || pos0 < 0)
     throw std::runtime_error(std::string(kernel) + ": negative dimension");
-  const RopeTable<T> &table = rope_table<T>(seq, head_dim, theta, kernel);
+  if (positions < 0)
+    positions = seq;
+  if (pos0 + seq > positions)
+    throw std::runtime_error(std::string(kernel) + ": positions " +
+                             std::to_string(pos0) + ".." +
+                             std::to_string(pos0 + seq - 1) +
+                             " exceed the capacity " + std::to_string(positions));
+  const RopeTable<T> &table = rope_table<T>(positions, head_dim, theta, kernel);
   const int64_t half = head_dim / 2;
   const int64_t tokens = batch * seq;
   const bool parallel = tokens * heads * head_dim >= kParallelElements;
 #pragma omp parallel for schedule(static) if (parallel)
   for (int64_t bt = 0; bt < tokens; ++bt) {
-    const int64_t t = bt % seq;
+    const int64_t t = pos0 + bt % seq;
     const T *c = table.cos.data() + t * half;
     const T *s = table.sin.data() + t * half;
     for (int64_t h = 0; h < heads; ++h) {
@@ -109,7 +121,17 @@ void rope_backward(const T *dy, T *dx, int64_t batch, int64_t seq,
   rotate(dy, dx, batch, seq, heads, head_dim, theta, T(-1), "rope_backward");
 }
 
+template <typename T>
+void rope_forward_at(const T *x, T *y, int64_t batch, int64_t chunk,
+                     int64_t heads, int64_t head_dim, double theta, int64_t pos0,
+                     int64_t max_positions) {
+  rotate(x, y, batch, chunk, heads, head_dim, theta, T(1), "rope_forward_at",
+         pos0, max_positions);
+}
+
 #define LLAMART_INSTANTIATE(T)                                                 \
+  template void rope_forward_at<T>(const T *, T *, int64_t, int64_t, int64_t,  \
+                                   int64_t, double, int64_t, int64_t);         \
   template void rope_forward<T>(const T *, T *, int64_t, int64_t, int64_t,     \
                                 int64_t, double);                              \
   template void rope_backward<T>(const T *, T *, int64_t, int64_t, int64_t,    \

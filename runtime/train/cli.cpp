@@ -1,10 +1,12 @@
 #include "runtime/train/cli.h"
 
+#include "runtime/comm/comm.h"
 #include "runtime/train/eval.h"
 #include "runtime/train/export.h"
 #include "runtime/train/fault_inject.h"
 #include "runtime/train/flags.h"
 #include "runtime/train/generate.h"
+#include "runtime/train/partition.h"
 #include "runtime/train/program_check.h"
 #include "runtime/train/schedule.h"
 #include "runtime/train/trainer.h"
@@ -47,15 +49,18 @@ const char *kTrainUsage = R"(usage: %s train --data DIR --steps N [options]
   --seed S                init and data order (default 1234)
   --no-shuffle            read windows in file order
   --init-from-checkpoint P  start from these weights (fresh optimizer, step 0): a run,
-                          checkpoint, .safetensors file or Hugging Face model folder
+                          checkpoint, .safetensors file, Hugging Face model folder or
+                          Meta folder (params.json + consolidated.NN.pth)
   --stop-at K             checkpoint and exit after update K (schedule keeps N)
   --quiet                 no progress lines
   --spike-window W        accepted updates the spike z-scores use (default 32; 0 = off)
   --spike-zscore Z        skip an update whose loss or log grad norm has z > Z (default 6; 0 = off)
   --max-skips-before-rollback R  R skips with < R good updates between them roll
                           back to the checkpoint before them (default 3; 0 = never)
-  --inject nan@N,spike@N,bitflip@N  faults on the N-th update attempt, to test
-                          recovery (bitflip: one high exponent bit of one GEMM output)
+  --inject nan@N,spike@N,bitflip@N,kill@N  faults on the N-th update attempt, to
+                          test recovery (bitflip: one high exponent bit of one GEMM
+                          output; kill: the job's last rank dies by SIGKILL, first
+                          launch only, for llama-run --max-restarts)
   --verify-gemm-every K   checksum every GEMM of every K-th update (and, when K > 0, of
                           one with an injected bitflip); a failing update is recomputed
                           once, then skipped if it fails again (default 0 = off)
@@ -64,14 +69,18 @@ const char *kTrainUsage = R"(usage: %s train --data DIR --steps N [options]
 const char *kVerifyUsage =
     R"(usage: %s verify --weights W.safetensors --batch-file I.safetensors --out G.safetensors
   runs one train_step on the weights (every param by HF name) and
-  input_ids [batch, seq_len + 1] (int32/int64), writes "loss" and all gradients
+  input_ids [batch, seq_len + 1] (int32/int64), writes "loss" and all gradients;
+  a partitioned binary runs on its grid (llama-run -n RANKS) with the full
+  weights and the global batch and writes the full gradients from rank 0
 )";
 
 const char *kGenerateUsage = R"(usage: %s generate --checkpoint P --tokenizer M --prompt TEXT [options]
-  --checkpoint P          run dir, checkpoint dir, .safetensors file or HF folder
-  --tokenizer M           SentencePiece tokenizer.model
-  --prompt TEXT           text to continue (BOS is prepended)
+  --checkpoint P          run dir, checkpoint dir, .safetensors file, HF or Meta folder
+  --tokenizer M           tokenizer.model, HF tokenizer.json or a folder holding one
+  --prompt TEXT           text to continue (BOS as the tokenizer specifies)
   --max-tokens N          tokens to sample (default 64; stops at EOS)
+  --no-kv-cache           recompute the whole window for every token (the path
+                          the KV cache is checked against)
   --temperature T         softmax temperature (default 0.8; 0 = greedy)
   --top-k K               sample among the K most likely (default 0 = off)
   --top-p P               nucleus probability (default 0.95)
@@ -93,8 +102,10 @@ const char *kMemcheckUsage = R"(usage: %s memcheck [--seed S]
 )";
 
 const char *kInfoUsage = R"(usage: %s info [--json | --config-json]
-  prints model, dtype, batch, seq_len, vocab size, parameter count, arena sizes;
-  --config-json prints the Hugging Face config.json the program was built from
+  prints model, dtype, batch, seq_len, vocab size, parameter count, arena sizes
+  and the dp x tp grid (batch, params and arenas are per rank; global_batch and
+  full_params are the whole model's); --config-json prints the Hugging Face
+  config.json the program was built from
 )";
 
 void print_usage(std::FILE *out, const char *argv0) {
@@ -199,7 +210,7 @@ int cmd_generate(const ProgramInfo &program, int argc, char **argv) {
   const Flags f("generate", argc, argv, 2,
                 {{"checkpoint", true}, {"tokenizer", true}, {"prompt", true},
                  {"max-tokens", true}, {"temperature", true}, {"top-k", true},
-                 {"top-p", true}, {"seed", true}});
+                 {"top-p", true}, {"seed", true}, {"no-kv-cache", false}});
   train::GenerateOptions o;
   o.checkpoint = f.required("checkpoint");
   o.tokenizer = f.required("tokenizer");
@@ -213,6 +224,7 @@ int cmd_generate(const ProgramInfo &program, int argc, char **argv) {
   o.sampling.top_k = f.i64("top-k", o.sampling.top_k);
   o.sampling.top_p = f.f64("top-p", o.sampling.top_p);
   o.seed = f.u64("seed", o.seed);
+  o.kv_cache = !f.has("no-kv-cache");
   as_usage_error([&] { o.sampling.validate(); });
 
   const train::GenerateResult r = train::run_generate(program, o);
@@ -222,6 +234,18 @@ int cmd_generate(const ProgramInfo &program, int argc, char **argv) {
   std::fprintf(stderr, "%lld tokens in %.2f s, tokens/s: %.1f\n",
                static_cast<long long>(r.new_tokens), r.seconds,
                r.seconds > 0 ? static_cast<double>(r.new_tokens) / r.seconds : 0.0);
+  if (r.used_kv_cache) {
+    const double decode_s = r.seconds - r.prompt_seconds;
+    std::fprintf(stderr,
+                 "KV cache: prompt %lld tokens in %.3f s (%.1f tokens/s), "
+                 "decode %lld tokens in %.3f s (%.1f tokens/s)\n",
+                 static_cast<long long>(r.prompt_tokens), r.prompt_seconds,
+                 r.prompt_seconds > 0 ? double(r.prompt_tokens) / r.prompt_seconds : 0.0,
+                 static_cast<long long>(r.new_tokens), decode_s,
+                 decode_s > 0 ? double(r.new_tokens) / decode_s : 0.0);
+  } else {
+    std::fprintf(stderr, "no KV cache: the whole window per token\n");
+  }
   return 0;
 }
 
@@ -272,6 +296,11 @@ int cmd_info(const ProgramInfo &program, int argc, char **argv) {
   j["train_arena_bytes"] = program.train_arena_bytes;
   j["logits_arena_bytes"] = program.logits_arena_bytes;
   j["gen_batch"] = program.gen_batch;
+  j["grid_dp"] = program.grid_dp;
+  j["grid_tp"] = program.grid_tp;
+  j["sequence_parallel"] = program.sequence_parallel != 0;
+  j["global_batch"] = program.global_batch;
+  j["full_params"] = program.full_param_numel;
   j["abi_version"] = program.abi_version;
   if (f.has("json")) {
     std::printf("%s\n", j.dump(2).c_str());
@@ -283,6 +312,48 @@ int cmd_info(const ProgramInfo &program, int argc, char **argv) {
                 v.is_string() ? v.get<std::string>().c_str() : v.dump().c_str());
   }
   return 0;
+}
+
+std::string grid_string(const ProgramInfo &program) {
+  return "dp=" + std::to_string(program.grid_dp) + " x tp=" +
+         std::to_string(program.grid_tp);
+}
+
+// `train` or `verify` of a partitioned program: one rank of a grid of MPI
+// processes.
+// comm::init comes first (it fails, naming the launcher command, when the
+// job has the wrong number of ranks). Usage errors are the same on every
+// rank (same command line, same files), so rank 0 alone reports them and all
+// ranks leave together. Any other error may hit one rank alone while its
+// peers wait for it in a collective: that rank prints its message and ends
+// the whole job (comm::abort_job), so nobody hangs.
+int run_partitioned(const ProgramInfo &program, int argc, char **argv,
+                    const char *argv0, const std::string &command) {
+  try {
+    comm::init(program.grid_dp, program.grid_tp);
+  } catch (const std::exception &e) {
+    std::fflush(stdout);
+    std::fprintf(stderr, "%s %s: error: %s\n", argv0, command.c_str(), e.what());
+    comm::finalize();
+    return 1;
+  }
+  int code = 0;
+  try {
+    code = command == "train" ? cmd_train(program, argc, argv)
+                              : cmd_verify(program, argc, argv);
+  } catch (const UsageError &e) {
+    std::fflush(stdout);
+    if (comm::rank() == 0)
+      std::fprintf(stderr, "%s %s: error: %s\n", argv0, command.c_str(), e.what());
+    comm::finalize();
+    return 2;
+  } catch (const std::exception &e) {
+    std::fflush(stdout);
+    comm::abort_job(std::string(argv0) + " " + command + ": error: " + e.what(), 1);
+  }
+  std::fflush(stdout);
+  comm::finalize();
+  return code;
 }
 
 } // namespace
@@ -320,6 +391,23 @@ int run_main(int argc, char **argv, const ProgramInfo *program) {
     if (!program)
       throw std::runtime_error("llamart_program() returned null");
     train::validate_program(*program);
+    if (!program->train_step &&
+        (command == "train" || command == "verify" || command == "gradcheck" ||
+         command == "memcheck"))
+      throw UsageError(std::string(argv0) +
+                       " was compiled with --mode generate (forward only): it "
+                       "cannot " + command +
+                       "; compile the model without --mode generate to train");
+    if (train::is_partitioned(*program)) {
+      if (command == "train" || command == "verify")
+        return run_partitioned(*program, argc, argv, argv0, command);
+      if (command != "info")
+        throw UsageError(std::string(argv0) + " is partitioned for " +
+                         grid_string(*program) + "; run " + command +
+                         " with a single-rank binary of the same model "
+                         "(llama-compile without --dp/--tp): checkpoints are "
+                         "grid-independent");
+    }
     if (command == "train")
       return cmd_train(*program, argc, argv);
     if (command == "verify")

@@ -9,6 +9,11 @@
 // Exit status: 0 success, 1 runtime error, 2 usage error, 128 + signal when
 // SIGINT/SIGTERM stopped training (after writing a checkpoint); every error
 // is one line on stderr naming the flag or file at fault.
+//
+// A partitioned program (one rank of a dp x tp grid, program.h) runs `train`
+// as one rank of an MPI job (llama-run -n dp*tp, or mpirun), and `info`
+// anywhere; every other subcommand is refused with a pointer to the
+// single-rank binary of the same model, which reads the same checkpoints.
 #pragma once
 #include "runtime/train/program.h"
 

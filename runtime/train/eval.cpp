@@ -17,12 +17,12 @@ namespace llamart::train {
 
 const char *const kEvalUsage =
     R"usage(usage: %s eval --checkpoint P (--data DIR | --tokenizer M --tasks FILE.jsonl) [options]
-  --checkpoint P          run dir, checkpoint dir, .safetensors file or HF folder
+  --checkpoint P          run dir, checkpoint dir, .safetensors file, HF or Meta folder
   --data DIR              token shards: prints "loss: X" (mean cross-entropy per
                           token over the split) and "perplexity: exp(X)"
   --split NAME            shards NAME_*.tok (default val)
   --batches N             only the first N batches of windows (default: all)
-  --tokenizer M           SentencePiece tokenizer.model (with --tasks)
+  --tokenizer M           tokenizer.model, HF tokenizer.json or a folder (with --tasks)
   --tasks FILE.jsonl      {"context": str, "choices": [str, ...], "label": int}
                           per line: prints "accuracy: K/N = X"
   --normalize none|length rank choices by total log-likelihood (default) or

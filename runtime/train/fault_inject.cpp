@@ -1,10 +1,16 @@
 #include "runtime/train/fault_inject.h"
 
+#include "runtime/comm/comm.h"
+
+#include <csignal>
+#include <cstdio>
+
 #include <cerrno>
 #include <cmath>
 #include <cstdlib>
 #include <limits>
 #include <stdexcept>
+#include <string>
 
 namespace llamart::train {
 
@@ -18,7 +24,7 @@ std::vector<Fault> parse_faults(const std::string &spec) {
     const std::string item = spec.substr(begin, end - begin);
     auto bad = [&](const std::string &why) {
       throw std::runtime_error("--inject: '" + item + "': " + why +
-                               " (expected nan@N, spike@N or bitflip@N, N >= 1, comma-separated)");
+                               " (expected nan@N, spike@N, bitflip@N or kill@N, N >= 1, comma-separated)");
     };
     const size_t at = item.find('@');
     if (at == std::string::npos)
@@ -31,6 +37,8 @@ std::vector<Fault> parse_faults(const std::string &spec) {
       f.kind = FaultKind::Spike;
     else if (kind == "bitflip")
       f.kind = FaultKind::BitFlip;
+    else if (kind == "kill")
+      f.kind = FaultKind::Kill;
     else
       bad("unknown fault '" + kind + "'");
     char *stop = nullptr;
@@ -54,6 +62,18 @@ std::vector<FaultKind> faults_at(const std::vector<Fault> &faults, int64_t attem
 }
 
 template <typename T> void apply_fault(FaultKind kind, T *grads, int64_t n, double &loss) {
+  if (kind == FaultKind::Kill) {
+    const char *restart = std::getenv("LLAMA_RUN_RESTART");
+    if (restart && std::string(restart) != "0")
+      return;
+    if (comm::rank(comm::Axis::World) == comm::size(comm::Axis::World) - 1) {
+      std::fprintf(stderr, "--inject kill: rank %d dies now (SIGKILL)\n",
+                   comm::rank(comm::Axis::World));
+      std::fflush(stderr);
+      std::raise(SIGKILL);
+    }
+    return;
+  }
   if (n <= 0 || kind == FaultKind::BitFlip)
     return;
   if (kind == FaultKind::NaN) {

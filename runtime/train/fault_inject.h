@@ -10,6 +10,11 @@
 //            (both chosen from --seed) gets a high exponent bit flipped right
 //            after the GEMM wrote it (runtime/cpu/gemm_check.h): silent data
 //            corruption, which --verify-gemm-every catches and recomputes
+//   kill@N   after the N-th update attempt's gradients, the last rank of the
+//            job (the only one in a single-process run) dies by SIGKILL, as
+//            a crashed host would; only in the first launch of a job
+//            (llama-run sets LLAMA_RUN_RESTART on restarts), so a run
+//            restarted with --max-restarts continues past it
 //
 // N counts update attempts over the whole run, skipped and rolled-back ones
 // included (TrainState::attempts), not the step counter: after a rollback the
@@ -23,7 +28,7 @@
 
 namespace llamart::train {
 
-enum class FaultKind { NaN, Spike, BitFlip };
+enum class FaultKind { NaN, Spike, BitFlip, Kill };
 
 struct Fault {
   FaultKind kind;
@@ -41,7 +46,8 @@ std::vector<FaultKind> faults_at(const std::vector<Fault> &faults, int64_t attem
 
 // Applies `kind` to an update's summed gradients (n elements) and loss.
 // BitFlip is not applied here (it happens inside the step; the trainer arms
-// it), so it leaves both unchanged.
+// it), so it leaves both unchanged. Kill does not return on the rank it
+// kills.
 template <typename T> void apply_fault(FaultKind kind, T *grads, int64_t n, double &loss);
 
 } // namespace llamart::train

@@ -3,8 +3,7 @@
 #include "runtime/train/aligned_buffer.h"
 #include "runtime/train/checkpoint_dir.h"
 #include "runtime/train/program_check.h"
-
-#include <sentencepiece_processor.h>
+#include "runtime/tokenizer/tokenizer.h"
 
 #include <algorithm>
 #include <chrono>
@@ -77,18 +76,129 @@ int32_t sample_token(const double *logits, int64_t n,
 
 namespace {
 
+// The next-token logits of the sequence's last position, restricted to the
+// tokenizer's pieces (the model's vocab may be padded past them).
+template <typename T>
+void copy_row(const T *row, int64_t pieces, std::vector<double> &out) {
+  for (int64_t v = 0; v < pieces; ++v)
+    out[static_cast<size_t>(v)] = static_cast<double>(row[v]);
+}
+
+// Generation with the KV cache: the prompt in prefill chunks (the last one
+// padded; a chunk that would overrun the cache is done token by token), then
+// one decode call per new token. Row 0 of the gen_batch rows is the
+// sequence. Stops at a stop token (EOS, or one of generation_config.json's),
+// after max_tokens, or when the cache is full.
+template <typename T>
+void generate_cached(const ProgramInfo &program, const T *params,
+                     const GenerateOptions &options, int64_t pieces,
+                     const tokenizer::Tokenizer &tok, GenerateResult &result) {
+  const int64_t vocab = program.vocab_size, chunk = program.prefill_chunk,
+                capacity = program.kv_capacity, rows = program.gen_batch;
+  if (static_cast<int64_t>(result.ids.size()) > capacity)
+    throw std::runtime_error("--prompt: " + std::to_string(result.ids.size()) +
+                             " tokens do not fit the KV cache of " +
+                             std::to_string(capacity) +
+                             " positions (llama-compile --kv-capacity)");
+  AlignedBuffer<T> cache(static_cast<size_t>(program.kv_cache_bytes) / sizeof(T));
+  std::fill(cache.data(), cache.data() + cache.size(), T(0));
+  AlignedBuffer<uint8_t> arena(static_cast<size_t>(
+      std::max(program.prefill_arena_bytes, program.decode_arena_bytes)));
+  AlignedBuffer<int32_t> tokens(static_cast<size_t>(rows * chunk));
+  AlignedBuffer<T> logits(static_cast<size_t>(rows * chunk * vocab));
+  std::vector<double> last(static_cast<size_t>(pieces));
+  Rng rng(options.seed);
+
+  const auto t0 = std::chrono::steady_clock::now();
+  const int64_t prompt = static_cast<int64_t>(result.ids.size());
+  int64_t pos = 0;
+  while (pos < prompt) {
+    std::fill(tokens.data(), tokens.data() + tokens.size(), 0);
+    const int64_t n = std::min(chunk, prompt - pos);
+    if (pos + chunk <= capacity) {
+      std::copy_n(result.ids.begin() + pos, n, tokens.data());
+      program.prefill(params, tokens.data(), pos, cache.data(), arena.data(),
+                      logits.data());
+      copy_row(logits.data() + (n - 1) * vocab, pieces, last);
+      pos += n;
+    } else {
+      tokens[0] = result.ids[static_cast<size_t>(pos)];
+      program.decode(params, tokens.data(), pos, cache.data(), arena.data(),
+                     logits.data());
+      copy_row(logits.data(), pieces, last);
+      ++pos;
+    }
+  }
+  const auto t1 = std::chrono::steady_clock::now();
+  for (int64_t i = 0; i < options.max_tokens; ++i) {
+    const int32_t next = sample_token(last.data(), pieces, options.sampling, rng);
+    result.ids.push_back(next);
+    ++result.new_tokens;
+    if (tok.is_stop(next) || i + 1 == options.max_tokens)
+      break;
+    if (pos >= capacity) {
+      std::fprintf(stderr, "warning: the KV cache is full (%lld positions); "
+                           "generation stops here\n",
+                   static_cast<long long>(capacity));
+      break;
+    }
+    std::fill(tokens.data(), tokens.data() + rows, 0);
+    tokens[0] = next;
+    program.decode(params, tokens.data(), pos, cache.data(), arena.data(),
+                   logits.data());
+    copy_row(logits.data(), pieces, last);
+    ++pos;
+  }
+  const auto t2 = std::chrono::steady_clock::now();
+  result.prompt_seconds = std::chrono::duration<double>(t1 - t0).count();
+  result.seconds = std::chrono::duration<double>(t2 - t0).count();
+  result.used_kv_cache = true;
+}
+
+// Without a KV cache (programs compiled without @prefill/@decode, or
+// --no-kv-cache): the last seq_len tokens, padded with 0, through the full
+// @logits forward for every new token.
+template <typename T>
+void generate_window(const ProgramInfo &program, const T *params,
+                     const GenerateOptions &options, int64_t pieces,
+                     const tokenizer::Tokenizer &tok, GenerateResult &result) {
+  const int64_t seq_len = program.seq_len, vocab = program.vocab_size;
+  AlignedBuffer<int32_t> tokens(static_cast<size_t>(program.gen_batch * seq_len));
+  AlignedBuffer<T> logits(static_cast<size_t>(program.gen_batch * seq_len * vocab));
+  AlignedBuffer<uint8_t> arena(static_cast<size_t>(program.logits_arena_bytes));
+  std::vector<double> last(static_cast<size_t>(pieces));
+  Rng rng(options.seed);
+
+  const auto start = std::chrono::steady_clock::now();
+  for (int64_t i = 0; i < options.max_tokens; ++i) {
+    const int64_t len = std::min<int64_t>(static_cast<int64_t>(result.ids.size()), seq_len);
+    std::fill(tokens.data(), tokens.data() + tokens.size(), 0);
+    std::copy(result.ids.end() - len, result.ids.end(), tokens.data());
+    program.logits(params, tokens.data(), arena.data(), logits.data());
+    // Only ids the tokenizer can decode are candidates (the model's vocab
+    // may be padded past the tokenizer's).
+    copy_row(logits.data() + (len - 1) * vocab, pieces, last);
+    const int32_t next = sample_token(last.data(), pieces, options.sampling, rng);
+    result.ids.push_back(next);
+    ++result.new_tokens;
+    if (tok.is_stop(next))
+      break;
+  }
+  result.seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+}
+
 template <typename T>
 GenerateResult generate_impl(const ProgramInfo &program,
                              const GenerateOptions &options) {
-  if (!program.logits || program.gen_batch < 1)
+  const bool cached = options.kv_cache && program.prefill && program.decode &&
+                      program.gen_batch >= 1;
+  if (!cached && (!program.logits || program.gen_batch < 1))
     throw std::runtime_error(std::string("program ") + program.model_name +
                              ": was compiled without a logits function");
-  sentencepiece::SentencePieceProcessor sp;
-  const auto status = sp.Load(options.tokenizer);
-  if (!status.ok())
-    throw std::runtime_error(options.tokenizer + ": cannot load tokenizer: " +
-                             status.ToString());
-  const int64_t pieces = sp.GetPieceSize();
+  // tokenizer.model, tokenizer.json or an HF folder; its errors name the file.
+  const tokenizer::Tokenizer tok = tokenizer::Tokenizer::load(options.tokenizer);
+  const int64_t pieces = tok.vocab_size();
   if (pieces > program.vocab_size)
     throw std::runtime_error(options.tokenizer + ": has " + std::to_string(pieces) +
                              " pieces, model " + program.model_name +
@@ -101,52 +211,23 @@ GenerateResult generate_impl(const ProgramInfo &program,
                           std::fprintf(stderr, "warning: %s\n", m.c_str());
                         });
 
+  // The prompt starts with what encode(text, true) would put first (BOS) but
+  // gets no suffix: an add_eos_token config must not end it before the model
+  // has said anything.
   GenerateResult result;
-  if (sp.bos_id() >= 0)
-    result.ids.push_back(sp.bos_id());
-  std::vector<int> prompt_ids;
-  const auto encoded = sp.Encode(options.prompt, &prompt_ids);
-  if (!encoded.ok())
-    throw std::runtime_error("--prompt: cannot encode: " + encoded.ToString());
+  result.ids = tok.special_prefix();
+  const std::vector<int32_t> prompt_ids = tok.encode(options.prompt, /*add_special=*/false);
   result.ids.insert(result.ids.end(), prompt_ids.begin(), prompt_ids.end());
   if (result.ids.empty())
-    throw std::runtime_error("--prompt: empty, and " + options.tokenizer +
+    throw std::runtime_error("--prompt: empty, and " + tok.path() +
                              " has no BOS token to start from");
   result.prompt_tokens = static_cast<int64_t>(result.ids.size());
-
-  const int64_t seq_len = program.seq_len, vocab = program.vocab_size;
-  AlignedBuffer<int32_t> tokens(static_cast<size_t>(program.gen_batch * seq_len));
-  AlignedBuffer<T> logits(static_cast<size_t>(program.gen_batch * seq_len * vocab));
-  AlignedBuffer<uint8_t> arena(static_cast<size_t>(program.logits_arena_bytes));
-  std::vector<double> last(static_cast<size_t>(pieces));
-  Rng rng(options.seed);
-  const int eos = sp.eos_id();
-
-  const auto start = std::chrono::steady_clock::now();
-  for (int64_t i = 0; i < options.max_tokens; ++i) {
-    const int64_t len = std::min<int64_t>(static_cast<int64_t>(result.ids.size()), seq_len);
-    std::fill(tokens.data(), tokens.data() + tokens.size(), 0);
-    std::copy(result.ids.end() - len, result.ids.end(), tokens.data());
-    program.logits(params.data(), tokens.data(), arena.data(), logits.data());
-    // Only ids the tokenizer can decode are candidates (the model's vocab
-    // may be padded past the tokenizer's).
-    const T *row = logits.data() + (len - 1) * vocab;
-    for (int64_t v = 0; v < pieces; ++v)
-      last[v] = static_cast<double>(row[v]);
-    const int32_t next = sample_token(last.data(), pieces, options.sampling, rng);
-    result.ids.push_back(next);
-    ++result.new_tokens;
-    if (next == eos)
-      break;
+  if (cached) {
+    generate_cached<T>(program, params.data(), options, pieces, tok, result);
+  } else {
+    generate_window<T>(program, params.data(), options, pieces, tok, result);
   }
-  result.seconds =
-      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-
-  const std::vector<int> all(result.ids.begin(), result.ids.end());
-  const auto decoded = sp.Decode(all, &result.text);
-  if (!decoded.ok())
-    throw std::runtime_error(options.tokenizer + ": cannot decode: " +
-                             decoded.ToString());
+  result.text = tok.decode(result.ids);
   return result;
 }
 

@@ -1,9 +1,11 @@
-// `generate`: sampling text from a trained model with the program's logits
-// entry point. The running sequence (BOS + prompt + sampled tokens, the last
-// seq_len of them once it grows longer) sits in row 0 of a
-// [gen_batch, seq_len] token buffer padded with 0; the model is causal, so
-// the padding after the sequence does not change the logits read at its last
-// position. No KV cache: each token costs one full forward of seq_len tokens.
+// `generate`: sampling text from a trained model. With the program's
+// @prefill / @decode entry points (single-process binaries have them), the
+// prompt goes through prefill in chunks and every new token costs one
+// decode step over the KV cache. Without them (or with --no-kv-cache) the
+// running sequence (BOS + prompt + sampled tokens, the last seq_len of them
+// once it grows longer) sits in row 0 of a [gen_batch, seq_len] token buffer
+// padded with 0 and every new token costs a full @logits forward; the model
+// is causal, so the padding does not change the logits at the last position.
 #pragma once
 #include "runtime/train/program.h"
 #include "runtime/train/rng.h"
@@ -30,11 +32,12 @@ int32_t sample_token(const double *logits, int64_t n,
 
 struct GenerateOptions {
   std::string checkpoint; // run dir, checkpoint dir or .safetensors file
-  std::string tokenizer;  // SentencePiece tokenizer.model
+  std::string tokenizer;  // tokenizer.model, tokenizer.json or an HF folder
   std::string prompt;
   int64_t max_tokens = 64;
   SamplingConfig sampling;
   uint64_t seed = 1234;
+  bool kv_cache = true;   // use @prefill / @decode when the program has them
 };
 
 struct GenerateResult {
@@ -43,6 +46,8 @@ struct GenerateResult {
   int64_t new_tokens = 0;
   std::string text;         // decoded prompt + continuation
   double seconds = 0.0;     // time spent in the model and sampling
+  double prompt_seconds = 0.0; // of which the prompt's prefill (KV cache only)
+  bool used_kv_cache = false;
 };
 
 GenerateResult run_generate(const ProgramInfo &program,

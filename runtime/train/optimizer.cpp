@@ -33,7 +33,7 @@ void AdamWConfig::validate() const {
 
 bool param_decays(const ParamInfo &param) { return param.rank >= 2; }
 
-template <typename T> double grad_l2_norm(const T *grads, int64_t n, double scale) {
+template <typename T> double sum_of_squares(const T *values, int64_t n) {
   const int64_t blocks = (n + kNormBlock - 1) / kNormBlock;
   std::vector<double> partial(static_cast<size_t>(blocks), 0.0);
 #pragma omp parallel for schedule(static)
@@ -42,15 +42,19 @@ template <typename T> double grad_l2_norm(const T *grads, int64_t n, double scal
     const int64_t end = std::min(n, begin + kNormBlock);
     double sum = 0.0;
     for (int64_t i = begin; i < end; ++i) {
-      const double g = static_cast<double>(grads[i]);
-      sum += g * g;
+      const double x = static_cast<double>(values[i]);
+      sum += x * x;
     }
     partial[static_cast<size_t>(b)] = sum;
   }
   double total = 0.0;
   for (double p : partial)
     total += p;
-  return std::sqrt(total) * std::fabs(scale);
+  return total;
+}
+
+template <typename T> double grad_l2_norm(const T *grads, int64_t n, double scale) {
+  return std::sqrt(sum_of_squares(grads, n)) * std::fabs(scale);
 }
 
 double clip_scale(double norm, double max_norm) {
@@ -66,10 +70,12 @@ template <typename T> void accumulate(T *dst, const T *src, int64_t n) {
 }
 
 template <typename T>
-void adamw_update(const ProgramInfo &program, const AdamWConfig &config,
-                  int64_t step, double lr, double grad_scale, T *params,
-                  const T *grads, T *exp_avg, T *exp_avg_sq) {
+void adamw_update_range(const ProgramInfo &program, const AdamWConfig &config,
+                        int64_t step, double lr, double grad_scale,
+                        int64_t begin, int64_t end, T *params, const T *grads,
+                        T *exp_avg, T *exp_avg_sq) {
   require(step >= 1, "adamw_update: step must be >= 1");
+  require(0 <= begin && begin <= end, "adamw_update: bad element range");
   const double b1 = config.beta1, b2 = config.beta2, eps = config.eps;
   const double bias1 = 1.0 - std::pow(b1, static_cast<double>(step));
   const double bias2_sqrt = std::sqrt(1.0 - std::pow(b2, static_cast<double>(step)));
@@ -81,13 +87,19 @@ void adamw_update(const ProgramInfo &program, const AdamWConfig &config,
 #pragma omp parallel
   for (int32_t p = 0; p < program.num_params; ++p) {
     const ParamInfo &info = program.params[p];
+    // The part of this param inside [begin, end), relative to `begin`.
+    const int64_t lo = std::max(info.offset, begin) - begin;
+    const int64_t hi = std::min(info.offset + info.numel, end) - begin;
+    if (lo >= hi)
+      continue; // the same decision on every thread: no barrier is skipped
     const double decay = param_decays(info) ? decay_factor : 1.0;
-    T *w = params + info.offset;
-    const T *g = grads + info.offset;
-    T *m = exp_avg + info.offset;
-    T *v = exp_avg_sq + info.offset;
+    T *w = params + lo;
+    const T *g = grads + lo;
+    T *m = exp_avg + lo;
+    T *v = exp_avg_sq + lo;
+    const int64_t n = hi - lo;
 #pragma omp for schedule(static) nowait
-    for (int64_t i = 0; i < info.numel; ++i) {
+    for (int64_t i = 0; i < n; ++i) {
       const double gi = static_cast<double>(g[i]) * grad_scale;
       const double mi = b1 * static_cast<double>(m[i]) + (1.0 - b1) * gi;
       const double vi = b2 * static_cast<double>(v[i]) + (1.0 - b2) * gi * gi;
@@ -103,12 +115,25 @@ void adamw_update(const ProgramInfo &program, const AdamWConfig &config,
   }
 }
 
+template <typename T>
+void adamw_update(const ProgramInfo &program, const AdamWConfig &config,
+                  int64_t step, double lr, double grad_scale, T *params,
+                  const T *grads, T *exp_avg, T *exp_avg_sq) {
+  adamw_update_range(program, config, step, lr, grad_scale, 0,
+                     program.param_numel, params, grads, exp_avg, exp_avg_sq);
+}
+
 #define LLAMART_INSTANTIATE(T)                                                 \
+  template double sum_of_squares<T>(const T *, int64_t);                      \
   template double grad_l2_norm<T>(const T *, int64_t, double);                 \
   template void accumulate<T>(T *, const T *, int64_t);                        \
   template void adamw_update<T>(const ProgramInfo &, const AdamWConfig &,      \
                                 int64_t, double, double, T *, const T *, T *,  \
-                                T *);
+                                T *);                                          \
+  template void adamw_update_range<T>(const ProgramInfo &,                     \
+                                      const AdamWConfig &, int64_t, double,    \
+                                      double, int64_t, int64_t, T *,           \
+                                      const T *, T *, T *);
 LLAMART_INSTANTIATE(float)
 LLAMART_INSTANTIATE(double)
 #undef LLAMART_INSTANTIATE

@@ -30,8 +30,11 @@ struct AdamWConfig {
 // Whether weight decay applies to this parameter (matrices yes, gains no).
 bool param_decays(const ParamInfo &param);
 
-// sqrt(sum((g[i] * scale)^2)) accumulated in double over fixed blocks, summed
-// in block order: the same bits for any number of threads.
+// sum(g[i]^2) accumulated in double over fixed blocks, summed in block
+// order: the same bits for any number of threads.
+template <typename T> double sum_of_squares(const T *values, int64_t n);
+
+// sqrt(sum_of_squares(grads, n)) * |scale|, the L2 norm of grads * scale.
 template <typename T> double grad_l2_norm(const T *grads, int64_t n, double scale);
 
 // Factor that brings a gradient of norm `norm` down to `max_norm`
@@ -49,5 +52,18 @@ template <typename T>
 void adamw_update(const ProgramInfo &program, const AdamWConfig &config,
                   int64_t step, double lr, double grad_scale, T *params,
                   const T *grads, T *exp_avg, T *exp_avg_sq);
+
+// The same update restricted to the elements [begin, end) of the flat
+// parameter buffer (a ZeRO-1 shard, partition.h): every pointer addresses
+// element `begin` (pointer[i - begin] is element i), the per-parameter
+// decisions (weight decay) are those of the param each element belongs to,
+// and elements outside every param are left alone. Shards that cover the
+// buffer give exactly adamw_update's bits: the arithmetic of an element does
+// not depend on the range.
+template <typename T>
+void adamw_update_range(const ProgramInfo &program, const AdamWConfig &config,
+                        int64_t step, double lr, double grad_scale,
+                        int64_t begin, int64_t end, T *params, const T *grads,
+                        T *exp_avg, T *exp_avg_sq);
 
 } // namespace llamart::train

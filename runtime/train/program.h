@@ -18,10 +18,17 @@ enum class ParamInit : int32_t {
 struct ParamInfo {
   const char *name;   // Hugging Face name, e.g. "model.layers.0.mlp.up_proj.weight"
   int32_t rank;       // 1 or 2
-  int64_t shape[4];   // [out, in] for 2-D weights
-  int64_t numel;
+  int64_t shape[4];   // [out, in] for 2-D weights: THIS RANK's shard of it
+  int64_t numel;      // elements of this rank's shard
   int64_t offset;     // element offset into the flat parameter (and gradient) buffer
   ParamInit init;
+  // Tensor parallelism (ABI v3). The parameter as checkpoints and the
+  // single-rank program know it is `full_shape`; tensor-parallel rank r of
+  // grid_tp holds the r-th of grid_tp equal slices along `shard_dim`, or the
+  // whole tensor when shard_dim is -1 (then every tp rank holds the same
+  // values and computes the same gradient, e.g. RMSNorm gains).
+  int32_t shard_dim;
+  int64_t full_shape[4];
 };
 
 // One compiled function: a train step or a logits function.
@@ -32,7 +39,8 @@ struct ProgramInfo {
   const char *model_name;     // e.g. "tiny"
   const char *config_json;    // HF-style config.json text of the model
   DType dtype;
-  int64_t batch;              // sequences per train step
+  int64_t batch;              // sequences per train step ON THIS RANK
+                              // (global_batch / grid_dp)
   int64_t seq_len;            // tokens per sequence
   int64_t vocab_size;
   int64_t ignore_index;       // targets equal to this are not scored
@@ -61,9 +69,44 @@ struct ProgramInfo {
   int64_t eval_arena_bytes;
   void (*eval_loss)(const void *params, const int32_t *tokens,
                     const int32_t *targets, void *arena, double *loss);
+
+  // Partitioning (ABI v3): the program is one rank of a grid_dp x grid_tp
+  // grid (world rank = dp_index * grid_tp + tp_index, runtime/comm/comm.h).
+  // 1 x 1 is the ordinary single-process program. A partitioned program's
+  // train_step / eval_loss call the collectives of runtime/comm themselves
+  // and return the GLOBAL loss (the same on every rank); the gradients they
+  // write are this rank's local ones, summed over its dp group by the
+  // optimizer (ZeRO-1). `logits` is null and gen_batch 0 for partitioned
+  // programs: generation runs the single-rank binary on the same checkpoint
+  // (checkpoints are grid-independent).
+  int32_t grid_dp;
+  int32_t grid_tp;
+  int32_t sequence_parallel;  // 0/1: norms and residuals sharded on the sequence
+  int64_t global_batch;       // sequences per train step over the whole grid
+  int64_t full_param_numel;   // sum of the full (unpartitioned) param sizes
+
+  // Generation with a KV cache (ABI v3; null / 0 when not compiled, e.g.
+  // for partitioned programs). One cache buffer of kv_cache_bytes holds the
+  // keys and values of every layer for gen_batch sequences of up to
+  // kv_capacity positions. prefill takes tokens [gen_batch, prefill_chunk],
+  // decode tokens [gen_batch, 1]; both start at position `pos` (the number
+  // of tokens already in the cache), append their keys and values, and write
+  // logits [gen_batch, chunk, vocab] for their tokens. Positions past the
+  // real tokens of a padded prefill chunk are written to the cache too and
+  // are overwritten by the decode steps that reach them; causality keeps
+  // them out of every real token's logits.
+  int64_t kv_capacity;
+  int64_t kv_cache_bytes;
+  int64_t prefill_chunk;
+  int64_t prefill_arena_bytes;
+  void (*prefill)(const void *params, const int32_t *tokens, int64_t pos,
+                  void *kv_cache, void *arena, void *logits_out);
+  int64_t decode_arena_bytes;
+  void (*decode)(const void *params, const int32_t *tokens, int64_t pos,
+                 void *kv_cache, void *arena, void *logits_out);
 };
 
-constexpr int32_t kProgramAbiVersion = 2;
+constexpr int32_t kProgramAbiVersion = 3;
 
 } // namespace llamart
 

@@ -10,8 +10,13 @@
 namespace llamart::train {
 
 // Throws std::runtime_error("program <model>: <what is wrong>") on an ABI
-// version mismatch, a null entry point, a param whose shape does not match its
-// numel, or params that overlap or run past param_numel.
+// version mismatch, a null entry point (logits may be null on a partitioned
+// program), a param whose shape does not match its numel, params that
+// overlap or run past param_numel, or grid fields that do not fit together:
+// grid_dp, grid_tp < 1, global_batch != batch * grid_dp, a shard_dim outside
+// [-1, rank), a full_shape that is not the shape times grid_tp along
+// shard_dim (equal to the shape when grid_tp is 1 or shard_dim -1), or
+// full_param_numel != the sum of the full shapes' sizes.
 void validate_program(const ProgramInfo &program);
 
 // "f32" / "f64".

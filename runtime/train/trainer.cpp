@@ -4,12 +4,15 @@
 #include "runtime/data/shards.h"
 #include "runtime/train/aligned_buffer.h"
 #include "runtime/train/checkpoint_dir.h"
+#include "runtime/train/distributed.h"
 #include "runtime/train/metrics.h"
 #include "runtime/train/param_store.h"
+#include "runtime/train/partition.h"
 #include "runtime/train/program_check.h"
 #include "runtime/train/rng.h"
 #include "runtime/train/run_lock.h"
 #include "runtime/train/schedule.h"
+#include "runtime/train/zero_optimizer.h"
 
 #include <algorithm>
 #include <atomic>
@@ -153,53 +156,116 @@ void warn_changed_settings(const TrainState &saved, const TrainState &now) {
     warn("resuming with settings that differ from the checkpoint:" + changed.str());
 }
 
+// On a dp x tp grid every rank runs a Trainer: the same data stream, the same
+// decisions (agreed through distributed.h), its own slice of the model and
+// its ZeRO-1 shard of the optimizer. World rank 0 alone talks to the file
+// system (run lock, checkpoints, metrics.jsonl) and to the user.
 template <typename T> class Trainer {
 public:
   Trainer(const ProgramInfo &program, const TrainOptions &options)
-      : program_(program), options_(options),
+      : program_(program), options_(options), grid_(grid_place(program)),
         numel_(program.param_numel),
-        tokens_per_update_(options.grad_accum * program.batch * program.seq_len),
-        params_(numel_), grads_(numel_), exp_avg_(numel_), exp_avg_sq_(numel_),
+        tokens_per_update_(options.grad_accum * program.global_batch * program.seq_len),
+        batch_offset_(static_cast<int64_t>(grid_.dp_rank) * program.batch *
+                      program.seq_len),
+        optimizer_(program, grid_.dp_rank, grid_.tp_rank),
+        params_(static_cast<size_t>(optimizer_.shard().padded_numel)),
+        grads_(static_cast<size_t>(optimizer_.shard().padded_numel)),
         arena_(static_cast<size_t>(program.train_arena_bytes)),
         eval_arena_(static_cast<size_t>(program.eval_arena_bytes)),
-        tokens_(static_cast<size_t>(program.batch * program.seq_len)),
-        targets_(static_cast<size_t>(program.batch * program.seq_len)) {
+        tokens_(static_cast<size_t>(program.global_batch * program.seq_len)),
+        targets_(static_cast<size_t>(program.global_batch * program.seq_len)) {
     if (options.grad_accum > 1)
       micro_grads_ = AlignedBuffer<T>(numel_);
+    if (grid_.partitioned)
+      full_view_ = std::make_unique<FullProgramView>(program);
   }
 
   TrainResult run();
 
 private:
   void restore_or_init();
+  void init_weights();
+  TrainState load_state(const std::string &dir);
+  std::optional<CheckpointRef> share(std::optional<CheckpointRef> ref, const char *what);
   void quarantine(const std::vector<CheckpointRef> &rejected);
-  void rollback(int64_t step, MetricsLog &metrics);
+  void rollback(int64_t step);
+  void note(const std::string &message) const;
   double elapsed_s() const;
   double micro_step(T *grads);
   double compute_update();
   double compute_checked_update(int64_t step, data::Dataset::Position batch_position,
-                                MetricsLog &metrics, int64_t &gemm_failures);
+                                int64_t &gemm_failures);
   double evaluate();
   std::string save();
   TrainState current_state() const;
 
   const ProgramInfo &program_;
   const TrainOptions &options_;
+  const GridPlace grid_;
   const int64_t numel_;
-  const int64_t tokens_per_update_;
-  AlignedBuffer<T> params_, grads_, exp_avg_, exp_avg_sq_, micro_grads_;
+  const int64_t tokens_per_update_; // over the whole grid
+  // This dp rank's sequences within a global batch (the data stream is the
+  // single-rank run's with batch = global_batch).
+  const int64_t batch_offset_;
+  ZeroAdamW<T> optimizer_;
+  AlignedBuffer<T> params_, grads_, micro_grads_;
   AlignedBuffer<uint8_t> arena_;
   AlignedBuffer<uint8_t> eval_arena_;
-  AlignedBuffer<int32_t> tokens_, targets_;
+  AlignedBuffer<int32_t> tokens_, targets_; // one global batch
+  // Partitioned programs: the full model as checkpoints hold it.
+  std::unique_ptr<FullProgramView> full_view_;
 
   std::string checkpoint_root_;
   TrainState state_;
   Rng rng_;
   std::unique_ptr<data::Dataset> train_data_, val_data_;
   std::unique_ptr<Progress> progress_;
+  std::unique_ptr<MetricsLog> metrics_; // world rank 0 only
   std::chrono::steady_clock::time_point run_start_;
   double elapsed_before_ = 0.0; // wall time of earlier runs (from state.json)
 };
+
+// Warnings come from world rank 0 alone: the other ranks see the same things.
+template <typename T> void Trainer<T>::note(const std::string &message) const {
+  if (grid_.root())
+    warn(message);
+}
+
+// Rank 0's decision about a checkpoint, on every rank.
+template <typename T>
+std::optional<CheckpointRef> Trainer<T>::share(std::optional<CheckpointRef> ref,
+                                               const char *what) {
+  if (!grid_.partitioned)
+    return ref;
+  int64_t step = ref ? ref->step : -1;
+  broadcast_from_root(grid_, &step, sizeof step, what);
+  const std::string path = broadcast_from_root(grid_, ref ? ref->path : "", what);
+  if (step < 0)
+    return std::nullopt;
+  return CheckpointRef{step, path};
+}
+
+// Params and AdamW moments from a checkpoint. Checkpoints hold the full model
+// (checkpoint_dir.h), so a partitioned rank reads it all and keeps its tp
+// slice of every tensor and its dp shard of the moments: a run resumes on any
+// grid.
+template <typename T> TrainState Trainer<T>::load_state(const std::string &dir) {
+  if (!grid_.partitioned)
+    return load_checkpoint<T>(program_, dir, params_.data(), optimizer_.exp_avg(),
+                              optimizer_.exp_avg_sq());
+  const ProgramInfo &full = full_view_->program();
+  const size_t full_n = static_cast<size_t>(full.param_numel);
+  AlignedBuffer<T> full_params(full_n), full_m(full_n), full_v(full_n);
+  const TrainState state = load_checkpoint<T>(full, dir, full_params.data(),
+                                              full_m.data(), full_v.data());
+  slice_params(program_, *full_view_, grid_.tp_rank, full_params.data(), params_.data());
+  AlignedBuffer<T> local_m(params_.size()), local_v(params_.size());
+  slice_params(program_, *full_view_, grid_.tp_rank, full_m.data(), local_m.data());
+  slice_params(program_, *full_view_, grid_.tp_rank, full_v.data(), local_v.data());
+  optimizer_.set_moments(local_m.data(), local_v.data());
+  return state;
+}
 
 template <typename T> void Trainer<T>::restore_or_init() {
   checkpoint_root_ = (fs::path(options_.run_dir) / "checkpoints").string();
@@ -221,23 +287,26 @@ template <typename T> void Trainer<T>::restore_or_init() {
 
   // The run lock is held, so whatever interrupted writes left is dead.
   std::error_code ec;
-  if (fs::is_directory(checkpoint_root_, ec))
+  if (grid_.root() && fs::is_directory(checkpoint_root_, ec))
     if (const int n = clean_interrupted_saves(checkpoint_root_))
       progress_->message("removed " + std::to_string(n) + " leftover" +
                          (n == 1 ? "" : "s") + " of interrupted checkpoint writes in " +
                          checkpoint_root_);
 
   if (options_.resume) {
-    std::vector<CheckpointRef> rejected;
-    const std::optional<CheckpointRef> ref =
-        find_resume_checkpoint(checkpoint_root_, warn, INT64_MAX, &rejected);
-    quarantine(rejected);
+    std::optional<CheckpointRef> ref;
+    if (grid_.root()) {
+      std::vector<CheckpointRef> rejected;
+      ref = find_resume_checkpoint(checkpoint_root_, warn, INT64_MAX, &rejected);
+      quarantine(rejected);
+    }
+    ref = share(ref, "the checkpoint to resume from");
     if (ref) {
-      TrainState saved = load_checkpoint<T>(program_, ref->path, params_.data(),
-                                            exp_avg_.data(), exp_avg_sq_.data());
-      warn_changed_settings(saved, wanted);
+      TrainState saved = load_state(ref->path);
+      if (grid_.root())
+        warn_changed_settings(saved, wanted);
       if (saved.seed != options_.seed || saved.shuffle != options_.shuffle)
-        warn("resuming keeps the checkpoint's data order (seed " +
+        note("resuming keeps the checkpoint's data order (seed " +
              std::to_string(saved.seed) + (saved.shuffle ? "" : ", no shuffle") +
              "); --seed / --no-shuffle apply to new runs only");
       // The data stream and counters continue; hyperparameters follow flags.
@@ -267,7 +336,7 @@ template <typename T> void Trainer<T>::restore_or_init() {
     }
     progress_->message("no checkpoint in " + checkpoint_root_ +
                        "; starting from scratch");
-  } else if (!list_checkpoints(checkpoint_root_).empty()) {
+  } else if (grid_.root() && !list_checkpoints(checkpoint_root_).empty()) {
     throw std::runtime_error(
         "--run-dir: " + options_.run_dir +
         " already holds checkpoints; pass --resume to continue that run or "
@@ -277,20 +346,49 @@ template <typename T> void Trainer<T>::restore_or_init() {
   state_ = wanted;
   rng_.reseed(derive_seed(options_.seed, "llamart.train"));
   state_.rng = rng_.state();
-  init_params(program_, options_.seed, params_.data());
-  if (!options_.init_from_checkpoint.empty()) {
-    const std::string loaded = load_model_weights<T>(
-        program_, options_.init_from_checkpoint, params_.data(), warn);
-    progress_->message("initialized weights from " + loaded);
-  }
+  init_weights();
 }
 
-// One train_step on the next batch; gradients overwrite `grads`.
+// Fresh weights: init_params, or --init-from-checkpoint. A partitioned rank
+// builds the full model the single-rank program would start from (init is
+// keyed by (seed, name) and the full shape) and keeps its slice, so every
+// grid starts from the same point.
+template <typename T> void Trainer<T>::init_weights() {
+  if (!grid_.partitioned) {
+    init_params(program_, options_.seed, params_.data());
+    if (!options_.init_from_checkpoint.empty()) {
+      const std::string loaded = load_model_weights<T>(
+          program_, options_.init_from_checkpoint, params_.data(), warn);
+      progress_->message("initialized weights from " + loaded);
+    }
+    return;
+  }
+  const ProgramInfo &full = full_view_->program();
+  AlignedBuffer<T> full_params(static_cast<size_t>(full.param_numel));
+  init_params(full, options_.seed, full_params.data());
+  if (!options_.init_from_checkpoint.empty()) {
+    // Rank 0 resolves what the path names (the newest checkpoint that
+    // verifies, ...) and the others read exactly that file.
+    std::string loaded;
+    if (grid_.root())
+      loaded = load_model_weights<T>(full, options_.init_from_checkpoint,
+                                     full_params.data(), warn);
+    loaded = broadcast_from_root(grid_, loaded, "the --init-from-checkpoint weights");
+    if (!grid_.root())
+      load_model_weights<T>(full, loaded, full_params.data(),
+                            [](const std::string &) {});
+    progress_->message("initialized weights from " + loaded);
+  }
+  slice_params(program_, *full_view_, grid_.tp_rank, full_params.data(), params_.data());
+}
+
+// One train_step on the next batch; gradients overwrite `grads`. Every rank
+// reads the whole global batch and trains on its dp rank's part of it.
 template <typename T> double Trainer<T>::micro_step(T *grads) {
-  train_data_->next_batch(program_.batch, tokens_.data(), targets_.data());
+  train_data_->next_batch(program_.global_batch, tokens_.data(), targets_.data());
   double loss = 0.0;
-  program_.train_step(params_.data(), grads, tokens_.data(), targets_.data(),
-                      arena_.data(), &loss);
+  program_.train_step(params_.data(), grads, tokens_.data() + batch_offset_,
+                      targets_.data() + batch_offset_, arena_.data(), &loss);
   return loss;
 }
 
@@ -310,11 +408,11 @@ template <typename T> double Trainer<T>::compute_update() {
 // load) does not repeat, so the update is recomputed once from the same
 // batch: the train step is deterministic, so a clean retry gives exactly the
 // update an unfaulted run would have made. `gemm_failures` is left at the
-// retry's count: nonzero means both computations failed.
+// retry's count: nonzero means both computations failed. On a grid the
+// counts are the largest over all ranks: every rank retries, or none does.
 template <typename T>
 double Trainer<T>::compute_checked_update(int64_t step,
                                           data::Dataset::Position batch_position,
-                                          MetricsLog &metrics,
                                           int64_t &gemm_failures) {
   const std::vector<FaultKind> faults = faults_at(options_.faults, state_.attempts);
   const bool inject =
@@ -336,16 +434,17 @@ double Trainer<T>::compute_checked_update(int64_t step,
     loss = compute_update();
     const cpu::GemmCheckStats stats = cpu::gemm_check_end();
     if (inject && pass == 0 && !stats.bitflip_delivered)
-      warn("--inject bitflip@" + std::to_string(state_.attempts) +
+      note("--inject bitflip@" + std::to_string(state_.attempts) +
            ": the update ran too few GEMMs; nothing was flipped");
-    gemm_failures = stats.failed;
+    gemm_failures = agree_max(grid_, stats.failed, "ABFT GEMM failure count");
     if (!verify || gemm_failures == 0 || pass == 1)
       break;
     SkipRecord r{};
     r.step = step;
     r.reason = skip_reason_name(SkipReason::GemmChecksum);
     r.loss = loss;
-    r.grad_norm = grad_l2_norm(grads_.data(), numel_, 1.0 / options_.grad_accum);
+    r.grad_norm =
+        optimizer_.reduce_gradients(grads_.data(), 1.0 / options_.grad_accum);
     r.lr = state_.schedule.at(step);
     r.loss_z = r.grad_norm_z = NAN;
     r.attempt = state_.attempts;
@@ -354,8 +453,9 @@ double Trainer<T>::compute_checked_update(int64_t step,
     r.elapsed_s = elapsed_s();
     r.gemm_failures = gemm_failures;
     r.recomputed = true;
-    metrics.log_skip(r);
-    warn("step " + std::to_string(step) + ": " + std::to_string(gemm_failures) +
+    if (metrics_)
+      metrics_->log_skip(r);
+    note("step " + std::to_string(step) + ": " + std::to_string(gemm_failures) +
          " of " + std::to_string(stats.checked) +
          " GEMMs failed their checksum; recomputing the update on the same batch");
     train_data_->set_position(batch_position);
@@ -365,18 +465,19 @@ double Trainer<T>::compute_checked_update(int64_t step,
 
 // Mean loss over the first eval_batches batches of the val split (fewer when
 // it is smaller), always the same batches so evaluations are comparable.
-// Forward only (eval_loss), in its own, smaller arena.
+// Forward only (eval_loss), in its own, smaller arena. Batches are global
+// batches, sliced over dp like the training ones.
 template <typename T> double Trainer<T>::evaluate() {
   const int64_t available = static_cast<int64_t>(val_data_->num_windows()) /
-                            program_.batch;
+                            program_.global_batch;
   const int64_t batches = std::max<int64_t>(1, std::min(options_.eval_batches, available));
   val_data_->set_position({0, 0});
   double sum = 0.0;
   for (int64_t b = 0; b < batches; ++b) {
-    val_data_->next_batch(program_.batch, tokens_.data(), targets_.data());
+    val_data_->next_batch(program_.global_batch, tokens_.data(), targets_.data());
     double loss = 0.0;
-    program_.eval_loss(params_.data(), tokens_.data(), targets_.data(),
-                       eval_arena_.data(), &loss);
+    program_.eval_loss(params_.data(), tokens_.data() + batch_offset_,
+                       targets_.data() + batch_offset_, eval_arena_.data(), &loss);
     sum += loss;
   }
   return sum / static_cast<double>(batches);
@@ -398,9 +499,28 @@ template <typename T> TrainState Trainer<T>::current_state() const {
   return s;
 }
 
+// Returns the checkpoint directory (on world rank 0; empty elsewhere).
+// Partitioned: the moments are gathered over dp, then the dp-rank-0 tp group
+// assembles the full tensors and world rank 0 writes the single-rank format.
 template <typename T> std::string Trainer<T>::save() {
-  return save_checkpoint<T>(program_, checkpoint_root_, current_state(),
-                            params_.data(), exp_avg_.data(), exp_avg_sq_.data(),
+  if (!grid_.partitioned)
+    return save_checkpoint<T>(program_, checkpoint_root_, current_state(),
+                              params_.data(), optimizer_.exp_avg(),
+                              optimizer_.exp_avg_sq(), options_.keep_last);
+  AlignedBuffer<T> local_m(params_.size()), local_v(params_.size());
+  optimizer_.gather_moments(local_m.data(), local_v.data());
+  if (grid_.dp_rank != 0)
+    return std::string();
+  const ProgramInfo &full = full_view_->program();
+  const size_t full_n = static_cast<size_t>(full.param_numel);
+  AlignedBuffer<T> full_params(full_n), full_m(full_n), full_v(full_n);
+  gather_full_params(program_, *full_view_, params_.data(), full_params.data());
+  gather_full_params(program_, *full_view_, local_m.data(), full_m.data());
+  gather_full_params(program_, *full_view_, local_v.data(), full_v.data());
+  if (!grid_.root())
+    return std::string();
+  return save_checkpoint<T>(full, checkpoint_root_, current_state(),
+                            full_params.data(), full_m.data(), full_v.data(),
                             options_.keep_last);
 }
 
@@ -410,6 +530,8 @@ template <typename T> std::string Trainer<T>::save() {
 // ones) and be re-verified on every resume.
 template <typename T>
 void Trainer<T>::quarantine(const std::vector<CheckpointRef> &rejected) {
+  if (!grid_.root())
+    return; // the checkpoint directory is rank 0's
   for (const CheckpointRef &c : rejected)
     warn("moved " + c.path + " to " + quarantine_checkpoint(c) +
          " (kept for inspection; delete it when done)");
@@ -421,22 +543,25 @@ void Trainer<T>::quarantine(const std::vector<CheckpointRef> &rejected) {
 // hundred steps before the spike and skip the batches in between), and the
 // checkpoints of the abandoned stretch are deleted so that a crash cannot
 // resume into it.
-template <typename T> void Trainer<T>::rollback(int64_t step, MetricsLog &metrics) {
+template <typename T> void Trainer<T>::rollback(int64_t step) {
   const int64_t first = state_.anomaly.burst_first_step();
   const int64_t skips = state_.anomaly.burst_skips();
   const std::string burst = "step " + std::to_string(step) + ": " +
                             std::to_string(skips) + " updates skipped since step " +
                             std::to_string(first);
-  std::vector<CheckpointRef> rejected;
   std::optional<CheckpointRef> ref;
-  try {
-    ref = find_resume_checkpoint(checkpoint_root_, warn, first, &rejected);
-  } catch (const std::runtime_error &e) {
+  if (grid_.root()) {
+    std::vector<CheckpointRef> rejected;
+    try {
+      ref = find_resume_checkpoint(checkpoint_root_, warn, first, &rejected);
+    } catch (const std::runtime_error &e) {
+      quarantine(rejected);
+      throw std::runtime_error(burst + " and " + e.what() +
+                               ": training is unstable (lower --lr)");
+    }
     quarantine(rejected);
-    throw std::runtime_error(burst + " and " + e.what() +
-                             ": training is unstable (lower --lr)");
   }
-  quarantine(rejected);
+  ref = share(ref, "the checkpoint to roll back to");
   if (!ref)
     throw std::runtime_error(
         burst + " and " + checkpoint_root_ + " holds no checkpoint before step " +
@@ -456,10 +581,12 @@ template <typename T> void Trainer<T>::rollback(int64_t step, MetricsLog &metric
         ": training diverges from there whatever the data (lower --lr)");
 
   const data::Dataset::Position position = train_data_->position();
-  const TrainState saved = load_checkpoint<T>(program_, ref->path, params_.data(),
-                                              exp_avg_.data(), exp_avg_sq_.data());
+  const TrainState saved = load_state(ref->path);
+  // Rank 0 deletes only checkpoints newer than the one the others may still
+  // be reading.
   const std::vector<CheckpointRef> discarded =
-      discard_checkpoints_after(checkpoint_root_, ref->step);
+      grid_.root() ? discard_checkpoints_after(checkpoint_root_, ref->step)
+                   : std::vector<CheckpointRef>();
   // What the checkpoint restores; the data position, the attempt and token
   // counts, the totals and the wall clock keep going.
   state_.step = saved.step;
@@ -470,6 +597,8 @@ template <typename T> void Trainer<T>::rollback(int64_t step, MetricsLog &metric
   state_.anomaly = saved.anomaly.with_config(options_.spike);
   state_.anomaly.end_burst();
   ++state_.rollbacks;
+  if (!grid_.root())
+    return;
 
   RollbackRecord r{};
   r.step = step;
@@ -481,7 +610,7 @@ template <typename T> void Trainer<T>::rollback(int64_t step, MetricsLog &metric
   r.data_index = position.index;
   r.discarded_checkpoints = static_cast<int64_t>(discarded.size());
   r.elapsed_s = elapsed_s();
-  metrics.log_rollback(r);
+  metrics_->log_rollback(r);
   warn(burst + "; rolled back to " + ref->path + " (step " +
        std::to_string(saved.step) + "), discarding " +
        std::to_string(discarded.size()) +
@@ -494,19 +623,25 @@ template <typename T> void Trainer<T>::rollback(int64_t step, MetricsLog &metric
 
 template <typename T> TrainResult Trainer<T>::run() {
   const int64_t end_step = options_.stop_at > 0 ? options_.stop_at : options_.steps;
+  const bool quiet = options_.quiet || !grid_.root();
   // The progress object exists before restore so resume notes go through it.
-  progress_ = std::make_unique<Progress>(0, end_step, options_.quiet);
-  std::error_code ec;
-  fs::create_directories(options_.run_dir, ec);
-  if (ec)
-    throw std::runtime_error("--run-dir: cannot create " + options_.run_dir +
-                             ": " + ec.message());
-  const RunDirLock lock(options_.run_dir);
+  progress_ = std::make_unique<Progress>(0, end_step, quiet);
+  std::optional<RunDirLock> lock;
+  if (grid_.root()) {
+    std::error_code ec;
+    fs::create_directories(options_.run_dir, ec);
+    if (ec)
+      throw std::runtime_error("--run-dir: cannot create " + options_.run_dir +
+                               ": " + ec.message());
+    lock.emplace(options_.run_dir);
+  }
   restore_or_init();
   const int64_t start_step = state_.step;
-  progress_ = std::make_unique<Progress>(start_step, end_step, options_.quiet);
+  progress_ = std::make_unique<Progress>(start_step, end_step, quiet);
 
-  MetricsLog metrics((fs::path(options_.run_dir) / "metrics.jsonl").string());
+  if (grid_.root())
+    metrics_ = std::make_unique<MetricsLog>(
+        (fs::path(options_.run_dir) / "metrics.jsonl").string());
 
   train_data_ = std::make_unique<data::Dataset>(
       options_.data_dir, "train", program_.seq_len,
@@ -521,22 +656,31 @@ template <typename T> TrainResult Trainer<T>::run() {
         options_.data_dir, "val", program_.seq_len,
         static_cast<uint64_t>(program_.vocab_size), state_.seed, false);
     if (val_data_->num_windows() == 0) {
-      warn(options_.data_dir + ": the val split has no window of seq_len + 1 "
+      note(options_.data_dir + ": the val split has no window of seq_len + 1 "
                                "tokens; evaluation is off");
       val_data_.reset();
     }
   }
 
   {
-    char line[512];
+    char grid[200] = "";
+    if (grid_.partitioned)
+      std::snprintf(grid, sizeof grid,
+                    ", dp=%d x tp=%d%s; per rank %" PRId64 " params, %" PRId64
+                    " sequences, AdamW state for %" PRId64,
+                    program_.grid_dp, program_.grid_tp,
+                    program_.sequence_parallel ? " (sequence parallel)" : "",
+                    program_.param_numel, program_.batch, optimizer_.shard().size);
+    char line[768];
     std::snprintf(line, sizeof line,
-                  "model %s (%s): %" PRId64 " params | %" PRId64 " x %" PRId64
+                  "model %s (%s%s): %" PRId64 " params | %" PRId64 " x %" PRId64
                   " tokens x %" PRId64 " accum = %" PRId64
                   " tokens/update | %" PRIu64 " train windows | updates %" PRId64
                   " -> %" PRId64 " of %" PRId64 " | warmup %" PRId64 " | lr %.3g",
-                  program_.model_name, dtype_name(program_.dtype),
-                  program_.param_numel, program_.batch, program_.seq_len,
-                  options_.grad_accum, tokens_per_update_,
+                  program_.model_name, dtype_name(program_.dtype), grid,
+                  grid_.partitioned ? program_.full_param_numel : program_.param_numel,
+                  program_.global_batch,
+                  program_.seq_len, options_.grad_accum, tokens_per_update_,
                   train_data_->num_windows(), start_step, end_step,
                   options_.steps, state_.schedule.warmup_steps, options_.lr);
     progress_->message(line);
@@ -562,10 +706,16 @@ template <typename T> TrainResult Trainer<T>::run() {
     const data::Dataset::Position batch_position = train_data_->position();
     ++state_.attempts;
     int64_t gemm_failures = 0;
-    double loss = compute_checked_update(step, batch_position, metrics, gemm_failures);
+    double loss = compute_checked_update(step, batch_position, gemm_failures);
     for (const FaultKind fault : faults_at(options_.faults, state_.attempts))
       apply_fault(fault, grads_.data(), numel_, loss);
-    const double grad_norm = grad_l2_norm(grads_.data(), numel_, inv_accum);
+    double grad_norm = optimizer_.reduce_gradients(grads_.data(), inv_accum);
+    // The verdict below steers every rank: all judge rank 0's numbers (the
+    // loss and the norm can differ in the last bit between ranks).
+    double judged[2] = {loss, grad_norm};
+    broadcast_from_root(grid_, judged, sizeof judged, "loss and gradient norm");
+    loss = judged[0];
+    grad_norm = judged[1];
     const double lr = schedule.at(step);
     // Corrupted twice: judged like a non-finite update (skipped, counted,
     // part of a burst that rolls back), whatever its loss looks like.
@@ -579,8 +729,8 @@ template <typename T> TrainResult Trainer<T>::run() {
       // Bias correction counts applied updates (TrainState::optimizer_updates).
       ++state_.optimizer_updates;
       const double scale = inv_accum * clip_scale(grad_norm, options_.grad_clip);
-      adamw_update(program_, options_.adamw, state_.optimizer_updates, lr, scale,
-                   params_.data(), grads_.data(), exp_avg_.data(), exp_avg_sq_.data());
+      optimizer_.update(options_.adamw, state_.optimizer_updates, lr, scale,
+                        grads_.data(), params_.data());
     }
     const double step_s =
         std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
@@ -592,7 +742,8 @@ template <typename T> TrainResult Trainer<T>::run() {
       state_.last_loss = loss;
       const double tokens_per_s =
           step_s > 0 ? static_cast<double>(tokens_per_update_) / step_s : 0.0;
-      metrics.log_step(step, loss, lr, grad_norm, tokens_per_s, elapsed_s());
+      if (metrics_)
+        metrics_->log_step(step, loss, lr, grad_norm, tokens_per_s, elapsed_s());
       progress_->update(step, loss, lr, tokens_per_s);
       result.final_train_loss = loss;
     } else {
@@ -614,7 +765,8 @@ template <typename T> TrainResult Trainer<T>::run() {
       r.elapsed_s = elapsed_s();
       if (verdict.reason == SkipReason::GemmChecksum)
         r.gemm_failures = gemm_failures;
-      metrics.log_skip(r);
+      if (metrics_)
+        metrics_->log_skip(r);
       char line[320];
       std::snprintf(line, sizeof line,
                     "step %" PRId64 ": update skipped (%s: loss %.6g, grad norm %.6g, "
@@ -622,20 +774,23 @@ template <typename T> TrainResult Trainer<T>::run() {
                     ", index %" PRIu64,
                     step, r.reason, loss, grad_norm, verdict.loss_z,
                     verdict.grad_norm_z, batch_position.epoch, batch_position.index);
-      warn(line);
+      note(line);
     }
     if (burst_full)
-      rollback(step, metrics);
+      rollback(step);
     result.step = state_.step;
 
-    const int stop = g_stop_signal.load();
+    // A signal can reach the ranks of a job at different moments; all stop
+    // after the same update (and write one checkpoint together).
+    const int stop = static_cast<int>(agree_max(grid_, g_stop_signal.load(), "stop signal"));
     // After a rollback the run is back at a checkpointed, evaluated step;
     // only a stop request saves it (with the data position moved on).
     if (!burst_full && val_data_ && options_.eval_every > 0 &&
         step % options_.eval_every == 0) {
       last_eval_loss = evaluate();
       last_eval_step = step;
-      metrics.log_eval(step, last_eval_loss);
+      if (metrics_)
+        metrics_->log_eval(step, last_eval_loss);
       char line[128];
       std::snprintf(line, sizeof line, "step %" PRId64 ": val loss %.4f", step,
                     last_eval_loss);
@@ -650,8 +805,9 @@ template <typename T> TrainResult Trainer<T>::run() {
     }
     if (stop) {
       progress_->finish();
-      std::fprintf(stderr, "stopped by signal %d after step %" PRId64
-                           "; resume with --resume\n", stop, state_.step);
+      if (grid_.root())
+        std::fprintf(stderr, "stopped by signal %d after step %" PRId64
+                             "; resume with --resume\n", stop, state_.step);
       result.stop_signal = stop;
       return result;
     }
@@ -672,14 +828,15 @@ template <typename T> TrainResult Trainer<T>::run() {
         std::to_string(state_.rollbacks) + " rollbacks (metrics.jsonl has each)");
   result.step = state_.step;
   result.final_train_loss = state_.last_loss;
-  if (std::isfinite(result.final_train_loss))
+  if (std::isfinite(result.final_train_loss) && grid_.root())
     std::printf("final train loss: %.6f\n", result.final_train_loss);
   if (val_data_) {
     const double val = last_eval_step == state_.step ? last_eval_loss : evaluate();
-    if (last_eval_step != state_.step && state_.step > start_step)
-      metrics.log_eval(state_.step, val);
+    if (last_eval_step != state_.step && state_.step > start_step && metrics_)
+      metrics_->log_eval(state_.step, val);
     result.final_val_loss = val;
-    std::printf("final val loss: %.6f\n", val);
+    if (grid_.root())
+      std::printf("final val loss: %.6f\n", val);
   }
   std::fflush(stdout);
   return result;

@@ -20,6 +20,19 @@
 // burst of skips rolls the run state back to the newest checkpoint before the
 // burst while the data stream keeps going forward, past the batches that led
 // to it.
+//
+// A partitioned program (one rank of a dp x tp grid, program.h) trains as one
+// rank of an MPI job started by the CLI (comm::init). Every rank reads the
+// data stream of the single-rank run with batch = global_batch and trains on
+// its dp rank's sequences of each batch, so the grid consumes exactly the
+// single-rank samples in the same order; its tp slice of every param starts
+// as the slice of the single-rank init; the optimizer is ZeRO-1
+// (zero_optimizer.h); everything that steers control flow (skip and rollback
+// verdicts, ABFT failures, stop signals, the checkpoint chosen) is agreed
+// across the grid (distributed.h). Checkpoints keep the single-rank format
+// (full tensors, HF names), written by world rank 0 alone from tensors
+// gathered over the grid, so a run resumes on any grid; rank 0 alone also
+// holds the run lock and writes metrics and progress.
 #pragma once
 #include "runtime/train/anomaly.h"
 #include "runtime/train/fault_inject.h"
@@ -70,8 +83,9 @@ struct TrainResult {
 };
 
 // Runs (or resumes) training as described above. Prints progress to stderr
-// and "final train loss: X" / "final val loss: X" to stdout. Throws
-// std::runtime_error with a one-line message on bad options or data.
+// and "final train loss: X" / "final val loss: X" to stdout (world rank 0
+// only). Throws std::runtime_error with a one-line message on bad options or
+// data, or when a partitioned program runs outside its grid.
 TrainResult train(const ProgramInfo &program, const TrainOptions &options);
 
 // Throws std::runtime_error naming the flag of the first invalid option

@@ -16,6 +16,11 @@ endfunction()
 llama_fuzz_target(safetensors_fuzz $<TARGET_OBJECTS:llamart_ckpt>)
 target_link_libraries(safetensors_fuzz PRIVATE nlohmann_json::nlohmann_json)
 
+# runtime/checkpoint: torch.save archives (TorchFile: zip, data.pkl,
+# storages) and the Meta folder they form, or data.pkl alone.
+llama_fuzz_target(torch_pickle_fuzz $<TARGET_OBJECTS:llamart_ckpt>)
+target_link_libraries(torch_pickle_fuzz PRIVATE nlohmann_json::nlohmann_json)
+
 # runtime/data: Shard (mmap + header/size/checksum validation).
 llama_fuzz_target(shard_fuzz
   $<TARGET_OBJECTS:llamart_data> $<TARGET_OBJECTS:llamart_ckpt>)
@@ -26,8 +31,8 @@ llama_fuzz_target(config_fuzz)
 target_link_libraries(config_fuzz PRIVATE LlamaConfig)
 
 # SentencePiece model loading as generate.cpp and llama-tokenize do it.
-llama_fuzz_target(tokenizer_fuzz)
-target_link_libraries(tokenizer_fuzz PRIVATE PkgConfig::SENTENCEPIECE)
+llama_fuzz_target(tokenizer_fuzz $<TARGET_OBJECTS:llamart_tokenizer>)
+target_link_libraries(tokenizer_fuzz PRIVATE PkgConfig::SENTENCEPIECE nlohmann_json::nlohmann_json)
 
 # MLIR: parse + verify + training pipeline. No RTTI, like MLIR itself.
 llama_fuzz_target(mlir_fuzz)

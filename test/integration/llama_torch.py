@@ -537,9 +537,13 @@ def load_batch(path, vocab_size):
         raise ValueError("%s: input_ids must be [batch >= 1, seq_len + 1 >= 2], got %s"
                          % (path, list(ids.shape)))
     ids = ids.long()
-    if int(ids.min()) < 0 or int(ids.max()) >= vocab_size:
+    # Every column but the last is an input; the last is only a target and
+    # may be -100 (ignored), as the runtime's `verify` accepts.
+    tokens, last = ids[:, :-1], ids[:, -1]
+    if int(tokens.min()) < 0 or int(tokens.max()) >= vocab_size or \
+            bool(((last != -100) & ((last < 0) | (last >= vocab_size))).any()):
         raise ValueError("%s: input_ids hold ids outside [0, %d)" % (path, vocab_size))
-    return ids[:, :-1].contiguous(), ids[:, 1:].contiguous()
+    return tokens.contiguous(), ids[:, 1:].contiguous()
 
 
 def reference_grads(model, tokens, targets):

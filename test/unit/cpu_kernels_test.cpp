@@ -660,6 +660,90 @@ TEST(Attention, RaggedBlocksBackwardMatchesReferenceAndFiniteDifferences) {
   }
 }
 
+// Generation: feeding the sequence through the KV cache in chunks (a padded
+// prefill chunk, then one-token decode steps) gives, for every real token,
+// the causal attention of the whole sequence (naive reference), and the
+// cache ends up holding exactly the sequence's keys and values.
+TEST(AttentionCached, ChunksAndDecodeStepsMatchFullCausalAttention) {
+  std::mt19937_64 rng(21);
+  const AttnShape s{2, 13, 4, 2, 6};
+  const int64_t capacity = 16, chunk = 5;
+  const Vec q = random_vec(s.q_size(), rng, -2, 2);
+  const Vec k = random_vec(s.kv_size(), rng, -2, 2);
+  const Vec v = random_vec(s.kv_size(), rng);
+  Vec want, lse;
+  naive_attention(s, q, k, v, want, lse);
+
+  const int64_t qrow = s.heads * s.d, kvrow = s.kv_heads * s.d;
+  Vec kc(s.batch * capacity * kvrow, 0.0), vc(kc.size(), 0.0);
+  Vec got(s.q_size(), 0.0);
+  // Slices [pos, pos + n) of every batch row, zero-padded to `width` tokens.
+  auto slice = [&](const Vec &x, int64_t row, int64_t pos, int64_t n, int64_t width) {
+    Vec out(s.batch * width * row, 0.0);
+    for (int64_t b = 0; b < s.batch; ++b)
+      std::copy_n(&x[(b * s.seq + pos) * row], n * row, &out[b * width * row]);
+    return out;
+  };
+  int64_t pos = 0;
+  while (pos < s.seq) {
+    // Prefill chunks of 5 (the second one covers 5..9), then decode steps.
+    const int64_t width = pos < 10 ? chunk : 1;
+    const int64_t n = std::min(width, s.seq - pos);
+    Vec qs = slice(q, qrow, pos, n, width), ks = slice(k, kvrow, pos, n, width),
+        vs = slice(v, kvrow, pos, n, width), out(qs.size(), 0.0);
+    attention_cached_forward<double>(qs.data(), ks.data(), vs.data(), kc.data(),
+                                     vc.data(), out.data(), s.batch, width, s.heads,
+                                     s.kv_heads, s.d, capacity, pos, s.scale());
+    for (int64_t b = 0; b < s.batch; ++b)
+      std::copy_n(&out[b * width * qrow], n * qrow, &got[(b * s.seq + pos) * qrow]);
+    pos += n;
+  }
+  expect_close(got, want, 1e-12, "cached attention");
+  for (int64_t b = 0; b < s.batch; ++b)
+    for (int64_t t = 0; t < s.seq; ++t)
+      for (int64_t c = 0; c < kvrow; ++c) {
+        ASSERT_EQ(kc[(b * capacity + t) * kvrow + c], k[(b * s.seq + t) * kvrow + c]);
+        ASSERT_EQ(vc[(b * capacity + t) * kvrow + c], v[(b * s.seq + t) * kvrow + c]);
+      }
+  // A chunk past the capacity is refused, naming it.
+  Vec one(s.batch * qrow, 0.0), kv1(s.batch * kvrow, 0.0);
+  try {
+    attention_cached_forward<double>(one.data(), kv1.data(), kv1.data(), kc.data(),
+                                     vc.data(), one.data(), s.batch, 1, s.heads,
+                                     s.kv_heads, s.d, capacity, capacity, s.scale());
+    FAIL() << "no error";
+  } catch (const std::runtime_error &e) {
+    EXPECT_NE(std::string(e.what()).find("capacity 16"), std::string::npos) << e.what();
+  }
+}
+
+// rope_forward_at rotates a chunk exactly like rope_forward rotates the same
+// rows of the whole sequence (bit for bit: generation must see the angles
+// training saw), whatever table size was built before.
+TEST(Rope, AtPositionMatchesWholeSequenceRows) {
+  std::mt19937_64 rng(22);
+  const int64_t batch = 2, seq = 11, heads = 3, d = 8;
+  const Vec x = random_vec(batch * seq * heads * d, rng);
+  std::vector<float> xf(x.begin(), x.end()), whole(xf.size());
+  rope_forward<float>(xf.data(), whole.data(), batch, seq, heads, d, 10000.0);
+  for (int64_t pos0 : {0, 3, 10}) {
+    const int64_t chunk = std::min<int64_t>(4, seq - pos0);
+    std::vector<float> in(batch * chunk * heads * d), out(in.size());
+    for (int64_t b = 0; b < batch; ++b)
+      std::copy_n(&xf[(b * seq + pos0) * heads * d], chunk * heads * d,
+                  &in[b * chunk * heads * d]);
+    rope_forward_at<float>(in.data(), out.data(), batch, chunk, heads, d, 10000.0,
+                           pos0, 64);
+    for (int64_t b = 0; b < batch; ++b)
+      for (int64_t i = 0; i < chunk * heads * d; ++i)
+        ASSERT_EQ(out[b * chunk * heads * d + i], whole[(b * seq + pos0) * heads * d + i])
+            << "pos0 " << pos0;
+  }
+  std::vector<float> in(heads * d), out(in.size());
+  EXPECT_THROW(rope_forward_at<float>(in.data(), out.data(), 1, 1, heads, d, 10000.0, 64, 64),
+               std::runtime_error);
+}
+
 TEST(Attention, HeadsNotMultipleOfKvHeadsThrows) {
   std::vector<float> x(64), lse(64);
   EXPECT_THROW(attention_forward(x.data(), x.data(), x.data(), x.data(),

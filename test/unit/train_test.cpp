@@ -65,27 +65,12 @@ CliResult run_cli(const ProgramInfo *program, std::vector<std::string> args) {
   return r;
 }
 
-// A noisy bigram chain: next = (5 tok + 3) % V with probability 0.9, uniform
-// otherwise. Its entropy rate is about 0.57 nats, far below log(16) = 2.77.
 std::vector<int32_t> chain_tokens(int64_t n, uint64_t seed) {
-  Rng rng(seed);
-  std::vector<int32_t> out(static_cast<size_t>(n));
-  int32_t tok = 0;
-  for (auto &t : out) {
-    tok = rng.uniform() < 0.9 ? (5 * tok + 3) % kV : static_cast<int32_t>(rng.below(kV));
-    t = tok;
-  }
-  return out;
+  return llamart::testing::bigram_chain_tokens(n, seed, kV);
 }
 
 std::string make_dataset(const TempDir &tmp, bool with_val = true) {
-  const std::string dir = tmp / "data";
-  fs::create_directories(dir);
-  llamart::data::write_shard(dir + "/train_00000.tok", chain_tokens(3000, 1), kV);
-  llamart::data::write_shard(dir + "/train_00001.tok", chain_tokens(1500, 2), kV);
-  if (with_val)
-    llamart::data::write_shard(dir + "/val_00000.tok", chain_tokens(800, 3), kV);
-  return dir;
+  return llamart::testing::make_bigram_dataset(tmp / "data", kV, with_val);
 }
 
 // Key order is part of what is checked, so lines keep it.
@@ -165,8 +150,8 @@ TEST(Schedule, DefaultWarmupAndValidation) {
 // optimizer alone.
 struct TinyTable {
   ParamInfo params[2] = {
-      {"w", 2, {2, 2, 0, 0}, 4, 0, llamart::ParamInit::Normal},
-      {"g", 1, {2, 0, 0, 0}, 2, 4, llamart::ParamInit::Ones},
+      {"w", 2, {2, 2, 0, 0}, 4, 0, llamart::ParamInit::Normal, -1, {2, 2, 0, 0}},
+      {"g", 1, {2, 0, 0, 0}, 2, 4, llamart::ParamInit::Ones, -1, {2, 0, 0, 0}},
   };
   ProgramInfo program{};
   TinyTable() {
@@ -174,6 +159,8 @@ struct TinyTable {
     program.params = params;
     program.param_numel = 6;
     program.model_name = "tiny";
+    program.grid_dp = program.grid_tp = 1;
+    program.full_param_numel = 6;
   }
 };
 

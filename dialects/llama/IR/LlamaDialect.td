@@ -27,5 +27,8 @@ class Llama_Op<string mnemonic, list<Trait> traits = []>
 def Llama_FloatTensor : RankedTensorOf<[F32, F64]>;
 def Llama_IndexTensor : RankedTensorOf<[I32]>;
 def Llama_ScalarTensor : 0DTensorOf<[F32, F64]>;
+// [grid axis, full vocabulary]: the vocabulary dimension is split evenly over
+// the processes of that grid axis (vocab-parallel embedding / cross-entropy).
+def Llama_VocabShardAttr : ConfinedAttr<DenseI64ArrayAttr, [DenseArrayCount<2>]>;
 
 #endif // LLAMA_DIALECT_TD

@@ -78,6 +78,22 @@ SmallVector<int64_t> withLast(ArrayRef<int64_t> shape, int64_t last) {
 
 //===----------------------------------------------------------------------===//
 
+/// `vocab_shard = [axis, vocab]`: the local rows must divide the vocabulary.
+static LogicalResult verifyVocabShard(Operation *op,
+                                      std::optional<ArrayRef<int64_t>> shard,
+                                      int64_t localRows) {
+  if (!shard)
+    return success();
+  int64_t axis = (*shard)[0], vocab = (*shard)[1];
+  if (axis < 0)
+    return op->emitOpError() << "vocab_shard axis must be >= 0, got " << axis;
+  if (localRows < 1 || vocab < localRows || vocab % localRows != 0)
+    return op->emitOpError() << "vocab_shard: " << localRows
+                             << " local vocabulary rows do not divide the vocabulary of "
+                             << vocab;
+  return success();
+}
+
 LogicalResult EmbeddingOp::verify() {
   if (failed(verifyCommon(*this)))
     return failure();
@@ -85,6 +101,8 @@ LogicalResult EmbeddingOp::verify() {
   if (table.getRank() != 2)
     return emitOpError() << "table must be [vocab, dim], got rank "
                          << table.getRank();
+  if (failed(verifyVocabShard(*this, getVocabShard(), table.getDimSize(0))))
+    return failure();
   return expectShape(*this, "result", getResult(),
                      withLast(ranked(getIds()).getShape(), table.getDimSize(1)));
 }
@@ -96,6 +114,8 @@ LogicalResult EmbeddingGradOp::verify() {
   if (result.getRank() != 2)
     return emitOpError() << "result must be [vocab, dim], got rank "
                          << result.getRank();
+  if (failed(verifyVocabShard(*this, getVocabShard(), result.getDimSize(0))))
+    return failure();
   return expectShape(*this, "grad", getGrad(),
                      withLast(ranked(getIds()).getShape(), result.getDimSize(1)));
 }
@@ -311,6 +331,102 @@ LogicalResult CrossEntropyGradOp::verify() {
     return failure();
   return expectShape(*this, "result", getResult(),
                      ranked(getLogits()).getShape());
+}
+
+//===----------------------------------------------------------------------===//
+// Generation with a KV cache
+//===----------------------------------------------------------------------===//
+
+LogicalResult RopeAtOp::verify() {
+  if (failed(verifyCommon(*this)))
+    return failure();
+  auto x = ranked(getInput());
+  if (x.getRank() != 4 || x.getDimSize(3) % 2 != 0)
+    return emitOpError() << "input must be [batch, chunk, heads, even head_dim]";
+  if (getMaxPositions() < x.getDimSize(1))
+    return emitOpError() << "max_positions " << getMaxPositions()
+                         << " is smaller than the chunk " << x.getDimSize(1);
+  return expectShape(*this, "result", getResult(), x.getShape());
+}
+
+LogicalResult AttentionCachedOp::verify() {
+  if (failed(verifyCommon(*this)))
+    return failure();
+  auto q = ranked(getQuery()), k = ranked(getKey()), kc = ranked(getKeyCache());
+  if (q.getRank() != 4 || k.getRank() != 4 || kc.getRank() != 4)
+    return emitOpError() << "query, key and key_cache must be 4-D";
+  int64_t batch = q.getDimSize(0), chunk = q.getDimSize(1), heads = q.getDimSize(2),
+          dim = q.getDimSize(3), kvHeads = k.getDimSize(2);
+  if (failed(expectShape(*this, "key", getKey(), {batch, chunk, kvHeads, dim})) ||
+      failed(expectShape(*this, "value", getValue(), {batch, chunk, kvHeads, dim})))
+    return failure();
+  if (kvHeads < 1 || heads % kvHeads != 0)
+    return emitOpError() << heads << " query heads do not group over " << kvHeads
+                         << " KV heads";
+  int64_t capacity = kc.getDimSize(1);
+  if (capacity < chunk)
+    return emitOpError() << "a cache of " << capacity << " rows cannot take a chunk of "
+                         << chunk;
+  if (failed(expectShape(*this, "key_cache", getKeyCache(), {batch, capacity, kvHeads, dim})) ||
+      failed(expectShape(*this, "value_cache", getValueCache(), {batch, capacity, kvHeads, dim})))
+    return failure();
+  return expectShape(*this, "result", getResult(), q.getShape());
+}
+
+//===----------------------------------------------------------------------===//
+// Partitioning
+//===----------------------------------------------------------------------===//
+
+/// Row statistics of logits [..., V]: `stat` must be [...] (+ `extra`).
+static LogicalResult expectRowShape(Operation *op, StringRef what, Value stat,
+                                    Value logits, std::optional<int64_t> extra) {
+  SmallVector<int64_t> shape(ranked(logits).getShape().drop_back());
+  if (extra)
+    shape.push_back(*extra);
+  return expectShape(op, what, stat, shape);
+}
+
+LogicalResult LogitsMaxOp::verify() {
+  if (failed(verifyCommon(*this)))
+    return failure();
+  if (ranked(getLogits()).getRank() < 1)
+    return emitOpError() << "logits must have rank >= 1";
+  return expectRowShape(*this, "result", getResult(), getLogits(), std::nullopt);
+}
+
+static LogicalResult verifyPartialSums(Operation *op, Value logits, Value max,
+                                       Value targets,
+                                       std::optional<ArrayRef<int64_t>> shard) {
+  if (failed(verifyCommon(op)) ||
+      failed(verifyCrossEntropy(op, logits, targets)) ||
+      failed(expectRowShape(op, "max", max, logits, std::nullopt)))
+    return failure();
+  return verifyVocabShard(op, shard, ranked(logits).getShape().back());
+}
+
+LogicalResult CEPartialSumsOp::verify() {
+  if (failed(verifyPartialSums(*this, getLogits(), getMax(), getTargets(),
+                               getVocabShard())))
+    return failure();
+  return expectRowShape(*this, "result", getResult(), getLogits(), 2);
+}
+
+LogicalResult CEPartialSumsGradOp::verify() {
+  if (failed(verifyPartialSums(*this, getLogits(), getMax(), getTargets(),
+                               getVocabShard())) ||
+      failed(expectRowShape(*this, "grad", getGrad(), getLogits(), 2)))
+    return failure();
+  return expectShape(*this, "result", getResult(), ranked(getLogits()).getShape());
+}
+
+LogicalResult CECombineOp::verify() {
+  if (failed(verifyCommon(*this)))
+    return failure();
+  SmallVector<int64_t> rows(ranked(getTargets()).getShape());
+  if (failed(expectShape(*this, "max", getMax(), rows)))
+    return failure();
+  rows.push_back(2);
+  return expectShape(*this, "sums", getSums(), rows);
 }
 
 #define GET_OP_CLASSES

@@ -12,7 +12,18 @@
 #define GET_OP_CLASSES
 #include "dialects/llama/IR/LlamaOps.h.inc"
 
+namespace mlir {
+class DialectRegistry;
+} // namespace mlir
+
 namespace mlir::llama {
+/// Ops whose result is a view of their first operand (no storage, no work):
+/// reshapes, and grad_all_reduce (an identity in the forward).
+inline bool isViewOp(Operation *op) { return isa<ReshapeOp, GradAllReduceOp>(op); }
+
+/// Attaches VJPOpInterface to the upstream shard collectives (ShardVJP.cpp).
+void registerShardVJPModels(DialectRegistry &registry);
+
 /// Discardable attribute names shared by the builder and the passes.
 /// `llama.param_name` (function argument): the Hugging Face name of a parameter.
 inline constexpr llvm::StringLiteral kParamNameAttr = "llama.param_name";
@@ -28,4 +39,18 @@ inline constexpr llvm::StringLiteral kBackwardAttr = "llama.backward";
 inline constexpr llvm::StringLiteral kRecomputedAttr = "llama.recomputed";
 /// `llama.grad_of` (function result): the parameter this result is the gradient of.
 inline constexpr llvm::StringLiteral kGradOfAttr = "llama.grad_of";
+/// `llama.shard_dim` (function argument, i64): the dimension of a parameter
+/// split over the tensor-parallel grid axis (absent: replicated).
+inline constexpr llvm::StringLiteral kShardDimAttr = "llama.shard_dim";
+/// `llama.full_shape` (function argument): the unpartitioned parameter shape.
+inline constexpr llvm::StringLiteral kFullShapeAttr = "llama.full_shape";
+/// `llama.kv_cache` (function argument): "key" or "value", the KV cache of
+/// layer `llama.layer` (an i64 argument attribute), owned by the runtime.
+inline constexpr llvm::StringLiteral kKvCacheAttr = "llama.kv_cache";
+/// `llama.grid` (module): [dp, tp] of a partitioned program; its shard.grid
+/// symbol is @grid.
+inline constexpr llvm::StringLiteral kGridAttr = "llama.grid";
+/// `llama.sequence_parallel` (module, unit): norms and residuals are sharded
+/// along the sequence over the tensor-parallel axis.
+inline constexpr llvm::StringLiteral kSequenceParallelAttr = "llama.sequence_parallel";
 } // namespace mlir::llama

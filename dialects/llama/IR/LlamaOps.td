@@ -27,11 +27,18 @@ def Llama_EmbeddingOp : Llama_DiffOp<"embedding"> {
     `result[..., :] = table[ids[...], :]`. The table is `[vocab, dim]`; the
     result has the shape of `ids` with `dim` appended.
 
+    With `vocab_shard = [axis, vocab]` (vocab-parallel embedding, set by
+    llama-shard) the table holds rows `[r * rows, (r + 1) * rows)` of a
+    `vocab`-row table, r being this process's index on grid axis `axis`;
+    ids outside that range give zero rows (the partial sums are all-reduced
+    or reduce-scattered over the axis afterwards).
+
     ```mlir
     %h = llama.embedding %table, %ids : (tensor<64x16xf32>, tensor<2x8xi32>) -> tensor<2x8x16xf32>
     ```
   }];
-  let arguments = (ins Llama_FloatTensor:$table, Llama_IndexTensor:$ids);
+  let arguments = (ins Llama_FloatTensor:$table, Llama_IndexTensor:$ids,
+                       OptionalAttr<Llama_VocabShardAttr>:$vocab_shard);
   let results = (outs Llama_FloatTensor:$result);
   let assemblyFormat = "$table `,` $ids attr-dict `:` functional-type(operands, results)";
   let hasVerifier = 1;
@@ -46,7 +53,8 @@ def Llama_EmbeddingGradOp : Llama_Op<"embedding_grad", [Pure]> {
     %dt = llama.embedding_grad %dh, %ids : (tensor<2x8x16xf32>, tensor<2x8xi32>) -> tensor<64x16xf32>
     ```
   }];
-  let arguments = (ins Llama_FloatTensor:$grad, Llama_IndexTensor:$ids);
+  let arguments = (ins Llama_FloatTensor:$grad, Llama_IndexTensor:$ids,
+                       OptionalAttr<Llama_VocabShardAttr>:$vocab_shard);
   let results = (outs Llama_FloatTensor:$result);
   let assemblyFormat = "$grad `,` $ids attr-dict `:` functional-type(operands, results)";
   let hasVerifier = 1;
@@ -317,6 +325,195 @@ def Llama_FillOp : Llama_Op<"fill", [Pure]> {
   let arguments = (ins F64Attr:$value);
   let results = (outs Llama_FloatTensor:$result);
   let assemblyFormat = "attr-dict `:` type($result)";
+}
+
+//===----------------------------------------------------------------------===//
+// Generation with a KV cache (forward only)
+//===----------------------------------------------------------------------===//
+
+def Llama_PositionTensor : 0DTensorOf<[I32]>;
+
+def Llama_RopeAtOp : Llama_Op<"rope_at", [Pure]> {
+  let summary = "Rotary embedding of a chunk of tokens that starts at a run-time position";
+  let description = [{
+    `rope` for the tokens at positions `position .. position + chunk - 1`
+    (`x` is `[batch, chunk, heads, head_dim]`), with the same angles, so a
+    cached generation rotates exactly as training did. `max_positions`
+    bounds `position + chunk` (the KV cache's capacity).
+
+    ```mlir
+    %qr = llama.rope_at %q, %pos {theta = 1.0e+04 : f64, max_positions = 64 : i64} : (tensor<1x1x4x4xf32>, tensor<i32>) -> tensor<1x1x4x4xf32>
+    ```
+  }];
+  let arguments = (ins Llama_FloatTensor:$input, Llama_PositionTensor:$position,
+                       F64Attr:$theta, I64Attr:$max_positions);
+  let results = (outs Llama_FloatTensor:$result);
+  let assemblyFormat = "$input `,` $position attr-dict `:` functional-type(operands, results)";
+  let hasVerifier = 1;
+}
+
+def Llama_AttentionCachedOp : Llama_Op<"attention_cached", [
+    MemoryEffects<[MemRead, MemWrite]>]> {
+  let summary = "Causal attention of a chunk of queries over a KV cache it appends to";
+  let description = [{
+    Writes `key` and `value` (`[batch, chunk, kv_heads, head_dim]`, already
+    rotated) into the caches (`[batch, capacity, kv_heads, head_dim]`, the
+    runtime's buffers, function arguments marked `llama.kv_cache`) at rows
+    `position .. position + chunk - 1`, then computes causal attention of
+    each query (absolute position `position + i`) over cache rows
+    `0 .. position + i`. The caches are updated in place (destination
+    passing), hence the write effect: the op is never reordered or removed.
+
+    ```mlir
+    %o = llama.attention_cached %q, %k, %v, %kc, %vc, %pos {scale = 0.5 : f64} : (tensor<1x1x4x4xf32>, tensor<1x1x2x4xf32>, tensor<1x1x2x4xf32>, tensor<1x64x2x4xf32>, tensor<1x64x2x4xf32>, tensor<i32>) -> tensor<1x1x4x4xf32>
+    ```
+  }];
+  let arguments = (ins Llama_FloatTensor:$query, Llama_FloatTensor:$key,
+                       Llama_FloatTensor:$value, Llama_FloatTensor:$key_cache,
+                       Llama_FloatTensor:$value_cache,
+                       Llama_PositionTensor:$position, F64Attr:$scale);
+  let results = (outs Llama_FloatTensor:$result);
+  let assemblyFormat = "$query `,` $key `,` $value `,` $key_cache `,` $value_cache `,` $position attr-dict `:` functional-type(operands, results)";
+  let hasVerifier = 1;
+}
+
+//===----------------------------------------------------------------------===//
+// Partitioning (llama-shard): the pieces that tensor and data parallelism
+// add to a program. Collectives themselves are upstream shard dialect ops
+// (shard.all_reduce, shard.all_gather, shard.reduce_scatter); these are the
+// local computations around them that have no upstream equivalent.
+//===----------------------------------------------------------------------===//
+
+def Llama_GradAllReduceOp : Llama_DiffOp<"grad_all_reduce",
+                                         [SameOperandsAndResultType]> {
+  let summary = "Identity forward; all-reduces the gradient over grid axes";
+  let description = [{
+    Megatron's `f` operator. A replicated value consumed by tensor-parallel
+    ops (the input of column-parallel GEMMs) receives a partial cotangent on
+    each rank; its VJP sums them with `shard.all_reduce`. Forward it is a
+    view: no copy, no communication.
+
+    ```mlir
+    %x1 = llama.grad_all_reduce %x on @grid grid_axes = [1] : tensor<2x8x16xf32>
+    ```
+  }];
+  let arguments = (ins Llama_FloatTensor:$input, FlatSymbolRefAttr:$grid,
+                       DenseI16ArrayAttr:$grid_axes);
+  let results = (outs Llama_FloatTensor:$result);
+  let assemblyFormat = "$input `on` $grid `grid_axes` `=` $grid_axes attr-dict `:` type($result)";
+}
+
+def Llama_LogitsMaxOp : Llama_Op<"logits_max", [Pure]> {
+  let summary = "Row maximum of logits over the (local) vocabulary";
+  let description = [{
+    `result[...] = max over v of logits[..., v]`; with the vocabulary
+    sharded, a `shard.all_reduce` with `max` makes it the global maximum.
+    Not differentiable: the loss does not depend on the shift it provides.
+
+    ```mlir
+    %m = llama.logits_max %logits : (tensor<2x8x32xf32>) -> tensor<2x8xf32>
+    ```
+  }];
+  let arguments = (ins Llama_FloatTensor:$logits);
+  let results = (outs Llama_FloatTensor:$result);
+  let assemblyFormat = "$logits attr-dict `:` functional-type(operands, results)";
+  let hasVerifier = 1;
+}
+
+def Llama_CEPartialSumsOp : Llama_DiffOp<"ce_partial_sums"> {
+  let summary = "Per-row sum of exp(logit - max) and the target's logit, over the local vocabulary";
+  let description = [{
+    `result[..., 0] = sum over local v of exp(logits[..., v] - max[...])`,
+    `result[..., 1] = logits[..., target - r * vocab_local]` when the target
+    falls into this rank's vocabulary slice (and is not `ignore_index`),
+    else 0. Summed over the vocabulary-parallel ranks these are the
+    softmax denominator and the target logit of the whole vocabulary
+    (Megatron's vocab-parallel cross-entropy) without gathering logits.
+    `max` is a constant shift here (no cotangent flows to it).
+
+    ```mlir
+    %s = llama.ce_partial_sums %logits, %max, %targets {vocab_shard = array<i64: 1, 64>} : (tensor<2x8x32xf32>, tensor<2x8xf32>, tensor<2x8xi32>) -> tensor<2x8x2xf32>
+    ```
+  }];
+  let arguments = (ins Llama_FloatTensor:$logits, Llama_FloatTensor:$max,
+                       Llama_IndexTensor:$targets,
+                       DefaultValuedAttr<I64Attr, "-100">:$ignore_index,
+                       OptionalAttr<Llama_VocabShardAttr>:$vocab_shard);
+  let results = (outs Llama_FloatTensor:$result);
+  let assemblyFormat = "$logits `,` $max `,` $targets attr-dict `:` functional-type(operands, results)";
+  let hasVerifier = 1;
+}
+
+def Llama_CEPartialSumsGradOp : Llama_Op<"ce_partial_sums_grad", [Pure]> {
+  let summary = "Gradient of ce_partial_sums with respect to the logits";
+  let description = [{
+    `dlogits[..., v] = grad[..., 0] * exp(logits[..., v] - max[...]) +
+    grad[..., 1] * (v is the target's local column)`.
+
+    ```mlir
+    %dl = llama.ce_partial_sums_grad %ds, %logits, %max, %targets : (tensor<2x8x2xf32>, tensor<2x8x32xf32>, tensor<2x8xf32>, tensor<2x8xi32>) -> tensor<2x8x32xf32>
+    ```
+  }];
+  let arguments = (ins Llama_FloatTensor:$grad, Llama_FloatTensor:$logits,
+                       Llama_FloatTensor:$max, Llama_IndexTensor:$targets,
+                       DefaultValuedAttr<I64Attr, "-100">:$ignore_index,
+                       OptionalAttr<Llama_VocabShardAttr>:$vocab_shard);
+  let results = (outs Llama_FloatTensor:$result);
+  let assemblyFormat = "$grad `,` $logits `,` $max `,` $targets attr-dict `:` functional-type(operands, results)";
+  let hasVerifier = 1;
+}
+
+def Llama_CountValidOp : Llama_Op<"count_valid", [Pure]> {
+  let summary = "Number of targets that are scored (differ from ignore_index)";
+  let description = [{
+    A float scalar, so that `shard.all_reduce` over the data-parallel axis
+    gives the global count the mean cross-entropy divides by: every rank's
+    loss is then its share of the single-process loss, and gradients sum.
+
+    ```mlir
+    %n = llama.count_valid %targets {ignore_index = -100 : i64} : (tensor<2x8xi32>) -> tensor<f32>
+    ```
+  }];
+  let arguments = (ins Llama_IndexTensor:$targets,
+                       DefaultValuedAttr<I64Attr, "-100">:$ignore_index);
+  let results = (outs Llama_ScalarTensor:$result);
+  let assemblyFormat = "$targets attr-dict `:` functional-type(operands, results)";
+}
+
+def Llama_CECombineOp : Llama_DiffOp<"ce_combine"> {
+  let summary = "Cross-entropy from the global softmax statistics";
+  let description = [{
+    `result = sum over scored rows of (log sums[..., 0] + max - sums[..., 1])
+    / count`. With `max`, `sums` all-reduced over the vocabulary axis and
+    `count` over the data axis, this rank's share of the global mean loss.
+
+    ```mlir
+    %l = llama.ce_combine %max, %sums, %targets, %count : (tensor<2x8xf32>, tensor<2x8x2xf32>, tensor<2x8xi32>, tensor<f32>) -> tensor<f32>
+    ```
+  }];
+  let arguments = (ins Llama_FloatTensor:$max, Llama_FloatTensor:$sums,
+                       Llama_IndexTensor:$targets, Llama_ScalarTensor:$count,
+                       DefaultValuedAttr<I64Attr, "-100">:$ignore_index);
+  let results = (outs Llama_ScalarTensor:$result);
+  let assemblyFormat = "$max `,` $sums `,` $targets `,` $count attr-dict `:` functional-type(operands, results)";
+  let hasVerifier = 1;
+}
+
+def Llama_CECombineGradOp : Llama_Op<"ce_combine_grad", [Pure]> {
+  let summary = "Gradient of ce_combine with respect to the sums";
+  let description = [{
+    `dsums[..., 0] = grad / (count * sums[..., 0])`, `dsums[..., 1] =
+    -grad / count` on scored rows, 0 elsewhere.
+
+    ```mlir
+    %ds = llama.ce_combine_grad %dl, %sums, %targets, %count : (tensor<f32>, tensor<2x8x2xf32>, tensor<2x8xi32>, tensor<f32>) -> tensor<2x8x2xf32>
+    ```
+  }];
+  let arguments = (ins Llama_ScalarTensor:$grad, Llama_FloatTensor:$sums,
+                       Llama_IndexTensor:$targets, Llama_ScalarTensor:$count,
+                       DefaultValuedAttr<I64Attr, "-100">:$ignore_index);
+  let results = (outs Llama_FloatTensor:$result);
+  let assemblyFormat = "$grad `,` $sums `,` $targets `,` $count attr-dict `:` functional-type(operands, results)";
 }
 
 #endif // LLAMA_OPS_TD

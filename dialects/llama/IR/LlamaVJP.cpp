@@ -7,6 +7,8 @@
 //===----------------------------------------------------------------------===//
 #include "dialects/llama/IR/LlamaOps.h"
 
+#include "mlir/Dialect/Shard/IR/ShardOps.h"
+
 using namespace mlir;
 using namespace mlir::llama;
 
@@ -43,7 +45,8 @@ LogicalResult EmbeddingOp::buildVJP(OpBuilder &b, ForwardFn fwd,
                                     ArrayRef<Value> resultGrads,
                                     SmallVectorImpl<Value> &operandGrads) {
   Value dTable = EmbeddingGradOp::create(b, getLoc(), getTable().getType(),
-                                         resultGrads[0], fwd(getIds()));
+                                         resultGrads[0], fwd(getIds()),
+                                         getVocabShardAttr());
   operandGrads.assign({dTable, Value()});
   return success();
 }
@@ -140,5 +143,38 @@ LogicalResult CrossEntropyOp::buildVJP(OpBuilder &b, ForwardFn fwd,
       b, getLoc(), getLogits().getType(), resultGrads[0], fwd(getLogits()),
       fwd(getTargets()), getIgnoreIndexAttr());
   operandGrads.assign({dLogits, Value()});
+  return success();
+}
+
+LogicalResult GradAllReduceOp::buildVJP(OpBuilder &b, ForwardFn,
+                                        ArrayRef<Value> resultGrads,
+                                        SmallVectorImpl<Value> &operandGrads) {
+  Value sum = shard::AllReduceOp::create(
+      b, getLoc(), resultGrads[0].getType(), getGridAttr(), getGridAxesAttr(),
+      resultGrads[0], shard::ReductionKindAttr::get(getContext(), shard::ReductionKind::Sum));
+  operandGrads.assign({sum});
+  return success();
+}
+
+LogicalResult CEPartialSumsOp::buildVJP(OpBuilder &b, ForwardFn fwd,
+                                        ArrayRef<Value> resultGrads,
+                                        SmallVectorImpl<Value> &operandGrads) {
+  // No cotangent for `max`: the loss is invariant to the shift (the
+  // derivative through exp(-max) and through + max in ce_combine cancel).
+  Value dLogits = CEPartialSumsGradOp::create(
+      b, getLoc(), getLogits().getType(), resultGrads[0], fwd(getLogits()),
+      fwd(getMax()), fwd(getTargets()), getIgnoreIndexAttr(), getVocabShardAttr());
+  operandGrads.assign({dLogits, Value(), Value()});
+  return success();
+}
+
+LogicalResult CECombineOp::buildVJP(OpBuilder &b, ForwardFn fwd,
+                                    ArrayRef<Value> resultGrads,
+                                    SmallVectorImpl<Value> &operandGrads) {
+  Value dSums = CECombineGradOp::create(b, getLoc(), getSums().getType(),
+                                        resultGrads[0], fwd(getSums()),
+                                        fwd(getTargets()), fwd(getCount()),
+                                        getIgnoreIndexAttr());
+  operandGrads.assign({Value(), dSums, Value(), Value()});
   return success();
 }

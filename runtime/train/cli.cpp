@@ -7,6 +7,7 @@
 #include "runtime/train/flags.h"
 #include "runtime/train/generate.h"
 #include "runtime/train/partition.h"
+#include "runtime/train/plot.h"
 #include "runtime/train/program_check.h"
 #include "runtime/train/schedule.h"
 #include "runtime/train/trainer.h"
@@ -32,7 +33,8 @@ using train::UsageError;
 const char *kTrainUsage = R"(usage: %s train --data DIR --steps N [options]
   --data DIR              token shards (train_*.tok, optional val_*.tok)
   --steps N               total optimizer updates (the LR schedule's length)
-  --run-dir DIR           checkpoints and metrics.jsonl (default ./run)
+  --run-dir DIR           checkpoints, metrics.jsonl and metrics.png (default ./run)
+  --tensorboard           also write TensorBoard event files to DIR/tensorboard
   --resume                continue from DIR/checkpoints/LATEST if present
   --checkpoint-every K    also checkpoint every K updates (default 0: at the end)
   --keep-last K           checkpoints to keep (default 3; 0 keeps all)
@@ -110,7 +112,7 @@ const char *kInfoUsage = R"(usage: %s info [--json | --config-json]
 
 void print_usage(std::FILE *out, const char *argv0) {
   std::fprintf(out,
-               "usage: %s <train|verify|gradcheck|generate|eval|export|memcheck|info> [flags]   (%s <command> "
+               "usage: %s <train|verify|gradcheck|generate|eval|export|memcheck|info|plot> [flags]   (%s <command> "
                "--help for its flags)\n",
                argv0, argv0);
 }
@@ -146,7 +148,7 @@ int cmd_train(const ProgramInfo &program, int argc, char **argv) {
                  {"init-from-checkpoint", true}, {"stop-at", true},
                  {"quiet", false}, {"spike-window", true}, {"spike-zscore", true},
                  {"max-skips-before-rollback", true}, {"inject", true},
-                 {"verify-gemm-every", true}});
+                 {"verify-gemm-every", true}, {"tensorboard", false}});
   train::TrainOptions o;
   o.data_dir = f.required("data");
   o.steps = f.i64("steps", 0);
@@ -179,6 +181,7 @@ int cmd_train(const ProgramInfo &program, int argc, char **argv) {
   if (f.has("stop-at") && o.stop_at < 1)
     throw UsageError("--stop-at: must be >= 1");
   o.quiet = f.has("quiet");
+  o.tensorboard = f.has("tensorboard");
   o.spike.window = f.i64("spike-window", o.spike.window);
   o.spike.zscore = f.f64("spike-zscore", o.spike.zscore);
   o.spike.max_skips_before_rollback =
@@ -369,6 +372,10 @@ int run_main(int argc, char **argv, const ProgramInfo *program) {
     print_usage(stdout, argv0);
     return 0;
   }
+  // plot reads a run directory and needs no program: it works even with a
+  // binary that cannot train.
+  if (command == "plot")
+    return train::run_plot_command(argc - 1, argv + 1, argv0);
   const char *usage = command == "train"      ? kTrainUsage
                       : command == "verify"   ? kVerifyUsage
                       : command == "generate" ? kGenerateUsage

@@ -1,5 +1,7 @@
 #include "runtime/train/metrics.h"
 
+#include "runtime/train/tensorboard.h"
+
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
@@ -19,11 +21,21 @@ using ordered_json = nlohmann::ordered_json;
 constexpr std::chrono::milliseconds kLiveRedrawInterval{100};
 } // namespace
 
-MetricsLog::MetricsLog(const std::string &path) : path_(path) {
+MetricsLog::MetricsLog(const std::string &path, const std::string &tensorboard_dir)
+    : path_(path) {
   file_ = std::fopen(path.c_str(), "a");
   if (!file_)
     throw std::runtime_error(path + ": cannot open for append: " +
                              std::strerror(errno));
+  if (!tensorboard_dir.empty()) {
+    try {
+      events_ = std::make_unique<EventWriter>(tensorboard_dir);
+    } catch (...) {
+      std::fclose(file_); // the destructor does not run for a throwing constructor
+      file_ = nullptr;
+      throw;
+    }
+  }
 }
 
 MetricsLog::~MetricsLog() {
@@ -48,6 +60,11 @@ void MetricsLog::log_step(int64_t step, double loss, double lr,
   j["tokens_per_s"] = tokens_per_s;
   j["elapsed_s"] = elapsed_s;
   write_line(j.dump());
+  if (events_)
+    events_->scalars(step, {{"train/loss", static_cast<float>(loss)},
+                            {"train/lr", static_cast<float>(lr)},
+                            {"train/grad_norm", static_cast<float>(grad_norm)},
+                            {"train/tokens_per_s", static_cast<float>(tokens_per_s)}});
 }
 
 void MetricsLog::log_eval(int64_t step, double val_loss) {
@@ -55,6 +72,8 @@ void MetricsLog::log_eval(int64_t step, double val_loss) {
   j["step"] = step;
   j["val_loss"] = val_loss;
   write_line(j.dump());
+  if (events_)
+    events_->scalars(step, {{"val/loss", static_cast<float>(val_loss)}});
 }
 
 namespace {

@@ -2,6 +2,9 @@
 //  - MetricsLog: <run-dir>/metrics.jsonl, one JSON object per line, opened for
 //    append (a resumed run continues the same file; nothing is truncated), and
 //    flushed per line so a crash loses at most the line being written.
+//    With a tensorboard directory, step and eval records also go to a
+//    TensorBoard event file there (tensorboard.h): train/loss, train/lr,
+//    train/grad_norm, train/tokens_per_s, val/loss.
 //  - Progress: a human-readable line on stderr. On a terminal it is redrawn in
 //    place (carriage return) every step; in a log file it is a plain line about
 //    every 10% of the run, so logs stay short.
@@ -9,6 +12,7 @@
 #include <chrono>
 #include <cstdint>
 #include <cstdio>
+#include <memory>
 #include <string>
 
 namespace llamart::train {
@@ -41,10 +45,13 @@ struct RollbackRecord {
   double elapsed_s;
 };
 
+class EventWriter;
+
 class MetricsLog {
 public:
-  // Creates or appends to `path`; throws std::runtime_error naming it.
-  explicit MetricsLog(const std::string &path);
+  // Creates or appends to `path`, and when `tensorboard_dir` is not empty
+  // starts a new event file in it; throws std::runtime_error naming the path.
+  explicit MetricsLog(const std::string &path, const std::string &tensorboard_dir = "");
   ~MetricsLog();
   MetricsLog(const MetricsLog &) = delete;
   MetricsLog &operator=(const MetricsLog &) = delete;
@@ -65,6 +72,7 @@ private:
   void write_line(const std::string &line);
   std::string path_;
   std::FILE *file_ = nullptr;
+  std::unique_ptr<EventWriter> events_;
 };
 
 class Progress {

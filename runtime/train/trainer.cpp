@@ -6,6 +6,7 @@
 #include "runtime/train/checkpoint_dir.h"
 #include "runtime/train/distributed.h"
 #include "runtime/train/metrics.h"
+#include "runtime/train/plot.h"
 #include "runtime/train/param_store.h"
 #include "runtime/train/partition.h"
 #include "runtime/train/program_check.h"
@@ -191,6 +192,7 @@ private:
   void quarantine(const std::vector<CheckpointRef> &rejected);
   void rollback(int64_t step);
   void note(const std::string &message) const;
+  void write_plot() const;
   double elapsed_s() const;
   double micro_step(T *grads);
   double compute_update();
@@ -641,7 +643,8 @@ template <typename T> TrainResult Trainer<T>::run() {
 
   if (grid_.root())
     metrics_ = std::make_unique<MetricsLog>(
-        (fs::path(options_.run_dir) / "metrics.jsonl").string());
+        (fs::path(options_.run_dir) / "metrics.jsonl").string(),
+        options_.tensorboard ? (fs::path(options_.run_dir) / "tensorboard").string() : "");
 
   train_data_ = std::make_unique<data::Dataset>(
       options_.data_dir, "train", program_.seq_len,
@@ -809,6 +812,7 @@ template <typename T> TrainResult Trainer<T>::run() {
         std::fprintf(stderr, "stopped by signal %d after step %" PRId64
                              "; resume with --resume\n", stop, state_.step);
       result.stop_signal = stop;
+      write_plot();
       return result;
     }
   }
@@ -839,7 +843,21 @@ template <typename T> TrainResult Trainer<T>::run() {
       std::printf("final val loss: %.6f\n", val);
   }
   std::fflush(stdout);
+  write_plot();
   return result;
+}
+
+// metrics.png of the whole run so far (plot.h). A picture is a convenience:
+// failing to draw it warns and never fails a run that trained fine.
+template <typename T> void Trainer<T>::write_plot() const {
+  if (!metrics_)
+    return; // world rank 0 alone writes the run dir
+  const std::string png = (fs::path(options_.run_dir) / "metrics.png").string();
+  try {
+    plot_run(options_.run_dir, png);
+  } catch (const std::exception &e) {
+    note(png + ": not written: " + e.what());
+  }
 }
 
 } // namespace

@@ -66,6 +66,8 @@ struct TrainOptions {
   std::string init_from_checkpoint; // --init-from-checkpoint: weights only,
                                     // unless --resume finds a checkpoint
   bool quiet = false;             // --quiet: no progress lines
+  bool tensorboard = false;       // --tensorboard: event files in
+                                  // <run-dir>/tensorboard (tensorboard.h)
   int64_t stop_at = 0;            // --stop-at: checkpoint and exit after this
                                   // update (schedule still spans `steps`)
   SpikeConfig spike;              // --spike-window --spike-zscore

@@ -3,6 +3,7 @@
 // argument; any other command line is the launcher's (it always starts with
 // a flag such as -n), so adding one never touches the launcher.
 #include "tools/llama-run/launch.h"
+#include "tools/llama-run/plot.h"
 
 #include <cstring>
 
@@ -14,10 +15,9 @@ struct Subcommand {
   int (*run)(int argc, char **argv);
 };
 
-// Register subcommands here, e.g. {"plot", run_plot} for
-// `llama-run plot RUN_DIR ...`, each implemented in its own file.
+// Register subcommands here, each implemented in its own file.
 const Subcommand kSubcommands[] = {
-    {nullptr, nullptr},
+    {"plot", run_plot}, // plot.h
 };
 
 } // namespace

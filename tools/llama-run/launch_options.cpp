@@ -10,6 +10,7 @@ namespace llama_run {
 
 const char *const kLaunchHelp = R"(usage: llama-run -n N [options] [--] PROGRAM ARGS...
        llama-run --slurm -n N [options] [--] PROGRAM ARGS...
+       llama-run plot RUN_DIR [-o FILE.png]   (loss, LR and grad-norm plot of a run)
 
 Runs PROGRAM (a training binary from llama-compile, partitioned for a grid of
 N = dp x tp ranks) as N ranks, and ends the whole job when any rank fails.

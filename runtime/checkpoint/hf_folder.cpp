@@ -17,22 +17,6 @@ using nlohmann::json;
 
 namespace {
 
-size_t dtype_bytes(StDType dtype) {
-  switch (dtype) {
-  case StDType::F16:
-  case StDType::BF16:
-    return 2;
-  case StDType::F32:
-  case StDType::I32:
-    return 4;
-  case StDType::F64:
-  case StDType::I64:
-    return 8;
-  }
-  throw std::runtime_error("hf_folder: invalid StDType value " +
-                           std::to_string(static_cast<int>(dtype)));
-}
-
 // A weight_map value must name a file directly inside the folder: an index
 // pointing elsewhere ("../x", "/etc/passwd") is refused rather than followed.
 bool is_plain_file_name(const std::string &name) {

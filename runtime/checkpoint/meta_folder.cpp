@@ -439,7 +439,7 @@ const std::string &MetaFolder::shard_path(size_t rank) const { return shards_.at
 Tensor MetaFolder::read(size_t i) const {
   const MetaTensor &t = tensors_.at(i);
   const size_t n = shards_.size();
-  const size_t width = torch_dtype_bytes(t.dtype);
+  const size_t width = dtype_bytes(t.dtype);
 
   // The slices, read in parallel (one file each; pread is thread-safe):
   // reading and checksumming a slice of a large model takes seconds.

@@ -177,6 +177,9 @@ Entry parse_entry(const std::string &path, const std::string &name,
 
 } // namespace
 
+size_t dtype_bytes(StDType dtype) { return info(dtype).bytes; }
+
+
 int64_t Tensor::numel() const {
   int64_t n = 1;
   for (int64_t d : shape)

@@ -2,6 +2,7 @@
 // u64 LE header length N, N bytes of JSON {name: {dtype, shape, data_offsets}}
 // (+ optional "__metadata__": {str: str}), then the raw LE row-major buffer.
 #pragma once
+#include <cstddef>
 #include <cstdint>
 #include <map>
 #include <string>
@@ -10,6 +11,9 @@
 namespace llamart::ckpt {
 
 enum class StDType { F32, F64, F16, BF16, I32, I64 };
+
+// Bytes per element (throws on a value outside the enum).
+size_t dtype_bytes(StDType dtype);
 
 struct Tensor {
   StDType dtype;

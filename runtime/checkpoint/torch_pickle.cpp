@@ -351,7 +351,7 @@ private:
     if (numel < 0)
       fail("storage " + key + " has negative size " + std::to_string(numel));
     int64_t bytes;
-    if (mul_overflows(numel, static_cast<int64_t>(torch_dtype_bytes(dtype)), &bytes))
+    if (mul_overflows(numel, static_cast<int64_t>(dtype_bytes(dtype)), &bytes))
       fail("storage " + key + " size overflows");
 
     auto it = storage_by_key_.find(key);
@@ -502,22 +502,6 @@ bool TorchTensorRef::is_contiguous() const {
     expected *= shape[d];
   }
   return true;
-}
-
-size_t torch_dtype_bytes(StDType dtype) {
-  switch (dtype) {
-  case StDType::F16:
-  case StDType::BF16:
-    return 2;
-  case StDType::F32:
-  case StDType::I32:
-    return 4;
-  case StDType::F64:
-  case StDType::I64:
-    return 8;
-  }
-  throw std::runtime_error("torch_pickle: invalid StDType value " +
-                           std::to_string(static_cast<int>(dtype)));
 }
 
 TorchStateDict parse_torch_state_dict(const uint8_t *data, size_t size,

@@ -55,7 +55,5 @@ struct TorchStateDict {
 TorchStateDict parse_torch_state_dict(const uint8_t *data, size_t size,
                                       const std::string &path);
 
-// Bytes per element of the dtypes a storage can have.
-size_t torch_dtype_bytes(StDType dtype);
 
 } // namespace llamart::ckpt

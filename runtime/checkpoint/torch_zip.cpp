@@ -340,7 +340,7 @@ TorchFile::TorchFile(const std::string &path) : archive_(path) {
       throw std::runtime_error(path + ": storage " + s.key + " has no record " +
                                archive_.folder() + "/" + record);
     // numel * element size cannot overflow: the unpickler checked it.
-    const uint64_t want = static_cast<uint64_t>(s.numel) * torch_dtype_bytes(s.dtype);
+    const uint64_t want = static_cast<uint64_t>(s.numel) * dtype_bytes(s.dtype);
     if (archive_.size(record) != want)
       throw std::runtime_error(path + ": record " + archive_.folder() + "/" + record +
                                " holds " + std::to_string(archive_.size(record)) +
@@ -361,7 +361,7 @@ std::optional<size_t> TorchFile::find(const std::string &name) const {
 Tensor TorchFile::read(size_t i) const {
   const TorchTensorRef &r = ref(i);
   const TorchStorageRef &storage = dict_.storages[r.storage];
-  const size_t width = torch_dtype_bytes(storage.dtype);
+  const size_t width = dtype_bytes(storage.dtype);
   const int64_t n = r.numel();
   Tensor t;
   t.dtype = storage.dtype;

@@ -1,10 +1,5 @@
-// The kernels of partitioned programs (llama-shard): the vocabulary-parallel
-// embedding and the cross-entropy assembled from row statistics.
-//
-// Embedding: a rank holds rows [row0, row0 + rows) of the table; ids outside
-// give zero rows, and the all-reduce (or reduce-scatter) that follows in the
-// program adds the rank that holds them. The backward scatters only the ids
-// this rank holds, in token order per column slice like embedding_backward.
+// The cross-entropy of partitioned programs (llama-shard), assembled from
+// row statistics (the vocabulary-parallel embedding is in embedding.cpp).
 //
 // Cross-entropy over a (possibly split) vocabulary, Megatron's
 // vocab-parallel formulation:
@@ -28,15 +23,6 @@
 namespace llamart::cpu {
 namespace {
 
-void check_ids(const int32_t *ids, int64_t n, int64_t vocab, const char *kernel) {
-  for (int64_t t = 0; t < n; ++t)
-    if (ids[t] < 0 || ids[t] >= vocab)
-      throw std::runtime_error(std::string(kernel) + ": token id " +
-                               std::to_string(ids[t]) + " at position " +
-                               std::to_string(t) + " is outside the vocabulary [0, " +
-                               std::to_string(vocab) + ")");
-}
-
 void check_targets(const int32_t *targets, int64_t rows, int64_t vocab,
                    int64_t ignore_index, const char *kernel) {
   for (int64_t r = 0; r < rows; ++r) {
@@ -50,56 +36,9 @@ void check_targets(const int32_t *targets, int64_t rows, int64_t vocab,
   }
 }
 
-constexpr int64_t kColumnSlice = 64;
 constexpr int64_t kParallelRows = 4;
 
 } // namespace
-
-template <typename T>
-void embedding_forward_shard(const T *table, const int32_t *ids, T *out,
-                             int64_t n_tokens, int64_t vocab, int64_t row0,
-                             int64_t rows, int64_t dim) {
-  check_ids(ids, n_tokens, vocab, "embedding_forward_shard");
-  const bool parallel = n_tokens * dim >= kParallelElements;
-#pragma omp parallel for schedule(static) if (parallel)
-  for (int64_t t = 0; t < n_tokens; ++t) {
-    const int64_t r = int64_t(ids[t]) - row0;
-    if (r >= 0 && r < rows)
-      std::memcpy(out + t * dim, table + r * dim, dim * sizeof(T));
-    else
-      std::memset(out + t * dim, 0, dim * sizeof(T));
-  }
-}
-
-template <typename T>
-void embedding_backward_shard(const T *dout, const int32_t *ids, T *dtable,
-                              int64_t n_tokens, int64_t vocab, int64_t row0,
-                              int64_t rows, int64_t dim) {
-  check_ids(ids, n_tokens, vocab, "embedding_backward_shard");
-  const int64_t slices = (dim + kColumnSlice - 1) / kColumnSlice;
-  const bool parallel = (rows + n_tokens) * dim >= kParallelElements;
-#pragma omp parallel if (parallel)
-  {
-#pragma omp for schedule(static)
-    for (int64_t r = 0; r < rows; ++r)
-      std::memset(dtable + r * dim, 0, dim * sizeof(T));
-#pragma omp for schedule(static)
-    for (int64_t sl = 0; sl < slices; ++sl) {
-      const int64_t c0 = sl * kColumnSlice;
-      const int64_t width = std::min(kColumnSlice, dim - c0);
-      for (int64_t t = 0; t < n_tokens; ++t) {
-        const int64_t r = int64_t(ids[t]) - row0;
-        if (r < 0 || r >= rows)
-          continue;
-        T *dst = dtable + r * dim + c0;
-        const T *src = dout + t * dim + c0;
-#pragma omp simd
-        for (int64_t c = 0; c < width; ++c)
-          dst[c] += src[c];
-      }
-    }
-  }
-}
 
 template <typename T>
 void logits_row_max(const T *logits, T *max, int64_t rows, int64_t vocab) {
@@ -189,12 +128,6 @@ void ce_combine_backward(const T *dloss, const T *sums, const int32_t *targets,
 }
 
 #define LLAMART_INSTANTIATE(T)                                                  \
-  template void embedding_forward_shard<T>(const T *, const int32_t *, T *,     \
-                                           int64_t, int64_t, int64_t, int64_t,  \
-                                           int64_t);                            \
-  template void embedding_backward_shard<T>(const T *, const int32_t *, T *,    \
-                                            int64_t, int64_t, int64_t, int64_t, \
-                                            int64_t);                           \
   template void logits_row_max<T>(const T *, T *, int64_t, int64_t);            \
   template void ce_partial_sums<T>(const T *, const T *, const int32_t *, T *,  \
                                    int64_t, int64_t, int64_t, int64_t, int64_t); \

@@ -485,22 +485,10 @@ TEST(ProgramCheck, RejectsInconsistentGridFields) {
 // ---------------------------------------------------------------------------
 // The CLI of a partitioned binary
 
-struct CliResult {
-  int code;
-  std::string out, err;
-};
+using llamart::testing::CliResult;
 
 CliResult run_cli(const ProgramInfo *program, std::vector<std::string> args) {
-  args.insert(args.begin(), "bigram-2x2");
-  std::vector<char *> argv;
-  for (std::string &a : args)
-    argv.push_back(a.data());
-  ::testing::internal::CaptureStdout();
-  ::testing::internal::CaptureStderr();
-  const int code = llamart::run_main(static_cast<int>(argv.size()), argv.data(), program);
-  CliResult r{code, ::testing::internal::GetCapturedStdout(),
-              ::testing::internal::GetCapturedStderr()};
-  return r;
+  return llamart::testing::run_cli(program, "bigram-2x2", std::move(args));
 }
 
 TEST(Cli, PartitionedBinaryRefusesSingleRankSubcommands) {

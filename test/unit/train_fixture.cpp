@@ -1,6 +1,7 @@
 #include "test/unit/train_fixture.h"
 
 #include "runtime/comm/comm.h"
+#include "runtime/train/cli.h"
 #include "runtime/data/shards.h"
 #include "runtime/train/rng.h"
 
@@ -279,5 +280,18 @@ template const ProgramInfo *bigram_grid_program<float, 16, 4, 8, 2, 2>();
 template const ProgramInfo *bigram_grid_program<float, 16, 4, 8, 4, 1>();
 template const ProgramInfo *bigram_grid_program<float, 16, 4, 8, 1, 4>();
 template const ProgramInfo *bigram_grid_program<double, 16, 4, 8, 2, 2>();
+
+CliResult run_cli(const ProgramInfo *program, const std::string &argv0,
+                  std::vector<std::string> args) {
+  args.insert(args.begin(), argv0);
+  std::vector<char *> argv;
+  for (std::string &a : args)
+    argv.push_back(a.data());
+  ::testing::internal::CaptureStdout();
+  ::testing::internal::CaptureStderr();
+  const int code = llamart::run_main(static_cast<int>(argv.size()), argv.data(), program);
+  return {code, ::testing::internal::GetCapturedStdout(),
+          ::testing::internal::GetCapturedStderr()};
+}
 
 } // namespace llamart::testing

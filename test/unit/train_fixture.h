@@ -75,4 +75,13 @@ private:
   std::filesystem::path path_;
 };
 
+// run_main of the training binary `argv0` with `args`, stdout and stderr
+// captured.
+struct CliResult {
+  int code;
+  std::string out, err;
+};
+CliResult run_cli(const ProgramInfo *program, const std::string &argv0,
+                  std::vector<std::string> args);
+
 } // namespace llamart::testing

@@ -47,22 +47,10 @@ struct TempDir : llamart::testing::TempDir {
   TempDir() : llamart::testing::TempDir("llamart_train_test") {}
 };
 
-struct CliResult {
-  int code;
-  std::string out, err;
-};
+using llamart::testing::CliResult;
 
 CliResult run_cli(const ProgramInfo *program, std::vector<std::string> args) {
-  args.insert(args.begin(), "bigram-train");
-  std::vector<char *> argv;
-  for (std::string &a : args)
-    argv.push_back(a.data());
-  ::testing::internal::CaptureStdout();
-  ::testing::internal::CaptureStderr();
-  const int code = llamart::run_main(static_cast<int>(argv.size()), argv.data(), program);
-  CliResult r{code, ::testing::internal::GetCapturedStdout(),
-              ::testing::internal::GetCapturedStderr()};
-  return r;
+  return llamart::testing::run_cli(program, "bigram-train", std::move(args));
 }
 
 std::vector<int32_t> chain_tokens(int64_t n, uint64_t seed) {

@@ -3,6 +3,7 @@
 
 #include "compiler/EmitCpu.h"
 #include "compiler/Estimate.h"
+#include "compiler/InputGuard.h"
 #include "compiler/Pipelines.h"
 #include "compiler/Registration.h"
 #include "compiler/Report.h"
@@ -208,6 +209,8 @@ OwningOpRef<ModuleOp> loadModel(MLIRContext &ctx, llvm::SourceMgr &sourceMgr,
     auto file = openInputFile(inputFile, &err);
     if (!file)
       throw std::runtime_error(inputFile + ": " + err);
+    if (auto deep = ::llama::checkNesting(file->getBuffer()))
+      throw std::runtime_error(inputFile + ": " + *deep);
     sourceMgr.AddNewSourceBuffer(std::move(file), llvm::SMLoc());
     auto module = parseSourceFile<ModuleOp>(sourceMgr, &ctx);
     if (!module)

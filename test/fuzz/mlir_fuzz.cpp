@@ -2,6 +2,7 @@
 // with the llama dialect registered, verify it, and run the training pipeline
 // on whatever verifies. Bad input must end as diagnostics and a failure
 // result (which the tools turn into a one-line error), never a crash.
+#include "compiler/InputGuard.h"
 #include "compiler/Pipelines.h"
 #include "compiler/Registration.h"
 
@@ -41,6 +42,9 @@ mlir::MLIRContext &context() {
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   mlir::MLIRContext &ctx = context();
+  // The tools refuse over-deep nesting before parsing (compiler/InputGuard.h).
+  if (llama::checkNesting(llvm::StringRef(reinterpret_cast<const char *>(data), size)))
+    return 0;
   // Exactly the tools' path: a null-terminated buffer (the MLIR lexer relies
   // on the terminator, which openInputFile provides) in a SourceMgr.
   llvm::SourceMgr sourceMgr;

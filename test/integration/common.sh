@@ -33,3 +33,16 @@ for split, n in (("train", ntrain), ("val", nval)):
     open(os.path.join(d, "%s_00000.tok" % split), "wb").write(hdr + b"\0" * (64 - len(hdr)) + body)
 PYEOF
 }
+
+# fortunes_corpus: sets the array `corpus` to the text files of the Debian
+# fortunes package (real English text; tools/install-deps installs it).
+fortunes_corpus() {
+  local dir=/usr/share/games/fortunes f
+  [ -d $dir ] || die "$dir missing: install the 'fortunes' package (tools/install-deps)"
+  corpus=()
+  for f in $dir/*; do
+    case $f in *.dat | *.u8) continue ;; esac
+    [ -f "$f" ] && [ ! -L "$f" ] && corpus+=("$f")
+  done
+  [ ${#corpus[@]} -gt 10 ] || die "only ${#corpus[@]} fortune files in $dir"
+}

@@ -10,13 +10,7 @@
 # Sampling with temperature / top-k / top-p and a seed is reproducible.
 source "$(dirname "$0")/common.sh" "$@"
 
-FORTUNES=/usr/share/games/fortunes
-[ -d $FORTUNES ] || die "$FORTUNES missing: install the 'fortunes' package (tools/install-deps)"
-corpus=()
-for f in $FORTUNES/*; do
-  case $f in *.dat | *.u8) continue ;; esac
-  [ -f "$f" ] && [ ! -L "$f" ] && corpus+=("$f")
-done
+fortunes_corpus
 "$BIN/llama-tokenize" train --input "${corpus[@]}" --separator % --vocab-size 512 -o tok.model
 "$BIN/llama-tokenize" encode --tokenizer tok.model --input "${corpus[@]}" --separator % \
   --val-fraction 0.05 -o shards

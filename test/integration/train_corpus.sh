@@ -8,14 +8,7 @@
 #   - generate from the final checkpoint prints text and exits 0.
 source "$(dirname "$0")/common.sh" "$@"
 
-FORTUNES=/usr/share/games/fortunes
-[ -d $FORTUNES ] || die "$FORTUNES missing: install the 'fortunes' package (tools/install-deps)"
-corpus=()
-for f in $FORTUNES/*; do
-  case $f in *.dat | *.u8) continue ;; esac
-  [ -f "$f" ] && [ ! -L "$f" ] && corpus+=("$f")
-done
-[ ${#corpus[@]} -gt 10 ] || die "only ${#corpus[@]} fortune files in $FORTUNES"
+fortunes_corpus
 
 "$BIN/llama-tokenize" train --input "${corpus[@]}" --separator % --vocab-size 1024 -o tok.model
 "$BIN/llama-tokenize" encode --tokenizer tok.model --input "${corpus[@]}" --separator % \

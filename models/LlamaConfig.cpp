@@ -91,6 +91,12 @@ std::optional<std::string> findConfigProblem(const LlamaConfig &c) {
   for (auto [field, value] : sizes)
     if (value <= 0)
       return problem(field, value, "> 0");
+  // The layer count sizes tables (paramTable, the emitted IR) entry by entry:
+  // a hostile config.json must be refused here, not allocate 10^9 entries.
+  // The deepest published LLaMA-style models have ~128 layers.
+  if (c.num_layers > kMaxLayers)
+    return problem("num_hidden_layers", c.num_layers, "at most 4096");
+  static_assert(kMaxLayers == 4096, "keep the message in step");
   if (c.num_heads % c.num_kv_heads != 0)
     return "num_key_value_heads (" + std::to_string(c.num_kv_heads) +
            ") must divide num_attention_heads (" + std::to_string(c.num_heads) + ")";

@@ -47,7 +47,9 @@ void deriveHeadDim(LlamaConfig &c);
 // Throws std::runtime_error("config '<name>': <what is wrong>") for any
 // config the builder cannot honour: non-positive sizes, num_kv_heads not
 // dividing num_heads, odd head_dim (RoPE rotates pairs), eps/theta <= 0,
-// token ids outside the vocabulary, a parameter count overflowing int64.
+// token ids outside the vocabulary, a parameter count overflowing int64,
+// more than kMaxLayers layers.
+constexpr int64_t kMaxLayers = 4096;
 void validate(const LlamaConfig &c);
 // The same checks; returns the problem instead of throwing (nullopt: valid).
 std::optional<std::string> findConfigProblem(const LlamaConfig &c);

@@ -290,6 +290,13 @@ TEST(Validate, RejectsBadShapes) {
   expectError(broken([](LlamaConfig &c) { c.vocab_size = -5; }), {"vocab_size must be > 0"});
   expectError(broken([](LlamaConfig &c) { c.num_layers = 0; }), {"num_hidden_layers"});
   expectError(broken([](LlamaConfig &c) { c.intermediate_size = 0; }), {"intermediate_size"});
+  // A fuzzed config.json with ~3e8 layers made paramTable try to reserve
+  // 189 GB; the layer count is bounded instead.
+  expectError(broken([](LlamaConfig &c) { c.num_layers = 300000000; }),
+              {"num_hidden_layers must be at most 4096 (got 300000000)"});
+  LlamaConfig deepest = preset("micro");
+  deepest.num_layers = kMaxLayers;
+  EXPECT_EQ(paramTable(deepest).size(), size_t(9 * kMaxLayers + 3));
   expectError(broken([](LlamaConfig &c) { c.max_position_embeddings = 0; }),
               {"max_position_embeddings"});
   expectError(broken([](LlamaConfig &c) { c.rms_norm_eps = 0; }), {"rms_norm_eps"});

@@ -92,6 +92,9 @@ cl::opt<int64_t> kvCapacity("kv-capacity",
                             cl::desc("KV cache positions for generation "
                                      "(default max_position_embeddings)"),
                             cl::init(0), cl::cat(category));
+cl::opt<bool> noFuse("no-fuse",
+                     cl::desc("skip llama-fuse (every op its own kernel; for comparisons)"),
+                     cl::init(false), cl::cat(category));
 cl::opt<bool> report("report", cl::desc("print parameter and memory figures"),
                      cl::cat(category));
 cl::opt<bool> printParams("print-params", cl::desc("print 'params: N'"),
@@ -255,6 +258,8 @@ OwningOpRef<ModuleOp> loadModel(MLIRContext &ctx, llvm::SourceMgr &sourceMgr,
 LogicalResult compileWith(ModuleOp module, const std::string &rematPolicy) {
   PassManager pm(module.getContext());
   if (mode == "generate") {
+    if (!noFuse)
+      pm.addPass(mlir::llama::createLlamaFuse());
     pm.addPass(mlir::llama::createLlamaPlanMemory());
     return pm.run(module);
   }
@@ -263,6 +268,7 @@ LogicalResult compileWith(ModuleOp module, const std::string &rematPolicy) {
   options.dp = gridDp;
   options.tp = gridTp;
   options.sequenceParallel = sequenceParallel;
+  options.fuse = !noFuse;
   ::llama::buildTrainingPipeline(pm, options);
   return pm.run(module);
 }

@@ -434,6 +434,57 @@ private:
             << n(x.getResult()) << ", " << numel(x.getTargets()) << ", "
             << x.getIgnoreIndexAttr().getInt() << ");";
         })
+        .Case([&](AddRMSNormOp r) {
+          int64_t d = ranked(r.getWeight()).getDimSize(0);
+          c << "k::add_rms_norm_forward<T>(" << n(r.getLhs()) << ", " << n(r.getRhs())
+            << ", " << n(r.getWeight()) << ", " << n(r.getSum()) << ", "
+            << n(r.getResult()) << ", " << n(r.getRstd()) << ", "
+            << numel(r.getLhs()) / d << ", " << d << ", "
+            << lit(r.getEps().convertToDouble()) << ");";
+        })
+        .Case([&](RMSNormRstdOp r) {
+          int64_t d = ranked(r.getWeight()).getDimSize(0);
+          c << "k::rms_norm_forward_rstd<T>(" << n(r.getX()) << ", " << n(r.getWeight())
+            << ", " << n(r.getResult()) << ", " << n(r.getRstd()) << ", "
+            << numel(r.getX()) / d << ", " << d << ", "
+            << lit(r.getEps().convertToDouble()) << ");";
+        })
+        .Case([&](RMSNormGradRstdOp r) {
+          int64_t d = ranked(r.getWeight()).getDimSize(0);
+          c << "k::rms_norm_backward_rstd<T>(" << n(r.getGrad()) << ", " << n(r.getX())
+            << ", " << n(r.getWeight()) << ", " << n(r.getRstd()) << ", "
+            << (r.getAccumulate() ? n(r.getAccumulate()) : std::string("nullptr"))
+            << ", " << n(r.getXGrad()) << ", " << n(r.getWeightGrad()) << ", "
+            << numel(r.getX()) / d << ", " << d << ");";
+        })
+        .Case([&](CrossEntropyFusedOp x) {
+          int64_t v = ranked(x.getLogits()).getShape().back();
+          c << "k::cross_entropy_fused<T>(" << n(x.getLogits()) << ", "
+            << n(x.getTargets()) << ", " << n(x.getLoss()) << ", "
+            << n(x.getLogitsGrad()) << ", " << numel(x.getTargets()) << ", " << v
+            << ", " << x.getIgnoreIndexAttr().getInt() << ", "
+            << lit(x.getGradScale().convertToDouble()) << ");";
+        })
+        .Case([&](RopeQKOp r) {
+          // Two calls of the CPU kernel: there is no launch to save here.
+          const char *kernel = r.getInverse() ? "rope_backward" : "rope_forward";
+          for (auto [in, out] : {std::pair(r.getQuery(), r.getQueryResult()),
+                                 std::pair(r.getKey(), r.getKeyResult())}) {
+            auto sh = ranked(in).getShape();
+            c << "k::" << kernel << "<T>(" << n(in) << ", " << n(out) << ", "
+              << sh[0] << ", " << sh[1] << ", " << sh[2] << ", " << sh[3] << ", "
+              << lit(r.getTheta().convertToDouble()) << ");";
+            if (in == r.getQuery())
+              c << "\n  ";
+          }
+        })
+        .Case([&](SumOp s) {
+          c << "{ const T *in_[] = {";
+          for (auto [i, v] : llvm::enumerate(s.getInputs()))
+            c << (i ? ", " : "") << n(v);
+          c << "}; k::sum<T>(in_, " << s.getInputs().size() << ", "
+            << n(s.getResult()) << ", " << numel(s.getResult()) << "); }";
+        })
         .Case<shard::AllReduceOp, shard::AllGatherOp, shard::ReduceScatterOp>(
             [&](Operation *coll) {
               if (failed(emitCollective(coll, c)))
@@ -572,6 +623,10 @@ LogicalResult emitCpuSource(ModuleOp module, raw_ostream &os) {
   // partitioned pieces it became.
   int64_t vocab = -1, ignoreIndex = -100;
   source.walk([&](CrossEntropyOp op) {
+    vocab = ranked(op.getLogits()).getShape().back();
+    ignoreIndex = op.getIgnoreIndexAttr().getInt();
+  });
+  source.walk([&](CrossEntropyFusedOp op) {
     vocab = ranked(op.getLogits()).getShape().back();
     ignoreIndex = op.getIgnoreIndexAttr().getInt();
   });

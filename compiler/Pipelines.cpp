@@ -12,9 +12,14 @@ void llama::buildTrainingPipeline(mlir::OpPassManager &pm,
   if (options.dp * options.tp > 1)
     pm.addPass(mlir::llama::createLlamaShard(
         {options.dp, options.tp, options.sequenceParallel}));
-  pm.addPass(mlir::llama::createLlamaRemat({options.remat}));
+  mlir::llama::LlamaRematOptions remat;
+  remat.policy = options.remat;
+  remat.fuse = options.fuse;
+  pm.addPass(mlir::llama::createLlamaRemat(remat));
   pm.addPass(mlir::llama::createLlamaAutodiff());
   pm.addPass(mlir::llama::createLlamaDeriveLogits({options.generateBatch}));
+  if (options.fuse)
+    pm.addPass(mlir::llama::createLlamaFuse());
   pm.addPass(mlir::llama::createLlamaPlanMemory());
 }
 
@@ -33,15 +38,17 @@ struct PipelineCliOptions
                      llvm::cl::init(1)};
   Option<bool> sp{*this, "sp", llvm::cl::desc("sequence parallelism"),
                   llvm::cl::init(false)};
+  Option<bool> fuse{*this, "fuse", llvm::cl::desc("run llama-fuse"),
+                    llvm::cl::init(true)};
 };
 } // namespace
 
 void llama::registerPipelines() {
   mlir::PassPipelineRegistration<PipelineCliOptions>(
       "llama-training-pipeline",
-      "shard (dp x tp), remat, autodiff, derive @logits, plan memory",
+      "shard (dp x tp), remat, autodiff, derive @logits, fuse, plan memory",
       [](mlir::OpPassManager &pm, const PipelineCliOptions &cli) {
         buildTrainingPipeline(pm, {cli.remat, cli.generateBatch, cli.dp,
-                                   cli.tp, cli.sp});
+                                   cli.tp, cli.sp, cli.fuse});
       });
 }

@@ -150,7 +150,11 @@ MemoryReport computeMemoryReport(ModuleOp module) {
   r.numLayers = layers.size();
   for (Value v : saved) {
     r.savedActivationBytes += bytesOf(v);
-    auto l = v.getDefiningOp()->getAttrOfType<IntegerAttr>(kLayerAttr);
+    Operation *def = v.getDefiningOp();
+    auto l = def->getAttrOfType<IntegerAttr>(kLayerAttr);
+    if (isa<AddRMSNormOp>(def) && cast<OpResult>(v).getResultNumber() == 0)
+      if (auto sumLayer = def->getAttrOfType<IntegerAttr>(kSumLayerAttr))
+        l = sumLayer;
     if (l && l.getInt() == 0)
       r.activationBytesPerLayer += bytesOf(v);
   }

@@ -75,6 +75,8 @@ def LlamaRemat : Pass<"llama-remat", "::mlir::ModuleOp"> {
            "none | selective | full | budget=BYTES">,
     Option<"balance", "balance", "double", /*default=*/"100.0",
            "FLOP per byte used to cost memory-bound recomputation (budget policy)">,
+    Option<"fuse", "fuse", "bool", /*default=*/"true",
+           "measure budget candidates as llama-fuse will build them">,
   ];
   let statistics = [
     Statistic<"numSaved", "saved-ops", "Ops whose results are saved">,
@@ -111,6 +113,38 @@ def LlamaDeriveLogits : Pass<"llama-derive-logits", "::mlir::ModuleOp"> {
   }];
   let options = [
     Option<"batch", "batch", "int64_t", /*default=*/"1", "batch of @logits">,
+  ];
+}
+
+def LlamaFuse : Pass<"llama-fuse", "::mlir::ModuleOp"> {
+  let summary = "Fuse memory-bound chains into single-kernel ops";
+  let description = [{
+    Runs after autodiff (the fused ops are not differentiable) and before
+    the memory plan. In every function, in this order:
+    - `llama.cross_entropy` and the `llama.cross_entropy_grad` of the same
+      logits seeded by a constant (`llama.fill`) become one
+      `llama.cross_entropy_fused` (loss and gradient in one read of the
+      logits; the gradient may overwrite them);
+    - `llama.add` feeding `llama.rms_norm` becomes `llama.add_rms_norm`
+      (the residual stream and the normalized output in one pass, row rstd
+      kept); a norm whose backward is in the function keeps its rstd too
+      (`llama.rms_norm_rstd`);
+    - `llama.rms_norm_grad` becomes `llama.rms_norm_grad_rstd`, reading the
+      saved rstd, and absorbs the `llama.add` that accumulates its input
+      gradient into the residual stream's gradient;
+    - the two `llama.rope` (or `llama.rope_grad`) of one attention become one
+      `llama.rope_qk`;
+    - chains of `llama.add` whose inner results have no other use become one
+      `llama.sum`.
+    GEMMs, attention, SwiGLU and collectives are left as they are.
+  }];
+  let statistics = [
+    Statistic<"numCrossEntropy", "cross-entropy", "cross_entropy + grad fused">,
+    Statistic<"numAddNorm", "add-rms-norm", "add + rms_norm fused">,
+    Statistic<"numNormGrad", "rms-norm-grad", "rms_norm_grad reading a saved rstd">,
+    Statistic<"numNormGradAccumulate", "rms-norm-grad-accumulate", "gradient adds absorbed by a norm backward">,
+    Statistic<"numRope", "rope-qk", "rope pairs fused">,
+    Statistic<"numSum", "sum", "add chains fused">,
   ];
 }
 

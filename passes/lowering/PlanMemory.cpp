@@ -71,6 +71,29 @@ struct LlamaPlanMemoryPass : mlir::llama::impl::LlamaPlanMemoryBase<LlamaPlanMem
 };
 } // namespace
 
+/// For each result that may be written over one of its op's operands, the
+/// operands it may take (in order of preference). The kernels of these ops
+/// read each element of the aliased operand before writing the same element
+/// of the result (runtime/cpu/kernels.h says which).
+static SmallVector<std::pair<unsigned, SmallVector<unsigned>>>
+inPlaceOperands(Operation *op) {
+  if (isa<AddOp>(op))
+    return {{0u, {0u, 1u}}};
+  if (auto sum = dyn_cast<SumOp>(op)) {
+    SmallVector<unsigned> all;
+    for (unsigned i = 0; i < sum->getNumOperands(); ++i)
+      all.push_back(i);
+    return {{0u, all}};
+  }
+  if (isa<AddRMSNormOp>(op))
+    return {{0u, {0u, 1u}}};
+  if (auto grad = dyn_cast<RMSNormGradRstdOp>(op); grad && grad.getAccumulate())
+    return {{0u, {4u}}};
+  if (isa<CrossEntropyFusedOp>(op))
+    return {{1u, {0u}}};
+  return {};
+}
+
 FailureOr<MemoryPlanStats> mlir::llama::planFunctionMemory(func::FuncOp fn,
                                                          int64_t alignment) {
   if (!fn.getBody().hasOneBlock())
@@ -103,27 +126,37 @@ FailureOr<MemoryPlanStats> mlir::llama::planFunctionMemory(func::FuncOp fn,
         buffers[it->second].lastUse =
             std::max(buffers[it->second].lastUse, index[&op]);
     }
-  // In place: an add whose operand dies at it writes over that operand (the
-  // add kernel allows its output to alias an input). Gradient accumulation
-  // and residual adds stop costing a buffer each. Returned results keep
-  // their own buffer so that they can go straight to the caller.
+  // In place: a result may take over the buffer of an operand that dies at
+  // its op when the kernel allows the two to alias (inPlaceOperands). Residual
+  // and gradient-accumulation adds, the residual stream of add_rms_norm and
+  // the logits gradient of cross_entropy_fused stop costing a buffer each.
+  // Returned results keep their own buffer so that they can go straight to
+  // the caller.
   DenseSet<Value> returned(ret.getOperands().begin(), ret.getOperands().end());
   for (Operation &op : block) {
-    auto add = dyn_cast<AddOp>(op);
-    if (!add || returned.contains(add.getResult()))
-      continue;
-    for (Value operand : {add.getLhs(), add.getRhs()}) {
-      auto it = bufferOf.find(storageRoot(operand));
-      if (it == bufferOf.end())
-        continue; // a function argument: never written
-      Buffer &victim = buffers[it->second];
-      if (victim.lastUse != index[&op] || returned.contains(victim.value))
+    for (auto [resultIndex, candidates] : inPlaceOperands(&op)) {
+      Value result = op.getResult(resultIndex);
+      if (returned.contains(result))
         continue;
-      size_t self = bufferOf.lookup(add.getResult());
-      victim.lastUse = std::max(victim.lastUse, buffers[self].lastUse);
-      buffers[self].merged = true;
-      bufferOf[add.getResult()] = it->second;
-      break;
+      for (unsigned operandIndex : candidates) {
+        auto it = bufferOf.find(storageRoot(op.getOperand(operandIndex)));
+        if (it == bufferOf.end())
+          continue; // a function argument: never written
+        Buffer &victim = buffers[it->second];
+        // The victim must die here, not be taken by another result of this
+        // op already, and have the result's size (views keep the root's).
+        if (victim.lastUse != index[&op] || returned.contains(victim.value) ||
+            victim.bytes != buffers[bufferOf.lookup(result)].bytes ||
+            llvm::any_of(op.getResults(), [&](Value r) {
+              return r != result && bufferOf.lookup(r) == it->second;
+            }))
+          continue;
+        size_t self = bufferOf.lookup(result);
+        victim.lastUse = std::max(victim.lastUse, buffers[self].lastUse);
+        buffers[self].merged = true;
+        bufferOf[result] = it->second;
+        break;
+      }
     }
   }
 

@@ -81,14 +81,14 @@ struct LlamaRematPass : mlir::llama::impl::LlamaRematBase<LlamaRematPass> {
       policies.push_back({"full", savedByFull});
     for (auto &[name, rule] : policies) {
       FailureOr<RematCandidate> c =
-          measureRematPlan(module, fixedPlan(forward, rule), balance);
+          measureRematPlan(module, fixedPlan(forward, rule), balance, fuse);
       if (failed(c))
         return failure();
       c->origin = name;
       fixed.push_back(std::move(*c));
     }
     RematCandidate chosen;
-    if (failed(planRematForBudget(module, forward, *budget, balance,
+    if (failed(planRematForBudget(module, forward, *budget, balance, fuse,
                                   std::move(fixed), &chosen)))
       return failure();
     Builder b(module.getContext());

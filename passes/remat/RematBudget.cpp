@@ -21,6 +21,7 @@
 
 #include "dialects/llama/IR/LlamaOps.h"
 #include "passes/autodiff/Autodiff.h"
+#include "passes/fusion/Fuse.h"
 #include "passes/lowering/PlanMemory.h"
 #include "passes/remat/CostModel.h"
 
@@ -176,19 +177,15 @@ void mlir::llama::applyRematMarks(func::FuncOp forward,
 
 FailureOr<RematCandidate>
 mlir::llama::measureRematPlan(ModuleOp module, const std::vector<bool> &save,
-                              double balance) {
+                              double balance, bool fuse) {
   OwningOpRef<ModuleOp> copy = module.clone();
   auto forward = copy->lookupSymbol<func::FuncOp>("forward");
   applyRematMarks(forward, save);
   if (failed(buildTrainStep(*copy, forward)))
     return failure();
   auto step = copy->lookupSymbol<func::FuncOp>("train_step");
-  FailureOr<MemoryPlanStats> plan = planFunctionMemory(step, 64);
-  if (failed(plan))
-    return failure();
   RematCandidate c;
   c.save = save;
-  c.arenaBytes = plan->arenaBytes;
   std::set<Operation *> savedDefs;
   step.walk([&](Operation *op) {
     if (op->hasAttr(kRecomputedAttr))
@@ -204,12 +201,20 @@ mlir::llama::measureRematPlan(ModuleOp module, const std::vector<bool> &save,
   });
   for (Operation *def : savedDefs)
     c.savedBytes += static_cast<int64_t>(resultBytes(def));
+  // The arena of the program as it will be built: fused when the pipeline
+  // fuses (the costs above are counted on the unfused ops).
+  if (fuse)
+    fuseFunction(step);
+  FailureOr<MemoryPlanStats> plan = planFunctionMemory(step, 64);
+  if (failed(plan))
+    return failure();
+  c.arenaBytes = plan->arenaBytes;
   return c;
 }
 
 LogicalResult mlir::llama::planRematForBudget(
     ModuleOp module, func::FuncOp forward, int64_t budgetBytes, double balance,
-    std::vector<RematCandidate> fixedPlans, RematCandidate *chosen) {
+    bool fuse, std::vector<RematCandidate> fixedPlans, RematCandidate *chosen) {
   std::vector<Operation *> ops = rematOps(forward);
   const size_t n = ops.size();
   FailureOr<std::vector<bool>> needed = neededByBackward(module, n);
@@ -290,7 +295,7 @@ LogicalResult mlir::llama::planRematForBudget(
   for (auto &[lambda, save] : plans) {
     if (!seen.insert(save).second)
       continue;
-    FailureOr<RematCandidate> c = measureRematPlan(module, save, balance);
+    FailureOr<RematCandidate> c = measureRematPlan(module, save, balance, fuse);
     if (failed(c))
       return failure();
     char text[64];

@@ -29,14 +29,15 @@ struct RematCandidate {
 /// with the chosen plan; fails with a diagnostic naming the smallest arena
 /// reached when nothing fits.
 LogicalResult planRematForBudget(ModuleOp module, func::FuncOp forward,
-                                 int64_t budgetBytes, double balance,
+                                 int64_t budgetBytes, double balance, bool fuse,
                                  std::vector<RematCandidate> fixedPlans,
                                  RematCandidate *chosen);
 
-/// Measures one plan (clones the module, marks, derives, plans memory).
+/// Measures one plan (clones the module, marks, derives, fuses if `fuse`,
+/// plans memory).
 FailureOr<RematCandidate> measureRematPlan(ModuleOp module,
                                            const std::vector<bool> &save,
-                                           double balance);
+                                           double balance, bool fuse);
 
 /// Sets llama.remat on the ops of @forward from `save`.
 void applyRematMarks(func::FuncOp forward, const std::vector<bool> &save);

@@ -112,11 +112,56 @@ void cross_entropy_backward(const T *dloss, const T *logits,
   }
 }
 
+// Forward and backward in one read of each row: the loss term needs the
+// row's max, sum of exps and target logit, and the gradient the same max
+// and sum; the exps go straight into dlogits. dlogits may alias logits (the
+// target logit is read before the row is overwritten). The per-row arithmetic
+// is that of the two kernels above, so the results are identical.
+template <typename T>
+void cross_entropy_fused(const T *logits, const int32_t *targets, T *loss,
+                         T *dlogits, int64_t rows, int64_t vocab,
+                         int64_t ignore_index, double dloss) {
+  const int64_t n_valid = count_valid_rows(targets, rows, vocab, ignore_index,
+                                           "cross_entropy_fused");
+  const double coef =
+      n_valid > 0 ? double(static_cast<T>(dloss)) / double(n_valid) : 0.0;
+  double total = 0.0;
+#pragma omp parallel for schedule(static) reduction(+ : total)                 \
+    if (rows >= kParallelRows)
+  for (int64_t r = 0; r < rows; ++r) {
+    T *d = dlogits + r * vocab;
+    if (targets[r] == ignore_index) {
+      for (int64_t j = 0; j < vocab; ++j)
+        d[j] = T(0);
+      continue;
+    }
+    const T *x = logits + r * vocab;
+    const T m = row_max(x, vocab);
+    const T target_logit = x[targets[r]];
+    double sum = 0.0;
+#pragma omp simd reduction(+ : sum)
+    for (int64_t j = 0; j < vocab; ++j) {
+      const T e = exp_fast(x[j] - m);
+      d[j] = e;
+      sum += e;
+    }
+    total += std::log(sum) + static_cast<double>(m) - target_logit;
+    const T scale = static_cast<T>(coef / sum);
+#pragma omp simd
+    for (int64_t j = 0; j < vocab; ++j)
+      d[j] *= scale;
+    d[targets[r]] -= static_cast<T>(coef);
+  }
+  loss[0] = n_valid > 0 ? static_cast<T>(total / double(n_valid)) : T(0);
+}
+
 #define LLAMART_INSTANTIATE(T)                                                 \
   template void cross_entropy_forward<T>(const T *, const int32_t *, T *,      \
                                          int64_t, int64_t, int64_t);           \
   template void cross_entropy_backward<T>(                                     \
-      const T *, const T *, const int32_t *, T *, int64_t, int64_t, int64_t);
+      const T *, const T *, const int32_t *, T *, int64_t, int64_t, int64_t); \
+  template void cross_entropy_fused<T>(const T *, const int32_t *, T *, T *,   \
+                                       int64_t, int64_t, int64_t, double);
 LLAMART_INSTANTIATE(float)
 LLAMART_INSTANTIATE(double)
 #undef LLAMART_INSTANTIATE

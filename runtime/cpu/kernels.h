@@ -78,6 +78,10 @@ void swiglu_backward(const T *dy, const T *gate, const T *up, T *dgate, T *dup,
 
 // y = a + b, elementwise over n (y may alias a or b).
 template <typename T> void add(const T *a, const T *b, T *y, int64_t n);
+// y = inputs[0] + inputs[1] + ... (left to right), elementwise over n; y may
+// alias any input.
+template <typename T>
+void sum(const T *const *inputs, int64_t count, T *y, int64_t n);
 
 // loss[0] = mean over rows with targets != ignore_index of
 // logsumexp(logits[r]) - logits[r, targets[r]]; 0 if every row is ignored.
@@ -92,6 +96,28 @@ template <typename T>
 void cross_entropy_backward(const T *dloss, const T *logits,
                             const int32_t *targets, T *dlogits, int64_t rows,
                             int64_t vocab, int64_t ignore_index);
+
+// ---- Fused kernels (llama-fuse) -------------------------------------------
+// rms_norm_forward that also stores rstd[r] = 1 / sqrt(mean(x_r^2) + eps).
+template <typename T>
+void rms_norm_forward_rstd(const T *x, const T *w, T *y, T *rstd, int64_t rows,
+                           int64_t dim, double eps);
+// sum = a + b (sum may alias a or b), then rms_norm_forward_rstd of sum.
+template <typename T>
+void add_rms_norm_forward(const T *a, const T *b, const T *w, T *sum, T *y,
+                          T *rstd, int64_t rows, int64_t dim, double eps);
+// rms_norm_backward from the forward's rstd; dx = vjp + accumulate when
+// accumulate is not null (dx may alias accumulate or dy).
+template <typename T>
+void rms_norm_backward_rstd(const T *dy, const T *x, const T *w,
+                            const T *rstd, const T *accumulate, T *dx, T *dw,
+                            int64_t rows, int64_t dim);
+// cross_entropy_forward and cross_entropy_backward with dloss[0] = dloss, in
+// one pass; dlogits may alias logits.
+template <typename T>
+void cross_entropy_fused(const T *logits, const int32_t *targets, T *loss,
+                         T *dlogits, int64_t rows, int64_t vocab,
+                         int64_t ignore_index, double dloss);
 
 // ---- Generation with a KV cache -------------------------------------------
 // rope_forward for the chunk of tokens at positions pos0 .. pos0 + chunk - 1

@@ -92,11 +92,114 @@ void rms_norm_backward(const T *dy, const T *x, const T *w, T *dx, T *dw,
   }
 }
 
+// ---- Fused forms (llama-fuse) ----------------------------------------------
+// The same arithmetic as above; the forward also stores the row's rstd (as T:
+// the value the forward scaled with), which the backward reads instead of a
+// second reduction over x.
+
+template <typename T>
+void rms_norm_forward_rstd(const T *x, const T *w, T *y, T *rstd, int64_t rows,
+                           int64_t dim, double eps) {
+#pragma omp parallel for schedule(static) if (rows * dim >= kParallelElements)
+  for (int64_t r = 0; r < rows; ++r) {
+    const T *xr = x + r * dim;
+    T *yr = y + r * dim;
+    const T inv_rms =
+        static_cast<T>(1.0 / std::sqrt(mean_square(xr, dim) + eps));
+    rstd[r] = inv_rms;
+#pragma omp simd
+    for (int64_t j = 0; j < dim; ++j)
+      yr[j] = xr[j] * inv_rms * w[j];
+  }
+}
+
+template <typename T>
+void add_rms_norm_forward(const T *a, const T *b, const T *w, T *sum, T *y,
+                          T *rstd, int64_t rows, int64_t dim, double eps) {
+#pragma omp parallel for schedule(static) if (rows * dim >= kParallelElements)
+  for (int64_t r = 0; r < rows; ++r) {
+    const T *ar = a + r * dim, *br = b + r * dim;
+    T *sr = sum + r * dim, *yr = y + r * dim;
+    // sum may alias a or b: each element is read before it is written.
+#pragma omp simd
+    for (int64_t j = 0; j < dim; ++j)
+      sr[j] = ar[j] + br[j];
+    const T inv_rms =
+        static_cast<T>(1.0 / std::sqrt(mean_square(sr, dim) + eps));
+    rstd[r] = inv_rms;
+#pragma omp simd
+    for (int64_t j = 0; j < dim; ++j)
+      yr[j] = sr[j] * inv_rms * w[j];
+  }
+}
+
+template <typename T>
+void rms_norm_backward_rstd(const T *dy, const T *x, const T *w,
+                            const T *rstd, const T *accumulate, T *dx, T *dw,
+                            int64_t rows, int64_t dim) {
+  const bool parallel = rows * dim >= kParallelElements;
+  const int max_threads = parallel ? omp_get_max_threads() : 1;
+  double *partials = static_cast<double *>(
+      thread_scratch(sizeof(double) * size_t(max_threads) * size_t(dim)));
+
+#pragma omp parallel if (parallel)
+  {
+    const int team = omp_get_num_threads();
+    double *mine = partials + int64_t(omp_get_thread_num()) * dim;
+    for (int64_t j = 0; j < dim; ++j)
+      mine[j] = 0.0;
+
+#pragma omp for schedule(static)
+    for (int64_t r = 0; r < rows; ++r) {
+      const T *xr = x + r * dim;
+      const T *dyr = dy + r * dim;
+      T *dxr = dx + r * dim;
+      const double inv_rms = rstd[r];
+      double dot = 0.0;
+#pragma omp simd reduction(+ : dot)
+      for (int64_t j = 0; j < dim; ++j)
+        dot += static_cast<double>(dyr[j]) * w[j] * xr[j];
+      const T a = static_cast<T>(inv_rms);
+      const T b =
+          static_cast<T>(inv_rms * inv_rms * inv_rms * dot / double(dim));
+      // dx may alias accumulate or dy: every element is read first.
+      if (accumulate) {
+        const T *accr = accumulate + r * dim;
+#pragma omp simd
+        for (int64_t j = 0; j < dim; ++j) {
+          mine[j] += static_cast<double>(dyr[j]) * xr[j] * inv_rms;
+          dxr[j] = (a * w[j] * dyr[j] - b * xr[j]) + accr[j];
+        }
+      } else {
+#pragma omp simd
+        for (int64_t j = 0; j < dim; ++j) {
+          mine[j] += static_cast<double>(dyr[j]) * xr[j] * inv_rms;
+          dxr[j] = a * w[j] * dyr[j] - b * xr[j];
+        }
+      }
+    }
+#pragma omp for schedule(static)
+    for (int64_t j = 0; j < dim; ++j) {
+      double sum = 0.0;
+      for (int t = 0; t < team; ++t)
+        sum += partials[int64_t(t) * dim + j];
+      dw[j] = static_cast<T>(sum);
+    }
+  }
+}
+
 #define LLAMART_INSTANTIATE(T)                                                 \
   template void rms_norm_forward<T>(const T *, const T *, T *, int64_t,        \
                                     int64_t, double);                          \
   template void rms_norm_backward<T>(const T *, const T *, const T *, T *,     \
-                                     T *, int64_t, int64_t, double);
+                                     T *, int64_t, int64_t, double);        \
+  template void rms_norm_forward_rstd<T>(const T *, const T *, T *, T *,       \
+                                         int64_t, int64_t, double);            \
+  template void add_rms_norm_forward<T>(const T *, const T *, const T *, T *,  \
+                                        T *, T *, int64_t, int64_t, double);   \
+  template void rms_norm_backward_rstd<T>(const T *, const T *, const T *,     \
+                                          const T *, const T *, T *, T *,      \
+                                          int64_t, int64_t);
 LLAMART_INSTANTIATE(float)
 LLAMART_INSTANTIATE(double)
 #undef LLAMART_INSTANTIATE

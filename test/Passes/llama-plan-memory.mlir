@@ -43,3 +43,27 @@ func.func @in_place(%x: tensor<2x8x16xf32>, %w: tensor<16xf32>) -> tensor<f32> {
   %l = llama.fill {value = 0.0 : f64} : tensor<f32>
   return %l : tensor<f32>
 }
+
+// Fused ops whose kernels allow it write a result over an operand that dies
+// there: the logits gradient over the logits, the residual sum over its
+// input, the accumulated gradient over the accumulator.
+// CHECK-LABEL: func.func @fused_in_place
+func.func @fused_in_place(%x: tensor<2x8x16xf32>, %w: tensor<16xf32>, %e: tensor<64x16xf32>,
+                          %t: tensor<2x8xi32>) -> (tensor<f32>, tensor<2x8x16xf32>, tensor<16xf32>) {
+  // CHECK: %[[A:.*]] = llama.rms_norm {{.*}}llama.offset = array<i64: [[OA:[0-9]+]]>
+  %a = llama.rms_norm %x, %w {eps = 1.0e-05 : f64} : (tensor<2x8x16xf32>, tensor<16xf32>) -> tensor<2x8x16xf32>
+  // CHECK: llama.add_rms_norm %[[A]], %arg0, %arg1 {{.*}}llama.offset = array<i64: [[OA]], [[ON:[0-9]+]], [[OR:[0-9]+]]>
+  %s, %n, %r = llama.add_rms_norm %a, %x, %w {eps = 1.0e-05 : f64} : (tensor<2x8x16xf32>, tensor<2x8x16xf32>, tensor<16xf32>) -> (tensor<2x8x16xf32>, tensor<2x8x16xf32>, tensor<2x8xf32>)
+  // CHECK: %[[L:.*]] = llama.matmul {{.*}}llama.offset = array<i64: [[OL:[0-9]+]]>
+  %logits = llama.matmul %n, %e {transpose_rhs = true} : (tensor<2x8x16xf32>, tensor<64x16xf32>) -> tensor<2x8x64xf32>
+  // CHECK: llama.cross_entropy_fused %[[L]], %arg3 {{.*}}llama.offset = array<i64: [[OLOSS:[0-9]+]], [[OL]]>
+  %loss, %dl = llama.cross_entropy_fused %logits, %t {grad_scale = 1.0 : f64} : (tensor<2x8x64xf32>, tensor<2x8xi32>) -> (tensor<f32>, tensor<2x8x64xf32>)
+  // CHECK: %[[DN:.*]] = llama.matmul {{.*}}llama.offset = array<i64: [[ODN:[0-9]+]]>
+  %dn = llama.matmul %dl, %e : (tensor<2x8x64xf32>, tensor<64x16xf32>) -> tensor<2x8x16xf32>
+  // CHECK: %[[ACC:.*]] = llama.rms_norm {{.*}}llama.offset = array<i64: [[OACC:[0-9]+]]>
+  %acc = llama.rms_norm %dn, %w {eps = 1.0e-05 : f64} : (tensor<2x8x16xf32>, tensor<16xf32>) -> tensor<2x8x16xf32>
+  // CHECK: llama.rms_norm_grad_rstd %[[DN]], {{.*}} accumulate %[[ACC]] {{.*}}llama.offset = array<i64: [[OACC]], {{-?[0-9]+}}>
+  %dx, %dw = llama.rms_norm_grad_rstd %dn, %s, %w, %r accumulate %acc {eps = 1.0e-05 : f64} : (tensor<2x8x16xf32>, tensor<2x8x16xf32>, tensor<16xf32>, tensor<2x8xf32>, tensor<2x8x16xf32>) -> (tensor<2x8x16xf32>, tensor<16xf32>)
+  %z = llama.add %dx, %dx : (tensor<2x8x16xf32>, tensor<2x8x16xf32>) -> tensor<2x8x16xf32>
+  return %loss, %z, %dw : tensor<f32>, tensor<2x8x16xf32>, tensor<16xf32>
+}

@@ -1,13 +1,15 @@
 # `llama-compile --report` against closed-form counts of what each remat
 # policy saves for the backward (fp32, 4 bytes; b batch, s seq, h hidden,
 # H heads, K KV heads, d head dim, f FFN width, V vocab, L layers). Per layer:
-#   none:      bs(6h + 2Kd + 3f) + bHs   (x_norm1, q_rot, k_rot, v, attn_out,
-#              h_mid, x_norm2, gate, up, swiglu_out, h_out + logsumexp)
+#   none:      bs(6h + 2Kd + 3f) + bHs + 2bs  (x_norm1, q_rot, k_rot, v,
+#              attn_out, h_mid, x_norm2, gate, up, swiglu_out, h_out +
+#              logsumexp + the two norms' rstd that llama-fuse keeps)
 #   selective: bs(4h + 2Kd + 2f) + bHs   (q, k, v, attn_out, h_mid, gate, up,
 #              h_out + logsumexp; norms, RoPE, SwiGLU recomputed)
 #   full:      bsh                       (the layer's output only)
 # Whole model: L * per-layer + bsh (embedding output) + bsV (logits)
-#              + bsh under `none` (the final norm's output).
+#              + bsh + bs under `none` (the final norm's output and rstd).
+# With --no-fuse there is no rstd: the 2bs and bs terms go.
 # (Korthikanti et al. count 34sbh bytes at 16 bit with selective for GPT;
 # flash-style attention keeps no s x s matrix here, so no 5as/h term.)
 source "$(dirname "$0")/common.sh" "$@"
@@ -27,14 +29,14 @@ cases = [  # preset, b, s, h, H, K, d, f, V, L, params
 failed = False
 for name, b, s, h, H, K, d, f, V, L, params in cases:
     per_layer = {
-        "none": 4 * (b * s * (6 * h + 2 * K * d + 3 * f) + b * H * s),
+        "none": 4 * (b * s * (6 * h + 2 * K * d + 3 * f) + b * H * s + 2 * b * s),
         "selective": 4 * (b * s * (4 * h + 2 * K * d + 2 * f) + b * H * s),
         "full": 4 * (b * s * h),
     }
     previous = None
     for policy in ("none", "selective", "full"):
         r = report(["--preset", name, "--batch", str(b), "--seq-len", str(s), "--remat", policy])
-        total = L * per_layer[policy] + 4 * (b * s * h + b * s * V) + (4 * b * s * h if policy == "none" else 0)
+        total = L * per_layer[policy] + 4 * (b * s * h + b * s * V) + (4 * (b * s * h + b * s) if policy == "none" else 0)
         checks = [
             ("params", r["params"], params),
             ("layers", r["layers"], L),

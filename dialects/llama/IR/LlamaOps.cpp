@@ -10,6 +10,8 @@
 #include "mlir/IR/OpImplementation.h"
 #include "llvm/ADT/STLExtras.h"
 
+#include <cmath>
+
 using namespace mlir;
 using namespace mlir::llama;
 
@@ -433,3 +435,74 @@ LogicalResult CECombineOp::verify() {
 #include "dialects/llama/IR/LlamaOps.cpp.inc"
 
 #include "dialects/llama/IR/LlamaInterfaces.cpp.inc"
+
+//===----------------------------------------------------------------------===//
+// Fused kernels (llama-fuse)
+//===----------------------------------------------------------------------===//
+
+/// The row statistic of a norm over `x`: `x`'s shape without the last dim.
+static LogicalResult expectRstd(Operation *op, Value rstd, Value x) {
+  auto xs = ranked(x).getShape();
+  return expectShape(op, "rstd", rstd, xs.drop_back());
+}
+
+LogicalResult AddRMSNormOp::verify() {
+  if (failed(verifyNorm(*this, getLhs(), getWeight(), getEps().convertToDouble())))
+    return failure();
+  auto xs = ranked(getLhs()).getShape();
+  if (failed(expectShape(*this, "rhs", getRhs(), xs)) ||
+      failed(expectShape(*this, "sum", getSum(), xs)) ||
+      failed(expectShape(*this, "result", getResult(), xs)))
+    return failure();
+  return expectRstd(*this, getRstd(), getLhs());
+}
+
+LogicalResult RMSNormRstdOp::verify() {
+  if (failed(verifyNorm(*this, getX(), getWeight(), getEps().convertToDouble())))
+    return failure();
+  if (failed(expectShape(*this, "result", getResult(), ranked(getX()).getShape())))
+    return failure();
+  return expectRstd(*this, getRstd(), getX());
+}
+
+LogicalResult RMSNormGradRstdOp::verify() {
+  if (failed(verifyNorm(*this, getX(), getWeight(), getEps().convertToDouble())))
+    return failure();
+  auto xs = ranked(getX()).getShape();
+  if (failed(expectShape(*this, "grad", getGrad(), xs)) ||
+      failed(expectShape(*this, "x_grad", getXGrad(), xs)) ||
+      failed(expectRstd(*this, getRstd(), getX())))
+    return failure();
+  if (getAccumulate() &&
+      failed(expectShape(*this, "accumulate", getAccumulate(), xs)))
+    return failure();
+  return expectShape(*this, "weight_grad", getWeightGrad(),
+                     ranked(getWeight()).getShape());
+}
+
+LogicalResult CrossEntropyFusedOp::verify() {
+  if (failed(verifyCrossEntropy(*this, getLogits(), getTargets())))
+    return failure();
+  if (!std::isfinite(getGradScale().convertToDouble()))
+    return emitOpError() << "grad_scale must be finite";
+  return expectShape(*this, "logits_grad", getLogitsGrad(),
+                     ranked(getLogits()).getShape());
+}
+
+LogicalResult RopeQKOp::verify() {
+  double theta = getTheta().convertToDouble();
+  if (failed(verifyRope(*this, getQuery(), getQueryResult(), theta)) ||
+      failed(verifyRope(*this, getKey(), getKeyResult(), theta)))
+    return failure();
+  auto q = ranked(getQuery()).getShape(), k = ranked(getKey()).getShape();
+  if (q[0] != k[0] || q[1] != k[1] || q[3] != k[3])
+    return emitOpError() << "query " << shapeStr(q) << " and key " << shapeStr(k)
+                         << " must agree in batch, seq and head_dim";
+  return success();
+}
+
+LogicalResult SumOp::verify() {
+  if (getInputs().size() < 2)
+    return emitOpError() << "needs at least two inputs, got " << getInputs().size();
+  return verifyCommon(*this);
+}

@@ -35,6 +35,9 @@ inline constexpr llvm::StringLiteral kLayerAttr = "llama.layer";
 inline constexpr llvm::StringLiteral kRematAttr = "llama.remat";
 /// `llama.backward` (op): built by llama-autodiff (unit attribute).
 inline constexpr llvm::StringLiteral kBackwardAttr = "llama.backward";
+/// On llama.add_rms_norm: the layer of its `sum` result when that differs
+/// from the op's own llama.layer (the norm's).
+inline constexpr llvm::StringLiteral kSumLayerAttr = "llama.sum_layer";
 /// `llama.recomputed` (op): a forward op cloned into the backward by remat.
 inline constexpr llvm::StringLiteral kRecomputedAttr = "llama.recomputed";
 /// `llama.grad_of` (function result): the parameter this result is the gradient of.

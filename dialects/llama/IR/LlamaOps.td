@@ -516,4 +516,114 @@ def Llama_CECombineGradOp : Llama_Op<"ce_combine_grad", [Pure]> {
   let assemblyFormat = "$grad `,` $sums `,` $targets `,` $count attr-dict `:` functional-type(operands, results)";
 }
 
+//===----------------------------------------------------------------------===//
+// Fused kernels (llama-fuse). Built after autodiff from the ops above; not
+// differentiable. Each one is a single pass over memory in the CPU runtime
+// and a single generated kernel on the GPU.
+//===----------------------------------------------------------------------===//
+
+def Llama_AddRMSNormOp : Llama_Op<"add_rms_norm", [Pure]> {
+  let summary = "Residual add followed by RMSNorm, keeping the row rstd";
+  let description = [{
+    `sum = lhs + rhs`, `result = rms_norm(sum, weight)`, and
+    `rstd[...] = 1 / sqrt(mean(sum^2, -1) + eps)` for the backward. `rstd`
+    has the shape of `sum` without its last dimension.
+
+    ```mlir
+    %s, %n, %r = llama.add_rms_norm %x, %a, %w {eps = 1.0e-05 : f64} : (tensor<2x8x16xf32>, tensor<2x8x16xf32>, tensor<16xf32>) -> (tensor<2x8x16xf32>, tensor<2x8x16xf32>, tensor<2x8xf32>)
+    ```
+  }];
+  let arguments = (ins Llama_FloatTensor:$lhs, Llama_FloatTensor:$rhs,
+                       Llama_FloatTensor:$weight, F64Attr:$eps);
+  let results = (outs Llama_FloatTensor:$sum, Llama_FloatTensor:$result,
+                      Llama_FloatTensor:$rstd);
+  let assemblyFormat = "$lhs `,` $rhs `,` $weight attr-dict `:` functional-type(operands, results)";
+  let hasVerifier = 1;
+}
+
+def Llama_RMSNormRstdOp : Llama_Op<"rms_norm_rstd", [Pure]> {
+  let summary = "RMSNorm that also returns the row rstd for its backward";
+  let description = [{
+    ```mlir
+    %n, %r = llama.rms_norm_rstd %x, %w {eps = 1.0e-05 : f64} : (tensor<2x8x16xf32>, tensor<16xf32>) -> (tensor<2x8x16xf32>, tensor<2x8xf32>)
+    ```
+  }];
+  let arguments = (ins Llama_FloatTensor:$x, Llama_FloatTensor:$weight, F64Attr:$eps);
+  let results = (outs Llama_FloatTensor:$result, Llama_FloatTensor:$rstd);
+  let assemblyFormat = "$x `,` $weight attr-dict `:` functional-type(operands, results)";
+  let hasVerifier = 1;
+}
+
+def Llama_RMSNormGradRstdOp : Llama_Op<"rms_norm_grad_rstd",
+                                       [Pure]> {
+  let summary = "RMSNorm backward from the saved rstd, optionally accumulating into a gradient";
+  let description = [{
+    `x_grad = vjp_x + accumulate` (when `accumulate` is given: the residual
+    stream's gradient the unfused program added afterwards) and
+    `weight_grad = vjp_weight`, with `rstd` from the forward instead of a
+    second reduction over `x`.
+
+    ```mlir
+    %dx, %dw = llama.rms_norm_grad_rstd %dy, %x, %w, %r accumulate %dh {eps = 1.0e-05 : f64} : (tensor<2x8x16xf32>, tensor<2x8x16xf32>, tensor<16xf32>, tensor<2x8xf32>, tensor<2x8x16xf32>) -> (tensor<2x8x16xf32>, tensor<16xf32>)
+    ```
+  }];
+  let arguments = (ins Llama_FloatTensor:$grad, Llama_FloatTensor:$x,
+                       Llama_FloatTensor:$weight, Llama_FloatTensor:$rstd,
+                       Optional<Llama_FloatTensor>:$accumulate, F64Attr:$eps);
+  let results = (outs Llama_FloatTensor:$x_grad, Llama_FloatTensor:$weight_grad);
+  let assemblyFormat = "$grad `,` $x `,` $weight `,` $rstd (`accumulate` $accumulate^)? attr-dict `:` functional-type(operands, results)";
+  let hasVerifier = 1;
+}
+
+def Llama_CrossEntropyFusedOp : Llama_Op<"cross_entropy_fused", [Pure]> {
+  let summary = "Mean cross-entropy and its gradient in one pass over the logits";
+  let description = [{
+    `loss` as `llama.cross_entropy`; `logits_grad` as
+    `llama.cross_entropy_grad` with a constant upstream gradient
+    `grad_scale` (the seed of a train step). Each logit is read once for
+    both: the probabilities are never stored, and the gradient may be
+    written over the logits.
+
+    ```mlir
+    %loss, %dl = llama.cross_entropy_fused %logits, %targets {grad_scale = 1.0 : f64, ignore_index = -100 : i64} : (tensor<2x8x64xf32>, tensor<2x8xi32>) -> (tensor<f32>, tensor<2x8x64xf32>)
+    ```
+  }];
+  let arguments = (ins Llama_FloatTensor:$logits, Llama_IndexTensor:$targets,
+                       F64Attr:$grad_scale,
+                       DefaultValuedAttr<I64Attr, "-100">:$ignore_index);
+  let results = (outs Llama_ScalarTensor:$loss, Llama_FloatTensor:$logits_grad);
+  let assemblyFormat = "$logits `,` $targets attr-dict `:` functional-type(operands, results)";
+  let hasVerifier = 1;
+}
+
+def Llama_RopeQKOp : Llama_Op<"rope_qk", [Pure]> {
+  let summary = "Rotary embedding of the query and key of one attention (or its inverse)";
+  let description = [{
+    `llama.rope` on both operands (heads may differ: GQA), one kernel and
+    one set of angles. With `inverse` it is the pair of `llama.rope_grad`.
+
+    ```mlir
+    %qr, %kr = llama.rope_qk %q, %k {theta = 1.0e+04 : f64} : (tensor<2x8x4x4xf32>, tensor<2x8x2x4xf32>) -> (tensor<2x8x4x4xf32>, tensor<2x8x2x4xf32>)
+    ```
+  }];
+  let arguments = (ins Llama_FloatTensor:$query, Llama_FloatTensor:$key,
+                       F64Attr:$theta, UnitAttr:$inverse);
+  let results = (outs Llama_FloatTensor:$query_result, Llama_FloatTensor:$key_result);
+  let assemblyFormat = "$query `,` $key attr-dict `:` functional-type(operands, results)";
+  let hasVerifier = 1;
+}
+
+def Llama_SumOp : Llama_Op<"sum", [Pure, SameOperandsAndResultType]> {
+  let summary = "Elementwise sum of three or more tensors (a fused chain of adds)";
+  let description = [{
+    ```mlir
+    %s = llama.sum %a, %b, %c : (tensor<2x8x16xf32>, tensor<2x8x16xf32>, tensor<2x8x16xf32>) -> tensor<2x8x16xf32>
+    ```
+  }];
+  let arguments = (ins Variadic<Llama_FloatTensor>:$inputs);
+  let results = (outs Llama_FloatTensor:$result);
+  let assemblyFormat = "$inputs attr-dict `:` functional-type(operands, results)";
+  let hasVerifier = 1;
+}
+
 #endif // LLAMA_OPS_TD

@@ -1,0 +1,28 @@
+// Which CUDA device a process runs on, or why there is none. A machine with
+// the toolkit but no GPU (CI) answers "no device" with the driver's reason
+// instead of throwing, so GPU tests skip cleanly there.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+
+namespace llamart::cuda {
+
+struct DeviceInfo {
+  int ordinal = 0;
+  std::string name;
+  int sm_major = 0, sm_minor = 0;
+  int sm_count = 0;
+  int64_t total_bytes = 0;
+};
+
+// The current device, or nullopt with `why` set (no driver, driver too old
+// for this toolkit, no device visible).
+std::optional<DeviceInfo> probe_device(std::string *why = nullptr);
+
+// Device memory in use by this process's context (cudaMemGetInfo: total -
+// free) and the peak that the runtime's arena allocator recorded.
+int64_t device_bytes_in_use();
+
+} // namespace llamart::cuda

@@ -1,0 +1,9 @@
+# GPU unit tests: built wherever nvcc is, labelled `cuda`, skipped (with the
+# driver's reason) where no device is visible.
+if(LLAMA_HAVE_CUDA)
+  add_executable(cuda_gemm_test cuda_gemm_test.cpp)
+  target_link_libraries(cuda_gemm_test PRIVATE llamart_cuda GTest::gtest_main)
+  add_test(NAME cuda_gemm_test COMMAND cuda_gemm_test)
+  set_tests_properties(cuda_gemm_test PROPERTIES LABELS cuda
+    SKIP_REGULAR_EXPRESSION "no CUDA device")
+endif()

@@ -21,8 +21,7 @@ struct DeviceInfo {
 // for this toolkit, no device visible).
 std::optional<DeviceInfo> probe_device(std::string *why = nullptr);
 
-// Device memory in use by this process's context (cudaMemGetInfo: total -
-// free) and the peak that the runtime's arena allocator recorded.
+// Device memory in use on the current device (cudaMemGetInfo: total - free).
 int64_t device_bytes_in_use();
 
 } // namespace llamart::cuda

@@ -2,6 +2,7 @@
 #include "compiler/Driver.h"
 
 #include "compiler/EmitCpu.h"
+#include "compiler/EmitCuda.h"
 #include "compiler/Estimate.h"
 #include "compiler/InputGuard.h"
 #include "compiler/Pipelines.h"
@@ -45,7 +46,12 @@ cl::opt<int64_t> vocabSize("vocab-size",
                            cl::init(0), cl::cat(category));
 cl::opt<bool> listPresets("list-presets", cl::desc("print the presets and exit"),
                           cl::cat(category));
-cl::opt<std::string> target("target", cl::desc("cpu"), cl::init("cpu"), cl::cat(category));
+cl::opt<std::string> target("target",
+                            cl::desc("cpu | cuda (cuda: --emit kernels only so far)"),
+                            cl::init("cpu"), cl::cat(category));
+cl::opt<std::string> cudaActivations(
+    "cuda-activations", cl::desc("storage type of CUDA activations: bf16 | f32"),
+    cl::init("bf16"), cl::cat(category));
 cl::opt<int64_t> batch("batch", cl::desc("sequences per step (default 4)"),
                        cl::init(4), cl::cat(category));
 cl::opt<int64_t> seqLen("seq-len",
@@ -55,7 +61,7 @@ cl::opt<std::string> remat("remat", cl::desc("none | selective | full | budget=B
                            cl::init("selective"), cl::cat(category));
 cl::opt<std::string> dtype("dtype", cl::desc("f32 | f64 (f64 for gradient checks)"),
                            cl::init("f32"), cl::cat(category));
-cl::opt<std::string> emit("emit", cl::desc("mlir | train-mlir | source | hf-config"),
+cl::opt<std::string> emit("emit", cl::desc("mlir | train-mlir | source | kernels (--target cuda) | hf-config"),
                           cl::init(""), cl::cat(category));
 cl::opt<std::string> fitMemory(
     "fit-memory",
@@ -355,7 +361,7 @@ int run(int argc, char **argv) {
   // command with two presets or two remat policies is a mistake.
   for (cl::Option *opt : std::initializer_list<cl::Option *>{
            &presetName, &configFile, &target, &batch, &seqLen, &remat, &dtype,
-           &emit, &outputFile, &cxx, &fitMemory, &vocabSize, &gridDp, &gridTp,
+           &emit, &outputFile, &cxx, &fitMemory, &vocabSize, &gridDp, &gridTp, &cudaActivations,
            &genChunk, &kvCapacity, &mode})
     if (opt->getNumOccurrences() > 1)
       return fail("--" + opt->ArgStr + " given more than once");
@@ -364,8 +370,13 @@ int run(int argc, char **argv) {
       llvm::outs() << name << "\n";
     return 0;
   }
-  if (target != "cpu")
-    return fail("unknown --target '" + target + "' (this build supports: cpu)");
+  if (target != "cpu" && target != "cuda")
+    return fail("unknown --target '" + target + "' (expected cpu or cuda)");
+  if (target == "cuda" && emit != "kernels")
+    return fail("--target cuda: the GPU training binary is not built yet; "
+                "--emit kernels writes the generated CUDA kernels");
+  if (emit == "kernels" && target != "cuda")
+    return fail("--emit kernels needs --target cuda");
   if (mode != "train" && mode != "generate")
     return fail("unknown --mode '" + mode + "' (expected train or generate)");
   if (mode == "generate") {
@@ -380,9 +391,9 @@ int run(int argc, char **argv) {
         return fail("--" + opt->ArgStr + " applies to training; --mode generate has no backward");
   }
   if (!emit.empty() && emit != "mlir" && emit != "train-mlir" &&
-      emit != "source" && emit != "hf-config")
+      emit != "source" && emit != "hf-config" && emit != "kernels")
     return fail("unknown --emit '" + emit +
-                "' (expected mlir, train-mlir, source or hf-config)");
+                "' (expected mlir, train-mlir, source, kernels or hf-config)");
   if (remat != "none" && remat != "selective" && remat != "full" &&
       !StringRef(remat).starts_with("budget="))
     return fail("unknown --remat '" + remat +
@@ -489,6 +500,11 @@ int run(int argc, char **argv) {
   if (emit == "train-mlir") {
     module->print(os);
     os << "\n";
+  } else if (emit == "kernels") {
+    ::llama::CudaEmitOptions cudaOptions;
+    cudaOptions.activations = cudaActivations;
+    if (failed(::llama::emitCudaKernels(*module, os, cudaOptions)))
+      return fail("CUDA emission failed (see the errors above)");
   } else if (emit == "source" || !outputFile.empty()) {
     if (failed(::llama::emitCpuSource(*module, os)))
       return fail("emission failed (see the errors above)");

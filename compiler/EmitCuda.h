@@ -1,0 +1,32 @@
+//===- EmitCuda.h - CUDA kernels from the fused llama ops -------*- C++ -*-===//
+#pragma once
+
+#include "mlir/IR/BuiltinOps.h"
+#include "llvm/Support/raw_ostream.h"
+
+#include <string>
+
+namespace llama {
+
+struct CudaEmitOptions {
+  /// Storage type of activations and weights in the kernels: "f32" or
+  /// "bf16". Statistics (rstd, loss) and norm-weight gradients stay fp32;
+  /// arithmetic is fp32 throughout.
+  std::string activations = "bf16";
+};
+
+/// CUDA C++ for the memory-bound ops of every function of a fused program
+/// (after llama-fuse): one kernel per op specialized to its shapes and
+/// attributes (block sizes chosen here), and a launcher per op with one
+/// signature, `void NAME(void *const *buffers, void *workspace, cudaStream_t)`
+/// (buffers: the op's operands then its results). A table `llama_cuda_ops`
+/// lists them in program order with the op name, the element type of each
+/// buffer ('a' activation type, 'f' fp32, 'i' int32) and the workspace bytes.
+/// GEMMs (cuBLASLt, runtime/cuda/lt_gemm.h), attention, views and
+/// collectives are not emitted here. The text is deterministic.
+/// With -DLLAMA_CUDA_EMULATE the same source compiles as C++ and runs on the
+/// CPU (runtime/cuda/emulate.h).
+mlir::LogicalResult emitCudaKernels(mlir::ModuleOp module, llvm::raw_ostream &os,
+                                    const CudaEmitOptions &options);
+
+} // namespace llama

@@ -81,6 +81,13 @@ __device__ __forceinline__ void st(__nv_bfloat16 *p, int64_t i, float v) {
   p[i] = __float2bfloat16(v);
 }
 
+// Sum over the 32 lanes of a warp; every lane gets the same value.
+__device__ __forceinline__ float warp_sum(float v) {
+  for (int o = 16; o > 0; o >>= 1)
+    v += __shfl_xor_sync(0xffffffffu, v, o);
+  return v;
+}
+
 // Sum (max) over the block: shuffles within each warp, then every thread
 // adds the warp partials in warp order, so all threads get the same value
 // and the order never depends on timing. Every thread must call these.
@@ -133,8 +140,7 @@ public:
         if (isa<func::ReturnOp>(op) || isViewOp(&op) || isa<MatmulOp>(op) ||
             op.getDialect()->getNamespace() != "llama")
           continue; // GEMMs: cuBLASLt; views: no code
-        if (isa<AttentionOp, AttentionGradOp, AttentionCachedOp, RopeAtOp,
-                EmbeddingGradOp>(op))
+        if (isa<AttentionCachedOp, RopeAtOp, EmbeddingGradOp>(op))
           continue; // not generated yet (see the issue)
         std::string name = fn.getSymName().str() + "_" + std::to_string(k++) + "_" +
                            op.getName().stripDialect().str();
@@ -247,6 +253,8 @@ private:
         .Case([&](SumOp) { emitElementwise(op, name, "sum"); })
         .Case([&](FillOp f) { emitFill(f, name); })
         .Case([&](EmbeddingOp e) { emitEmbedding(e, name); })
+        .Case([&](AttentionOp a) { emitAttention(a, name); })
+        .Case([&](AttentionGradOp a) { emitAttentionGrad(a, name); })
         .Default([&](Operation *) { handled = false; });
     if (!handled)
       return op.emitOpError("has no CUDA lowering yet");
@@ -573,6 +581,155 @@ private:
        << blocksFor(n, kElementwiseThreads) << "), dim3(" << kElementwiseThreads
        << "), stream, b0, b1, b2);\n}\n\n";
     add(*e, name, t, 0);
+  }
+
+  /// Attention geometry shared by the forward and backward kernels.
+  struct AttnShape {
+    int64_t batch, seq, heads, kvHeads, dim, group, slots;
+    double scale;
+  };
+  static AttnShape attnShape(Value q, Value k, double scale) {
+    auto qs = ranked(q).getShape();
+    int64_t kv = ranked(k).getDimSize(2);
+    return {qs[0], qs[1], qs[2], kv, qs[3], qs[2] / kv, (qs[3] + 31) / 32, scale};
+  }
+  static constexpr int64_t kAttnWarps = 4;
+
+  /// Per-warp register slots: lane l holds elements l, l + 32, ... of a
+  /// head_dim row. `body` is emitted once per slot with `e` the element.
+  void slots(const AttnShape &a, StringRef indent, StringRef body) {
+    os << indent << "for (int t = 0; t < " << a.slots << "; ++t) {\n"
+       << indent << "  const int e = lane + 32 * t;\n"
+       << indent << "  if (e < " << a.dim << ") {\n"
+       << indent << "    " << body << "\n"
+       << indent << "  }\n" << indent << "}\n";
+  }
+
+  std::string rowIndex(const AttnShape &a, StringRef pos, StringRef head,
+                       int64_t heads) {
+    return "((b * " + std::to_string(a.seq) + " + " + pos.str() + ") * " +
+           std::to_string(heads) + " + " + head.str() + ") * " +
+           std::to_string(a.dim);
+  }
+
+  /// Causal attention forward, one warp per query row: online softmax over
+  /// the keys j <= i (running max m, sum l, rescaled accumulator), output
+  /// and logsumexp written once. No seq x seq matrix exists anywhere.
+  void emitAttention(AttentionOp op, const std::string &name) {
+    AttnShape a = attnShape(op.getQuery(), op.getKey(), op.getScale().convertToDouble());
+    std::string t = types(*op, {false, false, false, false, true});
+    std::string sc = litf(a.scale);
+    os << "__global__ void __launch_bounds__(" << 32 * kAttnWarps << ") " << name
+       << "_k(const act_t *__restrict__ q, const act_t *__restrict__ k, const act_t "
+          "*__restrict__ v, act_t *__restrict__ o, float *__restrict__ lse) {\n"
+       << "  const int lane = threadIdx.x & 31;\n"
+       << "  const int64_t i = int64_t(blockIdx.x) * " << kAttnWarps
+       << " + (threadIdx.x >> 5), h = blockIdx.y, b = blockIdx.z, g = h / " << a.group
+       << ";\n"
+       << "  if (i >= " << a.seq << ")\n    return; // the whole warp\n"
+       << "  const int64_t qrow = " << rowIndex(a, "i", "h", a.heads) << ";\n"
+       << "  float qr[" << a.slots << "], acc[" << a.slots << "];\n";
+    slots(a, "  ", "qr[t] = ld(q, qrow + e);");
+    os << "  for (int t = 0; t < " << a.slots << "; ++t)\n    acc[t] = 0.0f;\n"
+       << "  float m = -__int_as_float(0x7f800000), l = 0.0f;\n"
+       << "  for (int64_t j = 0; j <= i; ++j) {\n"
+       << "    const int64_t krow = " << rowIndex(a, "j", "g", a.kvHeads) << ";\n"
+       << "    float s = 0.0f;\n";
+    slots(a, "    ", "s += qr[t] * ld(k, krow + e);");
+    os << "    s = warp_sum(s) * " << sc << ";\n"
+       << "    const float mn = s > m ? s : m;\n"
+       << "    const float corr = __expf(m - mn), p = __expf(s - mn);\n"
+       << "    l = l * corr + p;\n";
+    slots(a, "    ", "acc[t] = acc[t] * corr + p * ld(v, krow + e);");
+    os << "    m = mn;\n  }\n";
+    slots(a, "  ", "st(o, qrow + e, acc[t] / l);");
+    os << "  if (lane == 0)\n    lse[(b * " << a.heads << " + h) * " << a.seq
+       << " + i] = m + logf(l);\n}\n";
+    beginLauncher(name);
+    unpack(t);
+    os << "  (void)workspace;\n  LLAMA_LAUNCH(" << name << "_k, dim3("
+       << blocksFor(a.seq, kAttnWarps) << ", " << a.heads << ", " << a.batch
+       << "), dim3(" << 32 * kAttnWarps << "), stream, b0, b1, b2, b3, b4);\n}\n\n";
+    add(*op, name, t, 0);
+  }
+
+  /// Attention backward without atomics: one kernel per query row computes
+  /// D_i = dO_i . O_i and dQ_i; a second, per key row of a KV head, sums dK
+  /// and dV over the query rows i >= j of every query head in its group.
+  /// Probabilities are recomputed from the saved logsumexp in both.
+  void emitAttentionGrad(AttentionGradOp op, const std::string &name) {
+    AttnShape a = attnShape(op.getQuery(), op.getKey(), op.getScale().convertToDouble());
+    // Buffers: dO, q, k, v, o, lse, dq, dk, dv.
+    std::string t = types(*op, {false, false, false, false, false, true});
+    std::string sc = litf(a.scale);
+    os << "__global__ void __launch_bounds__(" << 32 * kAttnWarps << ") " << name
+       << "_dq(const act_t *__restrict__ dout, const act_t *__restrict__ q, const "
+          "act_t *__restrict__ k, const act_t *__restrict__ v, const act_t "
+          "*__restrict__ o, const float *__restrict__ lse, act_t *__restrict__ dq, "
+          "float *__restrict__ delta) {\n"
+       << "  const int lane = threadIdx.x & 31;\n"
+       << "  const int64_t i = int64_t(blockIdx.x) * " << kAttnWarps
+       << " + (threadIdx.x >> 5), h = blockIdx.y, b = blockIdx.z, g = h / " << a.group
+       << ";\n"
+       << "  if (i >= " << a.seq << ")\n    return;\n"
+       << "  const int64_t qrow = " << rowIndex(a, "i", "h", a.heads) << ";\n"
+       << "  const int64_t stat = (b * " << a.heads << " + h) * " << a.seq << " + i;\n"
+       << "  float qr[" << a.slots << "], dor[" << a.slots << "], acc[" << a.slots
+       << "];\n  float d = 0.0f;\n";
+    slots(a, "  ", "qr[t] = ld(q, qrow + e); dor[t] = ld(dout, qrow + e); d += dor[t] * ld(o, qrow + e);");
+    os << "  for (int t = 0; t < " << a.slots << "; ++t)\n    acc[t] = 0.0f;\n"
+       << "  d = warp_sum(d);\n"
+       << "  if (lane == 0)\n    delta[stat] = d;\n"
+       << "  const float L = lse[stat];\n"
+       << "  for (int64_t j = 0; j <= i; ++j) {\n"
+       << "    const int64_t krow = " << rowIndex(a, "j", "g", a.kvHeads) << ";\n"
+       << "    float s = 0.0f, dp = 0.0f;\n";
+    slots(a, "    ", "s += qr[t] * ld(k, krow + e); dp += dor[t] * ld(v, krow + e);");
+    os << "    const float p = __expf(warp_sum(s) * " << sc << " - L);\n"
+       << "    const float ds = p * (warp_sum(dp) - d);\n";
+    slots(a, "    ", "acc[t] += ds * ld(k, krow + e);");
+    os << "  }\n";
+    slots(a, "  ", "st(dq, qrow + e, acc[t] * " + sc + ");");
+    os << "}\n";
+    os << "__global__ void __launch_bounds__(" << 32 * kAttnWarps << ") " << name
+       << "_dkv(const act_t *__restrict__ dout, const act_t *__restrict__ q, const "
+          "act_t *__restrict__ k, const act_t *__restrict__ v, const float "
+          "*__restrict__ lse, const float *__restrict__ delta, act_t *__restrict__ dk, "
+          "act_t *__restrict__ dv) {\n"
+       << "  const int lane = threadIdx.x & 31;\n"
+       << "  const int64_t j = int64_t(blockIdx.x) * " << kAttnWarps
+       << " + (threadIdx.x >> 5), g = blockIdx.y, b = blockIdx.z;\n"
+       << "  if (j >= " << a.seq << ")\n    return;\n"
+       << "  const int64_t krow = " << rowIndex(a, "j", "g", a.kvHeads) << ";\n"
+       << "  float kr[" << a.slots << "], vr[" << a.slots << "], dkacc[" << a.slots
+       << "], dvacc[" << a.slots << "];\n";
+    slots(a, "  ", "kr[t] = ld(k, krow + e); vr[t] = ld(v, krow + e);");
+    os << "  for (int t = 0; t < " << a.slots << "; ++t)\n"
+       << "    dkacc[t] = dvacc[t] = 0.0f;\n"
+       << "  for (int64_t h = g * " << a.group << "; h < (g + 1) * " << a.group
+       << "; ++h)\n"
+       << "    for (int64_t i = j; i < " << a.seq << "; ++i) {\n"
+       << "      const int64_t qrow = " << rowIndex(a, "i", "h", a.heads) << ";\n"
+       << "      const int64_t stat = (b * " << a.heads << " + h) * " << a.seq
+       << " + i;\n"
+       << "      float s = 0.0f, dp = 0.0f;\n";
+    slots(a, "      ", "s += ld(q, qrow + e) * kr[t]; dp += ld(dout, qrow + e) * vr[t];");
+    os << "      const float p = __expf(warp_sum(s) * " << sc << " - lse[stat]);\n"
+       << "      const float ds = p * (warp_sum(dp) - delta[stat]);\n";
+    slots(a, "      ", "dkacc[t] += ds * ld(q, qrow + e); dvacc[t] += p * ld(dout, qrow + e);");
+    os << "    }\n";
+    slots(a, "  ", "st(dk, krow + e, dkacc[t] * " + sc + "); st(dv, krow + e, dvacc[t]);");
+    os << "}\n";
+    beginLauncher(name);
+    unpack(t);
+    os << "  float *delta = static_cast<float *>(workspace);\n"
+       << "  LLAMA_LAUNCH(" << name << "_dq, dim3(" << blocksFor(a.seq, kAttnWarps)
+       << ", " << a.heads << ", " << a.batch << "), dim3(" << 32 * kAttnWarps
+       << "), stream, b0, b1, b2, b3, b4, b5, b6, delta);\n"
+       << "  LLAMA_LAUNCH(" << name << "_dkv, dim3(" << blocksFor(a.seq, kAttnWarps)
+       << ", " << a.kvHeads << ", " << a.batch << "), dim3(" << 32 * kAttnWarps
+       << "), stream, b0, b1, b2, b3, b5, delta, b7, b8);\n}\n\n";
+    add(*op, name, t, a.batch * a.heads * a.seq * 4);
   }
 
   raw_ostream &os;

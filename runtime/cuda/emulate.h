@@ -6,9 +6,9 @@
 //   __syncthreads()      -> an OpenMP barrier of the team
 //   __shared__           -> `static` (one instance, shared by the team; blocks
 //                           run one at a time so one instance suffices)
-//   __shfl_xor_sync      -> an exchange through a team-shared buffer between
-//                           two barriers (every thread of the block must call
-//                           it, as the generated full-warp reductions do)
+//   __shfl_xor_sync      -> an exchange through a shared buffer between two
+//                           barriers of the calling warp (every lane of the
+//                           warp must call it, as full-mask shuffles require)
 //   __nv_bfloat16        -> a 16-bit struct with round-to-nearest-even
 // What this cannot show: performance, memory-model races that barriers do
 // not order, and the exact results of CUDA's math library (expf, sincos);
@@ -16,6 +16,7 @@
 #pragma once
 
 #include <omp.h>
+#include <pthread.h>
 
 #include <cmath>
 #include <cstdint>
@@ -45,13 +46,21 @@ inline void __syncthreads() {
 #pragma omp barrier
 }
 
+namespace llama_emu {
+// One barrier per warp of the running block: a shuffle synchronizes its own
+// warp only, as on the GPU, so warps may take different paths (a causal
+// attention row loops over as many keys as its position).
+inline pthread_barrier_t warp_barrier[32];
+inline void warp_sync() { pthread_barrier_wait(&warp_barrier[threadIdx.x / 32]); }
+} // namespace llama_emu
+
 template <typename T> T __shfl_xor_sync(unsigned, T value, int lane_mask, int = 32) {
   static T exchange[1024];
   const unsigned t = threadIdx.x;
   exchange[t] = value;
-#pragma omp barrier
+  llama_emu::warp_sync();
   T other = exchange[t ^ unsigned(lane_mask)];
-#pragma omp barrier
+  llama_emu::warp_sync();
   return other;
 }
 
@@ -93,9 +102,14 @@ template <typename F> void launch(dim3 grid, dim3 block, F body) {
     throw std::runtime_error("emulate: blocks are 1-D with 1..1024 threads, got " +
                              std::to_string(block.x) + "x" + std::to_string(block.y) +
                              "x" + std::to_string(block.z));
+  if (block.x % 32 != 0)
+    throw std::runtime_error("emulate: blocks are whole warps, got " +
+                             std::to_string(block.x) + " threads");
   omp_set_dynamic(0);
   gridDim = grid;
   blockDim = block;
+  for (unsigned w = 0; w < block.x / 32; ++w)
+    pthread_barrier_init(&warp_barrier[w], nullptr, 32);
   for (unsigned bz = 0; bz < grid.z; ++bz)
     for (unsigned by = 0; by < grid.y; ++by)
       for (unsigned bx = 0; bx < grid.x; ++bx) {
@@ -115,6 +129,8 @@ template <typename F> void launch(dim3 grid, dim3 block, F body) {
           throw std::runtime_error("emulate: OpenMP gave fewer than " +
                                    std::to_string(block.x) + " threads");
       }
+  for (unsigned w = 0; w < block.x / 32; ++w)
+    pthread_barrier_destroy(&warp_barrier[w]);
 }
 } // namespace llama_emu
 

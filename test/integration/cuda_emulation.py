@@ -57,6 +57,18 @@ def rope(x, theta, sign):
     return torch.cat([x1 * c - x2 * sn, x2 * c + x1 * sn], -1)
 
 
+def attention(q, k, v, scale):
+    """Causal GQA attention in float64: output [B,S,H,d], logsumexp [B,H,S]."""
+    s_len, heads = q.shape[1], q.shape[2]
+    group = heads // k.shape[2]
+    kk, vv = k.repeat_interleave(group, dim=2), v.repeat_interleave(group, dim=2)
+    scores = torch.einsum("bihd,bjhd->bhij", q, kk) * scale
+    mask = torch.ones(s_len, s_len, dtype=torch.bool).triu(1)
+    scores = scores.masked_fill(mask, float("-inf"))
+    return (torch.einsum("bhij,bjhd->bihd", torch.softmax(scores, -1), vv),
+            torch.logsumexp(scores, -1))
+
+
 def reference(op, ins, attrs, ignore):
     """float64 outputs of `op` from float64 inputs (already rounded)."""
     if op == "llama.embedding":
@@ -106,6 +118,14 @@ def reference(op, ins, attrs, ignore):
         return [dy * u * sig * (1 + g * (1 - sig)), dy * g * sig]
     if op in ("llama.add", "llama.sum"):
         return [sum(ins[1:], ins[0])]
+    if op == "llama.attention":
+        o, lse = attention(ins[0], ins[1], ins[2], attr(attrs, "scale"))
+        return [o, lse]
+    if op == "llama.attention_grad":
+        dout, q, k, v = [t.clone().requires_grad_(i > 0) for i, t in enumerate(ins[:4])]
+        o, _ = attention(q, k, v, attr(attrs, "scale"))
+        (o * dout).sum().backward()
+        return [q.grad, k.grad, v.grad]
     if op == "llama.fill":
         return []  # checked against the value directly
     raise ValueError("no reference for " + op)
@@ -127,7 +147,8 @@ def main():
         shapes = [[int(d) for d in s.split("x")] if s else [] for s in entry.shapes.decode().split(",")]
         n_in = len(types) - {"llama.add_rms_norm": 3, "llama.rms_norm_rstd": 2,
                              "llama.rms_norm_grad_rstd": 2, "llama.cross_entropy_fused": 2,
-                             "llama.rope_qk": 2, "llama.swiglu_grad": 2}.get(op, 1)
+                             "llama.rope_qk": 2, "llama.swiglu_grad": 2, "llama.attention": 2,
+                             "llama.attention_grad": 3}.get(op, 1)
         ignore = int(attr(attrs, "ignore_index", -100))
         # Inputs: activations ~N(0,1); ids/targets in range with some ignored;
         # rstd consistent with x (as the forward left it).
@@ -144,12 +165,15 @@ def main():
                 ins.append(torch.randn(shapes[i], dtype=torch.float64).to(dt))
         if op == "llama.rms_norm_grad_rstd":
             ins[3] = rms(ins[1].double(), 1e-5).float()
+        if op == "llama.attention_grad":  # o and lse as the forward left them
+            o, lse = attention(ins[1].double(), ins[2].double(), ins[3].double(), attr(attrs, "scale"))
+            ins[4], ins[5] = o.to(ACT).contiguous(), lse.float().contiguous()
         ref = reference(op, [t.double() if t.is_floating_point() else t for t in ins], attrs, ignore)
         variants = [None] + ([ALIASES[op]] if op in ALIASES else [])
         if op == "llama.rms_norm_grad_rstd" and n_in == 5:
             variants.append((0, 4))  # dx over the accumulator
         for alias in variants:
-            bufs = [t.clone() for t in ins]
+            bufs = [t.clone(memory_format=torch.contiguous_format) for t in ins]
             outs = []
             for j in range(n_in, len(types)):
                 dt = {"f": torch.float32, "i": torch.int32, "a": ACT}[types[j]]

@@ -140,7 +140,7 @@ public:
         if (isa<func::ReturnOp>(op) || isViewOp(&op) || isa<MatmulOp>(op) ||
             op.getDialect()->getNamespace() != "llama")
           continue; // GEMMs: cuBLASLt; views: no code
-        if (isa<AttentionCachedOp, RopeAtOp, EmbeddingGradOp>(op))
+        if (isa<AttentionCachedOp, RopeAtOp>(op))
           continue; // not generated yet (see the issue)
         std::string name = fn.getSymName().str() + "_" + std::to_string(k++) + "_" +
                            op.getName().stripDialect().str();
@@ -253,6 +253,7 @@ private:
         .Case([&](SumOp) { emitElementwise(op, name, "sum"); })
         .Case([&](FillOp f) { emitFill(f, name); })
         .Case([&](EmbeddingOp e) { emitEmbedding(e, name); })
+        .Case([&](EmbeddingGradOp e) { emitEmbeddingGrad(e, name); })
         .Case([&](AttentionOp a) { emitAttention(a, name); })
         .Case([&](AttentionGradOp a) { emitAttentionGrad(a, name); })
         .Default([&](Operation *) { handled = false; });
@@ -579,6 +580,48 @@ private:
     unpack(t);
     os << "  (void)workspace;\n  LLAMA_LAUNCH(" << name << "_k, dim3("
        << blocksFor(n, kElementwiseThreads) << "), dim3(" << kElementwiseThreads
+       << "), stream, b0, b1, b2);\n}\n\n";
+    add(*e, name, t, 0);
+  }
+
+  /// Embedding gradient without atomics: one warp owns one table row, finds
+  /// the positions holding its id (a ballot over 32 ids at a time, in
+  /// position order) and adds their gradient rows in that order. The ids are
+  /// read once per row from the cache; each gradient row exactly once.
+  void emitEmbeddingGrad(EmbeddingGradOp e, const std::string &name) {
+    auto table = ranked(e.getResult());
+    int64_t vocab = table.getDimSize(0), dim = table.getDimSize(1);
+    int64_t tokens = numel(e.getIds());
+    int64_t slots = (dim + 31) / 32;
+    std::string t = types(*e, {});
+    os << "__global__ void __launch_bounds__(" << 32 * kAttnWarps << ") " << name
+       << "_k(const act_t *__restrict__ dout, const int32_t *__restrict__ ids, "
+          "act_t *__restrict__ dtable) {\n"
+       << "  const int lane = threadIdx.x & 31;\n"
+       << "  const int64_t v = int64_t(blockIdx.x) * " << kAttnWarps
+       << " + (threadIdx.x >> 5);\n"
+       << "  if (v >= " << vocab << ")\n    return;\n"
+       << "  float acc[" << slots << "];\n"
+       << "  for (int t = 0; t < " << slots << "; ++t)\n    acc[t] = 0.0f;\n"
+       << "  for (int64_t base = 0; base < " << tokens << "; base += 32) {\n"
+       << "    const int64_t p = base + lane;\n"
+       << "    unsigned hits = __ballot_sync(0xffffffffu, p < " << tokens
+       << " && ids[p < " << tokens << " ? p : 0] == v);\n"
+       << "    while (hits) {\n"
+       << "      const int64_t row = (base + __ffs(hits) - 1) * " << dim << ";\n"
+       << "      hits &= hits - 1;\n"
+       << "      for (int t = 0; t < " << slots << "; ++t) {\n"
+       << "        const int e = lane + 32 * t;\n"
+       << "        if (e < " << dim << ")\n          acc[t] += ld(dout, row + e);\n"
+       << "      }\n    }\n  }\n"
+       << "  for (int t = 0; t < " << slots << "; ++t) {\n"
+       << "    const int e = lane + 32 * t;\n"
+       << "    if (e < " << dim << ")\n      st(dtable, v * " << dim
+       << " + e, acc[t]);\n  }\n}\n";
+    beginLauncher(name);
+    unpack(t);
+    os << "  (void)workspace;\n  LLAMA_LAUNCH(" << name << "_k, dim3("
+       << blocksFor(vocab, kAttnWarps) << "), dim3(" << 32 * kAttnWarps
        << "), stream, b0, b1, b2);\n}\n\n";
     add(*e, name, t, 0);
   }

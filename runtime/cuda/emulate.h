@@ -64,6 +64,20 @@ template <typename T> T __shfl_xor_sync(unsigned, T value, int lane_mask, int = 
   return other;
 }
 
+// Bit l of the result: lane l's predicate, for the lanes of the calling warp.
+inline unsigned __ballot_sync(unsigned, int predicate) {
+  static int votes[1024];
+  const unsigned t = threadIdx.x, first = t & ~31u;
+  votes[t] = predicate != 0;
+  llama_emu::warp_sync();
+  unsigned mask = 0;
+  for (unsigned l = 0; l < 32; ++l)
+    mask |= unsigned(votes[first + l]) << l;
+  llama_emu::warp_sync();
+  return mask;
+}
+inline int __ffs(unsigned x) { return __builtin_ffs(int(x)); }
+
 struct __nv_bfloat16 {
   uint16_t bits;
 };

@@ -73,6 +73,12 @@ def reference(op, ins, attrs, ignore):
     """float64 outputs of `op` from float64 inputs (already rounded)."""
     if op == "llama.embedding":
         return [ins[0][ins[1].long()]]
+    if op == "llama.embedding_grad":
+        dout, ids = ins[0], ins[1].reshape(-1).long()
+        vocab = SHAPES[-1][0]
+        table = torch.zeros(vocab, dout.shape[-1], dtype=torch.float64)
+        table.index_add_(0, ids, dout.reshape(-1, dout.shape[-1]))
+        return [table]
     if op in ("llama.rms_norm", "llama.rms_norm_rstd"):
         r = rms(ins[0], attr(attrs, "eps"))
         y = ins[0] * r[..., None] * ins[1]
@@ -155,7 +161,12 @@ def main():
         ins = []
         for i in range(n_in):
             if types[i] == "i":
-                high = shapes[0][0] if op == "llama.embedding" else shapes[0][-1]
+                if op == "llama.embedding":
+                    high = shapes[0][0]
+                elif op == "llama.embedding_grad":
+                    high = shapes[-1][0]
+                else:
+                    high = shapes[0][-1]
                 t = torch.randint(0, high, shapes[i], dtype=torch.int32)
                 if op.startswith("llama.cross_entropy"):
                     t.view(-1)[::5] = ignore
@@ -168,6 +179,8 @@ def main():
         if op == "llama.attention_grad":  # o and lse as the forward left them
             o, lse = attention(ins[1].double(), ins[2].double(), ins[3].double(), attr(attrs, "scale"))
             ins[4], ins[5] = o.to(ACT).contiguous(), lse.float().contiguous()
+        global SHAPES
+        SHAPES = shapes
         ref = reference(op, [t.double() if t.is_floating_point() else t for t in ins], attrs, ignore)
         variants = [None] + ([ALIASES[op]] if op in ALIASES else [])
         if op == "llama.rms_norm_grad_rstd" and n_in == 5:

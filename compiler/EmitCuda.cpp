@@ -71,6 +71,7 @@ const char *kPrelude = R"(#ifdef LLAMA_CUDA_EMULATE
 #endif
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 
 __device__ __forceinline__ float ld(const float *p, int64_t i) { return p[i]; }
 __device__ __forceinline__ float ld(const __nv_bfloat16 *p, int64_t i) {
@@ -122,6 +123,35 @@ __device__ __forceinline__ float block_max(float v) {
 
 )";
 
+// The GEMMs of the host step: cuBLASLt on the GPU, the CPU runtime's BLAS
+// matmul under emulation (fp32 storage only, for now).
+const char *kGemmF32 = R"(#ifdef LLAMA_CUDA_EMULATE
+#include "runtime/cpu/kernels.h"
+namespace llamart::cuda { class LtGemm; }
+static void llama_gemm(llamart::cuda::LtGemm *, cudaStream_t, const float *a,
+                       const float *b, float *c, int64_t batch, int64_t m,
+                       int64_t n, int64_t k, bool ta, bool tb, bool shared) {
+  llamart::cpu::matmul<float>(a, b, c, batch, m, n, k, ta, tb, shared);
+}
+static void llama_copy(void *dst, const void *src, size_t bytes, cudaStream_t) {
+  std::memcpy(dst, src, bytes);
+}
+#else
+#include "runtime/cuda/check.h"
+#include "runtime/cuda/lt_gemm.h"
+static void llama_gemm(llamart::cuda::LtGemm *g, cudaStream_t s, const float *a,
+                       const float *b, float *c, int64_t batch, int64_t m,
+                       int64_t n, int64_t k, bool ta, bool tb, bool shared) {
+  g->matmul(s, a, b, c, llamart::cuda::OutType::F32, batch, m, n, k, ta, tb,
+            shared, false, llamart::cuda::InType::F32);
+}
+static void llama_copy(void *dst, const void *src, size_t bytes, cudaStream_t s) {
+  LLAMART_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, s));
+}
+#endif
+
+)";
+
 class CudaEmitter {
 public:
   CudaEmitter(raw_ostream &os, const ::llama::CudaEmitOptions &options)
@@ -132,6 +162,8 @@ public:
        << kPrelude;
     os << "typedef " << (options.activations == "bf16" ? "__nv_bfloat16" : "float")
        << " act_t;\n\n";
+    if (options.activations == "f32")
+      os << kGemmF32;
     for (auto fn : module.getOps<func::FuncOp>()) {
       if (fn.isExternal())
         continue;
@@ -146,8 +178,12 @@ public:
                            op.getName().stripDialect().str();
         if (failed(emitOp(op, name)))
           return failure();
+        launcherOf[&op] = name;
       }
     }
+    if (auto step = module.lookupSymbol<func::FuncOp>("train_step"))
+      if (failed(emitTrainStep(step)))
+        return failure();
     os << "struct LlamaCudaOp {\n  const char *name, *op, *types, *shapes, *attrs;\n"
           "  void (*launch)(void *const *, void *, cudaStream_t);\n"
           "  size_t workspace_bytes;\n};\n\n"
@@ -626,6 +662,115 @@ private:
     add(*e, name, t, 0);
   }
 
+  /// The host side of @train_step: every op in program order on one
+  /// stream, buffers at the memory plan's offsets in one arena, parameter
+  /// gradients written into the gradient buffer (llama.output) or copied
+  /// there, the loss copied to `loss`. Nothing is allocated and nothing
+  /// synchronizes, so the whole call can be captured in a CUDA Graph.
+  LogicalResult emitTrainStep(func::FuncOp fn) {
+    if (options.activations != "f32") {
+      os << "// The host step is generated for --cuda-activations f32 only so far.\n\n";
+      return success();
+    }
+    DenseMap<Value, std::string> names;
+    struct Param {
+      std::string name;
+      int64_t numel, offset;
+    };
+    std::vector<Param> params;
+    int64_t offset = 0;
+    Value tokens, targets;
+    for (BlockArgument arg : fn.getArguments()) {
+      unsigned i = arg.getArgNumber();
+      if (auto role = fn.getArgAttrOfType<StringAttr>(i, kInputAttr)) {
+        names[arg] = role.getValue().str();
+        (role.getValue() == "tokens" ? tokens : targets) = arg;
+        continue;
+      }
+      auto pname = fn.getArgAttrOfType<StringAttr>(i, kParamNameAttr);
+      if (!pname)
+        return fn.emitError("argument #") << i << " is neither a parameter nor an input";
+      params.push_back({pname.getValue().str(), numel(arg), offset});
+      names[arg] = "(P + " + std::to_string(offset) + ")";
+      offset += numel(arg);
+    }
+    if (!tokens || !targets)
+      return fn.emitError("@train_step needs token and target inputs");
+    std::string body;
+    llvm::raw_string_ostream b(body);
+    int64_t workspace = 0;
+    for (Operation &op : fn.getBody().front()) {
+      if (auto ret = dyn_cast<func::ReturnOp>(op)) {
+        for (auto [i, v] : llvm::enumerate(ret.getOperands())) {
+          Operation *def = v.getDefiningOp();
+          auto outs = def ? def->getAttrOfType<DenseI64ArrayAttr>("llama.output")
+                          : DenseI64ArrayAttr();
+          if (outs && llvm::is_contained(outs.asArrayRef(), int64_t(i)))
+            continue;
+          std::string dst = i == 0 ? std::string("loss")
+                                   : "(G + " + std::to_string(params[i - 1].offset) + ")";
+          b << "  llama_copy(" << dst << ", " << names.lookup(v) << ", "
+            << numel(v) * 4 << ", stream);\n";
+        }
+        continue;
+      }
+      if (isViewOp(&op)) {
+        names[op.getResult(0)] = names.lookup(op.getOperand(0));
+        continue;
+      }
+      auto offsets = op.getAttrOfType<DenseI64ArrayAttr>("llama.offset");
+      auto outputs = op.getAttrOfType<DenseI64ArrayAttr>("llama.output");
+      if (!offsets)
+        return op.emitOpError("has no memory plan (run llama-plan-memory)");
+      for (auto [i, r] : llvm::enumerate(op.getResults())) {
+        int64_t out = outputs ? outputs[i] : -1;
+        names[r] = out >= 1 ? "(G + " + std::to_string(params[out - 1].offset) + ")"
+                            : "reinterpret_cast<float *>(A + " +
+                                  std::to_string(offsets[i]) + ")";
+      }
+      if (auto m = dyn_cast<MatmulOp>(op)) {
+        b << "  llama_gemm(gemm, stream, " << names.lookup(m.getLhs()) << ", "
+          << names.lookup(m.getRhs()) << ", " << names.lookup(m.getResult()) << ", "
+          << m.getBatchSize() << ", " << m.getM() << ", " << m.getN() << ", "
+          << m.getK() << ", " << (m.getTransposeLhs() ? "true" : "false") << ", "
+          << (m.getTransposeRhs() ? "true" : "false") << ", "
+          << (m.isRhsShared() ? "true" : "false") << ");\n";
+        continue;
+      }
+      auto it = launcherOf.find(&op);
+      if (it == launcherOf.end())
+        return op.emitOpError("has no CUDA lowering in the train step");
+      b << "  {\n    void *const b[] = {";
+      for (auto [i, v] : llvm::enumerate(
+               llvm::concat<Value>(op.getOperands(), op.getResults())))
+        b << (i ? ", " : "") << "(void *)" << names.lookup(v);
+      b << "};\n    " << it->second << "(b, workspace, stream);\n  }\n";
+      for (const Entry &e : entries)
+        if (e.name == it->second)
+          workspace = std::max(workspace, e.workspace);
+    }
+    auto arena = fn->getAttrOfType<IntegerAttr>("llama.arena_bytes");
+    os << "struct LlamaCudaParam {\n  const char *name;\n  int64_t numel, offset;\n};\n"
+       << "extern \"C\" const LlamaCudaParam llama_cuda_params[] = {\n";
+    for (const Param &p : params)
+      os << "    {\"" << p.name << "\", " << p.numel << ", " << p.offset << "},\n";
+    auto tok = ranked(tokens).getShape();
+    os << "};\nextern \"C\" const size_t llama_cuda_param_count = " << params.size()
+       << ";\nextern \"C\" const int64_t llama_cuda_batch = " << tok[0]
+       << ", llama_cuda_seq_len = " << tok[1]
+       << ";\nextern \"C\" const size_t llama_cuda_arena_bytes = "
+       << (arena ? arena.getInt() : 0)
+       << ", llama_cuda_workspace_bytes = " << std::max<int64_t>(workspace, 4) << ";\n\n"
+       << "// One training step: loss and every parameter gradient (fp32) for\n"
+       << "// the parameters P and one batch, all pointers on the device.\n"
+       << "extern \"C\" void llama_cuda_train_step(const float *P, float *G, const "
+          "int32_t *tokens, const int32_t *targets, void *arena, void *workspace, "
+          "float *loss, llamart::cuda::LtGemm *gemm, cudaStream_t stream) {\n"
+       << "  char *A = static_cast<char *>(arena);\n  (void)A;\n"
+       << body << "}\n\n";
+    return success();
+  }
+
   /// Attention geometry shared by the forward and backward kernels.
   struct AttnShape {
     int64_t batch, seq, heads, kvHeads, dim, group, slots;
@@ -778,6 +923,7 @@ private:
   raw_ostream &os;
   const ::llama::CudaEmitOptions &options;
   std::vector<Entry> entries;
+  DenseMap<Operation *, std::string> launcherOf;
 };
 
 } // namespace

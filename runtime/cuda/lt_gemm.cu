@@ -47,7 +47,8 @@ const LtGemm::Plan &LtGemm::plan(const Key &key) {
   auto it = plans_.find(key);
   if (it != plans_.end())
     return it->second;
-  auto [m, n, k, batch, a_stride, b_stride, ta, tb, out] = key;
+  auto [m, n, k, batch, a_stride, b_stride, ta, tb, out, in] = key;
+  const cudaDataType_t operand = in == int(InType::F32) ? CUDA_R_32F : CUDA_R_16BF;
   Plan p;
   LLAMART_CUDA_CHECK(
       cublasLtMatmulDescCreate(&p.desc, CUBLAS_COMPUTE_32F, CUDA_R_32F));
@@ -60,10 +61,10 @@ const LtGemm::Plan &LtGemm::plan(const Key &key) {
       p.desc, CUBLASLT_MATMUL_DESC_TRANSB, &op_second, sizeof(op_second)));
   // Stored shapes, column-major: our B is [n, k] (N) or [k, n] (T); our A
   // is [k, m] (N) or [m, k] (T); C is [n, m].
-  p.a = tb ? layout(CUDA_R_16BF, k, n, k, batch, b_stride)
-           : layout(CUDA_R_16BF, n, k, n, batch, b_stride);
-  p.b = ta ? layout(CUDA_R_16BF, m, k, m, batch, a_stride)
-           : layout(CUDA_R_16BF, k, m, k, batch, a_stride);
+  p.a = tb ? layout(operand, k, n, k, batch, b_stride)
+           : layout(operand, n, k, n, batch, b_stride);
+  p.b = ta ? layout(operand, m, k, m, batch, a_stride)
+           : layout(operand, k, m, k, batch, a_stride);
   p.c = layout(out == int(OutType::F32) ? CUDA_R_32F : CUDA_R_16BF, n, m, n,
                batch, m * n);
 
@@ -89,7 +90,9 @@ const LtGemm::Plan &LtGemm::plan(const Key &key) {
 void LtGemm::matmul(cudaStream_t stream, const void *a, const void *b, void *c,
                     OutType out, int64_t batch, int64_t m, int64_t n, int64_t k,
                     bool transpose_a, bool transpose_b, bool b_broadcast,
-                    bool accumulate) {
+                    bool accumulate, InType in) {
+  if (in == InType::F32 && out != OutType::F32)
+    throw std::runtime_error("LtGemm::matmul: fp32 operands need an fp32 C");
   if (batch < 1 || m < 1 || n < 1 || k < 1)
     throw std::runtime_error("LtGemm::matmul: empty or negative shape (batch " +
                              std::to_string(batch) + ", m " + std::to_string(m) +
@@ -104,7 +107,7 @@ void LtGemm::matmul(cudaStream_t stream, const void *a, const void *b, void *c,
   const int64_t a_stride = m * k;
   const int64_t b_stride = b_broadcast ? 0 : k * n;
   const Plan &p = plan(Key{m, n, k, batch, a_stride, b_stride, transpose_a,
-                           transpose_b, int(out)});
+                           transpose_b, int(out), int(in)});
   const float alpha = 1.0f, beta = accumulate ? 1.0f : 0.0f;
   LLAMART_CUDA_CHECK(cublasLtMatmul(handle_, p.desc, &alpha, b, p.a, a, p.b,
                                     &beta, c, p.c, c, p.c, &p.algo, workspace_,

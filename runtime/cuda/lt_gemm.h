@@ -2,7 +2,8 @@
 // row-major contract (runtime/cpu/kernels.h matmul): C[b] = op(A[b]) op(B[b]),
 // A [m, k] ([k, m] if transpose_a), B [k, n] ([n, k] if transpose_b), B
 // shared by every batch when b_broadcast. Operands are bf16, accumulation
-// and scaling fp32, C bf16 or fp32; beta = 1 accumulates into C.
+// and scaling fp32, C bf16 or fp32; beta = 1 accumulates into C. fp32
+// operands (InType::F32) give fp32 products and an fp32 C.
 //
 // Each distinct shape gets its descriptors and the heuristic's algorithm once
 // (the first call; a program's shapes are fixed, so a step after the first
@@ -20,6 +21,9 @@
 namespace llamart::cuda {
 
 enum class OutType { BF16, F32 };
+// Operand type: bf16 (tensor cores, the training default) or fp32 (exact fp32
+// products, the fp32-storage programs).
+enum class InType { BF16, F32 };
 
 class LtGemm {
 public:
@@ -33,7 +37,7 @@ public:
   void matmul(cudaStream_t stream, const void *a, const void *b, void *c,
               OutType out, int64_t batch, int64_t m, int64_t n, int64_t k,
               bool transpose_a, bool transpose_b, bool b_broadcast,
-              bool accumulate = false);
+              bool accumulate = false, InType in = InType::BF16);
 
   // Distinct shapes planned so far (tests: the cache is hit on repeats).
   size_t planned_shapes() const { return plans_.size(); }
@@ -44,9 +48,9 @@ private:
     cublasLtMatrixLayout_t a = nullptr, b = nullptr, c = nullptr;
     cublasLtMatmulAlgo_t algo{};
   };
-  // (m, n, k, batch, a-stride, b-stride, transpose_a, transpose_b, out)
+  // (m, n, k, batch, a-stride, b-stride, transpose_a, transpose_b, out, in)
   using Key = std::tuple<int64_t, int64_t, int64_t, int64_t, int64_t, int64_t,
-                         bool, bool, int>;
+                         bool, bool, int, int>;
   const Plan &plan(const Key &key);
 
   cublasLtHandle_t handle_ = nullptr;

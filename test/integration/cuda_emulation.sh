@@ -18,17 +18,21 @@ json.dump(dict(c, _name_or_path="wide", hidden_size=384, intermediate_size=1024,
 PYEOF
 
 NVCC=${CUDACXX:-/usr/local/cuda/bin/nvcc}
+# The fp32 source also holds the host step, whose GEMMs run on the CPU
+# runtime's matmul under emulation.
+RUNTIME="$BUILD/runtime/libllamart_nomain.a"
+BLAS=$(ls /usr/lib/x86_64-linux-gnu/openblas-openmp/libopenblas.so* | head -1)
 run() {  # NAME ACTIVATIONS SEED COMPILE_ARGS...
   local name=$1 act=$2 seed=$3; shift 3
   compile "$@" --target cuda --emit kernels --cuda-activations $act -o $name-$act.cu
   cp $name-$act.cu $name-$act.cpp
   g++ -std=c++17 -O1 -fopenmp -fPIC -shared -DLLAMA_CUDA_EMULATE -I"$SRC" \
-    $name-$act.cpp -o $name-$act.so
+    $name-$act.cpp "$RUNTIME" "$BLAS" -o $name-$act.so
   OMP_WAIT_POLICY=passive "$PY" "$SRC/test/integration/cuda_emulation.py" \
     ./$name-$act.so $act $seed > $name-$act.txt || { cat $name-$act.txt; die "$name $act kernels differ"; }
   echo "$name $act: $(tail -1 $name-$act.txt)"
   if [ -x "$NVCC" ]; then
-    "$NVCC" -arch=sm_90a -std=c++17 -O3 -Werror all-warnings -c $name-$act.cu -o $name-$act.o ||
+    "$NVCC" -arch=sm_90a -std=c++17 -O3 -Werror all-warnings -I"$SRC" -c $name-$act.cu -o $name-$act.o ||
       die "nvcc rejects the generated $name $act kernels"
   fi
 }
@@ -36,5 +40,15 @@ run() {  # NAME ACTIVATIONS SEED COMPILE_ARGS...
 run micro f32 1 --preset micro --batch 4 --seq-len 24
 run micro bf16 2 --preset micro --batch 2 --seq-len 8
 run wide f32 3 --config wide.json --batch 1 --seq-len 8 --remat full
-[ -x "$NVCC" ] && echo "nvcc: all generated kernels compile for sm_90a" || echo "nvcc: not found, compile check skipped"
+if [ -x "$NVCC" ]; then
+  # tiny (the quick-start model): its kernels and fp32 host step compile too.
+  for act in bf16 f32; do
+    compile --preset tiny --target cuda --emit kernels --cuda-activations $act -o tiny-$act.cu
+    "$NVCC" -arch=sm_90a -std=c++17 -O3 -Werror all-warnings -I"$SRC" -c tiny-$act.cu -o tiny-$act.o ||
+      die "nvcc rejects the generated tiny $act kernels"
+  done
+  echo "nvcc: all generated kernels (micro, wide, tiny) compile for sm_90a"
+else
+  echo "nvcc: not found, compile check skipped"
+fi
 echo "cuda_emulation: ok"

@@ -6,6 +6,7 @@
 //
 //===----------------------------------------------------------------------===//
 #include "compiler/EmitCpu.h"
+#include "compiler/EmitUtil.h"
 
 #include "dialects/llama/IR/LlamaOps.h"
 
@@ -22,27 +23,10 @@ using namespace mlir;
 using namespace mlir::llama;
 
 namespace {
-RankedTensorType ranked(Value v) { return cast<RankedTensorType>(v.getType()); }
-int64_t numel(Value v) { return ranked(v).getNumElements(); }
-std::string lit(double d) {
-  std::string s;
-  llvm::raw_string_ostream os(s);
-  os << llvm::format("%.17g", d);
-  return s;
-}
-std::string cString(StringRef s) {
-  std::string out = "\"";
-  for (char ch : s) {
-    if (ch == '"' || ch == '\\')
-      out += '\\';
-    if (static_cast<unsigned char>(ch) < 0x20) {
-      out += llvm::formatv("\\x{0:x-2}", static_cast<unsigned>(ch)).str();
-      continue;
-    }
-    out += ch;
-  }
-  return out + "\"";
-}
+using ::llama::emit::cString;
+using ::llama::emit::lit;
+using ::llama::emit::numel;
+using ::llama::emit::ranked;
 
 struct ParamEntry {
   std::string name;

@@ -14,6 +14,7 @@
 //
 //===----------------------------------------------------------------------===//
 #include "compiler/EmitCuda.h"
+#include "compiler/EmitUtil.h"
 
 #include "dialects/llama/IR/LlamaOps.h"
 
@@ -30,15 +31,11 @@ using namespace mlir::llama;
 
 namespace {
 
-RankedTensorType ranked(Value v) { return cast<RankedTensorType>(v.getType()); }
-int64_t numel(Value v) { return ranked(v).getNumElements(); }
+using ::llama::emit::cString;
+using ::llama::emit::lit;
+using ::llama::emit::numel;
+using ::llama::emit::ranked;
 
-std::string lit(double d) {
-  std::string s;
-  llvm::raw_string_ostream os(s);
-  os << llvm::format("%.17g", d);
-  return s;
-}
 /// A float literal that round-trips the fp32 value (9 significant digits).
 std::string litf(double d) {
   std::string s;
@@ -249,15 +246,6 @@ private:
                        cString(attrs), workspace});
   }
 
-  static std::string cString(StringRef s) {
-    std::string out = "\"";
-    for (char ch : s) {
-      if (ch == '"' || ch == '\\')
-        out += '\\';
-      out += ch;
-    }
-    return out + "\"";
-  }
 
   LogicalResult emitOp(Operation &op, const std::string &name) {
     bool handled = true;

@@ -53,6 +53,27 @@ template <typename T> T row_max(const T *x, int64_t n) {
   return m;
 }
 
+// d = coef * (softmax(x) - onehot(target)) for one row with max m: exps
+// stored into d, then scaled. Returns the sum of exps (d may alias x when
+// the caller has read x[target] already).
+template <typename T>
+double softmax_grad_row(const T *x, T m, T *d, int64_t vocab, int64_t target,
+                        double coef) {
+  double sum = 0.0;
+#pragma omp simd reduction(+ : sum)
+  for (int64_t j = 0; j < vocab; ++j) {
+    const T e = exp_fast(x[j] - m);
+    d[j] = e;
+    sum += e;
+  }
+  const T scale = static_cast<T>(coef / sum);
+#pragma omp simd
+  for (int64_t j = 0; j < vocab; ++j)
+    d[j] *= scale;
+  d[target] -= static_cast<T>(coef);
+  return sum;
+}
+
 // Rows are fat (a whole vocabulary); a few of them already keep a thread busy.
 constexpr int64_t kParallelRows = 4;
 
@@ -96,19 +117,7 @@ void cross_entropy_backward(const T *dloss, const T *logits,
       continue;
     }
     const T *x = logits + r * vocab;
-    const T m = row_max(x, vocab);
-    double sum = 0.0;
-#pragma omp simd reduction(+ : sum)
-    for (int64_t j = 0; j < vocab; ++j) {
-      const T e = exp_fast(x[j] - m);
-      d[j] = e;
-      sum += e;
-    }
-    const T scale = static_cast<T>(coef / sum);
-#pragma omp simd
-    for (int64_t j = 0; j < vocab; ++j)
-      d[j] *= scale;
-    d[targets[r]] -= static_cast<T>(coef);
+    softmax_grad_row(x, row_max(x, vocab), d, vocab, targets[r], coef);
   }
 }
 
@@ -137,20 +146,9 @@ void cross_entropy_fused(const T *logits, const int32_t *targets, T *loss,
     }
     const T *x = logits + r * vocab;
     const T m = row_max(x, vocab);
-    const T target_logit = x[targets[r]];
-    double sum = 0.0;
-#pragma omp simd reduction(+ : sum)
-    for (int64_t j = 0; j < vocab; ++j) {
-      const T e = exp_fast(x[j] - m);
-      d[j] = e;
-      sum += e;
-    }
+    const T target_logit = x[targets[r]]; // before d overwrites it
+    const double sum = softmax_grad_row(x, m, d, vocab, targets[r], coef);
     total += std::log(sum) + static_cast<double>(m) - target_logit;
-    const T scale = static_cast<T>(coef / sum);
-#pragma omp simd
-    for (int64_t j = 0; j < vocab; ++j)
-      d[j] *= scale;
-    d[targets[r]] -= static_cast<T>(coef);
   }
   loss[0] = n_valid > 0 ? static_cast<T>(total / double(n_valid)) : T(0);
 }

@@ -971,5 +971,99 @@ TEST(Timing, AttentionAndSgemm) {
   }
 }
 
+// ------------------------------------------------------ fused kernels ----
+// Each fused kernel against the unfused ones it replaces (same arithmetic,
+// so float64 results are identical), computed both into separate buffers
+// and in place over the operand the memory plan lets it take.
+
+TEST(Fused, AddRmsNormEqualsAddThenNormAlsoInPlace) {
+  std::mt19937_64 rng(31);
+  const int64_t rows = 37, dim = 96;
+  const Vec a = random_vec(rows * dim, rng, -2, 2), b = random_vec(rows * dim, rng);
+  const Vec w = random_vec(dim, rng);
+  Vec sum_ref(rows * dim), y_ref(rows * dim), y_plain(rows * dim);
+  add(a.data(), b.data(), sum_ref.data(), rows * dim);
+  rms_norm_forward(sum_ref.data(), w.data(), y_plain.data(), rows, dim, 1e-5);
+  Vec rstd(rows), y(rows * dim), sum(rows * dim);
+  add_rms_norm_forward(a.data(), b.data(), w.data(), sum.data(), y.data(),
+                       rstd.data(), rows, dim, 1e-5);
+  EXPECT_EQ(sum, sum_ref);
+  EXPECT_EQ(y, y_plain);
+  for (int64_t r = 0; r < rows; ++r) {
+    double ss = 0.0;
+    for (int64_t j = 0; j < dim; ++j)
+      ss += sum_ref[r * dim + j] * sum_ref[r * dim + j];
+    EXPECT_NEAR(rstd[r], 1.0 / std::sqrt(ss / dim + 1e-5), 1e-12);
+  }
+  Vec inplace = a, y2(rows * dim), rstd2(rows);
+  add_rms_norm_forward(inplace.data(), b.data(), w.data(), inplace.data(),
+                       y2.data(), rstd2.data(), rows, dim, 1e-5);
+  EXPECT_EQ(inplace, sum_ref);
+  EXPECT_EQ(y2, y_plain);
+}
+
+TEST(Fused, NormBackwardFromRstdWithAccumulateAlsoInPlace) {
+  std::mt19937_64 rng(32);
+  const int64_t rows = 41, dim = 80;
+  const Vec x = random_vec(rows * dim, rng, -2, 2), w = random_vec(dim, rng);
+  const Vec dy = random_vec(rows * dim, rng), acc = random_vec(rows * dim, rng);
+  Vec y(rows * dim), rstd(rows);
+  rms_norm_forward_rstd(x.data(), w.data(), y.data(), rstd.data(), rows, dim, 1e-6);
+  Vec dx_ref(rows * dim), dw_ref(dim), sum_ref(rows * dim);
+  rms_norm_backward(dy.data(), x.data(), w.data(), dx_ref.data(), dw_ref.data(),
+                    rows, dim, 1e-6);
+  add(dx_ref.data(), acc.data(), sum_ref.data(), rows * dim);
+  Vec dx(rows * dim), dw(dim);
+  rms_norm_backward_rstd(dy.data(), x.data(), w.data(), rstd.data(), acc.data(),
+                         dx.data(), dw.data(), rows, dim);
+  expect_close(dx, sum_ref, 1e-14, "dx");
+  expect_close(dw, dw_ref, 1e-14, "dw");
+  Vec inplace = acc, dw2(dim);
+  rms_norm_backward_rstd(dy.data(), x.data(), w.data(), rstd.data(), inplace.data(),
+                         inplace.data(), dw2.data(), rows, dim);
+  EXPECT_EQ(inplace, dx);
+  EXPECT_EQ(dw2, dw);
+}
+
+TEST(Fused, CrossEntropyEqualsForwardAndBackwardAlsoOverTheLogits) {
+  std::mt19937_64 rng(33);
+  const int64_t rows = 23, vocab = 301;
+  const Vec logits = random_vec(rows * vocab, rng, -4, 4);
+  std::vector<int32_t> targets(rows);
+  for (int64_t r = 0; r < rows; ++r)
+    targets[r] = r % 6 == 0 ? -100 : int32_t((r * 37) % vocab);
+  Vec loss_ref(1), d_ref(rows * vocab);
+  const Vec seed = {0.75};
+  cross_entropy_forward(logits.data(), targets.data(), loss_ref.data(), rows, vocab, -100);
+  cross_entropy_backward(seed.data(), logits.data(), targets.data(), d_ref.data(),
+                         rows, vocab, -100);
+  Vec loss(1), d(rows * vocab);
+  cross_entropy_fused(logits.data(), targets.data(), loss.data(), d.data(), rows,
+                      vocab, -100, 0.75);
+  EXPECT_NEAR(loss[0], loss_ref[0], 1e-14 * std::abs(loss_ref[0]));
+  EXPECT_EQ(d, d_ref);
+  Vec inplace = logits, loss2(1);
+  cross_entropy_fused(inplace.data(), targets.data(), loss2.data(), inplace.data(),
+                      rows, vocab, -100, 0.75);
+  EXPECT_EQ(loss2, loss);
+  EXPECT_EQ(inplace, d_ref);
+}
+
+TEST(Fused, SumIsTheAddChainAlsoInPlace) {
+  std::mt19937_64 rng(34);
+  const int64_t n = 1001;
+  const Vec a = random_vec(n, rng), b = random_vec(n, rng), c = random_vec(n, rng);
+  Vec ab(n), ref(n);
+  add(a.data(), b.data(), ab.data(), n);
+  add(ab.data(), c.data(), ref.data(), n);
+  Vec out(n), inplace = c;
+  const double *in[] = {a.data(), b.data(), c.data()};
+  sum(in, 3, out.data(), n);
+  EXPECT_EQ(out, ref);
+  const double *in2[] = {a.data(), b.data(), inplace.data()};
+  sum(in2, 3, inplace.data(), n);
+  EXPECT_EQ(inplace, ref);
+}
+
 } // namespace
 } // namespace llamart::cpu

@@ -921,8 +921,8 @@ mlir::LogicalResult (::llama::emitCudaKernels)(ModuleOp module, raw_ostream &os,
   if (options.activations != "f32" && options.activations != "bf16")
     return module.emitError("CUDA activations must be f32 or bf16, got '")
            << options.activations << "'";
-  bool sharded = false;
-  module.walk([&](EmbeddingOp e) { sharded |= e.getVocabShard().has_value(); });
+  auto grid = module->getAttrOfType<DenseI64ArrayAttr>(kGridAttr);
+  bool sharded = grid && llvm::any_of(grid.asArrayRef(), [](int64_t d) { return d > 1; });
   if (sharded)
     return module.emitError("the CUDA target does not generate partitioned "
                             "programs yet (compile with --dp 1 --tp 1)");

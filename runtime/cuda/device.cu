@@ -28,10 +28,4 @@ std::optional<DeviceInfo> probe_device(std::string *why) {
   return info;
 }
 
-int64_t device_bytes_in_use() {
-  size_t free_bytes = 0, total_bytes = 0;
-  LLAMART_CUDA_CHECK(cudaMemGetInfo(&free_bytes, &total_bytes));
-  return static_cast<int64_t>(total_bytes - free_bytes);
-}
-
 } // namespace llamart::cuda

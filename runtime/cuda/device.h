@@ -21,7 +21,4 @@ struct DeviceInfo {
 // for this toolkit, no device visible).
 std::optional<DeviceInfo> probe_device(std::string *why = nullptr);
 
-// Device memory in use on the current device (cudaMemGetInfo: total - free).
-int64_t device_bytes_in_use();
-
 } // namespace llamart::cuda

@@ -23,6 +23,7 @@
 #include "llvm/Support/Format.h"
 
 #include <algorithm>
+#include <cassert>
 #include <cmath>
 #include <optional>
 
@@ -175,7 +176,8 @@ public:
                            op.getName().stripDialect().str();
         if (failed(emitOp(op, name)))
           return failure();
-        launcherOf[&op] = name;
+        launcherOf[&op] = entries.size() - 1; // emitOp added exactly one
+        assert(entries.back().name == name);
       }
     }
     if (auto step = module.lookupSymbol<func::FuncOp>("train_step"))
@@ -732,10 +734,9 @@ private:
       for (auto [i, v] : llvm::enumerate(
                llvm::concat<Value>(op.getOperands(), op.getResults())))
         b << (i ? ", " : "") << "(void *)" << names.lookup(v);
-      b << "};\n    " << it->second << "(b, workspace, stream);\n  }\n";
-      for (const Entry &e : entries)
-        if (e.name == it->second)
-          workspace = std::max(workspace, e.workspace);
+      const Entry &entry = entries[it->second];
+      b << "};\n    " << entry.name << "(b, workspace, stream);\n  }\n";
+      workspace = std::max(workspace, entry.workspace);
     }
     auto arena = fn->getAttrOfType<IntegerAttr>("llama.arena_bytes");
     os << "struct LlamaCudaParam {\n  const char *name;\n  int64_t numel, offset;\n};\n"
@@ -911,7 +912,8 @@ private:
   raw_ostream &os;
   const ::llama::CudaEmitOptions &options;
   std::vector<Entry> entries;
-  DenseMap<Operation *, std::string> launcherOf;
+  DenseMap<Operation *, size_t> launcherOf; // op -> its entry
+
 };
 
 } // namespace

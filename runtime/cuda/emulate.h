@@ -1,28 +1,38 @@
 // Runs generated CUDA kernels on the CPU, for testing their logic where no
 // GPU exists (CI, and every machine without one). Compile the generated
-// source as C++ with -fopenmp -DLLAMA_CUDA_EMULATE: a launch runs the blocks
-// one after another, each block as an OpenMP team of blockDim threads, so
-// every thread executes the kernel's own code with its own threadIdx.
-//   __syncthreads()      -> an OpenMP barrier of the team
-//   __shared__           -> `static` (one instance, shared by the team; blocks
-//                           run one at a time so one instance suffices)
-//   __shfl_xor_sync      -> an exchange through a shared buffer between two
-//                           barriers of the calling warp (every lane of the
-//                           warp must call it, as full-mask shuffles require)
+// source as C++ with -DLLAMA_CUDA_EMULATE: a launch runs the blocks one
+// after another, and the threads of a block as fibers (ucontext) on the
+// calling thread, so every thread executes the kernel's own code with its
+// own threadIdx and stack. A fiber runs until it reaches a barrier:
+//   __syncthreads()      -> waits until every live thread of the block is there
+//   __shfl_xor_sync,     -> an exchange through a buffer between two barriers
+//   __ballot_sync           of the calling warp only (every lane of the warp
+//                           must call it, as full-mask shuffles require), so
+//                           warps may take different paths (a causal
+//                           attention row loops over as many keys as its
+//                           position)
+//   __shared__           -> `static` (one instance; blocks run one at a time)
 //   __nv_bfloat16        -> a 16-bit struct with round-to-nearest-even
-// What this cannot show: performance, memory-model races that barriers do
-// not order, and the exact results of CUDA's math library (expf, sincos);
+// Between barriers the threads run highest index first, so a thread that
+// reads what a lower thread writes (lane 0's partial sums) without the
+// barrier in between reads it stale and the tests see it. A barrier that
+// can never complete (some lanes of a warp at __syncthreads, others at a
+// shuffle) throws instead of hanging.
+// What this cannot show: performance, memory-model races beyond missing
+// barriers, and the exact results of CUDA's math library (expf, sincos);
 // tolerances cover the last.
 #pragma once
 
-#include <omp.h>
-#include <pthread.h>
+#include <ucontext.h>
 
 #include <cmath>
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
+#include <memory>
 #include <stdexcept>
 #include <string>
+#include <vector>
 
 struct dim3 {
   unsigned x = 1, y = 1, z = 1;
@@ -32,7 +42,7 @@ using cudaStream_t = void *;
 enum cudaError_t { cudaSuccess = 0 };
 
 inline thread_local dim3 threadIdx, blockIdx;
-inline dim3 blockDim, gridDim;
+inline thread_local dim3 blockDim, gridDim;
 
 #define __global__
 #define __device__
@@ -42,17 +52,137 @@ inline dim3 blockDim, gridDim;
 #define __constant__
 #define __launch_bounds__(n)
 
-inline void __syncthreads() {
-#pragma omp barrier
+namespace llama_emu {
+
+enum class State { Ready, AtBlockBarrier, AtWarpBarrier, Done };
+
+struct Fiber {
+  ucontext_t context;
+  State state = State::Ready;
+};
+
+// The block being run on this thread.
+struct Block {
+  static constexpr size_t kStackBytes = size_t(128) << 10;
+  std::vector<Fiber> fibers;
+  // kStackBytes per fiber, for the largest block (1024 threads), left
+  // uninitialized: the OS commits only the pages a fiber touches.
+  std::unique_ptr<char[]> stacks{new char[1024 * kStackBytes]};
+  ucontext_t scheduler;
+  unsigned current = 0;
+  void (*body)(void *) = nullptr;
+  void *arg = nullptr;
+};
+inline thread_local Block *running = nullptr;
+
+inline void fiber_main() {
+  Block &b = *running;
+  b.body(b.arg);
+  b.fibers[b.current].state = State::Done;
+  // Returning resumes uc_link: the scheduler.
 }
 
-namespace llama_emu {
-// One barrier per warp of the running block: a shuffle synchronizes its own
-// warp only, as on the GPU, so warps may take different paths (a causal
-// attention row loops over as many keys as its position).
-inline pthread_barrier_t warp_barrier[32];
-inline void warp_sync() { pthread_barrier_wait(&warp_barrier[threadIdx.x / 32]); }
+inline void wait(State at) {
+  if (!running)
+    throw std::runtime_error("emulate: a barrier outside a kernel launch");
+  Block &b = *running;
+  b.fibers[b.current].state = at;
+  swapcontext(&b.fibers[b.current].context, &b.scheduler);
+}
+inline void warp_sync() { wait(State::AtWarpBarrier); }
+
+// Runs every thread of one block to completion.
+inline void run_block(Block &b, unsigned threads) {
+  b.fibers.assign(threads, Fiber());
+  for (unsigned t = 0; t < threads; ++t) {
+    ucontext_t &c = b.fibers[t].context;
+    getcontext(&c);
+    c.uc_stack.ss_sp = b.stacks.get() + t * Block::kStackBytes;
+    c.uc_stack.ss_size = Block::kStackBytes;
+    c.uc_link = &b.scheduler;
+    makecontext(&c, fiber_main, 0);
+  }
+  for (;;) {
+    bool ran = false;
+    for (unsigned t = threads; t-- > 0;) {
+      if (b.fibers[t].state != State::Ready)
+        continue;
+      b.current = t;
+      threadIdx = dim3(t);
+      swapcontext(&b.scheduler, &b.fibers[t].context);
+      ran = true;
+    }
+    // Release the barriers that every live participant has reached.
+    bool live = false, released = false, all_at_block = true;
+    for (unsigned w = 0; w < threads / 32; ++w) {
+      bool warp_live = false, all_at_warp = true;
+      for (unsigned l = 32 * w; l < 32 * w + 32; ++l) {
+        const State s = b.fibers[l].state;
+        if (s == State::Done)
+          continue;
+        warp_live = live = true;
+        all_at_warp &= s == State::AtWarpBarrier;
+        all_at_block &= s == State::AtBlockBarrier;
+      }
+      if (warp_live && all_at_warp) {
+        for (unsigned l = 32 * w; l < 32 * w + 32; ++l)
+          if (b.fibers[l].state == State::AtWarpBarrier)
+            b.fibers[l].state = State::Ready;
+        released = true;
+      }
+    }
+    if (!live)
+      return;
+    if (all_at_block) {
+      for (Fiber &f : b.fibers)
+        if (f.state == State::AtBlockBarrier)
+          f.state = State::Ready;
+      released = true;
+    }
+    if (!ran && !released)
+      throw std::runtime_error("emulate: block (" + std::to_string(blockIdx.x) + ", " +
+                               std::to_string(blockIdx.y) + ", " +
+                               std::to_string(blockIdx.z) +
+                               ") cannot complete a barrier: its threads wait at "
+                               "different ones (divergent __syncthreads or shuffle)");
+  }
+}
+
+// Runs `body` (the kernel call) for every block of `grid` with `block`
+// threads each.
+template <typename F> void launch(dim3 grid, dim3 block, F body) {
+  if (block.y != 1 || block.z != 1 || block.x > 1024 || block.x == 0)
+    throw std::runtime_error("emulate: blocks are 1-D with 1..1024 threads, got " +
+                             std::to_string(block.x) + "x" + std::to_string(block.y) +
+                             "x" + std::to_string(block.z));
+  if (block.x % 32 != 0)
+    throw std::runtime_error("emulate: blocks are whole warps, got " +
+                             std::to_string(block.x) + " threads");
+  static thread_local Block b;
+  if (running)
+    throw std::runtime_error("emulate: a launch inside a kernel");
+  gridDim = grid;
+  blockDim = block;
+  b.body = [](void *f) { (*static_cast<F *>(f))(); };
+  b.arg = &body;
+  running = &b;
+  try {
+    for (unsigned bz = 0; bz < grid.z; ++bz)
+      for (unsigned by = 0; by < grid.y; ++by)
+        for (unsigned bx = 0; bx < grid.x; ++bx) {
+          blockIdx = dim3(bx, by, bz);
+          run_block(b, block.x);
+        }
+  } catch (...) {
+    running = nullptr;
+    throw;
+  }
+  running = nullptr;
+}
+
 } // namespace llama_emu
+
+inline void __syncthreads() { llama_emu::wait(llama_emu::State::AtBlockBarrier); }
 
 template <typename T> T __shfl_xor_sync(unsigned, T value, int lane_mask, int = 32) {
   static T exchange[1024];
@@ -108,45 +238,40 @@ inline void sincos(double x, double *s, double *c) {
   *c = std::cos(x);
 }
 
-namespace llama_emu {
-// Runs `body` (the kernel call) for every block of `grid` with `block`
-// threads each.
-template <typename F> void launch(dim3 grid, dim3 block, F body) {
-  if (block.y != 1 || block.z != 1 || block.x > 1024 || block.x == 0)
-    throw std::runtime_error("emulate: blocks are 1-D with 1..1024 threads, got " +
-                             std::to_string(block.x) + "x" + std::to_string(block.y) +
-                             "x" + std::to_string(block.z));
-  if (block.x % 32 != 0)
-    throw std::runtime_error("emulate: blocks are whole warps, got " +
-                             std::to_string(block.x) + " threads");
-  omp_set_dynamic(0);
-  gridDim = grid;
-  blockDim = block;
-  for (unsigned w = 0; w < block.x / 32; ++w)
-    pthread_barrier_init(&warp_barrier[w], nullptr, 32);
-  for (unsigned bz = 0; bz < grid.z; ++bz)
-    for (unsigned by = 0; by < grid.y; ++by)
-      for (unsigned bx = 0; bx < grid.x; ++bx) {
-        bool short_team = false;
-#pragma omp parallel num_threads(block.x)
-        {
-          if (omp_get_num_threads() != int(block.x)) {
-#pragma omp atomic write
-            short_team = true;
-          } else {
-            threadIdx = dim3(unsigned(omp_get_thread_num()));
-            blockIdx = dim3(bx, by, bz);
-            body();
-          }
-        }
-        if (short_team)
-          throw std::runtime_error("emulate: OpenMP gave fewer than " +
-                                   std::to_string(block.x) + " threads");
-      }
-  for (unsigned w = 0; w < block.x / 32; ++w)
-    pthread_barrier_destroy(&warp_barrier[w]);
+
+// The runtime API calls of runtime/cuda/session.inl: device memory is host
+// memory and every call completes before it returns.
+enum cudaMemcpyKind {
+  cudaMemcpyHostToHost = 0,
+  cudaMemcpyHostToDevice = 1,
+  cudaMemcpyDeviceToHost = 2,
+  cudaMemcpyDeviceToDevice = 3
+};
+inline cudaError_t cudaMalloc(void **p, size_t bytes) {
+  *p = std::aligned_alloc(256, (bytes + 255) / 256 * 256);
+  if (!*p)
+    throw std::runtime_error("emulate: cudaMalloc of " + std::to_string(bytes) +
+                             " bytes failed");
+  return cudaSuccess;
 }
-} // namespace llama_emu
+inline cudaError_t cudaFree(void *p) {
+  std::free(p);
+  return cudaSuccess;
+}
+inline cudaError_t cudaMemset(void *p, int value, size_t bytes) {
+  std::memset(p, value, bytes);
+  return cudaSuccess;
+}
+inline cudaError_t cudaMemcpy(void *dst, const void *src, size_t bytes, cudaMemcpyKind) {
+  std::memcpy(dst, src, bytes);
+  return cudaSuccess;
+}
+inline cudaError_t cudaMemcpyAsync(void *dst, const void *src, size_t bytes,
+                                   cudaMemcpyKind, cudaStream_t) {
+  std::memcpy(dst, src, bytes);
+  return cudaSuccess;
+}
+inline cudaError_t cudaStreamSynchronize(cudaStream_t) { return cudaSuccess; }
 
 #define LLAMA_LAUNCH(kernel, grid, block, stream, ...)                          \
   ::llama_emu::launch((grid), (block), [&] { kernel(__VA_ARGS__); })

@@ -47,7 +47,7 @@ cl::opt<int64_t> vocabSize("vocab-size",
 cl::opt<bool> listPresets("list-presets", cl::desc("print the presets and exit"),
                           cl::cat(category));
 cl::opt<std::string> target("target",
-                            cl::desc("cpu | cuda (cuda: --emit kernels only so far)"),
+                            cl::desc("cpu | cuda (a GPU training binary, or --emit kernels)"),
                             cl::init("cpu"), cl::cat(category));
 cl::opt<std::string> cudaActivations(
     "cuda-activations", cl::desc("storage type of CUDA activations: bf16 | f32"),
@@ -107,10 +107,17 @@ cl::opt<bool> printParams("print-params", cl::desc("print 'params: N'"),
                           cl::cat(category));
 cl::opt<std::string> outputFile("o", cl::desc("output file (executable unless --emit)"),
                                 cl::value_desc("OUT"), cl::init(""), cl::cat(category));
-cl::opt<bool> keepSource("keep-source", cl::desc("also write OUT.cpp when building"),
+cl::opt<bool> keepSource("keep-source", cl::desc("also write OUT.cpp (and OUT.cu for --target cuda) when building"),
                          cl::cat(category));
 cl::opt<std::string> cxx("cxx", cl::desc("C++ compiler (default $CXX or c++)"),
                          cl::init(""), cl::cat(category));
+cl::opt<bool> cudaEmulate(
+    "cuda-emulate",
+    cl::desc("--target cuda: build the binary with the generated kernels run on "
+             "the CPU (runtime/cuda/emulate.h; slow, for testing without a GPU)"),
+    cl::cat(category));
+cl::opt<std::string> nvccPath("nvcc", cl::desc("CUDA compiler (default: the one found at build time)"),
+                              cl::init(""), cl::cat(category));
 
 int fail(const llvm::Twine &msg) {
   llvm::errs() << "llama-compile: " << msg << "\n";
@@ -129,16 +136,51 @@ bool writeFile(StringRef path, StringRef text) {
   return true;
 }
 
-/// Compiles the emitted source and links libllamart into an executable.
-int buildExecutable(StringRef source, StringRef out) {
-  SmallString<128> srcPath;
-  if (keepSource) {
-    srcPath = out;
-    srcPath += ".cpp";
-  } else if (auto ec = llvm::sys::fs::createTemporaryFile("llama-program", "cpp", srcPath)) {
-    return fail("cannot create a temporary file: " + ec.message());
+/// Runs a build command; a failure names the tool and its exit status.
+int runTool(const std::string &tool, std::vector<std::string> args, const llvm::Twine &what) {
+  auto found = llvm::sys::findProgramByName(tool);
+  if (!found)
+    return fail("'" + tool + "' not found (building " + what + ")");
+  args.insert(args.begin(), *found);
+  std::vector<StringRef> argRefs(args.begin(), args.end());
+  std::string errMsg;
+  int rc = llvm::sys::ExecuteAndWait(*found, argRefs, std::nullopt, {}, 0, 0, &errMsg);
+  if (rc != 0)
+    return fail("building " + what + " failed (" + tool + " exited with " +
+                std::to_string(rc) + (errMsg.empty() ? "" : ": " + errMsg) + ")");
+  return 0;
+}
+
+/// A source file of the build: OUT<suffix> with --keep-source, else a
+/// temporary file removed when the build ends.
+struct BuildFile {
+  SmallString<128> path;
+  bool temporary = false;
+  ~BuildFile() {
+    if (temporary && !path.empty())
+      llvm::sys::fs::remove(path);
   }
-  if (!writeFile(srcPath, source))
+};
+int makeBuildFile(BuildFile &f, StringRef out, StringRef suffix, bool keep) {
+  if (keep) {
+    f.path = out;
+    f.path += suffix;
+    return 0;
+  }
+  if (auto ec = llvm::sys::fs::createTemporaryFile("llama-program", suffix.drop_front(),
+                                                   f.path))
+    return fail("cannot create a temporary file: " + ec.message());
+  f.temporary = true;
+  return 0;
+}
+
+/// Compiles the emitted source and links libllamart into an executable.
+/// With `cudaSource`, a --target cuda binary: the CUDA source is compiled by
+/// nvcc for sm_90a (or as C++ under --cuda-emulate) and linked with the
+/// runtime's CUDA library, cuBLASLt and the CUDA runtime.
+int buildExecutable(StringRef source, StringRef out, StringRef cudaSource = "") {
+  BuildFile src, cu, obj;
+  if (makeBuildFile(src, out, ".cpp", keepSource) || !writeFile(src.path, source))
     return 1;
   std::string compiler = cxx;
   if (compiler.empty())
@@ -146,27 +188,50 @@ int buildExecutable(StringRef source, StringRef out) {
       compiler = env;
   if (compiler.empty())
     compiler = "c++";
-  auto found = llvm::sys::findProgramByName(compiler);
-  if (!found)
-    return fail("C++ compiler '" + compiler + "' not found (set --cxx or CXX)");
-  std::vector<std::string> args = {*found, "-std=c++17", "-O2", "-fopenmp",
-                                   "-I" LLAMA_RUNTIME_INCLUDE, srcPath.str().str(),
-                                   "-o", out.str(), LLAMA_RUNTIME_LIB};
+  std::vector<std::string> link = {"-std=c++17", "-O2", "-fopenmp",
+                                   "-I" LLAMA_RUNTIME_INCLUDE, src.path.str().str()};
+  if (!cudaSource.empty()) {
+    if (makeBuildFile(cu, out, ".cu", keepSource) || !writeFile(cu.path, cudaSource) ||
+        makeBuildFile(obj, out, ".cuda.o", false))
+      return 1;
+    if (cudaEmulate) {
+      if (int rc = runTool(compiler,
+                           {"-std=c++17", "-O2", "-fopenmp", "-x", "c++",
+                            "-DLLAMA_CUDA_EMULATE", "-I" LLAMA_RUNTIME_INCLUDE, "-c",
+                            cu.path.str().str(), "-o", obj.path.str().str()},
+                           out + " (emulated CUDA source)"))
+        return rc;
+    } else {
+      std::string nvcc = nvccPath.empty() ? std::string(LLAMA_NVCC) : nvccPath.getValue();
+      if (nvcc.empty() || StringRef(LLAMA_CUDA_RUNTIME_LIB).empty())
+        return fail("--target cuda: this llama-compile was built without CUDA "
+                    "(no nvcc at build time); --cuda-emulate builds a CPU-emulated binary");
+      if (int rc = runTool(nvcc,
+                           {"-std=c++17", "-O3", "-arch=sm_90a", "-Xcompiler", "-fPIC",
+                            "-I" LLAMA_RUNTIME_INCLUDE, "-c", cu.path.str().str(), "-o",
+                            obj.path.str().str()},
+                           out + " (CUDA source)"))
+        return rc;
+    }
+    link.push_back(obj.path.str().str());
+  }
+  link.insert(link.end(), {"-o", out.str(), LLAMA_RUNTIME_LIB});
+  if (!cudaSource.empty() && !cudaEmulate) {
+    link.push_back(LLAMA_CUDA_RUNTIME_LIB);
+    SmallVector<StringRef> libs;
+    StringRef(LLAMA_CUDA_LINK_LIBS).split(libs, ',', -1, /*KeepEmpty=*/false);
+    for (StringRef lib : libs)
+      link.push_back(lib.str());
+    link.push_back("-Wl,-rpath," LLAMA_CUDA_LIB_DIR);
+    link.insert(link.end(), {"-ldl", "-lrt", "-lpthread"});
+  }
   SmallVector<StringRef> libs;
   StringRef(LLAMA_RUNTIME_LINK_LIBS).split(libs, ',', -1, /*KeepEmpty=*/false);
   for (StringRef lib : libs)
-    args.push_back(lib.str());
+    link.push_back(lib.str());
   if (StringRef(LLAMA_RUNTIME_RPATH).size())
-    args.push_back("-Wl,-rpath," LLAMA_RUNTIME_RPATH);
-  std::vector<StringRef> argRefs(args.begin(), args.end());
-  std::string errMsg;
-  int rc = llvm::sys::ExecuteAndWait(*found, argRefs, std::nullopt, {}, 0, 0, &errMsg);
-  if (!keepSource)
-    llvm::sys::fs::remove(srcPath);
-  if (rc != 0)
-    return fail("building " + out + " failed (" + compiler + " exited with " +
-                std::to_string(rc) + (errMsg.empty() ? "" : ": " + errMsg) + ")");
-  return 0;
+    link.push_back("-Wl,-rpath," LLAMA_RUNTIME_RPATH);
+  return runTool(compiler, link, out);
 }
 
 /// The config of a --preset / --config model (none for MODEL.mlir).
@@ -372,9 +437,20 @@ int run(int argc, char **argv) {
   }
   if (target != "cpu" && target != "cuda")
     return fail("unknown --target '" + target + "' (expected cpu or cuda)");
-  if (target == "cuda" && emit != "kernels")
-    return fail("--target cuda: the GPU training binary is not built yet; "
-                "--emit kernels writes the generated CUDA kernels");
+  if (target == "cuda" && !emit.empty() && emit != "kernels" && emit != "mlir" &&
+      emit != "train-mlir" && emit != "hf-config")
+    return fail("--target cuda: --emit " + emit +
+                " is CPU source; --emit kernels writes the CUDA source");
+  if (cudaEmulate && target != "cuda")
+    return fail("--cuda-emulate needs --target cuda");
+  const bool cudaBinary = target == "cuda" && emit.empty() && !outputFile.empty();
+  if (cudaBinary) {
+    if (mode != "train")
+      return fail("--target cuda builds training binaries (--mode train) only so far");
+    if (dtype != "f32")
+      return fail("--target cuda: --dtype " + dtype + " is not available on the GPU "
+                  "(fp32 master weights; --cuda-activations picks bf16 or fp32 storage)");
+  }
   if (emit == "kernels" && target != "cuda")
     return fail("--emit kernels needs --target cuda");
   if (mode != "train" && mode != "generate")
@@ -506,10 +582,20 @@ int run(int argc, char **argv) {
     if (failed(::llama::emitCudaKernels(*module, os, cudaOptions)))
       return fail("CUDA emission failed (see the errors above)");
   } else if (emit == "source" || !outputFile.empty()) {
-    if (failed(::llama::emitCpuSource(*module, os)))
+    if (failed(::llama::emitCpuSource(*module, os, cudaBinary)))
       return fail("emission failed (see the errors above)");
   } else {
     return 0;
+  }
+  if (cudaBinary) {
+    std::string cudaText;
+    llvm::raw_string_ostream cos(cudaText);
+    ::llama::CudaEmitOptions cudaOptions;
+    cudaOptions.activations = cudaActivations;
+    cudaOptions.session = true;
+    if (failed(::llama::emitCudaKernels(*module, cos, cudaOptions)))
+      return fail("CUDA emission failed (see the errors above)");
+    return buildExecutable(text, outputFile, cudaText);
   }
   if (!emit.empty()) {
     if (outputFile.empty()) {

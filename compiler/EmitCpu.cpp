@@ -520,7 +520,7 @@ private:
 } // namespace
 
 namespace llama {
-LogicalResult emitCpuSource(ModuleOp module, raw_ostream &os) {
+LogicalResult emitCpuSource(ModuleOp module, raw_ostream &os, bool cudaDevice) {
   auto forward = module.lookupSymbol<func::FuncOp>("forward");
   auto step = module.lookupSymbol<func::FuncOp>("train_step");
   auto logits = module.lookupSymbol<func::FuncOp>("logits");
@@ -706,6 +706,10 @@ LogicalResult emitCpuSource(ModuleOp module, raw_ostream &os) {
   double initStd = 0.02;
   if (auto attr = module->getAttrOfType<FloatAttr>("llama.init_std"))
     initStd = attr.getValueAsDouble();
+  if (cudaDevice)
+    os << "} // namespace\n\n// Defined by the generated CUDA source (EmitCuda, session = true).\n"
+          "llamart::DeviceSession *llama_cuda_open_device(const llamart::ProgramInfo &);\n\n"
+          "namespace {\n";
   os << "const llamart::ProgramInfo kProgram = {\n"
      << "    llamart::kProgramAbiVersion,\n"
      << "    " << cString(model ? model.getValue() : "model") << ",\n"
@@ -733,6 +737,8 @@ LogicalResult emitCpuSource(ModuleOp module, raw_ostream &os) {
      << (prefill ? "prefill" : "nullptr") << ",\n"
      << "    /*decode_arena_bytes=*/" << (decode ? arenaBytes(decode) : 0) << ", "
      << (decode ? "decode" : "nullptr") << ",\n"
+     << "    /*target=*/" << (cudaDevice ? "\"cuda\", llama_cuda_open_device" : "\"cpu\", nullptr")
+     << ",\n"
      << "};\n"
      << "} // namespace\n\n"
      << "extern \"C\" const llamart::ProgramInfo *llamart_program() { return &kProgram; }\n";

@@ -10,7 +10,11 @@ namespace llama {
 /// went through buildTrainingPipeline (planned @train_step and @logits).
 /// The source defines `llamart_program()` (runtime/train/program.h) and
 /// calls runtime/cpu/kernels.h with constant shapes and arena offsets.
-/// Deterministic: the same module gives the same bytes.
-mlir::LogicalResult emitCpuSource(mlir::ModuleOp module, llvm::raw_ostream &os);
+/// Deterministic: the same module gives the same bytes. With `cudaDevice`
+/// the program trains on a GPU: its ProgramInfo names target "cuda" and
+/// `llama_cuda_open_device`, defined by the CUDA source that EmitCuda
+/// writes for the same module with `session` set.
+mlir::LogicalResult emitCpuSource(mlir::ModuleOp module, llvm::raw_ostream &os,
+                                  bool cudaDevice = false);
 
 } // namespace llama

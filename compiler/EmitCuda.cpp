@@ -122,28 +122,84 @@ __device__ __forceinline__ float block_max(float v) {
 )";
 
 // The GEMMs of the host step: cuBLASLt on the GPU, the CPU runtime's BLAS
-// matmul under emulation (fp32 storage only, for now).
+// matmul under emulation. fp32 storage: fp32 operands and products.
 const char *kGemmF32 = R"(#ifdef LLAMA_CUDA_EMULATE
 #include "runtime/cpu/kernels.h"
 namespace llamart::cuda { class LtGemm; }
-static void llama_gemm(llamart::cuda::LtGemm *, cudaStream_t, const float *a,
+inline void llama_gemm(llamart::cuda::LtGemm *, cudaStream_t, const float *a,
                        const float *b, float *c, int64_t batch, int64_t m,
                        int64_t n, int64_t k, bool ta, bool tb, bool shared) {
   llamart::cpu::matmul<float>(a, b, c, batch, m, n, k, ta, tb, shared);
 }
-static void llama_copy(void *dst, const void *src, size_t bytes, cudaStream_t) {
+inline void llama_copy(void *dst, const void *src, size_t bytes, cudaStream_t) {
   std::memcpy(dst, src, bytes);
 }
 #else
 #include "runtime/cuda/check.h"
 #include "runtime/cuda/lt_gemm.h"
-static void llama_gemm(llamart::cuda::LtGemm *g, cudaStream_t s, const float *a,
+inline void llama_gemm(llamart::cuda::LtGemm *g, cudaStream_t s, const float *a,
                        const float *b, float *c, int64_t batch, int64_t m,
                        int64_t n, int64_t k, bool ta, bool tb, bool shared) {
   g->matmul(s, a, b, c, llamart::cuda::OutType::F32, batch, m, n, k, ta, tb,
             shared, false, llamart::cuda::InType::F32);
 }
-static void llama_copy(void *dst, const void *src, size_t bytes, cudaStream_t s) {
+inline void llama_copy(void *dst, const void *src, size_t bytes, cudaStream_t s) {
+  LLAMART_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, s));
+}
+#endif
+
+)";
+
+// bf16 storage: bf16 operands, fp32 accumulation, a bf16 product or an fp32
+// one (weight gradients), chosen by the type of C. Under emulation the
+// operands are widened to fp32 (exactly) and the product rounded once.
+const char *kGemmBF16 = R"(#ifdef LLAMA_CUDA_EMULATE
+#include "runtime/cpu/kernels.h"
+#include <vector>
+namespace llamart::cuda { class LtGemm; }
+inline void llama_widen(const __nv_bfloat16 *x, std::vector<float> &out, int64_t n) {
+  out.resize(size_t(n));
+  for (int64_t i = 0; i < n; ++i)
+    out[size_t(i)] = __bfloat162float(x[i]);
+}
+inline void llama_store(float *c, const std::vector<float> &v) {
+  std::memcpy(c, v.data(), v.size() * sizeof(float));
+}
+inline void llama_store(__nv_bfloat16 *c, const std::vector<float> &v) {
+  for (size_t i = 0; i < v.size(); ++i)
+    c[i] = __float2bfloat16(v[i]);
+}
+template <typename C>
+void llama_gemm(llamart::cuda::LtGemm *, cudaStream_t, const __nv_bfloat16 *a,
+                const __nv_bfloat16 *b, C *c, int64_t batch, int64_t m, int64_t n,
+                int64_t k, bool ta, bool tb, bool shared) {
+  std::vector<float> a32, b32, c32(size_t(batch * m * n));
+  llama_widen(a, a32, batch * m * k);
+  llama_widen(b, b32, (shared ? 1 : batch) * k * n);
+  llamart::cpu::matmul<float>(a32.data(), b32.data(), c32.data(), batch, m, n, k, ta,
+                              tb, shared);
+  llama_store(c, c32);
+}
+inline void llama_copy(void *dst, const void *src, size_t bytes, cudaStream_t) {
+  std::memcpy(dst, src, bytes);
+}
+#else
+#include "runtime/cuda/check.h"
+#include "runtime/cuda/lt_gemm.h"
+inline llamart::cuda::OutType llama_out_type(const float *) {
+  return llamart::cuda::OutType::F32;
+}
+inline llamart::cuda::OutType llama_out_type(const __nv_bfloat16 *) {
+  return llamart::cuda::OutType::BF16;
+}
+template <typename C>
+void llama_gemm(llamart::cuda::LtGemm *g, cudaStream_t s, const __nv_bfloat16 *a,
+                const __nv_bfloat16 *b, C *c, int64_t batch, int64_t m, int64_t n,
+                int64_t k, bool ta, bool tb, bool shared) {
+  g->matmul(s, a, b, c, llama_out_type(c), batch, m, n, k, ta, tb, shared, false,
+            llamart::cuda::InType::BF16);
+}
+inline void llama_copy(void *dst, const void *src, size_t bytes, cudaStream_t s) {
   LLAMART_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, s));
 }
 #endif
@@ -160,8 +216,10 @@ public:
        << kPrelude;
     os << "typedef " << (options.activations == "bf16" ? "__nv_bfloat16" : "float")
        << " act_t;\n\n";
-    if (options.activations == "f32")
-      os << kGemmF32;
+    os << (options.activations == "f32" ? kGemmF32 : kGemmBF16);
+    if (auto step = module.lookupSymbol<func::FuncOp>("train_step"))
+      if (failed(assignPrecision(step)))
+        return failure();
     for (auto fn : module.getOps<func::FuncOp>()) {
       if (fn.isExternal())
         continue;
@@ -180,9 +238,16 @@ public:
         assert(entries.back().name == name);
       }
     }
-    if (auto step = module.lookupSymbol<func::FuncOp>("train_step"))
-      if (failed(emitTrainStep(step)))
+    auto step = module.lookupSymbol<func::FuncOp>("train_step");
+    if (step && failed(emitHostFunction(step, /*train=*/true)))
+      return failure();
+    auto forward = module.lookupSymbol<func::FuncOp>("forward");
+    if (options.session) {
+      if (!step || !forward)
+        return module.emitError("a CUDA training binary needs @train_step and @forward");
+      if (failed(emitHostFunction(forward, /*train=*/false)))
         return failure();
+    }
     os << "struct LlamaCudaOp {\n  const char *name, *op, *types, *shapes, *attrs;\n"
           "  void (*launch)(void *const *, void *, cudaStream_t);\n"
           "  size_t workspace_bytes;\n};\n\n"
@@ -193,6 +258,18 @@ public:
          << "},\n";
     os << "};\nextern \"C\" const size_t llama_cuda_op_count = " << entries.size()
        << ";\n";
+    if (options.session)
+      os << "\n// The device session of the training binary (runtime/cuda/session.inl).\n"
+         << "#include \"runtime/cuda/session.inl\"\n\n"
+         << "llamart::DeviceSession *llama_cuda_open_device(const llamart::ProgramInfo "
+            "&program) {\n"
+         << "  llamart::cuda::StepProgram s;\n"
+         << "  s.train_step = llama_cuda_train_step;\n"
+         << "  s.eval_loss = llama_cuda_eval_loss;\n"
+         << "  s.train_arena_bytes = " << arenaBytes(step) << ";\n"
+         << "  s.eval_arena_bytes = " << arenaBytes(forward) << ";\n"
+         << "  s.workspace_bytes = " << std::max<int64_t>(maxWorkspace, 4) << ";\n"
+         << "  return new llamart::cuda::CudaSession(program, s);\n}\n";
     return success();
   }
 
@@ -203,24 +280,67 @@ private:
   };
 
   /// One char per buffer (operands, then results): 'i' for integer tensors,
-  /// 'f' where `fp32` says so, 'a' (activation type) otherwise.
-  static std::string types(Operation &op, ArrayRef<bool> fp32) {
+  /// 'f' where `fp32` says so or the value is kept in fp32 (fp32Values),
+  /// 'a' (activation type) otherwise.
+  std::string types(Operation &op, ArrayRef<bool> fp32) const {
     std::string t;
     size_t i = 0;
     for (Value v : llvm::concat<Value>(op.getOperands(), op.getResults())) {
       bool isInt = isa<IntegerType>(ranked(v).getElementType());
-      t += isInt ? 'i' : (i < fp32.size() && fp32[i] ? 'f' : 'a');
+      t += isInt ? 'i'
+                 : ((i < fp32.size() && fp32[i]) || fp32Values.contains(v) ? 'f' : 'a');
       ++i;
     }
     return t;
   }
 
+  static const char *typeName(char t) {
+    return t == 'i' ? "int32_t" : t == 'f' ? "float" : "act_t";
+  }
+
   /// `T *NAME = static_cast<T *>(b[i]);` for each buffer.
   void unpack(StringRef types) {
     for (size_t i = 0; i < types.size(); ++i) {
-      const char *t = types[i] == 'i' ? "int32_t" : types[i] == 'f' ? "float" : "act_t";
+      const char *t = typeName(types[i]);
       os << "  " << t << " *b" << i << " = static_cast<" << t << " *>(b[" << i << "]);\n";
     }
+  }
+
+  /// Mixed precision (bf16 storage): the values of @train_step kept in
+  /// fp32 are the parameter gradients it returns and, through the adds,
+  /// sums and views that assemble them, their partial sums; so weight
+  /// gradients are produced (by cuBLASLt or a kernel) and summed in fp32 and
+  /// never rounded to bf16. Activations, their gradients and the bf16
+  /// copies of the weights stay bf16; statistics (rstd, logsumexp, the loss)
+  /// are fp32 by kind. Only ops that can store fp32 may produce such a
+  /// value; anything else is an error, not a silent rounding.
+  LogicalResult assignPrecision(func::FuncOp fn) {
+    if (options.activations == "f32")
+      return success(); // everything is fp32 already
+    SmallVector<Value> work;
+    fn.walk([&](func::ReturnOp ret) {
+      for (auto [i, v] : llvm::enumerate(ret.getOperands()))
+        if (i > 0)
+          work.push_back(v);
+    });
+    while (!work.empty()) {
+      Value v = work.pop_back_val();
+      if (!isa<FloatType>(ranked(v).getElementType()) || !fp32Values.insert(v).second)
+        continue;
+      Operation *def = v.getDefiningOp();
+      if (!def)
+        continue; // a parameter returned as its own gradient cannot happen
+      if (isa<AddOp, SumOp>(def))
+        llvm::append_range(work, def->getOperands());
+      else if (isViewOp(def))
+        work.push_back(def->getOperand(0));
+      else if (!isa<MatmulOp, EmbeddingGradOp, FillOp, RMSNormGradRstdOp>(def))
+        return def->emitOpError("produces a parameter gradient, which bf16 "
+                                "programs keep in fp32, and has no fp32 output yet");
+      else if (isa<RMSNormGradRstdOp>(def) && v != def->getResult(1))
+        return def->emitOpError("its input gradient cannot be a parameter gradient");
+    }
+    return success();
   }
 
   void beginLauncher(const std::string &name) {
@@ -535,9 +655,9 @@ private:
     os << "__global__ void __launch_bounds__(" << kElementwiseThreads << ") " << name
        << "_k(";
     for (unsigned i = 0; i < nIn; ++i)
-      os << "const act_t *in" << i << ", ";
+      os << "const " << typeName(t[i]) << " *in" << i << ", ";
     for (unsigned i = 0; i < nOut; ++i)
-      os << (i ? ", " : "") << "act_t *out" << i;
+      os << (i ? ", " : "") << typeName(t[nIn + i]) << " *out" << i;
     os << ") {\n  const int64_t i = int64_t(blockIdx.x) * " << kElementwiseThreads
        << " + threadIdx.x;\n  if (i >= " << n << ")\n    return;\n";
     // Outputs may alias inputs (adds in place): every input is loaded first.
@@ -573,7 +693,7 @@ private:
     int64_t n = numel(f.getResult());
     bool scalar = ranked(f.getResult()).getRank() == 0;
     std::string t = types(*f, {scalar});
-    const char *type = scalar ? "float" : "act_t";
+    const char *type = typeName(t[0]);
     os << "__global__ void __launch_bounds__(" << kElementwiseThreads << ") " << name
        << "_k(" << type << " *out) {\n  const int64_t i = int64_t(blockIdx.x) * "
        << kElementwiseThreads << " + threadIdx.x;\n  if (i < " << n
@@ -622,7 +742,7 @@ private:
     std::string t = types(*e, {});
     os << "__global__ void __launch_bounds__(" << 32 * kAttnWarps << ") " << name
        << "_k(const act_t *__restrict__ dout, const int32_t *__restrict__ ids, "
-          "act_t *__restrict__ dtable) {\n"
+       << typeName(t[2]) << " *__restrict__ dtable) {\n"
        << "  const int lane = threadIdx.x & 31;\n"
        << "  const int64_t v = int64_t(blockIdx.x) * " << kAttnWarps
        << " + (threadIdx.x >> 5);\n"
@@ -652,16 +772,18 @@ private:
     add(*e, name, t, 0);
   }
 
-  /// The host side of @train_step: every op in program order on one
-  /// stream, buffers at the memory plan's offsets in one arena, parameter
-  /// gradients written into the gradient buffer (llama.output) or copied
-  /// there, the loss copied to `loss`. Nothing is allocated and nothing
-  /// synchronizes, so the whole call can be captured in a CUDA Graph.
-  LogicalResult emitTrainStep(func::FuncOp fn) {
-    if (options.activations != "f32") {
-      os << "// The host step is generated for --cuda-activations f32 only so far.\n\n";
-      return success();
-    }
+  static int64_t arenaBytes(func::FuncOp fn) {
+    auto arena = fn->getAttrOfType<IntegerAttr>("llama.arena_bytes");
+    return arena ? arena.getInt() : 0;
+  }
+
+  /// The host side of @train_step (train) or @forward (its loss alone):
+  /// every op in program order on one stream, buffers at the memory plan's
+  /// offsets in one arena, parameter gradients written into the gradient
+  /// buffer (llama.output) or copied there, the loss copied to `loss`.
+  /// Nothing is allocated and nothing synchronizes, so the whole call can be
+  /// captured in a CUDA Graph.
+  LogicalResult emitHostFunction(func::FuncOp fn, bool train) {
     DenseMap<Value, std::string> names;
     struct Param {
       std::string name;
@@ -685,13 +807,15 @@ private:
       offset += numel(arg);
     }
     if (!tokens || !targets)
-      return fn.emitError("@train_step needs token and target inputs");
+      return fn.emitError("needs token and target inputs");
     std::string body;
     llvm::raw_string_ostream b(body);
     int64_t workspace = 0;
     for (Operation &op : fn.getBody().front()) {
       if (auto ret = dyn_cast<func::ReturnOp>(op)) {
         for (auto [i, v] : llvm::enumerate(ret.getOperands())) {
+          if (!train && i > 0)
+            break; // @forward: the loss alone
           Operation *def = v.getDefiningOp();
           auto outs = def ? def->getAttrOfType<DenseI64ArrayAttr>("llama.output")
                           : DenseI64ArrayAttr();
@@ -699,6 +823,9 @@ private:
             continue;
           std::string dst = i == 0 ? std::string("loss")
                                    : "(G + " + std::to_string(params[i - 1].offset) + ")";
+          if (storage.lookup(v) != 'f')
+            return ret.emitOpError("result #")
+                   << i << " (the loss or a gradient) is not stored in fp32";
           b << "  llama_copy(" << dst << ", " << names.lookup(v) << ", "
             << numel(v) * 4 << ", stream);\n";
         }
@@ -706,16 +833,28 @@ private:
       }
       if (isViewOp(&op)) {
         names[op.getResult(0)] = names.lookup(op.getOperand(0));
+        storage[op.getResult(0)] = storage.lookup(op.getOperand(0));
         continue;
       }
       auto offsets = op.getAttrOfType<DenseI64ArrayAttr>("llama.offset");
       auto outputs = op.getAttrOfType<DenseI64ArrayAttr>("llama.output");
       if (!offsets)
         return op.emitOpError("has no memory plan (run llama-plan-memory)");
+      auto launcher = launcherOf.find(&op);
       for (auto [i, r] : llvm::enumerate(op.getResults())) {
+        // The storage type: the launcher's for its results; a GEMM's C is
+        // fp32 when it is kept in fp32 (a weight gradient).
+        char type = launcher != launcherOf.end()
+                        ? entries[launcher->second].types[op.getNumOperands() + i]
+                        : (fp32Values.contains(r) ? 'f' : 'a');
+        if (type == 'a' && options.activations == "f32")
+          type = 'f'; // fp32 storage: every float buffer is fp32
+        storage[r] = type;
         int64_t out = outputs ? outputs[i] : -1;
+        if (out >= 1 && type != 'f')
+          return op.emitOpError("writes a parameter gradient that is not stored in fp32");
         names[r] = out >= 1 ? "(G + " + std::to_string(params[out - 1].offset) + ")"
-                            : "reinterpret_cast<float *>(A + " +
+                            : "reinterpret_cast<" + hostType(type) + " *>(A + " +
                                   std::to_string(offsets[i]) + ")";
       }
       if (auto m = dyn_cast<MatmulOp>(op)) {
@@ -738,7 +877,17 @@ private:
       b << "};\n    " << entry.name << "(b, workspace, stream);\n  }\n";
       workspace = std::max(workspace, entry.workspace);
     }
-    auto arena = fn->getAttrOfType<IntegerAttr>("llama.arena_bytes");
+    maxWorkspace = std::max(maxWorkspace, workspace);
+    if (!train) {
+      os << "// The loss of one batch, forward only (@forward), on the device.\n"
+         << "extern \"C\" void llama_cuda_eval_loss(const " << hostType('a')
+         << " *P, const int32_t "
+            "*tokens, const int32_t *targets, void *arena, void *workspace, float "
+            "*loss, llamart::cuda::LtGemm *gemm, cudaStream_t stream) {\n"
+         << "  char *A = static_cast<char *>(arena);\n  (void)A;\n"
+         << body << "}\n\n";
+      return success();
+    }
     os << "struct LlamaCudaParam {\n  const char *name;\n  int64_t numel, offset;\n};\n"
        << "extern \"C\" const LlamaCudaParam llama_cuda_params[] = {\n";
     for (const Param &p : params)
@@ -748,11 +897,13 @@ private:
        << ";\nextern \"C\" const int64_t llama_cuda_batch = " << tok[0]
        << ", llama_cuda_seq_len = " << tok[1]
        << ";\nextern \"C\" const size_t llama_cuda_arena_bytes = "
-       << (arena ? arena.getInt() : 0)
+       << arenaBytes(fn)
        << ", llama_cuda_workspace_bytes = " << std::max<int64_t>(workspace, 4) << ";\n\n"
        << "// One training step: loss and every parameter gradient (fp32) for\n"
-       << "// the parameters P and one batch, all pointers on the device.\n"
-       << "extern \"C\" void llama_cuda_train_step(const float *P, float *G, const "
+       << "// the parameters P (in the storage type) and one batch, all pointers\n"
+       << "// on the device.\n"
+       << "extern \"C\" void llama_cuda_train_step(const " << hostType('a')
+       << " *P, float *G, const "
           "int32_t *tokens, const int32_t *targets, void *arena, void *workspace, "
           "float *loss, llamart::cuda::LtGemm *gemm, cudaStream_t stream) {\n"
        << "  char *A = static_cast<char *>(arena);\n  (void)A;\n"
@@ -913,6 +1064,16 @@ private:
   const ::llama::CudaEmitOptions &options;
   std::vector<Entry> entries;
   DenseMap<Operation *, size_t> launcherOf; // op -> its entry
+  int64_t maxWorkspace = 0; // over the host functions emitted
+  DenseSet<Value> fp32Values; // bf16 storage: what stays fp32 (assignPrecision)
+  DenseMap<Value, char> storage; // host functions: each result's buffer type
+
+  /// A buffer type as the host functions spell it.
+  std::string hostType(char t) const {
+    if (t == 'i')
+      return "int32_t";
+    return t == 'f' || options.activations == "f32" ? "float" : "act_t";
+  }
 
 };
 

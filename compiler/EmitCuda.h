@@ -13,6 +13,10 @@ struct CudaEmitOptions {
   /// "bf16". Statistics (rstd, loss) and norm-weight gradients stay fp32;
   /// arithmetic is fp32 throughout.
   std::string activations = "bf16";
+  /// Also emit @forward's host function and `llama_cuda_open_device`, the
+  /// device session of a training binary (runtime/cuda/session.inl), for
+  /// linking with the CPU source emitted with `cudaDevice` set.
+  bool session = false;
 };
 
 /// CUDA C++ for the memory-bound ops of every function of a fused program

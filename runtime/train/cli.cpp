@@ -73,7 +73,9 @@ const char *kVerifyUsage =
   runs one train_step on the weights (every param by HF name) and
   input_ids [batch, seq_len + 1] (int32/int64), writes "loss" and all gradients;
   a partitioned binary runs on its grid (llama-run -n RANKS) with the full
-  weights and the global batch and writes the full gradients from rank 0
+  weights and the global batch and writes the full gradients from rank 0;
+  a --target cuda binary runs the step on the GPU
+  --cpu                   run the program's CPU step instead of its device step
 )";
 
 const char *kGenerateUsage = R"(usage: %s generate --checkpoint P --tokenizer M --prompt TEXT [options]
@@ -199,8 +201,10 @@ int cmd_train(const ProgramInfo &program, int argc, char **argv) {
 
 int cmd_verify(const ProgramInfo &program, int argc, char **argv) {
   const Flags f("verify", argc, argv, 2,
-                {{"weights", true}, {"batch-file", true}, {"out", true}});
+                {{"weights", true}, {"batch-file", true}, {"out", true},
+                 {"cpu", false}});
   train::VerifyOptions o;
+  o.cpu = f.has("cpu");
   o.weights = f.required("weights");
   o.batch_file = f.required("batch-file");
   o.out = f.required("out");
@@ -305,6 +309,7 @@ int cmd_info(const ProgramInfo &program, int argc, char **argv) {
   j["global_batch"] = program.global_batch;
   j["full_params"] = program.full_param_numel;
   j["abi_version"] = program.abi_version;
+  j["target"] = program.target ? program.target : "cpu";
   if (f.has("json")) {
     std::printf("%s\n", j.dump(2).c_str());
     return 0;

@@ -6,6 +6,8 @@
 #pragma once
 #include <cstdint>
 
+#include "runtime/train/device_session.h"
+
 namespace llamart {
 
 enum class DType : int32_t { F32 = 0, F64 = 1 };
@@ -104,9 +106,18 @@ struct ProgramInfo {
   int64_t decode_arena_bytes;
   void (*decode)(const void *params, const int32_t *tokens, int64_t pos,
                  void *kv_cache, void *arena, void *logits_out);
+
+  // Accelerator (ABI v4): "cpu", or "cuda" for a program compiled with
+  // --target cuda, whose open_device opens the GPU and allocates the whole
+  // training state there (device_session.h; throws std::runtime_error naming
+  // the reason when there is no usable device). train_step, logits,
+  // eval_loss and the KV-cache functions above stay the CPU ones: the same
+  // program on the host (generate, gradcheck, and verify --cpu).
+  const char *target = "cpu";
+  DeviceSession *(*open_device)(const ProgramInfo &program) = nullptr;
 };
 
-constexpr int32_t kProgramAbiVersion = 3;
+constexpr int32_t kProgramAbiVersion = 4;
 
 } // namespace llamart
 

@@ -26,6 +26,7 @@
 #include <memory>
 #include <sstream>
 #include <stdexcept>
+#include <type_traits>
 
 namespace llamart::train {
 
@@ -172,14 +173,17 @@ public:
         optimizer_(program, grid_.dp_rank, grid_.tp_rank),
         params_(static_cast<size_t>(optimizer_.shard().padded_numel)),
         grads_(static_cast<size_t>(optimizer_.shard().padded_numel)),
-        arena_(static_cast<size_t>(program.train_arena_bytes)),
-        eval_arena_(static_cast<size_t>(program.eval_arena_bytes)),
+        // A device program's arenas are on the device.
+        arena_(static_cast<size_t>(program.open_device ? 0 : program.train_arena_bytes)),
+        eval_arena_(static_cast<size_t>(program.open_device ? 0 : program.eval_arena_bytes)),
         tokens_(static_cast<size_t>(program.global_batch * program.seq_len)),
         targets_(static_cast<size_t>(program.global_batch * program.seq_len)) {
-    if (options.grad_accum > 1)
+    if (options.grad_accum > 1 && !program.open_device)
       micro_grads_ = AlignedBuffer<T>(numel_);
     if (grid_.partitioned)
       full_view_ = std::make_unique<FullProgramView>(program);
+    if (program.open_device)
+      device_.reset(program.open_device(program));
   }
 
   TrainResult run();
@@ -194,7 +198,9 @@ private:
   void note(const std::string &message) const;
   void write_plot() const;
   double elapsed_s() const;
-  double micro_step(T *grads);
+  double micro_step(T *grads, bool accumulate);
+  void to_device();
+  void from_device();
   double compute_update();
   double compute_checked_update(int64_t step, data::Dataset::Position batch_position,
                                 int64_t &gemm_failures);
@@ -217,6 +223,10 @@ private:
   AlignedBuffer<int32_t> tokens_, targets_; // one global batch
   // Partitioned programs: the full model as checkpoints hold it.
   std::unique_ptr<FullProgramView> full_view_;
+  // A device program (--target cuda): the run's params, gradients, moments
+  // and arenas live on the device; params_ and the optimizer's moments are
+  // host copies, brought up to date only around checkpoint saves and loads.
+  std::unique_ptr<DeviceSession> device_;
 
   std::string checkpoint_root_;
   TrainState state_;
@@ -385,9 +395,13 @@ template <typename T> void Trainer<T>::init_weights() {
 }
 
 // One train_step on the next batch; gradients overwrite `grads`. Every rank
-// reads the whole global batch and trains on its dp rank's part of it.
-template <typename T> double Trainer<T>::micro_step(T *grads) {
+// reads the whole global batch and trains on its dp rank's part of it. On a
+// device the gradients stay there: overwritten, or added when `accumulate`.
+template <typename T> double Trainer<T>::micro_step(T *grads, bool accumulate) {
   train_data_->next_batch(program_.global_batch, tokens_.data(), targets_.data());
+  if (device_)
+    return device_->train_step(tokens_.data() + batch_offset_,
+                               targets_.data() + batch_offset_, accumulate);
   double loss = 0.0;
   program_.train_step(params_.data(), grads, tokens_.data() + batch_offset_,
                       targets_.data() + batch_offset_, arena_.data(), &loss);
@@ -396,9 +410,13 @@ template <typename T> double Trainer<T>::micro_step(T *grads) {
 
 // All micro-steps of one update: summed gradients in grads_, mean loss.
 template <typename T> double Trainer<T>::compute_update() {
-  double loss_sum = micro_step(grads_.data());
+  double loss_sum = micro_step(grads_.data(), false);
   for (int64_t a = 1; a < options_.grad_accum; ++a) {
-    loss_sum += micro_step(micro_grads_.data());
+    if (device_) {
+      loss_sum += micro_step(nullptr, true);
+      continue;
+    }
+    loss_sum += micro_step(micro_grads_.data(), false);
     accumulate(grads_.data(), micro_grads_.data(), numel_);
   }
   return loss_sum * (1.0 / static_cast<double>(options_.grad_accum));
@@ -478,11 +496,28 @@ template <typename T> double Trainer<T>::evaluate() {
   for (int64_t b = 0; b < batches; ++b) {
     val_data_->next_batch(program_.global_batch, tokens_.data(), targets_.data());
     double loss = 0.0;
-    program_.eval_loss(params_.data(), tokens_.data() + batch_offset_,
-                       targets_.data() + batch_offset_, eval_arena_.data(), &loss);
+    if (device_)
+      loss = device_->eval_loss(tokens_.data() + batch_offset_,
+                                targets_.data() + batch_offset_);
+    else
+      program_.eval_loss(params_.data(), tokens_.data() + batch_offset_,
+                         targets_.data() + batch_offset_, eval_arena_.data(), &loss);
     sum += loss;
   }
   return sum / static_cast<double>(batches);
+}
+
+// The host copies of params and moments (restored or initialized) to the
+// device, and back before a save. No-ops without a device.
+template <typename T> void Trainer<T>::to_device() {
+  if constexpr (std::is_same_v<T, float>)
+    if (device_)
+      device_->upload(params_.data(), optimizer_.exp_avg(), optimizer_.exp_avg_sq());
+}
+template <typename T> void Trainer<T>::from_device() {
+  if constexpr (std::is_same_v<T, float>)
+    if (device_)
+      device_->download(params_.data(), optimizer_.exp_avg(), optimizer_.exp_avg_sq());
 }
 
 template <typename T> double Trainer<T>::elapsed_s() const {
@@ -505,6 +540,7 @@ template <typename T> TrainState Trainer<T>::current_state() const {
 // Partitioned: the moments are gathered over dp, then the dp-rank-0 tp group
 // assembles the full tensors and world rank 0 writes the single-rank format.
 template <typename T> std::string Trainer<T>::save() {
+  from_device();
   if (!grid_.partitioned)
     return save_checkpoint<T>(program_, checkpoint_root_, current_state(),
                               params_.data(), optimizer_.exp_avg(),
@@ -584,6 +620,7 @@ template <typename T> void Trainer<T>::rollback(int64_t step) {
 
   const data::Dataset::Position position = train_data_->position();
   const TrainState saved = load_state(ref->path);
+  to_device();
   // Rank 0 deletes only checkpoints newer than the one the others may still
   // be reading.
   const std::vector<CheckpointRef> discarded =
@@ -638,6 +675,9 @@ template <typename T> TrainResult Trainer<T>::run() {
     lock.emplace(options_.run_dir);
   }
   restore_or_init();
+  to_device();
+  if (device_)
+    progress_->message(device_->describe());
   const int64_t start_step = state_.step;
   progress_ = std::make_unique<Progress>(start_step, end_step, quiet);
 
@@ -710,9 +750,17 @@ template <typename T> TrainResult Trainer<T>::run() {
     ++state_.attempts;
     int64_t gemm_failures = 0;
     double loss = compute_checked_update(step, batch_position, gemm_failures);
-    for (const FaultKind fault : faults_at(options_.faults, state_.attempts))
+    const std::vector<FaultKind> faults = faults_at(options_.faults, state_.attempts);
+    if (device_ && !faults.empty())
+      if constexpr (std::is_same_v<T, float>)
+        device_->read_grads(grads_.data());
+    for (const FaultKind fault : faults)
       apply_fault(fault, grads_.data(), numel_, loss);
-    double grad_norm = optimizer_.reduce_gradients(grads_.data(), inv_accum);
+    if (device_ && !faults.empty())
+      if constexpr (std::is_same_v<T, float>)
+        device_->write_grads(grads_.data());
+    double grad_norm = device_ ? device_->grad_norm(inv_accum)
+                               : optimizer_.reduce_gradients(grads_.data(), inv_accum);
     // The verdict below steers every rank: all judge rank 0's numbers (the
     // loss and the norm can differ in the last bit between ranks).
     double judged[2] = {loss, grad_norm};
@@ -732,8 +780,13 @@ template <typename T> TrainResult Trainer<T>::run() {
       // Bias correction counts applied updates (TrainState::optimizer_updates).
       ++state_.optimizer_updates;
       const double scale = inv_accum * clip_scale(grad_norm, options_.grad_clip);
-      optimizer_.update(options_.adamw, state_.optimizer_updates, lr, scale,
-                        grads_.data(), params_.data());
+      if (device_)
+        device_->adamw(options_.adamw.beta1, options_.adamw.beta2, options_.adamw.eps,
+                       options_.adamw.weight_decay, state_.optimizer_updates, lr,
+                       scale);
+      else
+        optimizer_.update(options_.adamw, state_.optimizer_updates, lr, scale,
+                          grads_.data(), params_.data());
     }
     const double step_s =
         std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
@@ -865,6 +918,21 @@ template <typename T> void Trainer<T>::write_plot() const {
 TrainResult train(const ProgramInfo &program, const TrainOptions &options) {
   validate_program(program);
   validate_train_options(options);
+  if (program.open_device) {
+    // What the device path does not do (yet): say so before anything runs.
+    const std::string target = program.target ? program.target : "device";
+    if (program.dtype != DType::F32)
+      throw std::runtime_error("a " + target + " program trains in fp32 storage only");
+    if (program.grid_dp * program.grid_tp > 1)
+      throw std::runtime_error("a " + target + " program runs on one device (no grid)");
+    if (options.verify_gemm_every > 0)
+      throw std::runtime_error("--verify-gemm-every: the ABFT GEMM check runs on the "
+                               "CPU target only; not yet on " + target);
+    for (const Fault &f : options.faults)
+      if (f.kind == FaultKind::BitFlip)
+        throw std::runtime_error("--inject bitflip: flips a bit in a CPU GEMM; not "
+                                 "available on " + target);
+  }
   if (program.dtype == DType::F64)
     return Trainer<double>(program, options).run();
   return Trainer<float>(program, options).run();

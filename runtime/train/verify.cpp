@@ -12,6 +12,7 @@
 #include <cstdio>
 #include <cstring>
 #include <limits>
+#include <memory>
 #include <stdexcept>
 #include <type_traits>
 
@@ -131,8 +132,20 @@ double verify_impl(const ProgramInfo &program, const VerifyOptions &options) {
   split_batch(program, ckpt::read_safetensors(options.batch_file),
               options.batch_file, tokens.data(), targets.data());
 
-  AlignedBuffer<uint8_t> arena(static_cast<size_t>(program.train_arena_bytes));
   double loss = 0.0;
+  if constexpr (std::is_same_v<T, float>) {
+    if (program.open_device && !options.cpu) {
+      // The device step, on the device (the moments are not used).
+      std::unique_ptr<DeviceSession> device(program.open_device(program));
+      AlignedBuffer<T> zeros(static_cast<size_t>(program.param_numel));
+      device->upload(params.data(), zeros.data(), zeros.data());
+      loss = device->train_step(tokens.data(), targets.data(), false);
+      device->read_grads(grads.data());
+      ckpt::write_safetensors(options.out, gradients_file(program, loss, grads.data()));
+      return loss;
+    }
+  }
+  AlignedBuffer<uint8_t> arena(static_cast<size_t>(program.train_arena_bytes));
   program.train_step(params.data(), grads.data(), tokens.data(), targets.data(),
                      arena.data(), &loss);
 

@@ -13,6 +13,7 @@ struct VerifyOptions {
   std::string weights;    // --weights: params by HF name (F32/F64/F16/BF16)
   std::string batch_file; // --batch-file: "input_ids" int32/int64 [batch, seq_len + 1]
   std::string out;        // --out: "loss" (shape []) + gradients by HF name
+  bool cpu = false;       // --cpu: a device program's CPU step, not its device step
 };
 
 // Throws std::runtime_error naming the file on any mismatch. Returns the loss.

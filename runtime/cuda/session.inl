@@ -1,0 +1,452 @@
+// The device side of a CUDA training binary (runtime/train/device_session.h):
+// included at the end of the source `llama-compile --target cuda` generates,
+// after the host step functions, and compiled with it by nvcc (or as C++
+// with -DLLAMA_CUDA_EMULATE, where every kernel runs on the CPU through
+// emulate.h and plain host memory stands in for device memory).
+//
+// One session owns, in device memory for the whole run: the flat fp32
+// parameters (the master weights), gradients and AdamW moments
+// (program.param_numel each), with bf16 storage (act_t) a bf16 copy of the
+// parameters that the step reads and AdamW rewrites with every update, a
+// second gradient buffer for gradient accumulation (allocated on first use),
+// one arena shared by the train and eval steps (the larger of the two
+// plans), the kernels' workspace, token/target buffers and the cuBLASLt
+// workspace. Nothing is allocated after the first step.
+//
+// The train step is captured in a CUDA Graph at its second call (the first
+// runs eagerly, so cuBLASLt plans every GEMM shape outside the capture) and
+// replayed from then on; one graph per destination (overwrite, accumulate).
+//
+// Determinism: every generated kernel sums in a fixed order; the gradient
+// norm below reduces fixed chunks in fp64 and the chunk partials in index
+// order; AdamW is elementwise. cuBLASLt runs the same algorithm for a shape
+// on every call (LtGemm plans each shape once), so a session's results
+// repeat bit for bit.
+#pragma once
+
+#include "runtime/train/device_session.h"
+#include "runtime/train/program.h"
+
+#include <cmath>
+#include <cstdio>
+#include <memory>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#ifdef LLAMA_CUDA_EMULATE
+#define LLAMA_CUDA_CALL(call) (void)(call)
+#else
+#include "runtime/cuda/device.h"
+#define LLAMA_CUDA_CALL(call) LLAMART_CUDA_CHECK(call)
+#endif
+
+namespace llamart::cuda {
+
+// What the generated source hands the session. act_t is the generated
+// program's storage type (float or __nv_bfloat16).
+struct StepProgram {
+  void (*train_step)(const act_t *P, float *G, const int32_t *tokens,
+                     const int32_t *targets, void *arena, void *workspace,
+                     float *loss, LtGemm *gemm, cudaStream_t stream);
+  void (*eval_loss)(const act_t *P, const int32_t *tokens, const int32_t *targets,
+                    void *arena, void *workspace, float *loss, LtGemm *gemm,
+                    cudaStream_t stream);
+  size_t train_arena_bytes, eval_arena_bytes, workspace_bytes;
+};
+
+namespace session_kernels {
+
+constexpr int kThreads = 256;
+// Elements per block of the norm's first pass and of the AdamW chunks.
+constexpr int64_t kChunk = 8192;
+
+// dst += src.
+__global__ void __launch_bounds__(kThreads)
+    accumulate_k(float *__restrict__ dst, const float *__restrict__ src, int64_t n) {
+  const int64_t i = int64_t(blockIdx.x) * kThreads + threadIdx.x;
+  if (i < n)
+    dst[i] += src[i];
+}
+
+// Block b: the sum of squares of g[b * kChunk, (b + 1) * kChunk) in fp64,
+// each thread over a fixed stride, then a fixed tree over the threads.
+__global__ void __launch_bounds__(kThreads)
+    sumsq_k(const float *__restrict__ g, int64_t n, double *__restrict__ partial) {
+  __shared__ double tree[kThreads];
+  const int64_t begin = int64_t(blockIdx.x) * kChunk;
+  const int64_t end = begin + kChunk < n ? begin + kChunk : n;
+  double s = 0.0;
+  for (int64_t i = begin + threadIdx.x; i < end; i += kThreads) {
+    const double x = g[i];
+    s += x * x;
+  }
+  tree[threadIdx.x] = s;
+  __syncthreads();
+  for (int half = kThreads / 2; half > 0; half >>= 1) {
+    if (int(threadIdx.x) < half)
+      tree[threadIdx.x] += tree[threadIdx.x + half];
+    __syncthreads();
+  }
+  if (threadIdx.x == 0)
+    partial[blockIdx.x] = tree[0];
+}
+
+// One block: the partials summed by a fixed stride per thread and a fixed
+// tree, into *total.
+__global__ void __launch_bounds__(kThreads)
+    sum_k(const double *__restrict__ partial, int64_t n, double *__restrict__ total) {
+  __shared__ double tree[kThreads];
+  double s = 0.0;
+  for (int64_t i = threadIdx.x; i < n; i += kThreads)
+    s += partial[i];
+  tree[threadIdx.x] = s;
+  __syncthreads();
+  for (int half = kThreads / 2; half > 0; half >>= 1) {
+    if (int(threadIdx.x) < half)
+      tree[threadIdx.x] += tree[threadIdx.x + half];
+    __syncthreads();
+  }
+  if (threadIdx.x == 0)
+    *total = tree[0];
+}
+
+// A piece of one parameter: AdamW runs over a table of these in one launch
+// (every tensor of the model in one kernel, the multi-tensor apply of
+// apex/torch's fused AdamW), each block taking one chunk.
+struct Chunk {
+  int64_t begin, count;
+  int32_t decays;
+};
+
+struct AdamWArgs {
+  double beta1, beta2, eps, step_size, bias2_sqrt, decay_factor, grad_scale;
+};
+
+// The storage-type copy of the parameters (bf16 programs).
+__global__ void __launch_bounds__(kThreads)
+    to_storage_k(const float *__restrict__ src, act_t *__restrict__ dst, int64_t n) {
+  const int64_t i = int64_t(blockIdx.x) * kThreads + threadIdx.x;
+  if (i < n)
+    st(dst, i, src[i]);
+}
+
+// optimizer.h's arithmetic, element by element in fp64; with `w_copy` the
+// updated weight is also stored there in the storage type.
+__global__ void __launch_bounds__(kThreads)
+    adamw_k(const Chunk *__restrict__ chunks, AdamWArgs a, float *__restrict__ w,
+            const float *__restrict__ grad, float *__restrict__ m,
+            float *__restrict__ v, act_t *__restrict__ w_copy) {
+  const Chunk c = chunks[blockIdx.x];
+  const double decay = c.decays ? a.decay_factor : 1.0;
+  for (int64_t j = threadIdx.x; j < c.count; j += kThreads) {
+    const int64_t i = c.begin + j;
+    const double gi = double(grad[i]) * a.grad_scale;
+    const float mf = float(a.beta1 * double(m[i]) + (1.0 - a.beta1) * gi);
+    const float vf = float(a.beta2 * double(v[i]) + (1.0 - a.beta2) * gi * gi);
+    m[i] = mf;
+    v[i] = vf;
+    const double wi = double(w[i]) * decay;
+    const float wf =
+        float(wi - a.step_size * double(mf) / (sqrt(double(vf)) / a.bias2_sqrt + a.eps));
+    w[i] = wf;
+    if (w_copy)
+      st(w_copy, i, wf);
+  }
+}
+
+} // namespace session_kernels
+
+class CudaSession final : public DeviceSession {
+public:
+  CudaSession(const ProgramInfo &program, const StepProgram &step)
+      : program_(program), step_(step), n_(program.param_numel) {
+#ifdef LLAMA_CUDA_EMULATE
+    device_ = "CUDA emulated on the CPU (LLAMA_CUDA_EMULATE)";
+#else
+    std::string why;
+    const std::optional<DeviceInfo> info = probe_device(&why);
+    if (!info)
+      throw std::runtime_error("no CUDA device: " + why +
+                               " (this binary was built with --target cuda)");
+    if (info->sm_major < 9)
+      throw std::runtime_error("CUDA device " + info->name + " is sm_" +
+                               std::to_string(info->sm_major) +
+                               std::to_string(info->sm_minor) +
+                               "; this binary is built for sm_90a (Hopper)");
+    device_ = info->name + " (sm_" + std::to_string(info->sm_major) +
+              std::to_string(info->sm_minor) + ", " + std::to_string(info->sm_count) +
+              " SMs, " + gib(info->total_bytes) + ")";
+    LLAMA_CUDA_CALL(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
+    gemm_ = new LtGemm();
+#endif
+    const size_t pbytes = size_t(n_) * sizeof(float);
+    params_ = alloc<float>(pbytes, &bytes_params_);
+    if (kCopy)
+      copy_ = alloc<act_t>(size_t(n_) * sizeof(act_t), &bytes_params_);
+    grads_ = alloc<float>(pbytes, &bytes_grads_);
+    m_ = alloc<float>(pbytes, &bytes_optimizer_);
+    v_ = alloc<float>(pbytes, &bytes_optimizer_);
+    const size_t arena = std::max<size_t>(
+        64, std::max(step.train_arena_bytes, step.eval_arena_bytes));
+    arena_ = alloc<char>(arena, &bytes_arena_);
+    workspace_ = alloc<char>(std::max<size_t>(step.workspace_bytes, 64), &bytes_work_);
+    const size_t tokens = size_t(program.batch * program.seq_len) * sizeof(int32_t);
+    tokens_ = alloc<int32_t>(tokens, &bytes_work_);
+    targets_ = alloc<int32_t>(tokens, &bytes_work_);
+    loss_ = alloc<float>(sizeof(float), &bytes_work_);
+
+    // AdamW's chunk table, and the norm's partials.
+    std::vector<session_kernels::Chunk> chunks;
+    for (int32_t p = 0; p < program.num_params; ++p) {
+      const ParamInfo &info = program.params[p];
+      for (int64_t b = 0; b < info.numel; b += session_kernels::kChunk)
+        chunks.push_back({info.offset + b,
+                          std::min<int64_t>(session_kernels::kChunk, info.numel - b),
+                          info.rank >= 2 ? 1 : 0});
+    }
+    num_chunks_ = int64_t(chunks.size());
+    chunks_ = alloc<session_kernels::Chunk>(chunks.size() * sizeof(chunks[0]), &bytes_work_);
+    LLAMA_CUDA_CALL(cudaMemcpy(chunks_, chunks.data(), chunks.size() * sizeof(chunks[0]),
+                               cudaMemcpyHostToDevice));
+    norm_blocks_ = (n_ + session_kernels::kChunk - 1) / session_kernels::kChunk;
+    partial_ = alloc<double>(size_t(norm_blocks_ + 1) * sizeof(double), &bytes_work_);
+  }
+
+  ~CudaSession() override {
+#ifndef LLAMA_CUDA_EMULATE
+    for (auto &g : graphs_)
+      if (g)
+        cudaGraphExecDestroy(g);
+    delete gemm_;
+    if (stream_)
+      cudaStreamDestroy(stream_);
+#endif
+    for (void *p : allocations_)
+      cudaFree(p);
+  }
+
+  std::string describe() const override {
+    const int64_t held = bytes_params_ + bytes_grads_ + bytes_optimizer_ +
+                         bytes_arena_ + bytes_work_ + gemm_workspace();
+    std::string s = "device: " + device_ + " | " +
+                    (kCopy ? "bf16 storage, fp32 master weights" : "fp32 storage") +
+                    " | device memory held: params " +
+                    mib(bytes_params_) + ", grads " + mib(bytes_grads_) +
+                    ", AdamW moments " + mib(bytes_optimizer_) + ", arena " +
+                    mib(bytes_arena_) + ", workspaces " +
+                    mib(bytes_work_ + gemm_workspace()) + " = " + mib(held);
+#ifndef LLAMA_CUDA_EMULATE
+    size_t free_b = 0, total_b = 0;
+    if (cudaMemGetInfo(&free_b, &total_b) == cudaSuccess)
+      s += " (device in use: " + mib(int64_t(total_b - free_b)) + " of " +
+           mib(int64_t(total_b)) + ")";
+#endif
+    return s;
+  }
+
+  void upload(const float *params, const float *m, const float *v) override {
+    const size_t bytes = size_t(n_) * sizeof(float);
+    LLAMA_CUDA_CALL(cudaMemcpy(params_, params, bytes, cudaMemcpyHostToDevice));
+    LLAMA_CUDA_CALL(cudaMemcpy(m_, m, bytes, cudaMemcpyHostToDevice));
+    LLAMA_CUDA_CALL(cudaMemcpy(v_, v, bytes, cudaMemcpyHostToDevice));
+    if (kCopy) {
+      LLAMA_LAUNCH(session_kernels::to_storage_k, dim3(blocks(n_)),
+                   dim3(session_kernels::kThreads), stream_, params_, copy_, n_);
+      check_launch();
+      sync();
+    }
+  }
+
+  void download(float *params, float *m, float *v) override {
+    sync();
+    const size_t bytes = size_t(n_) * sizeof(float);
+    LLAMA_CUDA_CALL(cudaMemcpy(params, params_, bytes, cudaMemcpyDeviceToHost));
+    LLAMA_CUDA_CALL(cudaMemcpy(m, m_, bytes, cudaMemcpyDeviceToHost));
+    LLAMA_CUDA_CALL(cudaMemcpy(v, v_, bytes, cudaMemcpyDeviceToHost));
+  }
+
+  double train_step(const int32_t *tokens, const int32_t *targets,
+                    bool accumulate) override {
+    put_batch(tokens, targets);
+    if (accumulate && !grads2_)
+      grads2_ = alloc<float>(size_t(n_) * sizeof(float), &bytes_grads_);
+    const int variant = accumulate ? 1 : 0;
+    auto body = [&] {
+      float *dst = accumulate ? grads2_ : grads_;
+      step_.train_step(weights(), dst, tokens_, targets_, arena_, workspace_, loss_,
+                       gemm_, stream_);
+      if (accumulate)
+        LLAMA_LAUNCH(session_kernels::accumulate_k, dim3(blocks(n_)),
+                     dim3(session_kernels::kThreads), stream_, grads_, grads2_, n_);
+    };
+    run_graph(variant, body);
+    return read_loss();
+  }
+
+  void read_grads(float *grads) override {
+    sync();
+    LLAMA_CUDA_CALL(cudaMemcpy(grads, grads_, size_t(n_) * sizeof(float),
+                               cudaMemcpyDeviceToHost));
+  }
+  void write_grads(const float *grads) override {
+    sync();
+    LLAMA_CUDA_CALL(cudaMemcpy(grads_, grads, size_t(n_) * sizeof(float),
+                               cudaMemcpyHostToDevice));
+  }
+
+  double grad_norm(double scale) override {
+    LLAMA_LAUNCH(session_kernels::sumsq_k, dim3(unsigned(norm_blocks_)),
+                 dim3(session_kernels::kThreads), stream_, grads_, n_, partial_);
+    check_launch();
+    LLAMA_LAUNCH(session_kernels::sum_k, dim3(1), dim3(session_kernels::kThreads),
+                 stream_, partial_, norm_blocks_, partial_ + norm_blocks_);
+    check_launch();
+    double total = 0.0;
+    LLAMA_CUDA_CALL(cudaMemcpyAsync(&total, partial_ + norm_blocks_, sizeof total,
+                                    cudaMemcpyDeviceToHost, stream_));
+    sync();
+    return std::sqrt(total) * std::fabs(scale);
+  }
+
+  void adamw(double beta1, double beta2, double eps, double weight_decay,
+             int64_t step, double lr, double grad_scale) override {
+    if (step < 1)
+      throw std::runtime_error("adamw: step must be >= 1");
+    session_kernels::AdamWArgs a;
+    a.beta1 = beta1;
+    a.beta2 = beta2;
+    a.eps = eps;
+    a.step_size = lr / (1.0 - std::pow(beta1, double(step)));
+    a.bias2_sqrt = std::sqrt(1.0 - std::pow(beta2, double(step)));
+    a.decay_factor = 1.0 - lr * weight_decay;
+    a.grad_scale = grad_scale;
+    LLAMA_LAUNCH(session_kernels::adamw_k, dim3(unsigned(num_chunks_)),
+                 dim3(session_kernels::kThreads), stream_, chunks_, a, params_, grads_,
+                 m_, v_, copy_);
+    check_launch();
+  }
+
+  double eval_loss(const int32_t *tokens, const int32_t *targets) override {
+    put_batch(tokens, targets);
+    step_.eval_loss(weights(), tokens_, targets_, arena_, workspace_, loss_, gemm_,
+                    stream_);
+    check_launch();
+    return read_loss();
+  }
+
+private:
+  // bf16 storage keeps a copy of the weights in the storage type.
+  static constexpr bool kCopy = sizeof(act_t) != sizeof(float);
+  const act_t *weights() const {
+    // (The cast is the identity where it is taken: fp32 storage.)
+    return kCopy ? copy_ : reinterpret_cast<const act_t *>(params_);
+  }
+  static unsigned blocks(int64_t n) {
+    return unsigned((n + session_kernels::kThreads - 1) / session_kernels::kThreads);
+  }
+
+  // Bytes in the largest binary unit that keeps a number >= 1.
+  static std::string mib(int64_t bytes) {
+    const char *unit[] = {"B", "KiB", "MiB", "GiB", "TiB"};
+    double v = double(bytes);
+    int u = 0;
+    while (v >= 1024.0 && u < 4) {
+      v /= 1024.0;
+      ++u;
+    }
+    char s[32];
+    std::snprintf(s, sizeof s, u ? "%.1f %s" : "%.0f %s", v, unit[u]);
+    return s;
+  }
+  static std::string gib(int64_t bytes) {
+    char s[32];
+    std::snprintf(s, sizeof s, "%.1f GiB", double(bytes) / double(int64_t(1) << 30));
+    return s;
+  }
+  int64_t gemm_workspace() const {
+#ifdef LLAMA_CUDA_EMULATE
+    return 0;
+#else
+    return int64_t(LtGemm::kWorkspaceBytes);
+#endif
+  }
+
+  template <typename T> T *alloc(size_t bytes, int64_t *account) {
+    void *p = nullptr;
+    LLAMA_CUDA_CALL(cudaMalloc(&p, bytes));
+    LLAMA_CUDA_CALL(cudaMemset(p, 0, bytes));
+    allocations_.push_back(p);
+    *account += int64_t(bytes);
+    return static_cast<T *>(p);
+  }
+
+  void put_batch(const int32_t *tokens, const int32_t *targets) {
+    const size_t bytes = size_t(program_.batch * program_.seq_len) * sizeof(int32_t);
+    LLAMA_CUDA_CALL(cudaMemcpyAsync(tokens_, tokens, bytes, cudaMemcpyHostToDevice, stream_));
+    LLAMA_CUDA_CALL(cudaMemcpyAsync(targets_, targets, bytes, cudaMemcpyHostToDevice, stream_));
+  }
+
+  double read_loss() {
+    float loss = 0.0f;
+    LLAMA_CUDA_CALL(cudaMemcpyAsync(&loss, loss_, sizeof loss, cudaMemcpyDeviceToHost,
+                                    stream_));
+    sync();
+    return double(loss);
+  }
+
+  // Runs `body` (launches on stream_): eagerly at its first call, then
+  // captured once into a CUDA Graph that every later call replays.
+  template <typename F> void run_graph(int variant, F body) {
+#ifdef LLAMA_CUDA_EMULATE
+    (void)variant;
+    body();
+#else
+    if (calls_[variant]++ == 0) {
+      body();
+      check_launch();
+      return;
+    }
+    if (!graphs_[variant]) {
+      cudaGraph_t graph = nullptr;
+      LLAMA_CUDA_CALL(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal));
+      body();
+      LLAMA_CUDA_CALL(cudaStreamEndCapture(stream_, &graph));
+      LLAMA_CUDA_CALL(cudaGraphInstantiate(&graphs_[variant], graph, 0));
+      LLAMA_CUDA_CALL(cudaGraphDestroy(graph));
+    }
+    LLAMA_CUDA_CALL(cudaGraphLaunch(graphs_[variant], stream_));
+#endif
+  }
+
+  void check_launch() {
+#ifndef LLAMA_CUDA_EMULATE
+    LLAMART_CUDA_CHECK_LAUNCH();
+#endif
+  }
+  void sync() { LLAMA_CUDA_CALL(cudaStreamSynchronize(stream_)); }
+
+  const ProgramInfo &program_;
+  const StepProgram step_;
+  const int64_t n_;
+  std::string device_;
+  cudaStream_t stream_ = nullptr;
+  LtGemm *gemm_ = nullptr; // owned (an incomplete type under emulation)
+  std::vector<void *> allocations_;
+  act_t *copy_ = nullptr; // bf16 programs: the weights the step reads
+  float *params_ = nullptr, *grads_ = nullptr, *grads2_ = nullptr, *m_ = nullptr,
+        *v_ = nullptr, *loss_ = nullptr;
+  char *arena_ = nullptr, *workspace_ = nullptr;
+  int32_t *tokens_ = nullptr, *targets_ = nullptr;
+  session_kernels::Chunk *chunks_ = nullptr;
+  int64_t num_chunks_ = 0, norm_blocks_ = 0;
+  double *partial_ = nullptr;
+  int64_t bytes_params_ = 0, bytes_grads_ = 0, bytes_optimizer_ = 0, bytes_arena_ = 0,
+          bytes_work_ = 0;
+#ifndef LLAMA_CUDA_EMULATE
+  cudaGraphExec_t graphs_[2] = {nullptr, nullptr};
+  int64_t calls_[2] = {0, 0};
+#endif
+};
+
+} // namespace llamart::cuda

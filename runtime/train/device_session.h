@@ -1,0 +1,59 @@
+// The training driver's view of an accelerator (ABI v4, program.h): a
+// program compiled for a GPU (llama-compile --target cuda) keeps parameters,
+// gradients, AdamW moments and the step's arena in device memory for the
+// whole run, and the driver (trainer.h) talks to it through this interface
+// instead of calling train_step on host buffers. Everything that steers the
+// run stays in the driver and is the same as on the CPU: the data stream,
+// the LR schedule, clipping, the spike detector, checkpoints (the device
+// state is copied to host buffers only to be saved, and back after a load).
+//
+// A session is deterministic: the same inputs give the same bits on every
+// call, so exact resume holds on the device as on the CPU.
+#pragma once
+#include <cstdint>
+#include <string>
+
+namespace llamart {
+
+struct ProgramInfo;
+
+class DeviceSession {
+public:
+  virtual ~DeviceSession() = default;
+
+  // One line: the device, and the device memory the session holds by use
+  // (parameters, gradients, optimizer state, arena, workspaces) next to
+  // what the device reports in use.
+  virtual std::string describe() const = 0;
+
+  // Host <-> device copies of the whole flat state (program.param_numel
+  // fp32 elements each): parameters and the AdamW moments.
+  virtual void upload(const float *params, const float *exp_avg,
+                      const float *exp_avg_sq) = 0;
+  virtual void download(float *params, float *exp_avg, float *exp_avg_sq) = 0;
+
+  // One micro-batch (tokens/targets: host int32 [batch, seq_len]): returns
+  // its mean loss; the gradients overwrite the device gradient buffer, or
+  // are added to it when `accumulate`.
+  virtual double train_step(const int32_t *tokens, const int32_t *targets,
+                            bool accumulate) = 0;
+
+  // The device gradient buffer to / from the host (fault injection, verify).
+  virtual void read_grads(float *grads) = 0;
+  virtual void write_grads(const float *grads) = 0;
+
+  // L2 norm of the device gradients times |scale|, reduced in a fixed order
+  // (fp64 partial sums).
+  virtual double grad_norm(double scale) = 0;
+
+  // One AdamW update of every parameter on the device, with optimizer.h's
+  // per-element arithmetic (fp64, decoupled weight decay on 2-D params
+  // only). `step` is 1-based.
+  virtual void adamw(double beta1, double beta2, double eps, double weight_decay,
+                     int64_t step, double lr, double grad_scale) = 0;
+
+  // The mean loss of one batch, forward only.
+  virtual double eval_loss(const int32_t *tokens, const int32_t *targets) = 0;
+};
+
+} // namespace llamart

@@ -17,6 +17,7 @@
 #include "compiler/EmitUtil.h"
 
 #include "dialects/llama/IR/LlamaOps.h"
+#include "passes/lowering/PlanMemory.h"
 
 #include "mlir/Dialect/Func/IR/FuncOps.h"
 #include "llvm/ADT/TypeSwitch.h"
@@ -239,6 +240,11 @@ public:
       }
     }
     auto step = module.lookupSymbol<func::FuncOp>("train_step");
+    auto forwardFn = module.lookupSymbol<func::FuncOp>("forward");
+    if (options.activations != "f32")
+      for (func::FuncOp fn : {step, forwardFn})
+        if (fn && failed(replanForStorage(fn)))
+          return failure();
     if (step && failed(emitHostFunction(step, /*train=*/true)))
       return failure();
     auto forward = module.lookupSymbol<func::FuncOp>("forward");
@@ -772,6 +778,24 @@ private:
     add(*e, name, t, 0);
   }
 
+  /// bf16 storage: the memory plan (made for the module's fp32 tensors)
+  /// again with each buffer at the bytes of its storage type, so bf16
+  /// buffers take half the space. The types are those of the launchers
+  /// emitted for the ops (GEMM results: fp32 when kept in fp32).
+  LogicalResult replanForStorage(func::FuncOp fn) {
+    auto bytesOf = [&](Value v) -> int64_t {
+      char t = fp32Values.contains(v) ? 'f' : 'a';
+      Operation *def = v.getDefiningOp();
+      if (auto it = launcherOf.find(def); def && it != launcherOf.end())
+        t = entries[it->second].types[def->getNumOperands() +
+                                      cast<OpResult>(v).getResultNumber()];
+      if (!isa<FloatType>(ranked(v).getElementType()))
+        t = 'i';
+      return numel(v) * (t == 'a' ? 2 : 4);
+    };
+    return mlir::llama::planFunctionMemory(fn, /*alignment=*/64, bytesOf);
+  }
+
   static int64_t arenaBytes(func::FuncOp fn) {
     auto arena = fn->getAttrOfType<IntegerAttr>("llama.arena_bytes");
     return arena ? arena.getInt() : 0;
@@ -1089,5 +1113,8 @@ mlir::LogicalResult (::llama::emitCudaKernels)(ModuleOp module, raw_ostream &os,
   if (sharded)
     return module.emitError("the CUDA target does not generate partitioned "
                             "programs yet (compile with --dp 1 --tp 1)");
-  return CudaEmitter(os, options).emitModule(module);
+  // The emitter replans bf16 programs' arenas (replanForStorage): on a copy,
+  // so the caller's module keeps the fp32 plan its CPU source uses.
+  OwningOpRef<ModuleOp> copy(module.clone());
+  return CudaEmitter(os, options).emitModule(*copy);
 }

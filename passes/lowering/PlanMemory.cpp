@@ -94,8 +94,9 @@ inPlaceOperands(Operation *op) {
   return {};
 }
 
-FailureOr<MemoryPlanStats> mlir::llama::planFunctionMemory(func::FuncOp fn,
-                                                         int64_t alignment) {
+FailureOr<MemoryPlanStats>
+mlir::llama::planFunctionMemory(func::FuncOp fn, int64_t alignment,
+                                llvm::function_ref<int64_t(Value)> bytesOf) {
   if (!fn.getBody().hasOneBlock())
     {
     fn.emitError("llama-plan-memory: expected a single block");
@@ -114,7 +115,8 @@ FailureOr<MemoryPlanStats> mlir::llama::planFunctionMemory(func::FuncOp fn,
     if (!isViewOp(&op))
       for (Value r : op.getResults()) {
         bufferOf[r] = buffers.size();
-        buffers.push_back({r, alignUp(tensorBytes(r), alignment), i, i});
+        buffers.push_back(
+            {r, alignUp(bytesOf ? bytesOf(r) : tensorBytes(r), alignment), i, i});
       }
     ++i;
   }

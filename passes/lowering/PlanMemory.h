@@ -12,7 +12,11 @@ struct MemoryPlanStats {
 
 /// Plans one function's arena as llama-plan-memory documents (annotating its
 /// ops and the function) and returns the figures. Also used by the remat
-/// budget planner to measure candidates.
-FailureOr<MemoryPlanStats> planFunctionMemory(func::FuncOp fn, int64_t alignment);
+/// budget planner to measure candidates, and by the CUDA emitter to replan
+/// with the bytes of each buffer's storage type (`bytesOf`, given the value
+/// that owns a buffer; default: its tensor type's).
+FailureOr<MemoryPlanStats>
+planFunctionMemory(func::FuncOp fn, int64_t alignment,
+                   llvm::function_ref<int64_t(Value)> bytesOf = nullptr);
 
 } // namespace mlir::llama

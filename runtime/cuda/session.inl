@@ -29,6 +29,7 @@
 
 #include <cmath>
 #include <cstdio>
+#include <functional>
 #include <memory>
 #include <stdexcept>
 #include <string>
@@ -177,26 +178,13 @@ public:
     device_ = info->name + " (sm_" + std::to_string(info->sm_major) +
               std::to_string(info->sm_minor) + ", " + std::to_string(info->sm_count) +
               " SMs, " + gib(info->total_bytes) + ")";
+    LLAMA_CUDA_CALL(cudaFree(nullptr)); // the context exists from here on
+    size_t total = 0;
+    LLAMA_CUDA_CALL(cudaMemGetInfo(&free_at_open_, &total));
     LLAMA_CUDA_CALL(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
     gemm_ = new LtGemm();
 #endif
-    const size_t pbytes = size_t(n_) * sizeof(float);
-    params_ = alloc<float>(pbytes, &bytes_params_);
-    if (kCopy)
-      copy_ = alloc<act_t>(size_t(n_) * sizeof(act_t), &bytes_params_);
-    grads_ = alloc<float>(pbytes, &bytes_grads_);
-    m_ = alloc<float>(pbytes, &bytes_optimizer_);
-    v_ = alloc<float>(pbytes, &bytes_optimizer_);
-    const size_t arena = std::max<size_t>(
-        64, std::max(step.train_arena_bytes, step.eval_arena_bytes));
-    arena_ = alloc<char>(arena, &bytes_arena_);
-    workspace_ = alloc<char>(std::max<size_t>(step.workspace_bytes, 64), &bytes_work_);
-    const size_t tokens = size_t(program.batch * program.seq_len) * sizeof(int32_t);
-    tokens_ = alloc<int32_t>(tokens, &bytes_work_);
-    targets_ = alloc<int32_t>(tokens, &bytes_work_);
-    loss_ = alloc<float>(sizeof(float), &bytes_work_);
-
-    // AdamW's chunk table, and the norm's partials.
+    // AdamW's chunk table.
     std::vector<session_kernels::Chunk> chunks;
     for (int32_t p = 0; p < program.num_params; ++p) {
       const ParamInfo &info = program.params[p];
@@ -206,11 +194,34 @@ public:
                           info.rank >= 2 ? 1 : 0});
     }
     num_chunks_ = int64_t(chunks.size());
-    chunks_ = alloc<session_kernels::Chunk>(chunks.size() * sizeof(chunks[0]), &bytes_work_);
+    norm_blocks_ = (n_ + session_kernels::kChunk - 1) / session_kernels::kChunk;
+
+    // Everything in one device allocation, laid out here.
+    const size_t pbytes = size_t(n_) * sizeof(float);
+    arena_bytes_ = std::max<size_t>(64, std::max(step.train_arena_bytes,
+                                                 step.eval_arena_bytes));
+    const size_t tokens = size_t(program.batch * program.seq_len) * sizeof(int32_t);
+    place(&params_, pbytes, &bytes_params_);
+    if (kCopy)
+      place(&copy_, size_t(n_) * sizeof(act_t), &bytes_params_);
+    place(&grads_, pbytes, &bytes_grads_);
+    place(&m_, pbytes, &bytes_optimizer_);
+    place(&v_, pbytes, &bytes_optimizer_);
+    // The arena, and a guard region past it that memcheck watches.
+    place(&arena_, arena_bytes_ + kGuardBytes, &bytes_arena_);
+    place(&workspace_, std::max<size_t>(step.workspace_bytes, 64), &bytes_work_);
+    place(&tokens_, tokens, &bytes_work_);
+    place(&targets_, tokens, &bytes_work_);
+    place(&loss_, sizeof(float), &bytes_work_);
+    place(&chunks_, chunks.size() * sizeof(chunks[0]), &bytes_work_);
+    place(&partial_, size_t(norm_blocks_ + 1) * sizeof(double), &bytes_work_);
+    LLAMA_CUDA_CALL(cudaMalloc(&block_, block_bytes_));
+    LLAMA_CUDA_CALL(cudaMemset(block_, 0, block_bytes_));
+    for (auto &[offset, set] : placed_)
+      set(static_cast<char *>(block_) + offset);
+    placed_.clear();
     LLAMA_CUDA_CALL(cudaMemcpy(chunks_, chunks.data(), chunks.size() * sizeof(chunks[0]),
                                cudaMemcpyHostToDevice));
-    norm_blocks_ = (n_ + session_kernels::kChunk - 1) / session_kernels::kChunk;
-    partial_ = alloc<double>(size_t(norm_blocks_ + 1) * sizeof(double), &bytes_work_);
   }
 
   ~CudaSession() override {
@@ -222,13 +233,12 @@ public:
     if (stream_)
       cudaStreamDestroy(stream_);
 #endif
-    for (void *p : allocations_)
-      cudaFree(p);
+    cudaFree(block_);
+    cudaFree(grads2_);
   }
 
   std::string describe() const override {
-    const int64_t held = bytes_params_ + bytes_grads_ + bytes_optimizer_ +
-                         bytes_arena_ + bytes_work_ + gemm_workspace();
+    const int64_t held = held_bytes();
     std::string s = "device: " + device_ + " | " +
                     (kCopy ? "bf16 storage, fp32 master weights" : "fp32 storage") +
                     " | device memory held: params " +
@@ -269,8 +279,15 @@ public:
   double train_step(const int32_t *tokens, const int32_t *targets,
                     bool accumulate) override {
     put_batch(tokens, targets);
-    if (accumulate && !grads2_)
-      grads2_ = alloc<float>(size_t(n_) * sizeof(float), &bytes_grads_);
+    if (accumulate && !grads2_) {
+      // Gradient accumulation's second buffer: the one allocation after
+      // the session opened, made by the first accumulating micro-step.
+      const size_t bytes = size_t(n_) * sizeof(float);
+      void *p = nullptr;
+      LLAMA_CUDA_CALL(cudaMalloc(&p, bytes));
+      grads2_ = static_cast<float *>(p);
+      bytes_grads_ += int64_t(bytes);
+    }
     const int variant = accumulate ? 1 : 0;
     auto body = [&] {
       float *dst = accumulate ? grads2_ : grads_;
@@ -335,7 +352,58 @@ public:
     return read_loss();
   }
 
+  DeviceMemoryProbe probe_memory(const int32_t *tokens,
+                                 const int32_t *targets) override {
+    DeviceMemoryProbe m;
+    m.train_arena_bytes = int64_t(step_.train_arena_bytes);
+    m.eval_arena_bytes = int64_t(step_.eval_arena_bytes);
+    std::vector<unsigned char> host(arena_bytes_ + kGuardBytes);
+    auto watch = [&](unsigned char pattern, size_t planned, const char *what) {
+      sync();
+      LLAMA_CUDA_CALL(cudaMemcpy(host.data(), arena_, host.size(), cudaMemcpyDeviceToHost));
+      for (size_t i = arena_bytes_; i < host.size(); ++i)
+        if (host[i] != pattern)
+          throw std::runtime_error(std::string("memcheck: a kernel wrote past the end of "
+                                               "the device arena in the ") +
+                                   what + " (byte " + std::to_string(i - arena_bytes_) +
+                                   " beyond its " + std::to_string(arena_bytes_) + ")");
+      size_t used = 0;
+      for (size_t i = arena_bytes_; i > 0; --i)
+        if (host[i - 1] != pattern) {
+          used = i;
+          break;
+        }
+      if (used > planned)
+        throw std::runtime_error(std::string("memcheck: the ") + what + " used " +
+                                 std::to_string(used) + " arena bytes of " +
+                                 std::to_string(planned) + " planned");
+      return int64_t(used);
+    };
+    for (unsigned char pattern : {0xA5, 0x5A}) {
+      LLAMA_CUDA_CALL(cudaMemset(arena_, pattern, arena_bytes_ + kGuardBytes));
+      train_step(tokens, targets, false);
+      m.train_arena_used_bytes =
+          std::max(m.train_arena_used_bytes, watch(pattern, step_.train_arena_bytes, "train step"));
+      LLAMA_CUDA_CALL(cudaMemset(arena_, pattern, arena_bytes_ + kGuardBytes));
+      eval_loss(tokens, targets);
+      m.eval_arena_used_bytes =
+          std::max(m.eval_arena_used_bytes, watch(pattern, step_.eval_arena_bytes, "evaluation"));
+    }
+    m.held_bytes = held_bytes();
+#ifndef LLAMA_CUDA_EMULATE
+    size_t free_now = 0, total = 0;
+    LLAMA_CUDA_CALL(cudaMemGetInfo(&free_now, &total));
+    m.device_used_bytes = int64_t(free_at_open_) - int64_t(free_now);
+#endif
+    return m;
+  }
+
 private:
+  int64_t held_bytes() const {
+    return bytes_params_ + bytes_grads_ + bytes_optimizer_ + bytes_arena_ + bytes_work_ +
+           gemm_workspace();
+  }
+
   // bf16 storage keeps a copy of the weights in the storage type.
   static constexpr bool kCopy = sizeof(act_t) != sizeof(float);
   const act_t *weights() const {
@@ -372,13 +440,13 @@ private:
 #endif
   }
 
-  template <typename T> T *alloc(size_t bytes, int64_t *account) {
-    void *p = nullptr;
-    LLAMA_CUDA_CALL(cudaMalloc(&p, bytes));
-    LLAMA_CUDA_CALL(cudaMemset(p, 0, bytes));
-    allocations_.push_back(p);
+  // Reserves `bytes` (256-byte aligned) of the session's device block for
+  // *ptr, set once the block is allocated.
+  template <typename T> void place(T **ptr, size_t bytes, int64_t *account) {
+    block_bytes_ = (block_bytes_ + 255) / 256 * 256;
+    placed_.push_back({block_bytes_, [ptr](char *p) { *ptr = reinterpret_cast<T *>(p); }});
+    block_bytes_ += bytes;
     *account += int64_t(bytes);
-    return static_cast<T *>(p);
   }
 
   void put_batch(const int32_t *tokens, const int32_t *targets) {
@@ -432,7 +500,10 @@ private:
   std::string device_;
   cudaStream_t stream_ = nullptr;
   LtGemm *gemm_ = nullptr; // owned (an incomplete type under emulation)
-  std::vector<void *> allocations_;
+  static constexpr size_t kGuardBytes = 4096;
+  void *block_ = nullptr;
+  size_t block_bytes_ = 0, arena_bytes_ = 0, free_at_open_ = 0;
+  std::vector<std::pair<size_t, std::function<void(char *)>>> placed_;
   act_t *copy_ = nullptr; // bf16 programs: the weights the step reads
   float *params_ = nullptr, *grads_ = nullptr, *grads2_ = nullptr, *m_ = nullptr,
         *v_ = nullptr, *loss_ = nullptr;

@@ -103,6 +103,8 @@ const char *kMemcheckUsage = R"(usage: %s memcheck [--seed S]
   random batch with the arenas filled with marker bytes, and prints the
   planned and measured arena high-water marks, the bytes allocated and the
   process's peak RSS growth. Fails if a kernel wrote past an arena's end.
+  A --target cuda binary measures its device arena the same way and prints the
+  device memory its session holds and the growth of the device's used memory.
 )";
 
 const char *kInfoUsage = R"(usage: %s info [--json | --config-json]
@@ -271,6 +273,22 @@ int cmd_gradcheck(const ProgramInfo &program, int argc, char **argv) {
 
 int cmd_memcheck(const ProgramInfo &program, int argc, char **argv) {
   const Flags f("memcheck", argc, argv, 2, {{"seed", true}});
+  if (program.open_device) {
+    const DeviceMemoryProbe m = train::probe_device_memory(program, f.u64("seed", 1234));
+    std::printf("device-train-arena-bytes: %lld\ndevice-train-arena-used-bytes: %lld\n"
+                "device-eval-arena-bytes: %lld\ndevice-eval-arena-used-bytes: %lld\n"
+                "device-held-bytes: %lld\n",
+                static_cast<long long>(m.train_arena_bytes),
+                static_cast<long long>(m.train_arena_used_bytes),
+                static_cast<long long>(m.eval_arena_bytes),
+                static_cast<long long>(m.eval_arena_used_bytes),
+                static_cast<long long>(m.held_bytes));
+    if (m.device_used_bytes >= 0)
+      std::printf("device-used-bytes: %lld\n", static_cast<long long>(m.device_used_bytes));
+    else
+      std::printf("device-used-bytes: unknown (emulated)\n");
+    return 0;
+  }
   const train::MemoryProbe m = train::probe_memory(program, f.u64("seed", 1234));
   std::printf("train-arena-bytes: %lld\ntrain-arena-used-bytes: %lld\n"
               "eval-arena-bytes: %lld\neval-arena-used-bytes: %lld\n"

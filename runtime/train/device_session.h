@@ -17,6 +17,17 @@ namespace llamart {
 
 struct ProgramInfo;
 
+// `memcheck` on a device (device_session.h): the arena's high-water marks
+// measured with marker bytes, against the compile-time plan, and the device
+// memory the session holds against what the device reports.
+struct DeviceMemoryProbe {
+  int64_t train_arena_bytes = 0, train_arena_used_bytes = 0;
+  int64_t eval_arena_bytes = 0, eval_arena_used_bytes = 0;
+  int64_t held_bytes = 0;         // everything the session allocated
+  int64_t device_used_bytes = -1; // the device's used memory growth since the
+                                  // session opened (-1: not measurable)
+};
+
 class DeviceSession {
 public:
   virtual ~DeviceSession() = default;
@@ -54,6 +65,12 @@ public:
 
   // The mean loss of one batch, forward only.
   virtual double eval_loss(const int32_t *tokens, const int32_t *targets) = 0;
+
+  // One train step and one evaluation on the batch with the arena filled
+  // with marker bytes (twice, two patterns): throws when a kernel wrote past
+  // the arena or a step used more than its plan.
+  virtual DeviceMemoryProbe probe_memory(const int32_t *tokens,
+                                         const int32_t *targets) = 0;
 };
 
 } // namespace llamart

@@ -8,6 +8,7 @@
 #include <cstdio>
 #include <cstring>
 #include <fstream>
+#include <memory>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -91,6 +92,24 @@ template <typename T> MemoryProbe probe(const ProgramInfo &program, uint64_t see
 }
 
 } // namespace
+
+DeviceMemoryProbe probe_device_memory(const ProgramInfo &program, uint64_t seed) {
+  if (!program.open_device || program.dtype != DType::F32)
+    throw std::runtime_error("memcheck: not a device program");
+  std::unique_ptr<DeviceSession> device(program.open_device(program));
+  const int64_t n = program.param_numel;
+  AlignedBuffer<float> params(n), zeros(n);
+  init_params<float>(program, seed, params.data());
+  device->upload(params.data(), zeros.data(), zeros.data());
+  const int64_t tokens_n = program.batch * program.seq_len;
+  std::vector<int32_t> tokens(tokens_n), targets(tokens_n);
+  Rng rng(derive_seed(seed, "memcheck"));
+  for (int64_t i = 0; i < tokens_n; ++i) {
+    tokens[i] = static_cast<int32_t>(rng.below(program.vocab_size));
+    targets[i] = static_cast<int32_t>(rng.below(program.vocab_size));
+  }
+  return device->probe_memory(tokens.data(), targets.data());
+}
 
 MemoryProbe probe_memory(const ProgramInfo &program, uint64_t seed) {
   return program.dtype == DType::F64 ? probe<double>(program, seed)

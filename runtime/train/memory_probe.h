@@ -25,4 +25,9 @@ struct MemoryProbe {
 // Throws std::runtime_error when a guard region was overwritten.
 MemoryProbe probe_memory(const ProgramInfo &program, uint64_t seed);
 
+// The same on the device of a device program (program.open_device): the
+// session's arena high-water marks and the device memory it holds and uses
+// (device_session.h).
+DeviceMemoryProbe probe_device_memory(const ProgramInfo &program, uint64_t seed);
+
 } // namespace llamart::train

@@ -150,6 +150,34 @@ print("verify: bf16 device step vs fp32 CPU step, max relative L2 difference %.2
 sys.exit(0 if worst < 3e-2 and set(a) == set(b) else 1)
 PYEOF2
 
+# memcheck on the device: the arenas' measured high-water marks against the
+# plan (bf16 replanned at 2 bytes per element: about half of fp32's).
+# With a second argument, also the device's used memory against what the
+# session holds, within 5% (tiny; micro's few hundred KB are dwarfed by the
+# 2 MiB allocation granularity and cuBLASLt's own allocations).
+memcheck_ok() {  # BIN [device]: used <= planned (the probe throws otherwise), >= 95%
+  "$1" memcheck > "$1.mem" || die "$1 memcheck failed"
+  "$PY" - "$1.mem" "${2:-}" <<'PYEOF2' || die "$1: device memory use and plan disagree"
+import sys
+m = {}
+for line in open(sys.argv[1]):
+    k, v = line.split(":", 1)
+    m[k] = v.strip()
+ok = True
+for what in ("train", "eval"):
+    plan, used = int(m["device-%s-arena-bytes" % what]), int(m["device-%s-arena-used-bytes" % what])
+    ok &= 0.95 * plan <= used <= plan
+    print("%s %s arena: %d of %d planned bytes used" % (sys.argv[1].split("/")[-1][:-4], what, used, plan))
+if sys.argv[2] == "device":
+    held, used = int(m["device-held-bytes"]), int(m["device-used-bytes"])
+    print("device memory: %d used, %d held by the session" % (used, held))
+    ok &= abs(used - held) <= 0.05 * held
+sys.exit(0 if ok else 1)
+PYEOF2
+}
+memcheck_ok ./emu
+memcheck_ok ./emu16
+
 # Refusals, each naming the flag.
 expect_fail() {  # PATTERN CMD...
   local pattern=$1; shift
@@ -167,6 +195,10 @@ if compile "${MODEL[@]}" --target cuda --cuda-activations f32 -o gpu 2> gpu.err;
   if ./gpu train "${TRAIN[@]}" --run-dir run-gpu > gpu.out 2> gpu.err; then
     out=$(compare run-cpu run-gpu 1e-4) || { echo "$out"; die "GPU and CPU runs differ"; }
     echo "GPU vs CPU: $out"
+    memcheck_ok ./gpu
+    memcheck_ok ./gpu16
+    compile --preset tiny --target cuda -o tiny16 || die "nvcc build of tiny failed"
+    memcheck_ok ./tiny16 device
     ./gpu16 train "${BF[@]}" --run-dir run16-gpu > /dev/null 2>&1 || die "the bf16 GPU run failed"
     "$PY" - <<'PYEOF2' || die "the bf16 GPU run does not track the fp32 CPU run"
 import json, sys

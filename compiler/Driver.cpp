@@ -116,6 +116,10 @@ cl::opt<bool> cudaEmulate(
     cl::desc("--target cuda: build the binary with the generated kernels run on "
              "the CPU (runtime/cuda/emulate.h; slow, for testing without a GPU)"),
     cl::cat(category));
+cl::opt<std::string> cudaArch(
+    "arch", cl::desc("--target cuda: the GPU architecture (sm_90a: Hopper, the one the "
+                     "runtime's CUDA library is built for)"),
+    cl::init("sm_90a"), cl::cat(category));
 cl::opt<std::string> nvccPath("nvcc", cl::desc("CUDA compiler (default: the one found at build time)"),
                               cl::init(""), cl::cat(category));
 
@@ -207,7 +211,7 @@ int buildExecutable(StringRef source, StringRef out, StringRef cudaSource = "") 
         return fail("--target cuda: this llama-compile was built without CUDA "
                     "(no nvcc at build time); --cuda-emulate builds a CPU-emulated binary");
       if (int rc = runTool(nvcc,
-                           {"-std=c++17", "-O3", "-arch=sm_90a", "-Xcompiler", "-fPIC",
+                           {"-std=c++17", "-O3", "-arch=" + cudaArch.getValue(), "-Xcompiler", "-fPIC",
                             "-I" LLAMA_RUNTIME_INCLUDE, "-c", cu.path.str().str(), "-o",
                             obj.path.str().str()},
                            out + " (CUDA source)"))
@@ -443,6 +447,12 @@ int run(int argc, char **argv) {
                 " is CPU source; --emit kernels writes the CUDA source");
   if (cudaEmulate && target != "cuda")
     return fail("--cuda-emulate needs --target cuda");
+  if (cudaArch.getNumOccurrences() && target != "cuda")
+    return fail("--arch needs --target cuda");
+  if (cudaArch != "sm_90a")
+    return fail("--arch " + cudaArch +
+                ": the runtime's CUDA library (cuBLASLt GEMMs, device probe) is built "
+                "for sm_90a only; Hopper (H100, H200) is the supported GPU");
   const bool cudaBinary = target == "cuda" && emit.empty() && !outputFile.empty();
   if (cudaBinary) {
     if (mode != "train")

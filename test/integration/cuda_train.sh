@@ -191,13 +191,13 @@ expect_fail "--cuda-emulate needs --target cuda" compile "${MODEL[@]}" --cuda-em
 
 # The real binaries (fp32 and bf16 storage), where this build has CUDA.
 if compile "${MODEL[@]}" --target cuda --cuda-activations f32 -o gpu 2> gpu.err; then
-  compile "${MODEL[@]}" --target cuda -o gpu16 || die "nvcc build of the bf16 binary failed"
+  compile "${MODEL[@]}" --target cuda --arch sm_90a -o gpu16 || die "nvcc build of the bf16 binary failed"
+  compile --preset tiny --target cuda -o tiny16 || die "nvcc build of tiny's binary failed"
   if ./gpu train "${TRAIN[@]}" --run-dir run-gpu > gpu.out 2> gpu.err; then
     out=$(compare run-cpu run-gpu 1e-4) || { echo "$out"; die "GPU and CPU runs differ"; }
     echo "GPU vs CPU: $out"
     memcheck_ok ./gpu
     memcheck_ok ./gpu16
-    compile --preset tiny --target cuda -o tiny16 || die "nvcc build of tiny failed"
     memcheck_ok ./tiny16 device
     ./gpu16 train "${BF[@]}" --run-dir run16-gpu > /dev/null 2>&1 || die "the bf16 GPU run failed"
     "$PY" - <<'PYEOF2' || die "the bf16 GPU run does not track the fp32 CPU run"
@@ -211,9 +211,17 @@ print("bf16 GPU vs fp32 CPU: final loss %.4f vs %.4f, val %.4f vs %.4f, max per-
       % (lb[-1], la[-1], vb[-1], va[-1], step))
 sys.exit(0 if len(la) == len(lb) and step < 2e-2 and abs(vb[-1] - va[-1]) / va[-1] < 1e-2 else 1)
 PYEOF2
+    # Deterministic on the GPU too: exact resume across processes.
+    ./gpu16 train "${BF[@]}" --run-dir run16-gpu2 --stop-at 6 > /dev/null 2>&1
+    ./gpu16 train "${BF[@]}" --run-dir run16-gpu2 --resume > /dev/null 2>&1
+    for f in model.safetensors optimizer.safetensors; do
+      cmp run16-gpu/checkpoints/step_000012/$f run16-gpu2/checkpoints/step_000012/$f ||
+        die "GPU resume: $f differs from the straight run"
+    done
+    echo "GPU resume: 6 + 6 updates byte-identical to 12 straight"
   else
     grep -q "no CUDA device: " gpu.err || { cat gpu.err; die "the GPU binary failed"; }
-    echo "nvcc builds ok (fp32, bf16); no GPU here: $(head -1 gpu.err)"
+    echo "nvcc builds ok (micro fp32 and bf16, tiny bf16); no GPU here: $(head -1 gpu.err)"
   fi
 else
   grep -q "built without CUDA" gpu.err || { cat gpu.err; die "nvcc build failed"; }

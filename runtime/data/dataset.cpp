@@ -145,11 +145,22 @@ void Dataset::window(uint64_t epoch, uint64_t index, int32_t *tokens, int32_t *t
 }
 
 void Dataset::next_batch(int64_t batch, int32_t *tokens, int32_t *targets) {
+  next_batch(batch, 0, batch, tokens, targets);
+}
+
+void Dataset::next_batch(int64_t batch, int64_t first, int64_t count, int32_t *tokens,
+                         int32_t *targets) {
   Impl &d = *impl_;
   if (batch < 0)
     throw std::runtime_error(d.dir + ": negative batch size " + std::to_string(batch));
+  if (first < 0 || count < 0 || first + count > batch)
+    throw std::runtime_error(d.dir + ": sequences [" + std::to_string(first) + ", " +
+                             std::to_string(first + count) + ") are not in a batch of " +
+                             std::to_string(batch));
   for (int64_t b = 0; b < batch; ++b) {
-    window(d.position.epoch, d.position.index, tokens + b * d.seq_len, targets + b * d.seq_len);
+    if (b >= first && b < first + count)
+      window(d.position.epoch, d.position.index, tokens + (b - first) * d.seq_len,
+             targets + (b - first) * d.seq_len);
     if (++d.position.index == d.num_windows) {
       d.position.index = 0;
       ++d.position.epoch;

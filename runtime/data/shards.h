@@ -67,6 +67,10 @@ public:
   // Fill tokens/targets ([batch, seq_len] int32 each) with the next `batch`
   // windows and advance the position (rolling into the next epoch).
   void next_batch(int64_t batch, int32_t *tokens, int32_t *targets);
+  // The same advance, filling only sequences [first, first + count) of the
+  // batch (tokens/targets: [count, seq_len]): a data-parallel rank's part.
+  void next_batch(int64_t batch, int64_t first, int64_t count, int32_t *tokens,
+                  int32_t *targets);
   struct Position { uint64_t epoch = 0; uint64_t index = 0; };
   Position position() const;
   void set_position(Position p);

@@ -168,16 +168,15 @@ public:
       : program_(program), options_(options), grid_(grid_place(program)),
         numel_(program.param_numel),
         tokens_per_update_(options.grad_accum * program.global_batch * program.seq_len),
-        batch_offset_(static_cast<int64_t>(grid_.dp_rank) * program.batch *
-                      program.seq_len),
+        batch_first_(static_cast<int64_t>(grid_.dp_rank) * program.batch),
         optimizer_(program, grid_.dp_rank, grid_.tp_rank),
         params_(static_cast<size_t>(optimizer_.shard().padded_numel)),
         grads_(static_cast<size_t>(optimizer_.shard().padded_numel)),
         // A device program's arenas are on the device.
         arena_(static_cast<size_t>(program.open_device ? 0 : program.train_arena_bytes)),
         eval_arena_(static_cast<size_t>(program.open_device ? 0 : program.eval_arena_bytes)),
-        tokens_(static_cast<size_t>(program.global_batch * program.seq_len)),
-        targets_(static_cast<size_t>(program.global_batch * program.seq_len)) {
+        tokens_(static_cast<size_t>(program.batch * program.seq_len)),
+        targets_(static_cast<size_t>(program.batch * program.seq_len)) {
     if (options.grad_accum > 1 && !program.open_device)
       micro_grads_ = AlignedBuffer<T>(numel_);
     if (grid_.partitioned)
@@ -215,12 +214,12 @@ private:
   const int64_t tokens_per_update_; // over the whole grid
   // This dp rank's sequences within a global batch (the data stream is the
   // single-rank run's with batch = global_batch).
-  const int64_t batch_offset_;
+  const int64_t batch_first_;
   ZeroAdamW<T> optimizer_;
   AlignedBuffer<T> params_, grads_, micro_grads_;
   AlignedBuffer<uint8_t> arena_;
   AlignedBuffer<uint8_t> eval_arena_;
-  AlignedBuffer<int32_t> tokens_, targets_; // one global batch
+  AlignedBuffer<int32_t> tokens_, targets_; // this dp rank's part of a batch
   // Partitioned programs: the full model as checkpoints hold it.
   std::unique_ptr<FullProgramView> full_view_;
   // A device program (--target cuda): the run's params, gradients, moments
@@ -395,16 +394,16 @@ template <typename T> void Trainer<T>::init_weights() {
 }
 
 // One train_step on the next batch; gradients overwrite `grads`. Every rank
-// reads the whole global batch and trains on its dp rank's part of it. On a
+// advances over the whole global batch and reads only its dp rank's part. On a
 // device the gradients stay there: overwritten, or added when `accumulate`.
 template <typename T> double Trainer<T>::micro_step(T *grads, bool accumulate) {
-  train_data_->next_batch(program_.global_batch, tokens_.data(), targets_.data());
+  train_data_->next_batch(program_.global_batch, batch_first_, program_.batch,
+                          tokens_.data(), targets_.data());
   if (device_)
-    return device_->train_step(tokens_.data() + batch_offset_,
-                               targets_.data() + batch_offset_, accumulate);
+    return device_->train_step(tokens_.data(), targets_.data(), accumulate);
   double loss = 0.0;
-  program_.train_step(params_.data(), grads, tokens_.data() + batch_offset_,
-                      targets_.data() + batch_offset_, arena_.data(), &loss);
+  program_.train_step(params_.data(), grads, tokens_.data(), targets_.data(),
+                      arena_.data(), &loss);
   return loss;
 }
 
@@ -494,14 +493,14 @@ template <typename T> double Trainer<T>::evaluate() {
   val_data_->set_position({0, 0});
   double sum = 0.0;
   for (int64_t b = 0; b < batches; ++b) {
-    val_data_->next_batch(program_.global_batch, tokens_.data(), targets_.data());
+    val_data_->next_batch(program_.global_batch, batch_first_, program_.batch,
+                          tokens_.data(), targets_.data());
     double loss = 0.0;
     if (device_)
-      loss = device_->eval_loss(tokens_.data() + batch_offset_,
-                                targets_.data() + batch_offset_);
+      loss = device_->eval_loss(tokens_.data(), targets_.data());
     else
-      program_.eval_loss(params_.data(), tokens_.data() + batch_offset_,
-                         targets_.data() + batch_offset_, eval_arena_.data(), &loss);
+      program_.eval_loss(params_.data(), tokens_.data(), targets_.data(),
+                         eval_arena_.data(), &loss);
     sum += loss;
   }
   return sum / static_cast<double>(batches);

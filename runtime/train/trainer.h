@@ -22,9 +22,9 @@
 // to it.
 //
 // A partitioned program (one rank of a dp x tp grid, program.h) trains as one
-// rank of an MPI job started by the CLI (comm::init). Every rank reads the
-// data stream of the single-rank run with batch = global_batch and trains on
-// its dp rank's sequences of each batch, so the grid consumes exactly the
+// rank of an MPI job started by the CLI (comm::init). Every rank follows the
+// data stream of the single-rank run with batch = global_batch and reads and
+// trains on only its dp rank's sequences of each batch, so the grid consumes exactly the
 // single-rank samples in the same order; its tp slice of every param starts
 // as the slice of the single-rank init; the optimizer is ZeRO-1
 // (zero_optimizer.h); everything that steers control flow (skip and rollback

@@ -411,6 +411,31 @@ TEST(Dataset, UnshuffledNextBatchWrapsIntoNextEpoch) {
   EXPECT_EQ(data.position().index, 1u);
 }
 
+// A data-parallel rank's part of a batch: the rows the whole batch has at
+// those places, and the position moves past the whole batch.
+TEST(Dataset, BatchSliceEqualsRowsOfTheWholeBatch) {
+  TempDir dir;
+  write_positional_shards(dir, "train", {203});
+  Dataset whole(dir.str(), "train", 4, 100000, 7, true);
+  Dataset part(dir.str(), "train", 4, 100000, 7, true);
+  const int64_t batch = 6, seq = 4;
+  std::vector<int32_t> tokens(batch * seq), targets(batch * seq);
+  for (int step = 0; step < 20; ++step) { // crosses epochs (50 windows)
+    whole.next_batch(batch, tokens.data(), targets.data());
+    const int64_t first = step % 5, count = std::min<int64_t>(2, batch - first);
+    std::vector<int32_t> t(count * seq), g(count * seq);
+    part.next_batch(batch, first, count, t.data(), g.data());
+    EXPECT_EQ(t, std::vector<int32_t>(tokens.begin() + first * seq,
+                                      tokens.begin() + (first + count) * seq));
+    EXPECT_EQ(g, std::vector<int32_t>(targets.begin() + first * seq,
+                                      targets.begin() + (first + count) * seq));
+    EXPECT_EQ(part.position().epoch, whole.position().epoch);
+    EXPECT_EQ(part.position().index, whole.position().index);
+  }
+  expect_error([&] { part.next_batch(4, 3, 2, tokens.data(), targets.data()); },
+               dir.str(), "sequences [3, 5) are not in a batch of 4");
+}
+
 TEST(Dataset, SplitsAreSeparate) {
   TempDir dir;
   write_positional_shards(dir, "train", {100});

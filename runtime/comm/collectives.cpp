@@ -208,6 +208,50 @@ void all_gather_impl(const T *in, T *out, int64_t outer, int64_t chunk, Axis axi
 }
 
 template <typename T>
+void gather_impl(const T *in, T *out, int64_t outer, int64_t chunk, int root, Axis axis,
+                 const char *what) {
+  const Call call{"gather", axis, what};
+  check_extents(call, outer, chunk);
+  const Group g = group_of(axis);
+  const int p = g.size;
+  if (root < 0 || root >= p)
+    bad_argument(call, "root " + std::to_string(root) + " is outside the group of " +
+                           std::to_string(p) + " ranks");
+  const bool at_root = g.rank == root;
+  check_buffer(call, in, outer * chunk, "the input");
+  if (at_root) {
+    check_buffer(call, out, outer * chunk * p, "the output");
+    check_no_alias(call, in, outer * chunk, out, outer * chunk * p);
+  }
+  if (outer == 0 || chunk == 0)
+    return;
+  if (p == 1) {
+    std::copy(in, in + outer * chunk, out);
+    return;
+  }
+  // Tiles as all_gather's (every rank computes the same ones); only the root
+  // stages what it receives.
+  const int64_t tile = tile_elements(sizeof(T), p, 1);
+  T *recv = at_root ? reinterpret_cast<T *>(detail::staging(size_t(tile) * p * sizeof(T)))
+                    : nullptr;
+  for_each_tile(outer, chunk, tile, [&](int64_t o0, int64_t rows, int64_t c0, int64_t cols) {
+    const int block = int(rows * cols);
+    MPI_Request req;
+    check_mpi(MPI_Igather(in + o0 * chunk + c0, block, mpi_type<T>(), recv, block,
+                          mpi_type<T>(), root, g.comm, &req),
+              call, "MPI_Igather");
+    wait_all(&req, 1, call);
+    if (!at_root)
+      return;
+    for (int r = 0; r < p; ++r)
+      for (int64_t i = 0; i < rows; ++i) {
+        const T *src = recv + int64_t(r) * block + i * cols;
+        std::copy(src, src + cols, out + (o0 + i) * p * chunk + r * chunk + c0);
+      }
+  });
+}
+
+template <typename T>
 void reduce_scatter_impl(const T *in, T *out, int64_t outer, int64_t chunk, Axis axis,
                          const char *what) {
   const Call call{"reduce_scatter", axis, what};
@@ -265,6 +309,15 @@ void all_gather(const float *in, float *out, int64_t outer, int64_t chunk, Axis 
 void all_gather(const double *in, double *out, int64_t outer, int64_t chunk, Axis axis,
                 const char *what) {
   all_gather_impl(in, out, outer, chunk, axis, what);
+}
+
+void gather(const float *in, float *out, int64_t outer, int64_t chunk, int root,
+            Axis axis, const char *what) {
+  gather_impl(in, out, outer, chunk, root, axis, what);
+}
+void gather(const double *in, double *out, int64_t outer, int64_t chunk, int root,
+            Axis axis, const char *what) {
+  gather_impl(in, out, outer, chunk, root, axis, what);
 }
 
 void reduce_scatter(const float *in, float *out, int64_t outer, int64_t chunk, Axis axis,

@@ -58,6 +58,14 @@ void all_gather(const float *in, float *out, int64_t outer, int64_t chunk,
 void all_gather(const double *in, double *out, int64_t outer, int64_t chunk,
                 Axis axis, const char *what);
 
+// all_gather's result on rank `root` of the group alone (checkpoint saves:
+// the other ranks never hold the gathered tensor). `out` is used, and must
+// be non-null, on the root only.
+void gather(const float *in, float *out, int64_t outer, int64_t chunk, int root,
+            Axis axis, const char *what);
+void gather(const double *in, double *out, int64_t outer, int64_t chunk, int root,
+            Axis axis, const char *what);
+
 // Sum-reduce then scatter along a dimension: the input is
 // [outer, size(axis) * chunk] on every rank, rank r receives the sum over
 // ranks of column block r, [outer, chunk]. `out` must not alias `in`.

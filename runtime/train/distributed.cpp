@@ -58,13 +58,14 @@ void gather_full_params(const ProgramInfo &local, const FullProgramView &view,
   for (int32_t p = 0; p < local.num_params; ++p) {
     const ParamInfo &info = local.params[p];
     const T *src = local_buf + info.offset;
-    T *dst = full_buf + view.param(p).offset;
+    T *dst = full_buf ? full_buf + view.param(p).offset : nullptr;
     if (effective_shard_dim(local, info) < 0) {
-      std::copy_n(src, info.numel, dst);
+      if (comm::rank(Axis::TP) == 0)
+        std::copy_n(src, info.numel, dst);
       continue;
     }
     const SliceGeometry g = slice_geometry(local, info);
-    comm::all_gather(src, dst, g.outer, g.chunk, Axis::TP, info.name);
+    comm::gather(src, dst, g.outer, g.chunk, /*root=*/0, Axis::TP, info.name);
   }
 }
 

@@ -42,7 +42,8 @@ std::string broadcast_from_root(const GridPlace &grid, const std::string &value,
                                 const char *what);
 
 // Every param of `local_buf` (laid out as `local`) gathered over this rank's
-// tp group into `full_buf` (laid out as view.program()). Collective over tp.
+// tp group into `full_buf` (laid out as view.program()) on tp rank 0 alone
+// (full_buf is used, and may be null, elsewhere). Collective over tp.
 template <typename T>
 void gather_full_params(const ProgramInfo &local, const FullProgramView &view,
                         const T *local_buf, T *full_buf);

@@ -536,24 +536,31 @@ template <typename T> TrainState Trainer<T>::current_state() const {
 }
 
 // Returns the checkpoint directory (on world rank 0; empty elsewhere).
-// Partitioned: the moments are gathered over dp, then the dp-rank-0 tp group
-// assembles the full tensors and world rank 0 writes the single-rank format.
+// Partitioned: the moments are gathered over dp onto dp rank 0, then the tp
+// slices of the dp-rank-0 group onto world rank 0, which writes the
+// single-rank format.
 template <typename T> std::string Trainer<T>::save() {
   from_device();
   if (!grid_.partitioned)
     return save_checkpoint<T>(program_, checkpoint_root_, current_state(),
                               params_.data(), optimizer_.exp_avg(),
                               optimizer_.exp_avg_sq(), options_.keep_last);
-  AlignedBuffer<T> local_m(params_.size()), local_v(params_.size());
+  // Gathered to one rank, never to all: the dp ranks' moment shards onto dp
+  // rank 0, then the tp slices onto world rank 0, the only rank that ever
+  // holds the full model (and that writes it).
+  const bool dp_root = grid_.dp_rank == 0;
+  AlignedBuffer<T> local_m(dp_root ? params_.size() : 0),
+      local_v(dp_root ? params_.size() : 0);
   optimizer_.gather_moments(local_m.data(), local_v.data());
-  if (grid_.dp_rank != 0)
+  if (!dp_root)
     return std::string();
   const ProgramInfo &full = full_view_->program();
-  const size_t full_n = static_cast<size_t>(full.param_numel);
+  const size_t full_n = grid_.root() ? static_cast<size_t>(full.param_numel) : 0;
   AlignedBuffer<T> full_params(full_n), full_m(full_n), full_v(full_n);
-  gather_full_params(program_, *full_view_, params_.data(), full_params.data());
-  gather_full_params(program_, *full_view_, local_m.data(), full_m.data());
-  gather_full_params(program_, *full_view_, local_v.data(), full_v.data());
+  auto at_root = [&](AlignedBuffer<T> &b) { return grid_.root() ? b.data() : nullptr; };
+  gather_full_params(program_, *full_view_, params_.data(), at_root(full_params));
+  gather_full_params(program_, *full_view_, local_m.data(), at_root(full_m));
+  gather_full_params(program_, *full_view_, local_v.data(), at_root(full_v));
   if (!grid_.root())
     return std::string();
   return save_checkpoint<T>(full, checkpoint_root_, current_state(),

@@ -71,10 +71,10 @@ void ZeroAdamW<T>::gather_moments(T *exp_avg_out, T *exp_avg_sq_out) const {
     std::copy_n(exp_avg_sq_.data(), shard_.size, exp_avg_sq_out);
     return;
   }
-  comm::all_gather(exp_avg_.data(), exp_avg_out, 1, shard_.size, Axis::DP,
-                   "ZeRO-1 exp_avg gather for a checkpoint");
-  comm::all_gather(exp_avg_sq_.data(), exp_avg_sq_out, 1, shard_.size, Axis::DP,
-                   "ZeRO-1 exp_avg_sq gather for a checkpoint");
+  comm::gather(exp_avg_.data(), exp_avg_out, 1, shard_.size, /*root=*/0, Axis::DP,
+               "ZeRO-1 exp_avg gather for a checkpoint");
+  comm::gather(exp_avg_sq_.data(), exp_avg_sq_out, 1, shard_.size, /*root=*/0, Axis::DP,
+               "ZeRO-1 exp_avg_sq gather for a checkpoint");
 }
 
 template <typename T>

@@ -210,6 +210,38 @@ TEST(CommGrid, AllGatherMiddleDim) {
   all_gather_middle_dim<double>(1000, 3, 1);   // many short rows per tile
 }
 
+// gather: all_gather's layout on the chosen root of the group; the other
+// ranks' outputs are never touched (they pass null).
+template <typename T> void gather_middle_dim(int64_t outer, int64_t local, int64_t inner) {
+  const int64_t chunk = local * inner;
+  for (Axis axis : kAxes) {
+    const std::vector<int> m = members(axis);
+    const int64_t p = int64_t(m.size());
+    for (int root = 0; root < int(p); ++root) {
+      std::vector<T> in(outer * chunk), out(outer * p * chunk, T(-7));
+      for (int64_t i = 0; i < outer * chunk; ++i) in[i] = noise<T>(comm::rank(), i);
+      const bool at_root = comm::rank(axis) == root;
+      comm::gather(in.data(), at_root ? out.data() : nullptr, outer, chunk, root, axis,
+                   "gather to root");
+      if (!at_root)
+        continue;
+      int64_t bad = 0;
+      for (int64_t o = 0; o < outer; ++o)
+        for (int64_t r = 0; r < p; ++r)
+          for (int64_t j = 0; j < chunk; ++j)
+            bad += out[(o * p + r) * chunk + j] != noise<T>(m[r], o * chunk + j);
+      EXPECT_EQ(bad, 0) << "axis " << int(axis) << " root " << root << " chunk " << chunk;
+    }
+  }
+}
+TEST(CommGrid, GatherToRootMiddleDim) {
+  REQUIRE_GRID();
+  gather_middle_dim<float>(3, 5, 2);
+  gather_middle_dim<double>(1, 11, 1);
+  gather_middle_dim<float>(3, 257, 4);   // rows longer than a small tile
+  gather_middle_dim<double>(1000, 3, 1); // many short rows per tile
+}
+
 // The input is [outer, p * chunk] on every rank; rank r gets the fold over
 // members (in group order) of column block r.
 template <typename T> void reduce_scatter_middle_dim(int64_t outer, int64_t chunk) {

@@ -238,6 +238,41 @@ int buildExecutable(StringRef source, StringRef out, StringRef cudaSource = "") 
   return runTool(compiler, link, out);
 }
 
+/// `--report --target cuda`: the device memory the training binary's session
+/// will hold (runtime/cuda/session.inl), from the plan the CUDA emitter makes:
+/// fp32 master weights (and a bf16 copy with bf16 storage), fp32 gradients,
+/// fp32 AdamW moments, one arena for the larger of the train and eval plans
+/// (plus memcheck's 4 KiB guard), the kernels' workspace, the batch; then
+/// cuBLASLt's 32 MiB workspace. `memcheck` on the binary measures the same.
+LogicalResult printCudaMemory(ModuleOp module) {
+  std::string discard;
+  llvm::raw_string_ostream os(discard);
+  ::llama::CudaEmitOptions options;
+  options.activations = cudaActivations;
+  ::llama::CudaPlanFigures f;
+  if (failed(::llama::emitCudaKernels(module, os, options, &f)))
+    return failure();
+  const int64_t n = ::llama::countParams(module);
+  int64_t tokens = 0;
+  if (auto fn = module.lookupSymbol<func::FuncOp>("forward"))
+    for (Type t : fn.getArgumentTypes())
+      if (auto rt = dyn_cast<RankedTensorType>(t);
+          rt && isa<IntegerType>(rt.getElementType()) && !tokens)
+        tokens = rt.getNumElements();
+  const bool bf16 = cudaActivations == "bf16";
+  const int64_t state = n * (4 + (bf16 ? 2 : 0) + 4 + 8);
+  const int64_t session = state + std::max(f.trainArenaBytes, f.evalArenaBytes) + 4096 +
+                          f.workspaceBytes + 2 * 4 * tokens;
+  const int64_t cublasLt = int64_t(32) << 20;
+  llvm::outs() << "cuda-storage: " << cudaActivations << "\n"
+               << "cuda-train-arena-bytes: " << f.trainArenaBytes << "\n"
+               << "cuda-eval-arena-bytes: " << f.evalArenaBytes << "\n"
+               << "cuda-state-bytes: " << state << "\n"
+               << "cuda-session-bytes: " << session << "\n"
+               << "cuda-device-bytes: " << session + cublasLt << "\n";
+  return success();
+}
+
 /// The config of a --preset / --config model (none for MODEL.mlir).
 std::optional<::llama::LlamaConfig> loadedConfig;
 
@@ -549,6 +584,8 @@ int run(int argc, char **argv) {
   }
   if (report) {
     ::llama::printReport(::llama::computeMemoryReport(*module), llvm::outs());
+    if (target == "cuda" && failed(printCudaMemory(*module)))
+      return fail("CUDA emission failed (see the errors above)");
     const ::llama::GpuSpec *gpu = nullptr;
     if (!gpuName.empty() && !(gpu = ::llama::findGpu(gpuName))) {
       std::string known;

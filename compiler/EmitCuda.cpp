@@ -264,6 +264,8 @@ public:
          << "},\n";
     os << "};\nextern \"C\" const size_t llama_cuda_op_count = " << entries.size()
        << ";\n";
+    if (step && forward)
+      figures = {arenaBytes(step), arenaBytes(forward), std::max<int64_t>(maxWorkspace, 4)};
     if (options.session)
       os << "\n// The device session of the training binary (runtime/cuda/session.inl).\n"
          << "#include \"runtime/cuda/session.inl\"\n\n"
@@ -1089,6 +1091,11 @@ private:
   std::vector<Entry> entries;
   DenseMap<Operation *, size_t> launcherOf; // op -> its entry
   int64_t maxWorkspace = 0; // over the host functions emitted
+
+public:
+  ::llama::CudaPlanFigures figures; // filled by emitModule
+
+private:
   DenseSet<Value> fp32Values; // bf16 storage: what stays fp32 (assignPrecision)
   DenseMap<Value, char> storage; // host functions: each result's buffer type
 
@@ -1104,7 +1111,8 @@ private:
 } // namespace
 
 mlir::LogicalResult (::llama::emitCudaKernels)(ModuleOp module, raw_ostream &os,
-                                     const ::llama::CudaEmitOptions &options) {
+                                     const ::llama::CudaEmitOptions &options,
+                                     ::llama::CudaPlanFigures *figures) {
   if (options.activations != "f32" && options.activations != "bf16")
     return module.emitError("CUDA activations must be f32 or bf16, got '")
            << options.activations << "'";
@@ -1116,5 +1124,10 @@ mlir::LogicalResult (::llama::emitCudaKernels)(ModuleOp module, raw_ostream &os,
   // The emitter replans bf16 programs' arenas (replanForStorage): on a copy,
   // so the caller's module keeps the fp32 plan its CPU source uses.
   OwningOpRef<ModuleOp> copy(module.clone());
-  return CudaEmitter(os, options).emitModule(*copy);
+  CudaEmitter emitter(os, options);
+  if (failed(emitter.emitModule(*copy)))
+    return failure();
+  if (figures)
+    *figures = emitter.figures;
+  return success();
 }

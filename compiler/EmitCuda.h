@@ -30,7 +30,14 @@ struct CudaEmitOptions {
 /// collectives are not emitted here. The text is deterministic.
 /// With -DLLAMA_CUDA_EMULATE the same source compiles as C++ and runs on the
 /// CPU (runtime/cuda/emulate.h).
+struct CudaPlanFigures {
+  /// The arenas of @train_step and @forward as the device binary allocates
+  /// them (bf16 storage: replanned at 2 bytes per bf16 element), and the
+  /// kernels' workspace.
+  int64_t trainArenaBytes = 0, evalArenaBytes = 0, workspaceBytes = 0;
+};
 mlir::LogicalResult emitCudaKernels(mlir::ModuleOp module, llvm::raw_ostream &os,
-                                    const CudaEmitOptions &options);
+                                    const CudaEmitOptions &options,
+                                    CudaPlanFigures *figures = nullptr);
 
 } // namespace llama

@@ -151,32 +151,54 @@ sys.exit(0 if worst < 3e-2 and set(a) == set(b) else 1)
 PYEOF2
 
 # memcheck on the device: the arenas' measured high-water marks against the
-# plan (bf16 replanned at 2 bytes per element: about half of fp32's).
-# With a second argument, also the device's used memory against what the
-# session holds, within 5% (tiny; micro's few hundred KB are dwarfed by the
-# 2 MiB allocation granularity and cuBLASLt's own allocations).
-memcheck_ok() {  # BIN [device]: used <= planned (the probe throws otherwise), >= 95%
+# plan (bf16 replanned at 2 bytes per element: about half of fp32's), and the
+# bytes the session holds against `--report --target cuda`'s estimate (1%;
+# emulated binaries have no cuBLASLt workspace, so against the session part).
+# With "device", also the device's used memory against what the session holds,
+# within 5% (tiny on a GPU; micro's few hundred KB are dwarfed by the 2 MiB
+# allocation granularity and cuBLASLt's own allocations).
+memcheck_ok() {  # BIN REPORT [device]
   "$1" memcheck > "$1.mem" || die "$1 memcheck failed"
-  "$PY" - "$1.mem" "${2:-}" <<'PYEOF2' || die "$1: device memory use and plan disagree"
+  "$PY" - "$1.mem" "$2" "${3:-}" <<'PYEOF2' || die "$1: device memory use and plan disagree"
 import sys
-m = {}
-for line in open(sys.argv[1]):
-    k, v = line.split(":", 1)
-    m[k] = v.strip()
+def fields(path):
+    m = {}
+    for line in open(path):
+        if ":" in line:
+            k, v = line.split(":", 1)
+            m[k.strip()] = v.strip()
+    return m
+m, r = fields(sys.argv[1]), fields(sys.argv[2])
+name = sys.argv[1].split("/")[-1][:-4]
 ok = True
 for what in ("train", "eval"):
     plan, used = int(m["device-%s-arena-bytes" % what]), int(m["device-%s-arena-used-bytes" % what])
-    ok &= 0.95 * plan <= used <= plan
-    print("%s %s arena: %d of %d planned bytes used" % (sys.argv[1].split("/")[-1][:-4], what, used, plan))
-if sys.argv[2] == "device":
-    held, used = int(m["device-held-bytes"]), int(m["device-used-bytes"])
-    print("device memory: %d used, %d held by the session" % (used, held))
+    ok &= plan == int(r["cuda-%s-arena-bytes" % what]) and 0.95 * plan <= used <= plan
+    print("%s %s arena: %d of %d planned bytes used" % (name, what, used, plan))
+emulated = m["device-used-bytes"].startswith("unknown")
+estimate = int(r["cuda-session-bytes" if emulated else "cuda-device-bytes"])
+held = int(m["device-held-bytes"])
+ok &= abs(held - estimate) <= 0.01 * estimate
+print("%s: session holds %d bytes, --report estimates %d" % (name, held, estimate))
+if sys.argv[3] == "device":
+    used = int(m["device-used-bytes"])
+    print("%s: device memory used %d, held %d" % (name, used, held))
     ok &= abs(used - held) <= 0.05 * held
 sys.exit(0 if ok else 1)
 PYEOF2
 }
-memcheck_ok ./emu
-memcheck_ok ./emu16
+for remat in none selective full; do
+  for act in f32 bf16; do
+    compile "${MODEL[@]}" --remat $remat --target cuda --cuda-activations $act --report > rep-$remat-$act.txt
+    if [ $remat = selective ]; then
+      bin=$([ $act = f32 ] && echo ./emu || echo ./emu16)
+    else
+      bin=./emu-$remat-$act
+      compile "${MODEL[@]}" --remat $remat --target cuda --cuda-activations $act --cuda-emulate -o $bin
+    fi
+    memcheck_ok $bin rep-$remat-$act.txt
+  done
+done
 
 # Refusals, each naming the flag.
 expect_fail() {  # PATTERN CMD...
@@ -196,9 +218,13 @@ if compile "${MODEL[@]}" --target cuda --cuda-activations f32 -o gpu 2> gpu.err;
   if ./gpu train "${TRAIN[@]}" --run-dir run-gpu > gpu.out 2> gpu.err; then
     out=$(compare run-cpu run-gpu 1e-4) || { echo "$out"; die "GPU and CPU runs differ"; }
     echo "GPU vs CPU: $out"
-    memcheck_ok ./gpu
-    memcheck_ok ./gpu16
-    memcheck_ok ./tiny16 device
+    memcheck_ok ./gpu rep-selective-f32.txt
+    memcheck_ok ./gpu16 rep-selective-bf16.txt
+    for remat in none selective full; do
+      compile --preset tiny --remat $remat --target cuda --report > tiny-$remat.txt
+      compile --preset tiny --remat $remat --target cuda -o tiny-$remat || die "nvcc: tiny $remat"
+      memcheck_ok ./tiny-$remat tiny-$remat.txt device
+    done
     ./gpu16 train "${BF[@]}" --run-dir run16-gpu > /dev/null 2>&1 || die "the bf16 GPU run failed"
     "$PY" - <<'PYEOF2' || die "the bf16 GPU run does not track the fp32 CPU run"
 import json, sys

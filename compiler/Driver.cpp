@@ -242,8 +242,9 @@ int buildExecutable(StringRef source, StringRef out, StringRef cudaSource = "") 
 /// will hold (runtime/cuda/session.inl), from the plan the CUDA emitter makes:
 /// fp32 master weights (and a bf16 copy with bf16 storage), fp32 gradients,
 /// fp32 AdamW moments, one arena for the larger of the train and eval plans
-/// (plus memcheck's 4 KiB guard), the kernels' workspace, the batch; then
-/// cuBLASLt's 32 MiB workspace. `memcheck` on the binary measures the same.
+/// (plus memcheck's 4 KiB guard), the kernels' workspace, the batch, the ABFT
+/// scratch; then cuBLASLt's 32 MiB workspace. `memcheck` on the binary
+/// measures the same.
 LogicalResult printCudaMemory(ModuleOp module) {
   std::string discard;
   llvm::raw_string_ostream os(discard);
@@ -261,8 +262,11 @@ LogicalResult printCudaMemory(ModuleOp module) {
         tokens = rt.getNumElements();
   const bool bf16 = cudaActivations == "bf16";
   const int64_t state = n * (4 + (bf16 ? 2 : 0) + 4 + 8);
+  // The ABFT check's weights and scratch: five fp64 rows of the largest
+  // GEMM dimension (runtime/cuda/gemm_check.inl).
+  const int64_t abft = 5 * 8 * std::max<int64_t>(f.gemmMaxDim, 1);
   const int64_t session = state + std::max(f.trainArenaBytes, f.evalArenaBytes) + 4096 +
-                          f.workspaceBytes + 2 * 4 * tokens;
+                          f.workspaceBytes + 2 * 4 * tokens + abft;
   const int64_t cublasLt = int64_t(32) << 20;
   llvm::outs() << "cuda-storage: " << cudaActivations << "\n"
                << "cuda-train-arena-bytes: " << f.trainArenaBytes << "\n"

@@ -120,6 +120,9 @@ __device__ __forceinline__ float block_max(float v) {
   return m;
 }
 
+// ABFT checks of the GEMMs (--verify-gemm-every, --inject bitflip).
+#include "runtime/cuda/gemm_check.inl"
+
 )";
 
 // The GEMMs of the host step: cuBLASLt on the GPU, the CPU runtime's BLAS
@@ -127,10 +130,11 @@ __device__ __forceinline__ float block_max(float v) {
 const char *kGemmF32 = R"(#ifdef LLAMA_CUDA_EMULATE
 #include "runtime/cpu/kernels.h"
 namespace llamart::cuda { class LtGemm; }
-inline void llama_gemm(llamart::cuda::LtGemm *, cudaStream_t, const float *a,
+inline void llama_gemm(llamart::cuda::LtGemm *, cudaStream_t s, const float *a,
                        const float *b, float *c, int64_t batch, int64_t m,
                        int64_t n, int64_t k, bool ta, bool tb, bool shared) {
   llamart::cpu::matmul<float>(a, b, c, batch, m, n, k, ta, tb, shared);
+  llama_abft::after_gemm(s, a, b, c, batch, m, n, k, ta, tb, shared);
 }
 inline void llama_copy(void *dst, const void *src, size_t bytes, cudaStream_t) {
   std::memcpy(dst, src, bytes);
@@ -143,6 +147,7 @@ inline void llama_gemm(llamart::cuda::LtGemm *g, cudaStream_t s, const float *a,
                        int64_t n, int64_t k, bool ta, bool tb, bool shared) {
   g->matmul(s, a, b, c, llamart::cuda::OutType::F32, batch, m, n, k, ta, tb,
             shared, false, llamart::cuda::InType::F32);
+  llama_abft::after_gemm(s, a, b, c, batch, m, n, k, ta, tb, shared);
 }
 inline void llama_copy(void *dst, const void *src, size_t bytes, cudaStream_t s) {
   LLAMART_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, s));
@@ -171,7 +176,7 @@ inline void llama_store(__nv_bfloat16 *c, const std::vector<float> &v) {
     c[i] = __float2bfloat16(v[i]);
 }
 template <typename C>
-void llama_gemm(llamart::cuda::LtGemm *, cudaStream_t, const __nv_bfloat16 *a,
+void llama_gemm(llamart::cuda::LtGemm *, cudaStream_t s, const __nv_bfloat16 *a,
                 const __nv_bfloat16 *b, C *c, int64_t batch, int64_t m, int64_t n,
                 int64_t k, bool ta, bool tb, bool shared) {
   std::vector<float> a32, b32, c32(size_t(batch * m * n));
@@ -180,6 +185,7 @@ void llama_gemm(llamart::cuda::LtGemm *, cudaStream_t, const __nv_bfloat16 *a,
   llamart::cpu::matmul<float>(a32.data(), b32.data(), c32.data(), batch, m, n, k, ta,
                               tb, shared);
   llama_store(c, c32);
+  llama_abft::after_gemm(s, a, b, c, batch, m, n, k, ta, tb, shared);
 }
 inline void llama_copy(void *dst, const void *src, size_t bytes, cudaStream_t) {
   std::memcpy(dst, src, bytes);
@@ -199,6 +205,7 @@ void llama_gemm(llamart::cuda::LtGemm *g, cudaStream_t s, const __nv_bfloat16 *a
                 int64_t k, bool ta, bool tb, bool shared) {
   g->matmul(s, a, b, c, llama_out_type(c), batch, m, n, k, ta, tb, shared, false,
             llamart::cuda::InType::BF16);
+  llama_abft::after_gemm(s, a, b, c, batch, m, n, k, ta, tb, shared);
 }
 inline void llama_copy(void *dst, const void *src, size_t bytes, cudaStream_t s) {
   LLAMART_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, s));
@@ -265,7 +272,8 @@ public:
     os << "};\nextern \"C\" const size_t llama_cuda_op_count = " << entries.size()
        << ";\n";
     if (step && forward)
-      figures = {arenaBytes(step), arenaBytes(forward), std::max<int64_t>(maxWorkspace, 4)};
+      figures = {arenaBytes(step), arenaBytes(forward), std::max<int64_t>(maxWorkspace, 4),
+                 gemmMaxDim};
     if (options.session)
       os << "\n// The device session of the training binary (runtime/cuda/session.inl).\n"
          << "#include \"runtime/cuda/session.inl\"\n\n"
@@ -277,6 +285,8 @@ public:
          << "  s.train_arena_bytes = " << arenaBytes(step) << ";\n"
          << "  s.eval_arena_bytes = " << arenaBytes(forward) << ";\n"
          << "  s.workspace_bytes = " << std::max<int64_t>(maxWorkspace, 4) << ";\n"
+         << "  s.gemm_count = " << gemmCount << ";\n"
+         << "  s.gemm_max_dim = " << gemmMaxDim << ";\n"
          << "  return new llamart::cuda::CudaSession(program, s);\n}\n";
     return success();
   }
@@ -884,6 +894,10 @@ private:
                                   std::to_string(offsets[i]) + ")";
       }
       if (auto m = dyn_cast<MatmulOp>(op)) {
+        if (train) {
+          ++gemmCount;
+          gemmMaxDim = std::max({gemmMaxDim, m.getM(), m.getN(), m.getK()});
+        }
         b << "  llama_gemm(gemm, stream, " << names.lookup(m.getLhs()) << ", "
           << names.lookup(m.getRhs()) << ", " << names.lookup(m.getResult()) << ", "
           << m.getBatchSize() << ", " << m.getM() << ", " << m.getN() << ", "
@@ -1091,6 +1105,7 @@ private:
   std::vector<Entry> entries;
   DenseMap<Operation *, size_t> launcherOf; // op -> its entry
   int64_t maxWorkspace = 0; // over the host functions emitted
+  int64_t gemmCount = 0, gemmMaxDim = 0; // the train step's GEMMs (ABFT)
 
 public:
   ::llama::CudaPlanFigures figures; // filled by emitModule

@@ -35,6 +35,8 @@ struct CudaPlanFigures {
   /// them (bf16 storage: replanned at 2 bytes per bf16 element), and the
   /// kernels' workspace.
   int64_t trainArenaBytes = 0, evalArenaBytes = 0, workspaceBytes = 0;
+  /// The largest M, N or K of the train step's GEMMs (the ABFT scratch).
+  int64_t gemmMaxDim = 0;
 };
 mlir::LogicalResult emitCudaKernels(mlir::ModuleOp module, llvm::raw_ostream &os,
                                     const CudaEmitOptions &options,

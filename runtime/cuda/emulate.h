@@ -207,6 +207,12 @@ inline unsigned __ballot_sync(unsigned, int predicate) {
   return mask;
 }
 inline int __ffs(unsigned x) { return __builtin_ffs(int(x)); }
+// Fibers of a block run one at a time on one thread: plain arithmetic.
+inline unsigned atomicAdd(unsigned *p, unsigned v) {
+  const unsigned old = *p;
+  *p = old + v;
+  return old;
+}
 
 struct __nv_bfloat16 {
   uint16_t bits;

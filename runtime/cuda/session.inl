@@ -54,6 +54,8 @@ struct StepProgram {
                     void *arena, void *workspace, float *loss, LtGemm *gemm,
                     cudaStream_t stream);
   size_t train_arena_bytes, eval_arena_bytes, workspace_bytes;
+  int64_t gemm_count = 0;   // GEMMs per train step
+  int64_t gemm_max_dim = 0; // the largest M, N or K among them (ABFT scratch)
 };
 
 namespace session_kernels {
@@ -215,6 +217,15 @@ public:
     place(&loss_, sizeof(float), &bytes_work_);
     place(&chunks_, chunks.size() * sizeof(chunks[0]), &bytes_work_);
     place(&partial_, size_t(norm_blocks_ + 1) * sizeof(double), &bytes_work_);
+    // ABFT: the weights r and four rows of scratch, the failure counter.
+    abft_.capacity = std::max<int64_t>(step.gemm_max_dim, 1);
+    const size_t row = size_t(abft_.capacity) * sizeof(double);
+    place(&abft_.r, row, &bytes_work_);
+    place(&abft_.w, row, &bytes_work_);
+    place(&abft_.wa, row, &bytes_work_);
+    place(&abft_.t, row, &bytes_work_);
+    place(&abft_.tabs, row, &bytes_work_);
+    place(&abft_.failures, sizeof(unsigned), &bytes_work_);
     LLAMA_CUDA_CALL(cudaMalloc(&block_, block_bytes_));
     LLAMA_CUDA_CALL(cudaMemset(block_, 0, block_bytes_));
     for (auto &[offset, set] : placed_)
@@ -222,9 +233,16 @@ public:
     placed_.clear();
     LLAMA_CUDA_CALL(cudaMemcpy(chunks_, chunks.data(), chunks.size() * sizeof(chunks[0]),
                                cudaMemcpyHostToDevice));
+    std::vector<double> r(size_t(abft_.capacity));
+    for (size_t j = 0; j < r.size(); ++j)
+      r[j] = llama_abft::weight(j);
+    LLAMA_CUDA_CALL(cudaMemcpy(abft_.r, r.data(), r.size() * sizeof(double),
+                               cudaMemcpyHostToDevice));
   }
 
   ~CudaSession() override {
+    if (llama_abft::state == &abft_)
+      llama_abft::state = nullptr;
 #ifndef LLAMA_CUDA_EMULATE
     for (auto &g : graphs_)
       if (g)
@@ -398,6 +416,34 @@ public:
     return m;
   }
 
+  void gemm_check_begin(bool verify, bool inject, uint64_t seed) override {
+    sync();
+    abft_.verify = verify;
+    abft_.inject_at = inject && step_.gemm_count > 0
+                          ? int64_t((seed >> 17) % uint64_t(step_.gemm_count))
+                          : -1;
+    abft_.inject_seed = seed;
+    abft_.delivered = false;
+    abft_.gemms = abft_.checked = 0;
+    LLAMA_CUDA_CALL(cudaMemset(abft_.failures, 0, sizeof(unsigned)));
+    llama_abft::state = (verify || inject) ? &abft_ : nullptr;
+  }
+
+  DeviceGemmCheck gemm_check_end() override {
+    sync();
+    unsigned failures = 0;
+    LLAMA_CUDA_CALL(cudaMemcpy(&failures, abft_.failures, sizeof failures,
+                               cudaMemcpyDeviceToHost));
+    DeviceGemmCheck r;
+    r.checked = abft_.checked;
+    r.failed = int64_t(failures);
+    r.bitflip_delivered = abft_.delivered;
+    abft_.verify = false;
+    abft_.inject_at = -1;
+    llama_abft::state = nullptr;
+    return r;
+  }
+
 private:
   int64_t held_bytes() const {
     return bytes_params_ + bytes_grads_ + bytes_optimizer_ + bytes_arena_ + bytes_work_ +
@@ -470,6 +516,12 @@ private:
     (void)variant;
     body();
 #else
+    // ABFT checks and injections are host decisions per GEMM call: eager.
+    if (llama_abft::state) {
+      body();
+      check_launch();
+      return;
+    }
     if (calls_[variant]++ == 0) {
       body();
       check_launch();
@@ -512,6 +564,7 @@ private:
   session_kernels::Chunk *chunks_ = nullptr;
   int64_t num_chunks_ = 0, norm_blocks_ = 0;
   double *partial_ = nullptr;
+  llama_abft::State abft_;
   int64_t bytes_params_ = 0, bytes_grads_ = 0, bytes_optimizer_ = 0, bytes_arena_ = 0,
           bytes_work_ = 0;
 #ifndef LLAMA_CUDA_EMULATE

@@ -28,6 +28,12 @@ struct DeviceMemoryProbe {
                                   // session opened (-1: not measurable)
 };
 
+// What the ABFT checks of one update's GEMMs found (runtime/cuda/gemm_check.inl).
+struct DeviceGemmCheck {
+  int64_t checked = 0, failed = 0;
+  bool bitflip_delivered = false;
+};
+
 class DeviceSession {
 public:
   virtual ~DeviceSession() = default;
@@ -71,6 +77,14 @@ public:
   // the arena or a step used more than its plan.
   virtual DeviceMemoryProbe probe_memory(const int32_t *tokens,
                                          const int32_t *targets) = 0;
+
+  // ABFT around the train steps of one update (--verify-gemm-every,
+  // --inject bitflip): from begin to end every GEMM is checked when
+  // `verify`, and with `inject` one GEMM output chosen by `seed` gets a
+  // flipped high exponent bit right after the GEMM wrote it. Steps run
+  // eagerly (not from the CUDA Graph) in between.
+  virtual void gemm_check_begin(bool verify, bool inject, uint64_t seed) = 0;
+  virtual DeviceGemmCheck gemm_check_end() = 0;
 };
 
 } // namespace llamart

@@ -446,12 +446,25 @@ double Trainer<T>::compute_checked_update(int64_t step,
     return compute_update();
   double loss = 0.0;
   for (int pass = 0; pass < 2; ++pass) {
-    cpu::gemm_check_begin(verify);
-    if (inject && pass == 0) // the fault is transient: the retry runs clean
-      cpu::gemm_inject_bitflip(derive_seed(state_.seed, "llamart.bitflip") ^
-                               static_cast<uint64_t>(state_.attempts));
-    loss = compute_update();
-    const cpu::GemmCheckStats stats = cpu::gemm_check_end();
+    // The fault is transient: the retry runs clean.
+    const bool flip = inject && pass == 0;
+    const uint64_t flip_seed = derive_seed(state_.seed, "llamart.bitflip") ^
+                               static_cast<uint64_t>(state_.attempts);
+    cpu::GemmCheckStats stats;
+    if (device_) { // the device checks its own GEMMs (runtime/cuda/gemm_check.inl)
+      device_->gemm_check_begin(verify, flip, flip_seed);
+      loss = compute_update();
+      const DeviceGemmCheck d = device_->gemm_check_end();
+      stats.checked = d.checked;
+      stats.failed = d.failed;
+      stats.bitflip_delivered = d.bitflip_delivered;
+    } else {
+      cpu::gemm_check_begin(verify);
+      if (flip)
+        cpu::gemm_inject_bitflip(flip_seed);
+      loss = compute_update();
+      stats = cpu::gemm_check_end();
+    }
     if (inject && pass == 0 && !stats.bitflip_delivered)
       note("--inject bitflip@" + std::to_string(state_.attempts) +
            ": the update ran too few GEMMs; nothing was flipped");
@@ -463,7 +476,8 @@ double Trainer<T>::compute_checked_update(int64_t step,
     r.reason = skip_reason_name(SkipReason::GemmChecksum);
     r.loss = loss;
     r.grad_norm =
-        optimizer_.reduce_gradients(grads_.data(), 1.0 / options_.grad_accum);
+        device_ ? device_->grad_norm(1.0 / options_.grad_accum)
+                : optimizer_.reduce_gradients(grads_.data(), 1.0 / options_.grad_accum);
     r.lr = state_.schedule.at(step);
     r.loss_z = r.grad_norm_z = NAN;
     r.attempt = state_.attempts;
@@ -931,13 +945,6 @@ TrainResult train(const ProgramInfo &program, const TrainOptions &options) {
       throw std::runtime_error("a " + target + " program trains in fp32 storage only");
     if (program.grid_dp * program.grid_tp > 1)
       throw std::runtime_error("a " + target + " program runs on one device (no grid)");
-    if (options.verify_gemm_every > 0)
-      throw std::runtime_error("--verify-gemm-every: the ABFT GEMM check runs on the "
-                               "CPU target only; not yet on " + target);
-    for (const Fault &f : options.faults)
-      if (f.kind == FaultKind::BitFlip)
-        throw std::runtime_error("--inject bitflip: flips a bit in a CPU GEMM; not "
-                                 "available on " + target);
   }
   if (program.dtype == DType::F64)
     return Trainer<double>(program, options).run();

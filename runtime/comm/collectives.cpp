@@ -173,53 +173,21 @@ void all_reduce_impl(T *buf, int64_t n, ReduceOp op, Axis axis, const char *what
   }
 }
 
-template <typename T>
-void all_gather_impl(const T *in, T *out, int64_t outer, int64_t chunk, Axis axis,
-                     const char *what) {
-  const Call call{"all_gather", axis, what};
-  check_extents(call, outer, chunk);
-  const Group g = group_of(axis);
-  const int p = g.size;
-  check_buffer(call, in, outer * chunk, "the input");
-  check_buffer(call, out, outer * chunk * p, "the output");
-  check_no_alias(call, in, outer * chunk, out, outer * chunk * p);
-  if (outer == 0 || chunk == 0)
-    return;
-  if (p == 1) {
-    std::copy(in, in + outer * chunk, out);
-    return;
-  }
-  const int64_t tile = tile_elements(sizeof(T), p, 1);
-  T *recv = reinterpret_cast<T *>(detail::staging(size_t(tile) * p * sizeof(T)));
-  for_each_tile(outer, chunk, tile, [&](int64_t o0, int64_t rows, int64_t c0, int64_t cols) {
-    // A tile is contiguous in the input (whole rows, or part of one row).
-    const int block = int(rows * cols);
-    MPI_Request req;
-    check_mpi(MPI_Iallgather(in + o0 * chunk + c0, block, mpi_type<T>(), recv, block,
-                             mpi_type<T>(), g.comm, &req),
-              call, "MPI_Iallgather");
-    wait_all(&req, 1, call);
-    for (int r = 0; r < p; ++r)
-      for (int64_t i = 0; i < rows; ++i) {
-        const T *src = recv + int64_t(r) * block + i * cols;
-        std::copy(src, src + cols, out + (o0 + i) * p * chunk + r * chunk + c0);
-      }
-  });
-}
-
+// all_gather (root < 0: every rank receives) and gather (rank `root` of the
+// group alone receives; `out` is used there only).
 template <typename T>
 void gather_impl(const T *in, T *out, int64_t outer, int64_t chunk, int root, Axis axis,
                  const char *what) {
-  const Call call{"gather", axis, what};
+  const Call call{root < 0 ? "all_gather" : "gather", axis, what};
   check_extents(call, outer, chunk);
   const Group g = group_of(axis);
   const int p = g.size;
-  if (root < 0 || root >= p)
+  if (root >= p)
     bad_argument(call, "root " + std::to_string(root) + " is outside the group of " +
                            std::to_string(p) + " ranks");
-  const bool at_root = g.rank == root;
+  const bool receives = root < 0 || g.rank == root;
   check_buffer(call, in, outer * chunk, "the input");
-  if (at_root) {
+  if (receives) {
     check_buffer(call, out, outer * chunk * p, "the output");
     check_no_alias(call, in, outer * chunk, out, outer * chunk * p);
   }
@@ -229,19 +197,24 @@ void gather_impl(const T *in, T *out, int64_t outer, int64_t chunk, int root, Ax
     std::copy(in, in + outer * chunk, out);
     return;
   }
-  // Tiles as all_gather's (every rank computes the same ones); only the root
-  // stages what it receives.
+  // Every rank computes the same tiles; only receivers stage what arrives.
   const int64_t tile = tile_elements(sizeof(T), p, 1);
-  T *recv = at_root ? reinterpret_cast<T *>(detail::staging(size_t(tile) * p * sizeof(T)))
-                    : nullptr;
+  T *recv = receives ? reinterpret_cast<T *>(detail::staging(size_t(tile) * p * sizeof(T)))
+                     : nullptr;
   for_each_tile(outer, chunk, tile, [&](int64_t o0, int64_t rows, int64_t c0, int64_t cols) {
+    // A tile is contiguous in the input (whole rows, or part of one row).
     const int block = int(rows * cols);
     MPI_Request req;
-    check_mpi(MPI_Igather(in + o0 * chunk + c0, block, mpi_type<T>(), recv, block,
-                          mpi_type<T>(), root, g.comm, &req),
-              call, "MPI_Igather");
+    if (root < 0)
+      check_mpi(MPI_Iallgather(in + o0 * chunk + c0, block, mpi_type<T>(), recv, block,
+                               mpi_type<T>(), g.comm, &req),
+                call, "MPI_Iallgather");
+    else
+      check_mpi(MPI_Igather(in + o0 * chunk + c0, block, mpi_type<T>(), recv, block,
+                            mpi_type<T>(), root, g.comm, &req),
+                call, "MPI_Igather");
     wait_all(&req, 1, call);
-    if (!at_root)
+    if (!receives)
       return;
     for (int r = 0; r < p; ++r)
       for (int64_t i = 0; i < rows; ++i) {
@@ -249,6 +222,15 @@ void gather_impl(const T *in, T *out, int64_t outer, int64_t chunk, int root, Ax
         std::copy(src, src + cols, out + (o0 + i) * p * chunk + r * chunk + c0);
       }
   });
+}
+
+// gather: a negative root would mean all_gather to gather_impl.
+template <typename T>
+void gather_to_root(const T *in, T *out, int64_t outer, int64_t chunk, int root, Axis axis,
+                    const char *what) {
+  if (root < 0)
+    bad_argument(Call{"gather", axis, what}, "negative root " + std::to_string(root));
+  gather_impl(in, out, outer, chunk, root, axis, what);
 }
 
 template <typename T>
@@ -304,20 +286,20 @@ void all_reduce(int64_t *buf, int64_t n, ReduceOp op, Axis axis, const char *wha
 
 void all_gather(const float *in, float *out, int64_t outer, int64_t chunk, Axis axis,
                 const char *what) {
-  all_gather_impl(in, out, outer, chunk, axis, what);
+  gather_impl(in, out, outer, chunk, /*root=*/-1, axis, what);
 }
 void all_gather(const double *in, double *out, int64_t outer, int64_t chunk, Axis axis,
                 const char *what) {
-  all_gather_impl(in, out, outer, chunk, axis, what);
+  gather_impl(in, out, outer, chunk, /*root=*/-1, axis, what);
 }
 
 void gather(const float *in, float *out, int64_t outer, int64_t chunk, int root,
             Axis axis, const char *what) {
-  gather_impl(in, out, outer, chunk, root, axis, what);
+  gather_to_root(in, out, outer, chunk, root, axis, what);
 }
 void gather(const double *in, double *out, int64_t outer, int64_t chunk, int root,
             Axis axis, const char *what) {
-  gather_impl(in, out, outer, chunk, root, axis, what);
+  gather_to_root(in, out, outer, chunk, root, axis, what);
 }
 
 void reduce_scatter(const float *in, float *out, int64_t outer, int64_t chunk, Axis axis,

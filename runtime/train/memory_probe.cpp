@@ -46,6 +46,19 @@ void check_guard(const unsigned char *p, int64_t size, unsigned char pattern,
                                " beyond its " + std::to_string(size) + " planned bytes)");
 }
 
+// The batch memcheck runs on: uniform token ids from `seed`.
+void random_batch(const ProgramInfo &program, uint64_t seed, std::vector<int32_t> &tokens,
+                  std::vector<int32_t> &targets) {
+  const int64_t n = program.batch * program.seq_len;
+  tokens.resize(static_cast<size_t>(n));
+  targets.resize(static_cast<size_t>(n));
+  Rng rng(derive_seed(seed, "memcheck"));
+  for (int64_t i = 0; i < n; ++i) {
+    tokens[i] = static_cast<int32_t>(rng.below(program.vocab_size));
+    targets[i] = static_cast<int32_t>(rng.below(program.vocab_size));
+  }
+}
+
 template <typename T> MemoryProbe probe(const ProgramInfo &program, uint64_t seed) {
   MemoryProbe m;
   const int64_t rss_before = proc_status_bytes("VmRSS");
@@ -54,13 +67,9 @@ template <typename T> MemoryProbe probe(const ProgramInfo &program, uint64_t see
   AlignedBuffer<T> params(n), grads(n), exp_avg(n), exp_avg_sq(n);
   m.state_bytes = 4 * n * static_cast<int64_t>(sizeof(T));
   init_params<T>(program, seed, params.data());
+  std::vector<int32_t> tokens, targets;
+  random_batch(program, seed, tokens, targets);
   const int64_t tokens_n = program.batch * program.seq_len;
-  std::vector<int32_t> tokens(tokens_n), targets(tokens_n);
-  Rng rng(derive_seed(seed, "memcheck"));
-  for (int64_t i = 0; i < tokens_n; ++i) {
-    tokens[i] = static_cast<int32_t>(rng.below(program.vocab_size));
-    targets[i] = static_cast<int32_t>(rng.below(program.vocab_size));
-  }
   m.train_arena_bytes = program.train_arena_bytes;
   m.eval_arena_bytes = program.eval_arena_bytes;
   AlignedBuffer<unsigned char> arena(program.train_arena_bytes + kGuardBytes);
@@ -101,13 +110,8 @@ DeviceMemoryProbe probe_device_memory(const ProgramInfo &program, uint64_t seed)
   AlignedBuffer<float> params(n), zeros(n);
   init_params<float>(program, seed, params.data());
   device->upload(params.data(), zeros.data(), zeros.data());
-  const int64_t tokens_n = program.batch * program.seq_len;
-  std::vector<int32_t> tokens(tokens_n), targets(tokens_n);
-  Rng rng(derive_seed(seed, "memcheck"));
-  for (int64_t i = 0; i < tokens_n; ++i) {
-    tokens[i] = static_cast<int32_t>(rng.below(program.vocab_size));
-    targets[i] = static_cast<int32_t>(rng.below(program.vocab_size));
-  }
+  std::vector<int32_t> tokens, targets;
+  random_batch(program, seed, tokens, targets);
   return device->probe_memory(tokens.data(), targets.data());
 }
 

@@ -171,7 +171,10 @@ public:
         batch_first_(static_cast<int64_t>(grid_.dp_rank) * program.batch),
         optimizer_(program, grid_.dp_rank, grid_.tp_rank),
         params_(static_cast<size_t>(optimizer_.shard().padded_numel)),
-        grads_(static_cast<size_t>(optimizer_.shard().padded_numel)),
+        // A device program's gradients stay on the device; the host buffer
+        // is made only when a fault is injected into them.
+        grads_(static_cast<size_t>(program.open_device ? 0
+                                                       : optimizer_.shard().padded_numel)),
         // A device program's arenas are on the device.
         arena_(static_cast<size_t>(program.open_device ? 0 : program.train_arena_bytes)),
         eval_arena_(static_cast<size_t>(program.open_device ? 0 : program.eval_arena_bytes)),
@@ -772,8 +775,11 @@ template <typename T> TrainResult Trainer<T>::run() {
     double loss = compute_checked_update(step, batch_position, gemm_failures);
     const std::vector<FaultKind> faults = faults_at(options_.faults, state_.attempts);
     if (device_ && !faults.empty())
-      if constexpr (std::is_same_v<T, float>)
+      if constexpr (std::is_same_v<T, float>) {
+        if (grads_.size() < static_cast<size_t>(numel_))
+          grads_ = AlignedBuffer<T>(static_cast<size_t>(numel_));
         device_->read_grads(grads_.data());
+      }
     for (const FaultKind fault : faults)
       apply_fault(fault, grads_.data(), numel_, loss);
     if (device_ && !faults.empty())

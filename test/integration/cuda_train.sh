@@ -77,14 +77,20 @@ grep -q "device: CUDA emulated" emu.err || die "no device line in the progress o
 out=$(compare run-cpu run-emu 1e-5) || { echo "$out"; die "emulated CUDA and CPU runs differ"; }
 echo "emulated CUDA vs CPU: $out"
 
-# Exact resume on the device.
-./emu train "${TRAIN[@]}" --run-dir run-emu2 --stop-at 2 > /dev/null 2>&1
-./emu train "${TRAIN[@]}" --run-dir run-emu2 --resume > /dev/null 2>&1
-for f in model.safetensors optimizer.safetensors; do
-  cmp run-emu/checkpoints/step_000004/$f run-emu2/checkpoints/step_000004/$f ||
-    die "device resume: $f differs from the straight run"
-done
-echo "device resume: 2 + 2 updates byte-identical to 4 straight"
+# Exact resume: BIN trains to STOP, resumes to END in a new run dir, and its
+# final checkpoint must equal the straight run's in STRAIGHT byte for byte.
+resume_exact() {  # LABEL BIN STRAIGHT STOP END TRAIN_ARGS...
+  local label=$1 bin=$2 straight=$3 stop=$4 end=$5; shift 5
+  local dir=$straight-resumed ckpt
+  ckpt=checkpoints/step_$(printf %06d "$end")
+  "$bin" train "$@" --run-dir "$dir" --stop-at "$stop" > /dev/null 2>&1
+  "$bin" train "$@" --run-dir "$dir" --resume > /dev/null 2>&1
+  for f in model.safetensors optimizer.safetensors; do
+    cmp "$straight/$ckpt/$f" "$dir/$ckpt/$f" || die "$label resume: $f differs from the straight run"
+  done
+  echo "$label resume: $stop + $((end - stop)) updates byte-identical to $end straight"
+}
+resume_exact device ./emu run-emu 2 4 "${TRAIN[@]}"
 
 # verify: the device step against the CPU step of the same binary.
 ./cpu info --config-json > micro.json
@@ -130,13 +136,7 @@ print("bf16 vs fp32 CPU: loss %.4f -> %.4f (CPU %.4f -> %.4f), val %.4f (CPU %.4
       "max per-update difference %.2e, final %.2e" % (lb[0], lb[-1], la[0], la[-1], vb[-1], va[-1], step, final))
 sys.exit(0 if len(la) == len(lb) == 12 and la[-1] < la[0] - 0.1 and step < 2e-2 and final < 1e-2 else 1)
 PYEOF2
-./emu16 train "${BF[@]}" --run-dir run16b --stop-at 6 > /dev/null 2>&1
-./emu16 train "${BF[@]}" --run-dir run16b --resume > /dev/null 2>&1
-for f in model.safetensors optimizer.safetensors; do
-  cmp run16/checkpoints/step_000012/$f run16b/checkpoints/step_000012/$f ||
-    die "bf16 device resume: $f differs from the straight run"
-done
-echo "bf16 device resume: 6 + 6 updates byte-identical to 12 straight"
+resume_exact "bf16 device" ./emu16 run16 6 12 "${BF[@]}"
 ./emu16 verify --weights w.safetensors --batch-file i.safetensors --out g16.safetensors > /dev/null
 "$PY" - "$SRC/test/integration" <<'PYEOF2' || die "verify: bf16 device step and CPU step differ"
 import sys
@@ -259,13 +259,7 @@ print("bf16 GPU vs fp32 CPU: final loss %.4f vs %.4f, val %.4f vs %.4f, max per-
 sys.exit(0 if len(la) == len(lb) and step < 2e-2 and abs(vb[-1] - va[-1]) / va[-1] < 1e-2 else 1)
 PYEOF2
     # Deterministic on the GPU too: exact resume across processes.
-    ./gpu16 train "${BF[@]}" --run-dir run16-gpu2 --stop-at 6 > /dev/null 2>&1
-    ./gpu16 train "${BF[@]}" --run-dir run16-gpu2 --resume > /dev/null 2>&1
-    for f in model.safetensors optimizer.safetensors; do
-      cmp run16-gpu/checkpoints/step_000012/$f run16-gpu2/checkpoints/step_000012/$f ||
-        die "GPU resume: $f differs from the straight run"
-    done
-    echo "GPU resume: 6 + 6 updates byte-identical to 12 straight"
+    resume_exact GPU ./gpu16 run16-gpu 6 12 "${BF[@]}"
   else
     grep -q "no CUDA device: " gpu.err || { cat gpu.err; die "the GPU binary failed"; }
     echo "nvcc builds ok (micro fp32 and bf16, tiny bf16); no GPU here: $(head -1 gpu.err)"

@@ -226,6 +226,9 @@ int buildExecutable(StringRef source, StringRef out, StringRef cudaSource = "") 
     StringRef(LLAMA_CUDA_LINK_LIBS).split(libs, ',', -1, /*KeepEmpty=*/false);
     for (StringRef lib : libs)
       link.push_back(lib.str());
+    // Partitioned programs talk NCCL (runtime/cuda/collectives.inl).
+    if (gridDp * gridTp > 1)
+      link.insert(link.end(), {"-L" LLAMA_CUDA_LIB_DIR, "-lnccl"});
     link.push_back("-Wl,-rpath," LLAMA_CUDA_LIB_DIR);
     link.insert(link.end(), {"-ldl", "-lrt", "-lpthread"});
   }
@@ -250,10 +253,15 @@ LogicalResult printCudaMemory(ModuleOp module) {
   llvm::raw_string_ostream os(discard);
   ::llama::CudaEmitOptions options;
   options.activations = cudaActivations;
+  options.session = true;
   ::llama::CudaPlanFigures f;
   if (failed(::llama::emitCudaKernels(module, os, options, &f)))
     return failure();
-  const int64_t n = ::llama::countParams(module);
+  // This rank's parameters (the whole model on one device), padded to a
+  // multiple of dp; ZeRO-1 keeps the AdamW moments (and, with dp > 1, the
+  // dp-reduced gradient) of 1/dp of them (runtime/train/partition.h).
+  const int64_t local = ::llama::countParams(module);
+  const int64_t n = (local + gridDp - 1) / gridDp * gridDp, shard = n / gridDp;
   int64_t tokens = 0;
   if (auto fn = module.lookupSymbol<func::FuncOp>("forward"))
     for (Type t : fn.getArgumentTypes())
@@ -261,12 +269,13 @@ LogicalResult printCudaMemory(ModuleOp module) {
           rt && isa<IntegerType>(rt.getElementType()) && !tokens)
         tokens = rt.getNumElements();
   const bool bf16 = cudaActivations == "bf16";
-  const int64_t state = n * (4 + (bf16 ? 2 : 0) + 4 + 8);
+  const int64_t state =
+      n * (4 + (bf16 ? 2 : 0) + 4) + shard * 8 + (gridDp > 1 ? shard * 4 : 0);
   // The ABFT check's weights and scratch: five fp64 rows of the largest
   // GEMM dimension (runtime/cuda/gemm_check.inl).
   const int64_t abft = 5 * 8 * std::max<int64_t>(f.gemmMaxDim, 1);
   const int64_t session = state + std::max(f.trainArenaBytes, f.evalArenaBytes) + 4096 +
-                          f.workspaceBytes + 2 * 4 * tokens + abft;
+                          f.workspaceBytes + 2 * 4 * tokens + abft + f.stagingBytes;
   const int64_t cublasLt = int64_t(32) << 20;
   llvm::outs() << "cuda-storage: " << cudaActivations << "\n"
                << "cuda-train-arena-bytes: " << f.trainArenaBytes << "\n"
@@ -274,6 +283,10 @@ LogicalResult printCudaMemory(ModuleOp module) {
                << "cuda-state-bytes: " << state << "\n"
                << "cuda-session-bytes: " << session << "\n"
                << "cuda-device-bytes: " << session + cublasLt << "\n";
+  if (f.collectives)
+    llvm::outs() << "cuda-collectives: " << f.collectives << " (" << f.overlappedCollectives
+                 << " overlapping " << f.overlappedOps << " kernels and GEMMs)\n"
+                 << "cuda-collective-staging-bytes: " << f.stagingBytes << "\n";
   return success();
 }
 

@@ -20,6 +20,7 @@
 #include "passes/lowering/PlanMemory.h"
 
 #include "mlir/Dialect/Func/IR/FuncOps.h"
+#include "mlir/Dialect/Shard/IR/ShardOps.h"
 #include "llvm/ADT/TypeSwitch.h"
 #include "llvm/Support/Format.h"
 
@@ -224,6 +225,14 @@ public:
        << kPrelude;
     os << "typedef " << (options.activations == "bf16" ? "__nv_bfloat16" : "float")
        << " act_t;\n\n";
+    if (auto g = module->getAttrOfType<DenseI64ArrayAttr>(kGridAttr); g && g.size() == 2) {
+      grid[0] = g[0];
+      grid[1] = g[1];
+    }
+    if (grid[0] * grid[1] > 1)
+      os << "// A partitioned program: its collectives (NCCL on the GPU).\n"
+         << "#define LLAMA_PARTITIONED_SOURCE 1\n"
+         << "#include \"runtime/cuda/collectives.inl\"\n\n";
     os << (options.activations == "f32" ? kGemmF32 : kGemmBF16);
     if (auto step = module.lookupSymbol<func::FuncOp>("train_step"))
       if (failed(assignPrecision(step)))
@@ -248,10 +257,15 @@ public:
     }
     auto step = module.lookupSymbol<func::FuncOp>("train_step");
     auto forwardFn = module.lookupSymbol<func::FuncOp>("forward");
-    if (options.activations != "f32")
-      for (func::FuncOp fn : {step, forwardFn})
-        if (fn && failed(replanForStorage(fn)))
-          return failure();
+    const bool partitioned = grid[0] * grid[1] > 1;
+    for (func::FuncOp fn : {step, forwardFn}) {
+      if (!fn)
+        continue;
+      if (partitioned)
+        hoistCollectives(fn);
+      if ((options.activations != "f32" || partitioned) && failed(replanForStorage(fn)))
+        return failure();
+    }
     if (step && failed(emitHostFunction(step, /*train=*/true)))
       return failure();
     auto forward = module.lookupSymbol<func::FuncOp>("forward");
@@ -274,6 +288,13 @@ public:
     if (step && forward)
       figures = {arenaBytes(step), arenaBytes(forward), std::max<int64_t>(maxWorkspace, 4),
                  gemmMaxDim};
+    figures.collectives = collectiveCount;
+    figures.overlappedCollectives = overlappedCollectives;
+    figures.overlappedOps = overlappedOps;
+    figures.stagingBytes = stagingBytes;
+    if (collectiveCount)
+      os << "// " << collectiveCount << " collectives; " << overlappedCollectives
+         << " of them overlap " << overlappedOps << " kernels and GEMMs in all.\n";
     if (options.session)
       os << "\n// The device session of the training binary (runtime/cuda/session.inl).\n"
          << "#include \"runtime/cuda/session.inl\"\n\n"
@@ -287,6 +308,8 @@ public:
          << "  s.workspace_bytes = " << std::max<int64_t>(maxWorkspace, 4) << ";\n"
          << "  s.gemm_count = " << gemmCount << ";\n"
          << "  s.gemm_max_dim = " << gemmMaxDim << ";\n"
+         << "  s.collective_staging_bytes = " << stagingBytes << ";\n"
+         << "  s.partitioned = " << (grid[0] * grid[1] > 1 ? "true" : "false") << ";\n"
          << "  return new llamart::cuda::CudaSession(program, s);\n}\n";
     return success();
   }
@@ -350,8 +373,8 @@ private:
         continue; // a parameter returned as its own gradient cannot happen
       if (isa<AddOp, SumOp>(def))
         llvm::append_range(work, def->getOperands());
-      else if (isViewOp(def))
-        work.push_back(def->getOperand(0));
+      else if (isViewOp(def) || isCollective(def))
+        work.push_back(def->getOperand(0)); // same buffer type as the input
       else if (!isa<MatmulOp, EmbeddingGradOp, FillOp, RMSNormGradRstdOp>(def))
         return def->emitOpError("produces a parameter gradient, which bf16 "
                                 "programs keep in fp32, and has no fp32 output yet");
@@ -420,6 +443,12 @@ private:
         .Case([&](EmbeddingGradOp e) { emitEmbeddingGrad(e, name); })
         .Case([&](AttentionOp a) { emitAttention(a, name); })
         .Case([&](AttentionGradOp a) { emitAttentionGrad(a, name); })
+        .Case([&](LogitsMaxOp m) { emitLogitsMax(m, name); })
+        .Case([&](CEPartialSumsOp p) { emitCEPartialSums(p, name); })
+        .Case([&](CEPartialSumsGradOp p) { emitCEPartialSumsGrad(p, name); })
+        .Case([&](CountValidOp c) { emitCountValid(c, name); })
+        .Case([&](CECombineOp c) { emitCECombine(c, name); })
+        .Case([&](CECombineGradOp c) { emitCECombineGrad(c, name); })
         .Default([&](Operation *) { handled = false; });
     if (!handled)
       return op.emitOpError("has no CUDA lowering yet");
@@ -724,27 +753,31 @@ private:
     add(*f, name, t, 0);
   }
 
-  /// Row gather; ids outside the table give NaN rows (the loss turns NaN and
-  /// the trainer stops), never an out-of-bounds read. Vocabulary-sharded
-  /// tables are not generated yet.
+  /// Row gather; ids outside the vocabulary give NaN rows (the loss turns
+  /// NaN and the trainer stops), never an out-of-bounds read. A vocabulary
+  /// shard (vocab-parallel embedding) holds rows [row0, row0 + rows) and
+  /// gives zero rows for the ids other ranks hold (all-reduced after).
   void emitEmbedding(EmbeddingOp e, const std::string &name) {
     auto table = ranked(e.getTable());
-    int64_t vocab = table.getDimSize(0), dim = table.getDimSize(1);
+    int64_t rows = table.getDimSize(0), dim = table.getDimSize(1);
+    int64_t vocab = e.getVocabShard() ? (*e.getVocabShard())[1] : rows;
     int64_t n = numel(e.getResult());
     std::string t = types(*e, {});
     os << "__global__ void __launch_bounds__(" << kElementwiseThreads << ") " << name
        << "_k(const act_t *__restrict__ table, const int32_t *__restrict__ ids, "
-          "act_t *__restrict__ out) {\n"
+          "act_t *__restrict__ out, int64_t row0) {\n"
        << "  const int64_t i = int64_t(blockIdx.x) * " << kElementwiseThreads
        << " + threadIdx.x;\n  if (i >= " << n << ")\n    return;\n"
-       << "  const int32_t id = ids[i / " << dim << "];\n"
-       << "  st(out, i, id >= 0 && id < " << vocab << " ? ld(table, int64_t(id) * "
-       << dim << " + i % " << dim << ") : __int_as_float(0x7fc00000));\n}\n";
+       << "  const int64_t id = ids[i / " << dim << "], local = id - row0;\n"
+       << "  st(out, i, id < 0 || id >= " << vocab << " ? __int_as_float(0x7fc00000)\n"
+       << "            : local >= 0 && local < " << rows << " ? ld(table, local * " << dim
+       << " + i % " << dim << ") : 0.0f);\n}\n";
     beginLauncher(name);
     unpack(t);
     os << "  (void)workspace;\n  LLAMA_LAUNCH(" << name << "_k, dim3("
        << blocksFor(n, kElementwiseThreads) << "), dim3(" << kElementwiseThreads
-       << "), stream, b0, b1, b2);\n}\n\n";
+       << "), stream, b0, b1, b2, " << vocabOffset(e.getVocabShard(), rows)
+       << ");\n}\n\n";
     add(*e, name, t, 0);
   }
 
@@ -760,7 +793,7 @@ private:
     std::string t = types(*e, {});
     os << "__global__ void __launch_bounds__(" << 32 * kAttnWarps << ") " << name
        << "_k(const act_t *__restrict__ dout, const int32_t *__restrict__ ids, "
-       << typeName(t[2]) << " *__restrict__ dtable) {\n"
+       << typeName(t[2]) << " *__restrict__ dtable, int64_t row0) {\n"
        << "  const int lane = threadIdx.x & 31;\n"
        << "  const int64_t v = int64_t(blockIdx.x) * " << kAttnWarps
        << " + (threadIdx.x >> 5);\n"
@@ -770,7 +803,7 @@ private:
        << "  for (int64_t base = 0; base < " << tokens << "; base += 32) {\n"
        << "    const int64_t p = base + lane;\n"
        << "    unsigned hits = __ballot_sync(0xffffffffu, p < " << tokens
-       << " && ids[p < " << tokens << " ? p : 0] == v);\n"
+       << " && ids[p < " << tokens << " ? p : 0] == row0 + v);\n"
        << "    while (hits) {\n"
        << "      const int64_t row = (base + __ffs(hits) - 1) * " << dim << ";\n"
        << "      hits &= hits - 1;\n"
@@ -786,8 +819,169 @@ private:
     unpack(t);
     os << "  (void)workspace;\n  LLAMA_LAUNCH(" << name << "_k, dim3("
        << blocksFor(vocab, kAttnWarps) << "), dim3(" << 32 * kAttnWarps
-       << "), stream, b0, b1, b2);\n}\n\n";
+       << "), stream, b0, b1, b2, " << vocabOffset(e.getVocabShard(), vocab)
+       << ");\n}\n\n";
     add(*e, name, t, 0);
+  }
+
+  /// The first vocabulary row (column) this rank holds, as the launcher
+  /// computes it: `rows * rank on the vocab_shard axis`, or 0 unsharded.
+  static std::string vocabOffset(std::optional<ArrayRef<int64_t>> shard, int64_t rows) {
+    if (!shard)
+      return "int64_t(0)";
+    return "int64_t(llama_coll::rank(" + std::to_string((*shard)[0]) + ")) * " +
+           std::to_string(rows);
+  }
+
+  /// Vocabulary-parallel cross-entropy (Megatron's formulation; the CPU
+  /// kernels are runtime/cpu/vocab_parallel.cpp). logits_max: one block per
+  /// row; the row maxima are fp32 statistics.
+  void emitLogitsMax(LogitsMaxOp m, const std::string &name) {
+    int64_t v = ranked(m.getLogits()).getShape().back(), rows = numel(m.getResult());
+    int64_t threads = rowThreads(v);
+    std::string t = types(*m, {false, true});
+    os << "__global__ void __launch_bounds__(" << threads << ") " << name
+       << "_k(const act_t *__restrict__ x, float *__restrict__ mx) {\n"
+       << "  const int64_t row = int64_t(blockIdx.x) * " << v << ";\n"
+       << "  float m = -__int_as_float(0x7f800000);\n"
+       << "  for (int64_t j = threadIdx.x; j < " << v << "; j += " << threads
+       << ") {\n    const float e = ld(x, row + j);\n    m = e > m ? e : m;\n  }\n"
+       << "  m = block_max(m);\n"
+       << "  if (threadIdx.x == 0)\n    mx[blockIdx.x] = m;\n}\n";
+    beginLauncher(name);
+    unpack(t);
+    os << "  (void)workspace;\n  LLAMA_LAUNCH(" << name << "_k, dim3(" << rows
+       << "), dim3(" << threads << "), stream, b0, b1);\n}\n\n";
+    add(*m, name, t, 0);
+  }
+
+  /// (sum_v exp(l - max), the target's logit if this rank holds it, else 0)
+  /// per row, one block per row. A target outside the whole vocabulary
+  /// makes the row's sum NaN (so the loss is NaN and the trainer stops), as
+  /// the single-device cross-entropy does.
+  void emitCEPartialSums(CEPartialSumsOp p, const std::string &name) {
+    int64_t v = ranked(p.getLogits()).getShape().back(), rows = numel(p.getTargets());
+    int64_t vocab = p.getVocabShard() ? (*p.getVocabShard())[1] : v;
+    int64_t ignore = p.getIgnoreIndexAttr().getInt();
+    int64_t threads = rowThreads(v);
+    // Buffers: logits, max, targets, sums.
+    std::string t = types(*p, {false, true, false, true});
+    os << "__global__ void __launch_bounds__(" << threads << ") " << name
+       << "_k(const act_t *__restrict__ x, const float *__restrict__ mx, const int32_t "
+          "*__restrict__ targets, float *__restrict__ sums, int64_t col0) {\n"
+       << "  const int64_t row = int64_t(blockIdx.x) * " << v << ";\n"
+       << "  const float m = mx[blockIdx.x];\n"
+       << "  float s = 0.0f;\n"
+       << "  for (int64_t j = threadIdx.x; j < " << v << "; j += " << threads
+       << ")\n    s += __expf(ld(x, row + j) - m);\n"
+       << "  s = block_sum(s);\n"
+       << "  if (threadIdx.x != 0)\n    return;\n"
+       << "  const int64_t t = targets[blockIdx.x], local = t - col0;\n"
+       << "  const bool bad = t != " << ignore << " && (t < 0 || t >= " << vocab << ");\n"
+       << "  sums[2 * blockIdx.x] = bad ? __int_as_float(0x7fc00000) : s;\n"
+       << "  sums[2 * blockIdx.x + 1] = t != " << ignore << " && local >= 0 && local < "
+       << v << " ? ld(x, row + local) : 0.0f;\n}\n";
+    beginLauncher(name);
+    unpack(t);
+    os << "  (void)workspace;\n  LLAMA_LAUNCH(" << name << "_k, dim3(" << rows
+       << "), dim3(" << threads << "), stream, b0, b1, b2, b3, "
+       << vocabOffset(p.getVocabShard(), v) << ");\n}\n\n";
+    add(*p, name, t, 0);
+  }
+
+  /// dlogits = dsums[r].0 * exp(l - max) (+ dsums[r].1 at the target's
+  /// column), one thread per element (dlogits may overwrite the logits).
+  void emitCEPartialSumsGrad(CEPartialSumsGradOp p, const std::string &name) {
+    int64_t v = ranked(p.getLogits()).getShape().back();
+    int64_t n = numel(p.getLogits());
+    int64_t ignore = p.getIgnoreIndexAttr().getInt();
+    // Buffers: dsums, logits, max, targets, dlogits.
+    std::string t = types(*p, {true, false, true, false, false});
+    os << "__global__ void __launch_bounds__(" << kElementwiseThreads << ") " << name
+       << "_k(const float *__restrict__ ds, const act_t *x, const float *__restrict__ mx, "
+          "const int32_t *__restrict__ targets, act_t *dx, int64_t col0) {\n"
+       << "  const int64_t i = int64_t(blockIdx.x) * " << kElementwiseThreads
+       << " + threadIdx.x;\n  if (i >= " << n << ")\n    return;\n"
+       << "  const int64_t r = i / " << v << ", j = i % " << v << ";\n"
+       << "  const int64_t t = targets[r];\n"
+       << "  float g = ds[2 * r] * __expf(ld(x, i) - mx[r]);\n"
+       << "  if (t != " << ignore << " && t - col0 == j)\n    g += ds[2 * r + 1];\n"
+       << "  st(dx, i, g);\n}\n";
+    beginLauncher(name);
+    unpack(t);
+    os << "  (void)workspace;\n  LLAMA_LAUNCH(" << name << "_k, dim3("
+       << blocksFor(n, kElementwiseThreads) << "), dim3(" << kElementwiseThreads
+       << "), stream, b0, b1, b2, b3, b4, " << vocabOffset(p.getVocabShard(), v)
+       << ");\n}\n\n";
+    add(*p, name, t, 0);
+  }
+
+  /// The number of scored targets of this rank's batch, as fp32 (summed
+  /// over dp by the all-reduce after it). One block.
+  void emitCountValid(CountValidOp c, const std::string &name) {
+    int64_t n = numel(c.getTargets());
+    std::string t = types(*c, {false, true});
+    os << "__global__ void __launch_bounds__(1024) " << name
+       << "_k(const int32_t *__restrict__ targets, float *__restrict__ count) {\n"
+       << "  float k = 0.0f;\n"
+       << "  for (int64_t i = threadIdx.x; i < " << n << "; i += 1024)\n"
+       << "    k += targets[i] != " << c.getIgnoreIndexAttr().getInt() << " ? 1.0f : 0.0f;\n"
+       << "  k = block_sum(k);\n"
+       << "  if (threadIdx.x == 0)\n    count[0] = k;\n}\n";
+    beginLauncher(name);
+    unpack(t);
+    os << "  (void)workspace;\n  LLAMA_LAUNCH(" << name
+       << "_k, dim3(1), dim3(1024), stream, b0, b1);\n}\n\n";
+    add(*c, name, t, 0);
+  }
+
+  /// loss = 1/count * sum over scored rows of (log S + max - target logit).
+  /// One block, rows in a fixed order per thread then block_sum.
+  void emitCECombine(CECombineOp c, const std::string &name) {
+    int64_t rows = numel(c.getTargets());
+    int64_t ignore = c.getIgnoreIndexAttr().getInt();
+    // Buffers: max, sums, targets, count, loss.
+    std::string t = types(*c, {true, true, false, true, true});
+    os << "__global__ void __launch_bounds__(1024) " << name
+       << "_k(const float *__restrict__ mx, const float *__restrict__ sums, const "
+          "int32_t *__restrict__ targets, const float *__restrict__ count, float "
+          "*__restrict__ loss) {\n"
+       << "  float total = 0.0f;\n"
+       << "  for (int64_t r = threadIdx.x; r < " << rows << "; r += 1024)\n"
+       << "    if (targets[r] != " << ignore << ")\n"
+       << "      total += logf(sums[2 * r]) + mx[r] - sums[2 * r + 1];\n"
+       << "  total = block_sum(total);\n"
+       << "  if (threadIdx.x == 0)\n"
+       << "    loss[0] = count[0] > 0.0f ? total / count[0] : 0.0f;\n}\n";
+    beginLauncher(name);
+    unpack(t);
+    os << "  (void)workspace;\n  LLAMA_LAUNCH(" << name
+       << "_k, dim3(1), dim3(1024), stream, b0, b1, b2, b3, b4);\n}\n\n";
+    add(*c, name, t, 0);
+  }
+
+  /// dsums per row: (g / S, -g) for scored rows, g = dloss / count.
+  void emitCECombineGrad(CECombineGradOp c, const std::string &name) {
+    int64_t rows = numel(c.getTargets());
+    int64_t ignore = c.getIgnoreIndexAttr().getInt();
+    // Buffers: dloss, sums, targets, count, dsums.
+    std::string t = types(*c, {true, true, false, true, true});
+    os << "__global__ void __launch_bounds__(" << kElementwiseThreads << ") " << name
+       << "_k(const float *__restrict__ dloss, const float *__restrict__ sums, const "
+          "int32_t *__restrict__ targets, const float *__restrict__ count, float "
+          "*__restrict__ ds) {\n"
+       << "  const int64_t r = int64_t(blockIdx.x) * " << kElementwiseThreads
+       << " + threadIdx.x;\n  if (r >= " << rows << ")\n    return;\n"
+       << "  const float g = count[0] > 0.0f ? dloss[0] / count[0] : 0.0f;\n"
+       << "  const bool scored = targets[r] != " << ignore << ";\n"
+       << "  ds[2 * r] = scored ? g / sums[2 * r] : 0.0f;\n"
+       << "  ds[2 * r + 1] = scored ? -g : 0.0f;\n}\n";
+    beginLauncher(name);
+    unpack(t);
+    os << "  (void)workspace;\n  LLAMA_LAUNCH(" << name << "_k, dim3("
+       << blocksFor(rows, kElementwiseThreads) << "), dim3(" << kElementwiseThreads
+       << "), stream, b0, b1, b2, b3, b4);\n}\n\n";
+    add(*c, name, t, 0);
   }
 
   /// bf16 storage: the memory plan (made for the module's fp32 tensors)
@@ -796,16 +990,86 @@ private:
   /// emitted for the ops (GEMM results: fp32 when kept in fp32).
   LogicalResult replanForStorage(func::FuncOp fn) {
     auto bytesOf = [&](Value v) -> int64_t {
-      char t = fp32Values.contains(v) ? 'f' : 'a';
-      Operation *def = v.getDefiningOp();
-      if (auto it = launcherOf.find(def); def && it != launcherOf.end())
-        t = entries[it->second].types[def->getNumOperands() +
-                                      cast<OpResult>(v).getResultNumber()];
-      if (!isa<FloatType>(ranked(v).getElementType()))
-        t = 'i';
-      return numel(v) * (t == 'a' ? 2 : 4);
+      return numel(v) * (storageOf(v) == 'a' && options.activations != "f32" ? 2 : 4);
     };
-    return mlir::llama::planFunctionMemory(fn, /*alignment=*/64, bytesOf);
+    return mlir::llama::planFunctionMemory(fn, /*alignment=*/64, bytesOf,
+                                           /*collectivesInFlight=*/grid[0] * grid[1] > 1);
+  }
+
+  /// Partitioned programs: every collective moves up to right after the op
+  /// that produces its input, so that the ops it does not depend on (the
+  /// weight-gradient GEMM next to an input-gradient all-reduce, say) run
+  /// while it communicates: the host function starts it there and waits
+  /// just before the first op that needs it (beforeOp). The memory plan is
+  /// then made with the collectives' buffers busy until that op
+  /// (planFunctionMemory's collectivesInFlight). The order is the same on
+  /// every rank, so collectives still match up.
+  void hoistCollectives(func::FuncOp fn) {
+    SmallVector<Operation *> collectives;
+    for (Operation &op : fn.getBody().front())
+      if (isCollective(&op))
+        collectives.push_back(&op);
+    for (Operation *c : collectives) {
+      if (Operation *def = c->getOperand(0).getDefiningOp())
+        c->moveAfter(def);
+      else
+        c->moveBefore(&fn.getBody().front().front());
+    }
+    // Then the ops between two collectives that the second does not depend
+    // on move after it, in their order: it starts as soon as its input is
+    // ready and they run under it. In a backward that is the weight
+    // gradient GEMMs of a layer's q/k/v (or gate/up) projections, which
+    // program order puts between the input-gradient GEMMs whose sum is
+    // all-reduced. Moved ops are not moved again past the next collective,
+    // which would keep their inputs alive to the end of the step.
+    Block &block = fn.getBody().front();
+    Operation *windowStart = &block.front();
+    for (Operation *c : collectives) {
+      if (c->isBeforeInBlock(windowStart))
+        continue; // hoisted above ops already moved
+      DenseSet<Operation *> needed;
+      SmallVector<Operation *> work = {c};
+      while (!work.empty()) {
+        Operation *op = work.pop_back_val();
+        for (Value v : op->getOperands())
+          if (Operation *def = v.getDefiningOp();
+              def && !def->isBeforeInBlock(windowStart) && needed.insert(def).second)
+            work.push_back(def);
+      }
+      SmallVector<Operation *> independent;
+      for (Operation *op = windowStart; op != c; op = op->getNextNode())
+        if (!needed.contains(op) && !isCollective(op))
+          independent.push_back(op);
+      Operation *last = c;
+      for (Operation *op : independent) {
+        op->moveAfter(last);
+        last = op;
+      }
+      windowStart = last->getNextNode();
+      if (!windowStart)
+        break;
+    }
+  }
+
+  static bool isCollective(Operation *op) {
+    return isa<shard::AllReduceOp, shard::AllGatherOp, shard::ReduceScatterOp>(op);
+  }
+
+  /// The storage type of a value's buffer: its launcher's for the results
+  /// of generated kernels, the input's for views and collectives, fp32 for
+  /// values assignPrecision kept in fp32 (GEMM results), the activation
+  /// type otherwise; 'i' for integer tensors.
+  char storageOf(Value v) const {
+    if (!isa<FloatType>(ranked(v).getElementType()))
+      return 'i';
+    if (Operation *def = v.getDefiningOp()) {
+      if (auto it = launcherOf.find(def); it != launcherOf.end())
+        return entries[it->second]
+            .types[def->getNumOperands() + cast<OpResult>(v).getResultNumber()];
+      if (isViewOp(def) || isCollective(def))
+        return storageOf(def->getOperand(0));
+    }
+    return fp32Values.contains(v) ? 'f' : 'a';
   }
 
   static int64_t arenaBytes(func::FuncOp fn) {
@@ -828,11 +1092,14 @@ private:
     std::vector<Param> params;
     int64_t offset = 0;
     Value tokens, targets;
+    auto typeBytes = [&](char t) { return t == 'a' && options.activations != "f32" ? 2 : 4; };
     for (BlockArgument arg : fn.getArguments()) {
       unsigned i = arg.getArgNumber();
       if (auto role = fn.getArgAttrOfType<StringAttr>(i, kInputAttr)) {
         names[arg] = role.getValue().str();
         (role.getValue() == "tokens" ? tokens : targets) = arg;
+        storage[arg] = 'i';
+        ranges[arg] = {role.getValue() == "tokens" ? 'T' : 'U', 0, numel(arg) * 4};
         continue;
       }
       auto pname = fn.getArgAttrOfType<StringAttr>(i, kParamNameAttr);
@@ -840,6 +1107,8 @@ private:
         return fn.emitError("argument #") << i << " is neither a parameter nor an input";
       params.push_back({pname.getValue().str(), numel(arg), offset});
       names[arg] = "(P + " + std::to_string(offset) + ")";
+      storage[arg] = options.activations == "f32" ? 'f' : 'a';
+      ranges[arg] = {'P', offset * typeBytes('a'), (offset + numel(arg)) * typeBytes('a')};
       offset += numel(arg);
     }
     if (!tokens || !targets)
@@ -847,8 +1116,12 @@ private:
     std::string body;
     llvm::raw_string_ostream b(body);
     int64_t workspace = 0;
+    pending.clear();
     for (Operation &op : fn.getBody().front()) {
       if (auto ret = dyn_cast<func::ReturnOp>(op)) {
+        // Every collective completes before the step's results are read.
+        if (!pending.empty())
+          waitFor(b, pending.size() - 1);
         for (auto [i, v] : llvm::enumerate(ret.getOperands())) {
           if (!train && i > 0)
             break; // @forward: the loss alone
@@ -870,6 +1143,7 @@ private:
       if (isViewOp(&op)) {
         names[op.getResult(0)] = names.lookup(op.getOperand(0));
         storage[op.getResult(0)] = storage.lookup(op.getOperand(0));
+        ranges[op.getResult(0)] = ranges.lookup(op.getOperand(0));
         continue;
       }
       auto offsets = op.getAttrOfType<DenseI64ArrayAttr>("llama.offset");
@@ -878,11 +1152,13 @@ private:
         return op.emitOpError("has no memory plan (run llama-plan-memory)");
       auto launcher = launcherOf.find(&op);
       for (auto [i, r] : llvm::enumerate(op.getResults())) {
-        // The storage type: the launcher's for its results; a GEMM's C is
-        // fp32 when it is kept in fp32 (a weight gradient).
+        // The storage type: the launcher's for its results, the input's for
+        // a collective; a GEMM's C is fp32 when it is kept in fp32 (a weight
+        // gradient).
         char type = launcher != launcherOf.end()
                         ? entries[launcher->second].types[op.getNumOperands() + i]
-                        : (fp32Values.contains(r) ? 'f' : 'a');
+                    : isCollective(&op) ? storage.lookup(op.getOperand(0))
+                                        : (fp32Values.contains(r) ? 'f' : 'a');
         if (type == 'a' && options.activations == "f32")
           type = 'f'; // fp32 storage: every float buffer is fp32
         storage[r] = type;
@@ -892,6 +1168,17 @@ private:
         names[r] = out >= 1 ? "(G + " + std::to_string(params[out - 1].offset) + ")"
                             : "reinterpret_cast<" + hostType(type) + " *>(A + " +
                                   std::to_string(offsets[i]) + ")";
+        ranges[r] = out >= 1 ? Range{'G', params[out - 1].offset * 4,
+                                     (params[out - 1].offset + numel(r)) * 4}
+                             : Range{'A', offsets[i], offsets[i] + numel(r) * typeBytes(type)};
+      }
+      // Collectives still in flight that this op depends on (it reads
+      // their output, or writes over their input or output) complete first.
+      beforeOp(b, op, /*compute=*/!isCollective(&op));
+      if (isCollective(&op)) {
+        if (failed(emitCollective(b, op, names)))
+          return failure();
+        continue;
       }
       if (auto m = dyn_cast<MatmulOp>(op)) {
         if (train) {
@@ -909,11 +1196,20 @@ private:
       auto it = launcherOf.find(&op);
       if (it == launcherOf.end())
         return op.emitOpError("has no CUDA lowering in the train step");
+      const Entry &entry = entries[it->second];
+      // The launcher reads each buffer as the type its producer stored.
+      for (auto [i, v] : llvm::enumerate(op.getOperands())) {
+        char want = entry.types[i], have = storage.lookup(v);
+        if (options.activations == "f32" && want == 'a')
+          want = 'f';
+        if (want != have)
+          return op.emitOpError("reads operand #")
+                 << i << " as '" << want << "' but it is stored as '" << have << "'";
+      }
       b << "  {\n    void *const b[] = {";
       for (auto [i, v] : llvm::enumerate(
                llvm::concat<Value>(op.getOperands(), op.getResults())))
         b << (i ? ", " : "") << "(void *)" << names.lookup(v);
-      const Entry &entry = entries[it->second];
       b << "};\n    " << entry.name << "(b, workspace, stream);\n  }\n";
       workspace = std::max(workspace, entry.workspace);
     }
@@ -949,6 +1245,131 @@ private:
        << "  char *A = static_cast<char *>(arena);\n  (void)A;\n"
        << body << "}\n\n";
     return success();
+  }
+
+  /// A buffer as bytes of one space: 'A' the arena, 'G' the gradient
+  /// buffer, 'P' the parameters, 'T'/'U' tokens/targets.
+  struct Range {
+    char space = 0;
+    int64_t begin = 0, end = 0;
+    bool overlaps(const Range &o) const {
+      return space == o.space && begin < o.end && o.begin < end;
+    }
+  };
+  /// A collective started and not yet waited for.
+  struct InFlight {
+    int index;
+    SmallVector<Range> reads, writes;
+    int64_t opsSince = 0;
+  };
+
+  /// Before `op`: wait for the latest in-flight collective that `op`
+  /// conflicts with (waiting for it covers every earlier one: they run in
+  /// order on one stream).
+  void beforeOp(raw_ostream &b, Operation &op, bool compute) {
+    auto conflicts = [&](const InFlight &c) {
+      for (Value v : op.getOperands())
+        for (const Range &w : c.writes)
+          if (ranges.lookup(v).overlaps(w))
+            return true;
+      for (Value r : op.getResults())
+        for (const Range &x : llvm::concat<const Range>(c.reads, c.writes))
+          if (ranges.lookup(r).overlaps(x))
+            return true;
+      return false;
+    };
+    for (size_t i = pending.size(); i-- > 0;)
+      if (conflicts(pending[i])) {
+        waitFor(b, i);
+        break;
+      }
+    if (compute)
+      for (InFlight &c : pending)
+        ++c.opsSince;
+  }
+
+  /// Waits for pending[i] and so for everything started before it.
+  void waitFor(raw_ostream &b, size_t i) {
+    b << "  llama_coll::wait(" << pending[i].index << ", stream);\n";
+    for (size_t j = 0; j <= i; ++j) {
+      overlappedOps += pending[j].opsSince;
+      overlappedCollectives += pending[j].opsSince > 0;
+    }
+    pending.erase(pending.begin(), pending.begin() + i + 1);
+  }
+
+  /// A shard collective: started here, waited for by beforeOp.
+  LogicalResult emitCollective(raw_ostream &b, Operation &op,
+                               const DenseMap<Value, std::string> &names) {
+    auto axesOf = [&](ArrayRef<int16_t> axes) -> FailureOr<int> {
+      if (axes.size() == 1 && axes[0] <= 1)
+        return int(axes[0]);
+      if (axes.size() == 2 && axes[0] != axes[1] && axes[0] <= 1 && axes[1] <= 1)
+        return -1;
+      return op.emitOpError("has grid axes the CUDA runtime does not know (expected "
+                            "[0], [1] or [0, 1] of a dp x tp grid)");
+    };
+    const char *kind;
+    FailureOr<int> axis = failure();
+    int64_t outer = 1, chunk = 0;
+    if (auto ar = dyn_cast<shard::AllReduceOp>(op)) {
+      axis = axesOf(ar.getGridAxes());
+      if (ar.getReduction() == shard::ReductionKind::Sum)
+        kind = "AllReduceSum";
+      else if (ar.getReduction() == shard::ReductionKind::Max)
+        kind = "AllReduceMax";
+      else
+        return op.emitOpError("uses a reduction the CUDA runtime lacks (sum, max)");
+      if (ar.getInput().getType() != ar.getResult().getType())
+        return op.emitOpError("changes the element type; the runtime reduces in the "
+                              "buffer's own type");
+      chunk = numel(ar.getResult());
+    } else if (auto ag = dyn_cast<shard::AllGatherOp>(op)) {
+      axis = axesOf(ag.getGridAxes());
+      kind = "AllGather";
+      auto in = ranked(ag.getInput()).getShape();
+      int64_t d = ag.getGatherAxis().getSExtValue();
+      outer = product(in.take_front(d));
+      chunk = product(in.drop_front(d));
+    } else {
+      auto rs = cast<shard::ReduceScatterOp>(op);
+      axis = axesOf(rs.getGridAxes());
+      if (rs.getReduction() != shard::ReductionKind::Sum)
+        return op.emitOpError("the CUDA runtime reduce-scatters sums only");
+      kind = "ReduceScatter";
+      auto out = ranked(rs.getResult()).getShape();
+      int64_t d = rs.getScatterAxis().getSExtValue();
+      outer = product(out.take_front(d));
+      chunk = product(out.drop_front(d));
+    }
+    if (failed(axis))
+      return failure();
+    Value in = op.getOperand(0), out = op.getResult(0);
+    char type = storage.lookup(in);
+    if (outer > 1) {
+      int64_t ranks = *axis < 0 ? grid[0] * grid[1] : grid[*axis];
+      stagingBytes = std::max(stagingBytes, ranks * outer * chunk *
+                                                (type == 'a' && options.activations != "f32" ? 2 : 4));
+    }
+    std::string what = op.getName().getStringRef().str();
+    if (auto layer = op.getAttrOfType<IntegerAttr>(kLayerAttr))
+      what += " layer " + std::to_string(layer.getInt());
+    if (op.hasAttr(kBackwardAttr))
+      what += " (backward)";
+    int index = collectiveCount++;
+    b << "  llama_coll::start(" << index << ", llama_coll::Kind::" << kind << ", "
+      << names.lookup(in) << ", " << names.lookup(out) << ", " << outer << ", " << chunk
+      << ", '" << (type == 'a' ? 'a' : 'f') << "', " << *axis << ", " << cString(what)
+      << ", stream);\n";
+    pending.push_back({index, {ranges.lookup(in)}, {ranges.lookup(out)}, 0});
+    return success();
+  }
+
+  static int64_t product(ArrayRef<int64_t> dims) {
+    int64_t p = 1;
+    for (int64_t d : dims)
+      p *= d;
+    return p;
   }
 
   /// Attention geometry shared by the forward and backward kernels.
@@ -1113,6 +1534,11 @@ public:
 private:
   DenseSet<Value> fp32Values; // bf16 storage: what stays fp32 (assignPrecision)
   DenseMap<Value, char> storage; // host functions: each result's buffer type
+  DenseMap<Value, Range> ranges;  // host functions: each buffer's bytes
+  std::vector<InFlight> pending;  // host functions: collectives in flight
+  int64_t grid[2] = {1, 1};       // the module's dp x tp grid
+  int collectiveCount = 0;        // over the host functions emitted
+  int64_t overlappedOps = 0, overlappedCollectives = 0, stagingBytes = 0;
 
   /// A buffer type as the host functions spell it.
   std::string hostType(char t) const {
@@ -1131,11 +1557,6 @@ mlir::LogicalResult (::llama::emitCudaKernels)(ModuleOp module, raw_ostream &os,
   if (options.activations != "f32" && options.activations != "bf16")
     return module.emitError("CUDA activations must be f32 or bf16, got '")
            << options.activations << "'";
-  auto grid = module->getAttrOfType<DenseI64ArrayAttr>(kGridAttr);
-  bool sharded = grid && llvm::any_of(grid.asArrayRef(), [](int64_t d) { return d > 1; });
-  if (sharded)
-    return module.emitError("the CUDA target does not generate partitioned "
-                            "programs yet (compile with --dp 1 --tp 1)");
   // The emitter replans bf16 programs' arenas (replanForStorage): on a copy,
   // so the caller's module keeps the fp32 plan its CPU source uses.
   OwningOpRef<ModuleOp> copy(module.clone());

@@ -26,8 +26,9 @@ struct CudaEmitOptions {
 /// (buffers: the op's operands then its results). A table `llama_cuda_ops`
 /// lists them in program order with the op name, the element type of each
 /// buffer ('a' activation type, 'f' fp32, 'i' int32) and the workspace bytes.
-/// GEMMs (cuBLASLt, runtime/cuda/lt_gemm.h), attention, views and
-/// collectives are not emitted here. The text is deterministic.
+/// GEMMs (cuBLASLt, runtime/cuda/lt_gemm.h) and views have no launcher;
+/// collectives of partitioned programs are calls into
+/// runtime/cuda/collectives.inl from the host functions. The text is deterministic.
 /// With -DLLAMA_CUDA_EMULATE the same source compiles as C++ and runs on the
 /// CPU (runtime/cuda/emulate.h).
 struct CudaPlanFigures {
@@ -37,6 +38,12 @@ struct CudaPlanFigures {
   int64_t trainArenaBytes = 0, evalArenaBytes = 0, workspaceBytes = 0;
   /// The largest M, N or K of the train step's GEMMs (the ABFT scratch).
   int64_t gemmMaxDim = 0;
+  /// Partitioned programs: the collectives of both host functions, how many
+  /// of them overlap compute (the wait is placed after at least one kernel
+  /// or GEMM) and how many kernels and GEMMs run under them in all; the
+  /// staging bytes of gathers/scatters along inner dimensions.
+  int64_t collectives = 0, overlappedCollectives = 0, overlappedOps = 0,
+          stagingBytes = 0;
 };
 mlir::LogicalResult emitCudaKernels(mlir::ModuleOp module, llvm::raw_ostream &os,
                                     const CudaEmitOptions &options,

@@ -11,8 +11,11 @@
 #include "passes/lowering/PlanMemory.h"
 
 #include "mlir/Dialect/Func/IR/FuncOps.h"
+#include "mlir/Dialect/Shard/IR/ShardOps.h"
 #include "mlir/IR/BuiltinOps.h"
 #include "llvm/ADT/DenseSet.h"
+
+#include <cstdint>
 
 #define DEBUG_TYPE "llama-plan-memory"
 
@@ -96,7 +99,8 @@ inPlaceOperands(Operation *op) {
 
 FailureOr<MemoryPlanStats>
 mlir::llama::planFunctionMemory(func::FuncOp fn, int64_t alignment,
-                                llvm::function_ref<int64_t(Value)> bytesOf) {
+                                llvm::function_ref<int64_t(Value)> bytesOf,
+                                bool collectivesInFlight) {
   if (!fn.getBody().hasOneBlock())
     {
     fn.emitError("llama-plan-memory: expected a single block");
@@ -127,6 +131,30 @@ mlir::llama::planFunctionMemory(func::FuncOp fn, int64_t alignment,
       if (it != bufferOf.end())
         buffers[it->second].lastUse =
             std::max(buffers[it->second].lastUse, index[&op]);
+    }
+  // Collectives in flight: the input and the output of a collective are
+  // busy from the collective's op to the first op that reads the output
+  // (directly or through a view).
+  if (collectivesInFlight)
+    for (Operation &op : block) {
+      if (!isa<shard::AllReduceOp, shard::AllGatherOp, shard::ReduceScatterOp>(op))
+        continue;
+      int64_t firstUse = INT64_MAX;
+      SmallVector<Value> work = {op.getResult(0)};
+      while (!work.empty()) {
+        Value v = work.pop_back_val();
+        for (Operation *user : v.getUsers()) {
+          if (isViewOp(user))
+            llvm::append_range(work, user->getResults());
+          else
+            firstUse = std::min(firstUse, index[user]);
+        }
+      }
+      if (firstUse == INT64_MAX)
+        continue;
+      for (Value v : {storageRoot(op.getOperand(0)), Value(op.getResult(0))})
+        if (auto it = bufferOf.find(v); it != bufferOf.end())
+          buffers[it->second].lastUse = std::max(buffers[it->second].lastUse, firstUse);
     }
   // In place: a result may take over the buffer of an operand that dies at
   // its op when the kernel allows the two to alias (inPlaceOperands). Residual

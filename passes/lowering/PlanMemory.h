@@ -14,9 +14,14 @@ struct MemoryPlanStats {
 /// ops and the function) and returns the figures. Also used by the remat
 /// budget planner to measure candidates, and by the CUDA emitter to replan
 /// with the bytes of each buffer's storage type (`bytesOf`, given the value
-/// that owns a buffer; default: its tensor type's).
+/// that owns a buffer; default: its tensor type's). With
+/// `collectivesInFlight` (the CUDA target, whose collectives run on their
+/// own stream from their op until the first use of their result), a
+/// collective's input and output stay allocated until that first use, so
+/// the ops in between may run while it communicates.
 FailureOr<MemoryPlanStats>
 planFunctionMemory(func::FuncOp fn, int64_t alignment,
-                   llvm::function_ref<int64_t(Value)> bytesOf = nullptr);
+                   llvm::function_ref<int64_t(Value)> bytesOf = nullptr,
+                   bool collectivesInFlight = false);
 
 } // namespace mlir::llama

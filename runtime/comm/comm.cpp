@@ -270,5 +270,6 @@ int size(Axis axis) {
 
 int grid_dp() { return context().dp; }
 int grid_tp() { return context().tp; }
+double timeout_s() { return context().timeout_s; }
 
 } // namespace llamart::comm

@@ -42,6 +42,9 @@ int rank(Axis axis = Axis::World);   // index within the axis group
 int size(Axis axis = Axis::World);   // ranks in the axis group
 int grid_dp();
 int grid_tp();
+// How long a collective may wait for its peers (init's timeout, or
+// LLAMA_COMM_TIMEOUT_S) before the job ends.
+double timeout_s();
 
 // In-place all-reduce of buf[0..n).
 void all_reduce(float *buf, int64_t n, ReduceOp op, Axis axis, const char *what);

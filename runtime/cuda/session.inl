@@ -24,11 +24,14 @@
 // repeat bit for bit.
 #pragma once
 
+#include "runtime/comm/comm.h"
 #include "runtime/train/device_session.h"
+#include "runtime/train/partition.h"
 #include "runtime/train/program.h"
 
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <functional>
 #include <memory>
 #include <stdexcept>
@@ -41,6 +44,9 @@
 #include "runtime/cuda/device.h"
 #define LLAMA_CUDA_CALL(call) LLAMART_CUDA_CHECK(call)
 #endif
+
+// The collectives of partitioned programs (a stand-in for single-device ones).
+#include "runtime/cuda/collectives.inl"
 
 namespace llamart::cuda {
 
@@ -56,7 +62,13 @@ struct StepProgram {
   size_t train_arena_bytes, eval_arena_bytes, workspace_bytes;
   int64_t gemm_count = 0;   // GEMMs per train step
   int64_t gemm_max_dim = 0; // the largest M, N or K among them (ABFT scratch)
+  // Partitioned programs (collectives.inl): the staging of the collectives
+  // along inner dimensions.
+  bool partitioned = false;
+  size_t collective_staging_bytes = 0;
 };
+
+
 
 namespace session_kernels {
 
@@ -72,15 +84,23 @@ __global__ void __launch_bounds__(kThreads)
     dst[i] += src[i];
 }
 
-// Block b: the sum of squares of g[b * kChunk, (b + 1) * kChunk) in fp64,
-// each thread over a fixed stride, then a fixed tree over the threads.
+// A piece of the flat buffer: the gradient norm and AdamW run over tables of
+// these in one launch each (every tensor of the model in one kernel, the
+// multi-tensor apply of apex/torch's fused AdamW), one block per chunk.
+struct Chunk {
+  int64_t begin, count;
+  int32_t decays;
+};
+
+// Block b: the sum of squares of chunk b of g in fp64, each thread over a
+// fixed stride, then a fixed tree over the threads.
 __global__ void __launch_bounds__(kThreads)
-    sumsq_k(const float *__restrict__ g, int64_t n, double *__restrict__ partial) {
+    sumsq_k(const Chunk *__restrict__ chunks, const float *__restrict__ g,
+            double *__restrict__ partial) {
   __shared__ double tree[kThreads];
-  const int64_t begin = int64_t(blockIdx.x) * kChunk;
-  const int64_t end = begin + kChunk < n ? begin + kChunk : n;
+  const Chunk c = chunks[blockIdx.x];
   double s = 0.0;
-  for (int64_t i = begin + threadIdx.x; i < end; i += kThreads) {
+  for (int64_t i = c.begin + threadIdx.x; i < c.begin + c.count; i += kThreads) {
     const double x = g[i];
     s += x * x;
   }
@@ -113,14 +133,6 @@ __global__ void __launch_bounds__(kThreads)
   if (threadIdx.x == 0)
     *total = tree[0];
 }
-
-// A piece of one parameter: AdamW runs over a table of these in one launch
-// (every tensor of the model in one kernel, the multi-tensor apply of
-// apex/torch's fused AdamW), each block taking one chunk.
-struct Chunk {
-  int64_t begin, count;
-  int32_t decays;
-};
 
 struct AdamWArgs {
   double beta1, beta2, eps, step_size, bias2_sqrt, decay_factor, grad_scale;
@@ -163,10 +175,18 @@ __global__ void __launch_bounds__(kThreads)
 class CudaSession final : public DeviceSession {
 public:
   CudaSession(const ProgramInfo &program, const StepProgram &step)
-      : program_(program), step_(step), n_(program.param_numel) {
+      : program_(program), step_(step), n_(program.param_numel),
+        dp_(step.partitioned ? llamart::comm::size(llamart::comm::Axis::DP) : 1),
+        tp_rank_(step.partitioned ? llamart::comm::rank(llamart::comm::Axis::TP) : 0),
+        shard_(train::dp_shard(program.param_numel, dp_,
+                               step.partitioned ? llamart::comm::rank(llamart::comm::Axis::DP)
+                                                : 0)),
+        pn_(shard_.padded_numel), sn_(shard_.size) {
 #ifdef LLAMA_CUDA_EMULATE
     device_ = "CUDA emulated on the CPU (LLAMA_CUDA_EMULATE)";
 #else
+    if (step.partitioned)
+      select_local_device();
     std::string why;
     const std::optional<DeviceInfo> info = probe_device(&why);
     if (!info)
@@ -186,36 +206,54 @@ public:
     LLAMA_CUDA_CALL(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
     gemm_ = new LtGemm();
 #endif
-    // AdamW's chunk table.
-    std::vector<session_kernels::Chunk> chunks;
+    // AdamW's chunk table: the parameters' pieces inside this rank's ZeRO-1
+    // shard (the whole buffer on one device), in shard coordinates.
+    std::vector<session_kernels::Chunk> chunks, norm_chunks;
+    auto split = [](std::vector<session_kernels::Chunk> &out, int64_t begin,
+                    int64_t end, int32_t decays) {
+      for (int64_t b = begin; b < end; b += session_kernels::kChunk)
+        out.push_back({b, std::min<int64_t>(session_kernels::kChunk, end - b), decays});
+    };
     for (int32_t p = 0; p < program.num_params; ++p) {
       const ParamInfo &info = program.params[p];
-      for (int64_t b = 0; b < info.numel; b += session_kernels::kChunk)
-        chunks.push_back({info.offset + b,
-                          std::min<int64_t>(session_kernels::kChunk, info.numel - b),
-                          info.rank >= 2 ? 1 : 0});
+      const int64_t begin = std::max(info.offset, shard_.begin),
+                    end = std::min(info.offset + info.numel, shard_.end());
+      if (begin < end)
+        split(chunks, begin - shard_.begin, end - shard_.begin, info.rank >= 2 ? 1 : 0);
     }
+    // The gradient norm's: every element of the model once over the grid
+    // (partition.h: norm_ranges), or the whole buffer on one device.
+    if (step.partitioned)
+      for (const auto &[begin, end] : train::norm_ranges(program, shard_, tp_rank_))
+        split(norm_chunks, begin, end, 0);
+    else
+      split(norm_chunks, 0, n_, 0);
     num_chunks_ = int64_t(chunks.size());
-    norm_blocks_ = (n_ + session_kernels::kChunk - 1) / session_kernels::kChunk;
+    norm_blocks_ = int64_t(norm_chunks.size());
 
-    // Everything in one device allocation, laid out here.
-    const size_t pbytes = size_t(n_) * sizeof(float);
+    // Everything in one device allocation, laid out here. Parameters and
+    // gradients span the padded local buffer (zero past param_numel), the
+    // moments this rank's shard.
+    const size_t pbytes = size_t(pn_) * sizeof(float), sbytes = size_t(sn_) * sizeof(float);
     arena_bytes_ = std::max<size_t>(64, std::max(step.train_arena_bytes,
                                                  step.eval_arena_bytes));
     const size_t tokens = size_t(program.batch * program.seq_len) * sizeof(int32_t);
     place(&params_, pbytes, &bytes_params_);
     if (kCopy)
-      place(&copy_, size_t(n_) * sizeof(act_t), &bytes_params_);
+      place(&copy_, size_t(pn_) * sizeof(act_t), &bytes_params_);
     place(&grads_, pbytes, &bytes_grads_);
-    place(&m_, pbytes, &bytes_optimizer_);
-    place(&v_, pbytes, &bytes_optimizer_);
+    if (dp_ > 1) // the gradient summed over dp, this rank's shard
+      place(&grad_shard_, sbytes, &bytes_grads_);
+    place(&m_, sbytes, &bytes_optimizer_);
+    place(&v_, sbytes, &bytes_optimizer_);
     // The arena, and a guard region past it that memcheck watches.
     place(&arena_, arena_bytes_ + kGuardBytes, &bytes_arena_);
     place(&workspace_, std::max<size_t>(step.workspace_bytes, 64), &bytes_work_);
     place(&tokens_, tokens, &bytes_work_);
     place(&targets_, tokens, &bytes_work_);
     place(&loss_, sizeof(float), &bytes_work_);
-    place(&chunks_, chunks.size() * sizeof(chunks[0]), &bytes_work_);
+    place(&chunks_, std::max<size_t>(1, chunks.size()) * sizeof(chunks[0]), &bytes_work_);
+    place(&norm_chunks_, norm_chunks.size() * sizeof(chunks[0]), &bytes_work_);
     place(&partial_, size_t(norm_blocks_ + 1) * sizeof(double), &bytes_work_);
     // ABFT: the weights r and four rows of scratch, the failure counter.
     abft_.capacity = std::max<int64_t>(step.gemm_max_dim, 1);
@@ -233,6 +271,12 @@ public:
     placed_.clear();
     LLAMA_CUDA_CALL(cudaMemcpy(chunks_, chunks.data(), chunks.size() * sizeof(chunks[0]),
                                cudaMemcpyHostToDevice));
+    LLAMA_CUDA_CALL(cudaMemcpy(norm_chunks_, norm_chunks.data(),
+                               norm_chunks.size() * sizeof(chunks[0]), cudaMemcpyHostToDevice));
+    if (step.partitioned) {
+      comm_ = std::make_unique<llama_coll::Communicator>(step.collective_staging_bytes);
+      llama_coll::active = comm_.get();
+    }
     std::vector<double> r(size_t(abft_.capacity));
     for (size_t j = 0; j < r.size(); ++j)
       r[j] = llama_abft::weight(j);
@@ -243,6 +287,9 @@ public:
   ~CudaSession() override {
     if (llama_abft::state == &abft_)
       llama_abft::state = nullptr;
+    if (llama_coll::active == comm_.get())
+      llama_coll::active = nullptr;
+    comm_.reset();
 #ifndef LLAMA_CUDA_EMULATE
     for (auto &g : graphs_)
       if (g)
@@ -274,13 +321,13 @@ public:
   }
 
   void upload(const float *params, const float *m, const float *v) override {
-    const size_t bytes = size_t(n_) * sizeof(float);
+    const size_t bytes = size_t(n_) * sizeof(float), sbytes = size_t(sn_) * sizeof(float);
     LLAMA_CUDA_CALL(cudaMemcpy(params_, params, bytes, cudaMemcpyHostToDevice));
-    LLAMA_CUDA_CALL(cudaMemcpy(m_, m, bytes, cudaMemcpyHostToDevice));
-    LLAMA_CUDA_CALL(cudaMemcpy(v_, v, bytes, cudaMemcpyHostToDevice));
+    LLAMA_CUDA_CALL(cudaMemcpy(m_, m, sbytes, cudaMemcpyHostToDevice));
+    LLAMA_CUDA_CALL(cudaMemcpy(v_, v, sbytes, cudaMemcpyHostToDevice));
     if (kCopy) {
-      LLAMA_LAUNCH(session_kernels::to_storage_k, dim3(blocks(n_)),
-                   dim3(session_kernels::kThreads), stream_, params_, copy_, n_);
+      LLAMA_LAUNCH(session_kernels::to_storage_k, dim3(blocks(pn_)),
+                   dim3(session_kernels::kThreads), stream_, params_, copy_, pn_);
       check_launch();
       sync();
     }
@@ -288,10 +335,10 @@ public:
 
   void download(float *params, float *m, float *v) override {
     sync();
-    const size_t bytes = size_t(n_) * sizeof(float);
+    const size_t bytes = size_t(n_) * sizeof(float), sbytes = size_t(sn_) * sizeof(float);
     LLAMA_CUDA_CALL(cudaMemcpy(params, params_, bytes, cudaMemcpyDeviceToHost));
-    LLAMA_CUDA_CALL(cudaMemcpy(m, m_, bytes, cudaMemcpyDeviceToHost));
-    LLAMA_CUDA_CALL(cudaMemcpy(v, v_, bytes, cudaMemcpyDeviceToHost));
+    LLAMA_CUDA_CALL(cudaMemcpy(m, m_, sbytes, cudaMemcpyDeviceToHost));
+    LLAMA_CUDA_CALL(cudaMemcpy(v, v_, sbytes, cudaMemcpyDeviceToHost));
   }
 
   double train_step(const int32_t *tokens, const int32_t *targets,
@@ -331,9 +378,16 @@ public:
   }
 
   double grad_norm(double scale) override {
-    LLAMA_LAUNCH(session_kernels::sumsq_k, dim3(unsigned(norm_blocks_)),
-                 dim3(session_kernels::kThreads), stream_, grads_, n_, partial_);
-    check_launch();
+    if (dp_ > 1) // ZeRO-1: the gradients summed over dp into this rank's shard
+      comm_->run_now({kReduceGrads, llama_coll::Kind::ReduceScatter, grads_, grad_shard_, 1,
+                      sn_, 'f', 0, "gradient reduce-scatter (ZeRO-1)"},
+                     stream_);
+    if (norm_blocks_ > 0) {
+      LLAMA_LAUNCH(session_kernels::sumsq_k, dim3(unsigned(norm_blocks_)),
+                   dim3(session_kernels::kThreads), stream_, norm_chunks_, shard_grads(),
+                   partial_);
+      check_launch();
+    }
     LLAMA_LAUNCH(session_kernels::sum_k, dim3(1), dim3(session_kernels::kThreads),
                  stream_, partial_, norm_blocks_, partial_ + norm_blocks_);
     check_launch();
@@ -341,6 +395,9 @@ public:
     LLAMA_CUDA_CALL(cudaMemcpyAsync(&total, partial_ + norm_blocks_, sizeof total,
                                     cudaMemcpyDeviceToHost, stream_));
     sync();
+    if (comm_) // each rank's share of the model's elements
+      llamart::comm::all_reduce(&total, 1, llamart::comm::ReduceOp::Sum,
+                                llamart::comm::Axis::World, "gradient norm");
     return std::sqrt(total) * std::fabs(scale);
   }
 
@@ -356,10 +413,26 @@ public:
     a.bias2_sqrt = std::sqrt(1.0 - std::pow(beta2, double(step)));
     a.decay_factor = 1.0 - lr * weight_decay;
     a.grad_scale = grad_scale;
-    LLAMA_LAUNCH(session_kernels::adamw_k, dim3(unsigned(num_chunks_)),
-                 dim3(session_kernels::kThreads), stream_, chunks_, a, params_, grads_,
-                 m_, v_, copy_);
-    check_launch();
+    if (num_chunks_ > 0) {
+      LLAMA_LAUNCH(session_kernels::adamw_k, dim3(unsigned(num_chunks_)),
+                   dim3(session_kernels::kThreads), stream_, chunks_, a,
+                   params_ + shard_.begin, shard_grads(), m_, v_,
+                   copy_ ? copy_ + shard_.begin : nullptr);
+      check_launch();
+    }
+    if (dp_ > 1) {
+      // Every dp rank's updated shard into every rank's parameters (NCCL's
+      // in-place all-gather: the input is this rank's block of the output),
+      // and the storage copy of the whole buffer from them.
+      comm_->run_now({kGatherParams, llama_coll::Kind::AllGather, params_ + shard_.begin,
+                      params_, 1, sn_, 'f', 0, "parameter all-gather (ZeRO-1)"},
+                     stream_);
+      if (kCopy) {
+        LLAMA_LAUNCH(session_kernels::to_storage_k, dim3(blocks(pn_)),
+                     dim3(session_kernels::kThreads), stream_, params_, copy_, pn_);
+        check_launch();
+      }
+    }
   }
 
   double eval_loss(const int32_t *tokens, const int32_t *targets) override {
@@ -544,11 +617,46 @@ private:
     LLAMART_CUDA_CHECK_LAUNCH();
 #endif
   }
-  void sync() { LLAMA_CUDA_CALL(cudaStreamSynchronize(stream_)); }
+  void sync() {
+    if (comm_) // with a deadline: a peer that never joins a collective ends the job
+      comm_->synchronize(stream_);
+    else
+      LLAMA_CUDA_CALL(cudaStreamSynchronize(stream_));
+  }
+
+  // The gradients AdamW and the norm read: this rank's reduced shard, or
+  // the local buffer itself when there is no dp axis.
+  const float *shard_grads() const { return dp_ > 1 ? grad_shard_ : grads_ + shard_.begin; }
+
+#ifndef LLAMA_CUDA_EMULATE
+  // One GPU per local rank: the launcher's local rank (OpenMPI, Slurm,
+  // torchrun's variable) modulo the visible devices.
+  static void select_local_device() {
+    int count = 0;
+    if (cudaGetDeviceCount(&count) != cudaSuccess || count == 0)
+      return; // probe_device explains
+    int local = -1;
+    for (const char *var : {"OMPI_COMM_WORLD_LOCAL_RANK", "SLURM_LOCALID", "LOCAL_RANK"})
+      if (const char *v = std::getenv(var)) {
+        local = std::atoi(v);
+        break;
+      }
+    if (local < 0)
+      local = llamart::comm::rank();
+    LLAMA_CUDA_CALL(cudaSetDevice(local % count));
+  }
+#endif
 
   const ProgramInfo &program_;
   const StepProgram step_;
   const int64_t n_;
+  // The grid (1 x 1 unpartitioned): ZeRO-1 shards the moments over dp.
+  const int dp_, tp_rank_;
+  const train::DpShard shard_;
+  const int64_t pn_, sn_; // padded local numel, shard numel
+  // The session's own collectives, numbered after any program's.
+  static constexpr int kReduceGrads = 1 << 24, kGatherParams = kReduceGrads + 1;
+  std::unique_ptr<llama_coll::Communicator> comm_;
   std::string device_;
   cudaStream_t stream_ = nullptr;
   LtGemm *gemm_ = nullptr; // owned (an incomplete type under emulation)
@@ -558,10 +666,10 @@ private:
   std::vector<std::pair<size_t, std::function<void(char *)>>> placed_;
   act_t *copy_ = nullptr; // bf16 programs: the weights the step reads
   float *params_ = nullptr, *grads_ = nullptr, *grads2_ = nullptr, *m_ = nullptr,
-        *v_ = nullptr, *loss_ = nullptr;
+        *v_ = nullptr, *loss_ = nullptr, *grad_shard_ = nullptr;
   char *arena_ = nullptr, *workspace_ = nullptr;
   int32_t *tokens_ = nullptr, *targets_ = nullptr;
-  session_kernels::Chunk *chunks_ = nullptr;
+  session_kernels::Chunk *chunks_ = nullptr, *norm_chunks_ = nullptr;
   int64_t num_chunks_ = 0, norm_blocks_ = 0;
   double *partial_ = nullptr;
   llama_abft::State abft_;

@@ -949,8 +949,6 @@ TrainResult train(const ProgramInfo &program, const TrainOptions &options) {
     const std::string target = program.target ? program.target : "device";
     if (program.dtype != DType::F32)
       throw std::runtime_error("a " + target + " program trains in fp32 storage only");
-    if (program.grid_dp * program.grid_tp > 1)
-      throw std::runtime_error("a " + target + " program runs on one device (no grid)");
   }
   if (program.dtype == DType::F64)
     return Trainer<double>(program, options).run();

@@ -10,6 +10,16 @@ trap 'rm -rf "$WORK"' EXIT
 cd "$WORK"
 
 die() { echo "FAIL: $*" >&2; exit 1; }
+# launch N PROGRAM ARGS...: N local ranks, through llama-run when it is built.
+launch() {
+  local n=$1; shift
+  if [ -x "$BIN/llama-run" ]; then
+    "$BIN/llama-run" -n "$n" -- "$@"
+  else
+    mpirun --allow-run-as-root --oversubscribe --bind-to none \
+      -x OMP_NUM_THREADS -x LLAMA_COMM_TIMEOUT_S -n "$n" "$@"
+  fi
+}
 compile() { "$BIN/llama-compile" "$@"; }
 
 # write_shards DIR VOCAB N_TRAIN N_VAL SEED: token shards (runtime/data/shards.h

@@ -27,17 +27,6 @@ source "$(dirname "$0")/common.sh" "$@"
 
 # One OpenMP thread per rank: up to 4 ranks share this machine's cores.
 export OMP_NUM_THREADS=1 LLAMA_COMM_TIMEOUT_S=300
-# launch N PROGRAM ARGS...: N ranks, through llama-run when it is built.
-launch() {
-  local n=$1; shift
-  if [ -x "$BIN/llama-run" ]; then
-    "$BIN/llama-run" -n "$n" -- "$@"
-  else
-    mpirun --allow-run-as-root --oversubscribe --bind-to none \
-      -x OMP_NUM_THREADS -x LLAMA_COMM_TIMEOUT_S -n "$n" "$@"
-  fi
-}
-
 MODEL=(--preset micro --batch 4 --seq-len 16)
 compile "${MODEL[@]}" --dtype f32 -o one
 compile "${MODEL[@]}" --dtype f32 --tp 2 -o tp2
@@ -57,73 +46,7 @@ TRAIN=(train --data data --steps 20 --lr 3e-3 --warmup 4 --eval-every 10 --eval-
 # resumed logs a val loss at K that the straight run has not; STOPPED_AT
 # drops it.
 compare() {
-  "$PY" - "$@" <<'PYEOF'
-import json, math, struct, sys
-run, ref, tol, kind = sys.argv[1], sys.argv[2], float(sys.argv[3]), sys.argv[4]
-stopped_at = int(sys.argv[5]) if len(sys.argv) > 5 else 0
-
-def fail(msg):
-    print("FAIL: multirank: %s vs %s: %s" % (run, ref, msg))
-    sys.exit(1)
-
-def rel(a, b):
-    return abs(a - b) / max(abs(b), 1e-300)
-
-def metrics(d):
-    rows = [json.loads(l) for l in open(d + "/metrics.jsonl")]
-    return [r for r in rows if not ("val_loss" in r and r["step"] == stopped_at)]
-
-a, b = metrics(run), metrics(ref)
-if [sorted(r) for r in a] != [sorted(r) for r in b] or [r["step"] for r in a] != [r["step"] for r in b]:
-    fail("different metrics records: %s vs %s" % ([r["step"] for r in a], [r["step"] for r in b]))
-worst = {"loss": 0.0, "val_loss": 0.0, "grad_norm": 0.0}
-for x, y in zip(a, b):
-    if x.get("lr") != y.get("lr"):
-        fail("step %d: lr %r vs %r" % (x["step"], x.get("lr"), y.get("lr")))
-    for k in worst:
-        if k in x:
-            d = rel(x[k], y[k])
-            worst[k] = max(worst[k], d)
-            if d > tol:
-                fail("step %d: %s %r vs %r (relative difference %.3g > %g)" % (x["step"], k, x[k], y[k], d, tol))
-
-# safetensors by hand: u64 header size, JSON header, little-endian data.
-def tensors(path):
-    blob = open(path, "rb").read()
-    n = struct.unpack("<Q", blob[:8])[0]
-    header = json.loads(blob[8:8 + n])
-    out = {}
-    for name, t in header.items():
-        if name == "__metadata__":
-            continue
-        fmt = {"F32": "f", "F64": "d"}[t["dtype"]]
-        lo, hi = t["data_offsets"]
-        raw = blob[8 + n + lo:8 + n + hi]
-        out[name] = (t["dtype"], t["shape"], struct.unpack("<%d%s" % (len(raw) // struct.calcsize(fmt), fmt), raw))
-    return out
-
-tensor_worst = {"max": 0.0, "l2": 0.0}
-for f in ("model.safetensors", "optimizer.safetensors"):
-    ta = tensors(run + "/checkpoints/step_000020/" + f)
-    tb = tensors(ref + "/checkpoints/step_000020/" + f)
-    if sorted(ta) != sorted(tb):
-        fail("%s: tensor names differ" % f)
-    for name, (dt, shape, vb) in tb.items():
-        da, sa, va = ta[name]
-        if (da, sa) != (dt, shape):
-            fail("%s: %s is %s %s, reference %s %s" % (f, name, da, sa, dt, shape))
-        d = {"max": max(abs(p - q) for p, q in zip(va, vb)) / (max(abs(v) for v in vb) or 1.0),
-             "l2": math.sqrt(sum((p - q) ** 2 for p, q in zip(va, vb))) /
-                   (math.sqrt(sum(v * v for v in vb)) or 1.0)}
-        for k in d:
-            tensor_worst[k] = max(tensor_worst[k], d[k])
-        if d[kind] > tol:
-            fail("%s: %s differs by %.3g (%s, relative; tolerance %g)" % (f, name, d[kind], kind, tol))
-print("multirank: %-13s = %-9s max relative difference: loss %.2g, val loss %.2g, grad norm %.2g; "
-      "checkpoint tensors: largest element %.2g, L2 %.2g (%s tolerance %g)"
-      % (run, ref, worst["loss"], worst["val_loss"], worst["grad_norm"], tensor_worst["max"],
-         tensor_worst["l2"], kind, tol))
-PYEOF
+  "$PY" "$SRC/test/integration/compare_runs.py" --final-step 20 "$@"
 }
 
 ./one "${TRAIN[@]}" --run-dir one-run > one.out 2>&1 || { cat one.out; die "single-rank run failed"; }

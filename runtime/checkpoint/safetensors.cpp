@@ -329,32 +329,32 @@ File read_safetensors(const std::string &path) {
   return file;
 }
 
-void write_safetensors(const std::string &path, const File &file) {
+SafetensorsWriter::SafetensorsWriter(const std::string &path,
+                                     const std::map<std::string, std::string> &metadata,
+                                     std::vector<TensorSpec> specs)
+    : path_(path), specs_(std::move(specs)) {
   nlohmann::ordered_json header = nlohmann::ordered_json::object();
-  if (!file.metadata.empty())
-    header["__metadata__"] = file.metadata;
+  if (!metadata.empty())
+    header["__metadata__"] = metadata;
   uint64_t offset = 0;
-  for (const auto &[name, t] : file.tensors) {
-    if (name.empty() || name == "__metadata__")
-      throw std::runtime_error(path + ": invalid tensor name '" + name + "'");
+  for (const TensorSpec &t : specs_) {
+    if (t.name.empty() || t.name == "__metadata__")
+      throw std::runtime_error(path + ": invalid tensor name '" + t.name + "'");
+    if (header.contains(t.name))
+      throw std::runtime_error(path + ": tensor '" + t.name + "' listed twice");
     const DTypeInfo &di = info(t.dtype);
     uint64_t bytes = 0;
     if (!checked_nbytes(t.shape, di.bytes, &bytes))
-      throw std::runtime_error(path + ": tensor '" + name + "': invalid shape " +
+      throw std::runtime_error(path + ": tensor '" + t.name + "': invalid shape " +
                                shape_str(t.shape));
-    if (bytes != t.data.size())
-      throw std::runtime_error(path + ": tensor '" + name + "': " +
-                               std::to_string(t.data.size()) + " data bytes, but shape " +
-                               shape_str(t.shape) + " of " + di.name + " needs " +
-                               std::to_string(bytes));
     nlohmann::ordered_json entry;
     entry["dtype"] = di.name;
     entry["shape"] = t.shape;
     entry["data_offsets"] = {offset, offset + bytes};
-    header[name] = std::move(entry);
+    header[t.name] = std::move(entry);
     offset += bytes;
+    bytes_.push_back(bytes);
   }
-
   std::string text;
   try {
     text = header.dump();
@@ -365,12 +365,40 @@ void write_safetensors(const std::string &path, const File &file) {
   // reference writer does), which lets mmap readers use the tensors in place.
   text.append((8 - text.size() % 8) % 8, ' ');
   const uint64_t header_bytes = text.size();
+  out_ = std::make_unique<AtomicFileWriter>(path);
+  out_->write(&header_bytes, 8);
+  out_->write(text.data(), text.size());
+}
 
-  AtomicFileWriter out(path);
-  out.write(&header_bytes, 8);
-  out.write(text.data(), text.size());
+SafetensorsWriter::~SafetensorsWriter() = default;
+
+void SafetensorsWriter::write_next(const void *data, size_t bytes) {
+  if (next_ >= specs_.size())
+    throw std::runtime_error(path_ + ": more tensors written than the header lists (" +
+                             std::to_string(specs_.size()) + ")");
+  const TensorSpec &t = specs_[next_];
+  if (bytes != bytes_[next_])
+    throw std::runtime_error(path_ + ": tensor '" + t.name + "': " + std::to_string(bytes) +
+                             " data bytes, but shape " + shape_str(t.shape) + " of " +
+                             info(t.dtype).name + " needs " + std::to_string(bytes_[next_]));
+  out_->write(data, bytes);
+  ++next_;
+}
+
+void SafetensorsWriter::commit() {
+  if (next_ != specs_.size())
+    throw std::runtime_error(path_ + ": " + std::to_string(next_) + " of " +
+                             std::to_string(specs_.size()) + " tensors written");
+  out_->commit();
+}
+
+void write_safetensors(const std::string &path, const File &file) {
+  std::vector<TensorSpec> specs;
   for (const auto &[name, t] : file.tensors)
-    out.write(t.data.data(), t.data.size());
+    specs.push_back({name, t.dtype, t.shape});
+  SafetensorsWriter out(path, file.metadata, std::move(specs));
+  for (const auto &[name, t] : file.tensors)
+    out.write_next(t.data.data(), t.data.size());
   out.commit();
 }
 

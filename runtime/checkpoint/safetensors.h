@@ -5,6 +5,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <map>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -38,6 +39,44 @@ struct File {
 File read_safetensors(const std::string &path);
 // Atomic: writes <path>.tmp.<pid>, fsyncs it, renames over path, fsyncs dir.
 void write_safetensors(const std::string &path, const File &file);
+
+// A tensor as the header describes it (no data).
+struct TensorSpec {
+  std::string name;
+  StDType dtype;
+  std::vector<int64_t> shape;
+};
+
+class AtomicFileWriter;
+
+// write_safetensors one tensor at a time, for data that never exists in one
+// buffer (a partitioned run gathers a checkpoint tensor by tensor): the
+// header is written first, from `specs` in their order (write_safetensors
+// passes its tensors sorted by name, as the file lists them), then each
+// tensor's bytes with `write_next`, in the same order. `commit` makes the
+// file appear under `path` (atomically, as write_safetensors); a writer
+// destroyed before commit leaves nothing behind. Throws "<path>: ..." on a
+// bad spec, a wrong byte count or an I/O error.
+class SafetensorsWriter {
+public:
+  SafetensorsWriter(const std::string &path,
+                    const std::map<std::string, std::string> &metadata,
+                    std::vector<TensorSpec> specs);
+  ~SafetensorsWriter();
+  SafetensorsWriter(const SafetensorsWriter &) = delete;
+  SafetensorsWriter &operator=(const SafetensorsWriter &) = delete;
+
+  // The next tensor's bytes, all of them in one call.
+  void write_next(const void *data, size_t bytes);
+  void commit();
+
+private:
+  std::string path_;
+  std::vector<TensorSpec> specs_;
+  std::vector<uint64_t> bytes_; // per tensor
+  size_t next_ = 0;
+  std::unique_ptr<AtomicFileWriter> out_;
+};
 
 // Small helpers shared by checkpoints.
 void atomic_write_file(const std::string &path, const std::string &bytes);

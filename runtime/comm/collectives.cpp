@@ -234,6 +234,57 @@ void gather_to_root(const T *in, T *out, int64_t outer, int64_t chunk, int root,
 }
 
 template <typename T>
+void gather_varying_impl(const T *in, T *out, const int64_t *counts, int root, Axis axis,
+                         const char *what) {
+  const Call call{"gather_varying", axis, what};
+  const Group g = group_of(axis);
+  if (root < 0 || root >= g.size)
+    bad_argument(call, "root " + std::to_string(root) + " is outside the group of " +
+                           std::to_string(g.size) + " ranks");
+  int64_t total = 0;
+  for (int r = 0; r < g.size; ++r) {
+    if (counts[r] < 0)
+      bad_argument(call, "negative count for rank " + std::to_string(r));
+    total += counts[r];
+  }
+  check_buffer(call, in, counts[g.rank], "the input");
+  if (g.rank == root)
+    check_buffer(call, out, total, "the output");
+  // Point to point in rounds of at most 2^28 elements per message (MPI
+  // counts are int); every rank walks the same rounds.
+  constexpr int64_t kPiece = int64_t(1) << 28;
+  int64_t longest = 0;
+  for (int r = 0; r < g.size; ++r)
+    longest = std::max(longest, counts[r]);
+  for (int64_t off = 0; off < longest; off += kPiece) {
+    std::vector<MPI_Request> reqs;
+    auto piece = [&](int r) { return std::max<int64_t>(0, std::min(kPiece, counts[r] - off)); };
+    if (g.rank == root) {
+      int64_t base = 0;
+      for (int r = 0; r < g.size; ++r) {
+        const int64_t n = piece(r);
+        if (n > 0 && r == root)
+          std::copy(in + off, in + off + n, out + base + off);
+        else if (n > 0) {
+          reqs.emplace_back();
+          check_mpi(MPI_Irecv(out + base + off, int(n), mpi_type<T>(), r, /*tag=*/7, g.comm,
+                              &reqs.back()),
+                    call, "MPI_Irecv");
+        }
+        base += counts[r];
+      }
+    } else if (const int64_t n = piece(g.rank); n > 0) {
+      reqs.emplace_back();
+      check_mpi(MPI_Isend(in + off, int(n), mpi_type<T>(), root, /*tag=*/7, g.comm,
+                          &reqs.back()),
+                call, "MPI_Isend");
+    }
+    if (!reqs.empty())
+      wait_all(reqs.data(), int(reqs.size()), call);
+  }
+}
+
+template <typename T>
 void reduce_scatter_impl(const T *in, T *out, int64_t outer, int64_t chunk, Axis axis,
                          const char *what) {
   const Call call{"reduce_scatter", axis, what};
@@ -300,6 +351,15 @@ void gather(const float *in, float *out, int64_t outer, int64_t chunk, int root,
 void gather(const double *in, double *out, int64_t outer, int64_t chunk, int root,
             Axis axis, const char *what) {
   gather_to_root(in, out, outer, chunk, root, axis, what);
+}
+
+void gather_varying(const float *in, float *out, const int64_t *counts, int root,
+                    Axis axis, const char *what) {
+  gather_varying_impl(in, out, counts, root, axis, what);
+}
+void gather_varying(const double *in, double *out, const int64_t *counts, int root,
+                    Axis axis, const char *what) {
+  gather_varying_impl(in, out, counts, root, axis, what);
 }
 
 void reduce_scatter(const float *in, float *out, int64_t outer, int64_t chunk, Axis axis,

@@ -69,6 +69,16 @@ void gather(const float *in, float *out, int64_t outer, int64_t chunk, int root,
 void gather(const double *in, double *out, int64_t outer, int64_t chunk, int root,
             Axis axis, const char *what);
 
+// Pieces of different lengths onto one rank: rank r of the group sends
+// in[0..counts[r]) and rank `root` receives them concatenated in rank order
+// into out (sum of counts elements; used, and non-null, on the root only).
+// Every rank passes the same counts. Checkpoint saves assemble a tensor's
+// AdamW moments from the ZeRO-1 shards that hold its parts.
+void gather_varying(const float *in, float *out, const int64_t *counts, int root,
+                    Axis axis, const char *what);
+void gather_varying(const double *in, double *out, const int64_t *counts, int root,
+                    Axis axis, const char *what);
+
 // Sum-reduce then scatter along a dimension: the input is
 // [outer, size(axis) * chunk] on every rank, rank r receives the sum over
 // ranks of column block r, [outer, chunk]. `out` must not alias `in`.

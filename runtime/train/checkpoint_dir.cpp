@@ -16,6 +16,7 @@
 #include <fstream>
 #include <sstream>
 #include <stdexcept>
+#include <type_traits>
 #include <unistd.h>
 
 namespace llamart::train {
@@ -314,6 +315,66 @@ std::string save_checkpoint(const ProgramInfo &program, const std::string &root,
                             const TrainState &state, const T *params,
                             const T *exp_avg, const T *exp_avg_sq,
                             int keep_last) {
+  const T *flat[3] = {params, exp_avg, exp_avg_sq};
+  return save_checkpoint<T>(
+      program, root, state,
+      CheckpointTensorSource<T>([&](const CheckpointTensor &t) {
+        return flat[t.kind] + program.params[t.param].offset;
+      }),
+      keep_last);
+}
+
+namespace {
+
+const char *const kTensorSuffix[3] = {"", ".exp_avg", ".exp_avg_sq"};
+
+// The tensors of one file (kinds), sorted by name as the file lists them.
+std::vector<CheckpointTensor> file_tensors(const ProgramInfo &program,
+                                           std::initializer_list<int> kinds) {
+  std::vector<std::pair<std::string, CheckpointTensor>> named;
+  for (int kind : kinds)
+    for (int32_t p = 0; p < program.num_params; ++p)
+      named.push_back({std::string(program.params[p].name) + kTensorSuffix[kind], {p, kind}});
+  std::sort(named.begin(), named.end(),
+            [](const auto &a, const auto &b) { return a.first < b.first; });
+  std::vector<CheckpointTensor> out;
+  for (const auto &[name, t] : named)
+    out.push_back(t);
+  return out;
+}
+
+// Writes one safetensors file of the checkpoint from `source`.
+template <typename T>
+void write_streamed(const ProgramInfo &program, const std::string &path,
+                    const std::vector<CheckpointTensor> &tensors,
+                    const CheckpointTensorSource<T> &source) {
+  std::vector<ckpt::TensorSpec> specs;
+  for (const CheckpointTensor &t : tensors) {
+    const ParamInfo &info = program.params[t.param];
+    specs.push_back({std::string(info.name) + kTensorSuffix[t.kind],
+                     std::is_same_v<T, float> ? ckpt::StDType::F32 : ckpt::StDType::F64,
+                     param_shape(info)});
+  }
+  // HF loaders accept safetensors with format "pt" metadata.
+  ckpt::SafetensorsWriter out(path, {{"format", "pt"}}, std::move(specs));
+  for (const CheckpointTensor &t : tensors)
+    out.write_next(source(t), sizeof(T) * size_t(program.params[t.param].numel));
+  out.commit();
+}
+
+} // namespace
+
+std::vector<CheckpointTensor> checkpoint_tensor_order(const ProgramInfo &program) {
+  std::vector<CheckpointTensor> order = file_tensors(program, {0});
+  for (const CheckpointTensor &t : file_tensors(program, {1, 2}))
+    order.push_back(t);
+  return order;
+}
+
+template <typename T>
+std::string save_checkpoint(const ProgramInfo &program, const std::string &root,
+                            const TrainState &state,
+                            const CheckpointTensorSource<T> &source, int keep_last) {
   std::error_code ec;
   fs::create_directories(root, ec);
   if (ec)
@@ -329,21 +390,10 @@ std::string save_checkpoint(const ProgramInfo &program, const std::string &root,
     throw std::runtime_error(tmp_dir.string() + ": cannot create directory: " +
                              ec.message());
 
-  // HF loaders accept safetensors with format "pt" metadata.
-  ckpt::File model;
-  model.metadata["format"] = "pt";
-  add_param_tensors(program, params, "", model);
   const std::string model_path = (tmp_dir / kModelFile).string();
-  ckpt::write_safetensors(model_path, model);
-  model = ckpt::File(); // free the copy of the weights before the next one
-
-  ckpt::File optimizer;
-  optimizer.metadata["format"] = "pt";
-  add_param_tensors(program, exp_avg, ".exp_avg", optimizer);
-  add_param_tensors(program, exp_avg_sq, ".exp_avg_sq", optimizer);
+  write_streamed<T>(program, model_path, file_tensors(program, {0}), source);
   const std::string optimizer_path = (tmp_dir / kOptimizerFile).string();
-  ckpt::write_safetensors(optimizer_path, optimizer);
-  optimizer = ckpt::File();
+  write_streamed<T>(program, optimizer_path, file_tensors(program, {1, 2}), source);
 
   // Checksums of the bytes as they reached the disk, not of what we meant to
   // write.
@@ -567,6 +617,11 @@ std::string load_model_weights(const ProgramInfo &program,
                                           const std::string &,                 \
                                           const TrainState &, const T *,       \
                                           const T *, const T *, int);          \
+  template std::string save_checkpoint<T>(const ProgramInfo &,                 \
+                                          const std::string &,                 \
+                                          const TrainState &,                  \
+                                          const CheckpointTensorSource<T> &,   \
+                                          int);                                \
   template TrainState load_checkpoint<T>(const ProgramInfo &,                  \
                                          const std::string &, T *, T *, T *);  \
   template std::string load_model_weights<T>(                                  \

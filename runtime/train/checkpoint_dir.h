@@ -117,6 +117,28 @@ std::string save_checkpoint(const ProgramInfo &program, const std::string &root,
                             const T *exp_avg, const T *exp_avg_sq,
                             int keep_last);
 
+// One tensor of a checkpoint: param `param` of the program, its weights
+// (kind 0) or AdamW moments (1: exp_avg, 2: exp_avg_sq).
+struct CheckpointTensor {
+  int32_t param;
+  int kind;
+};
+// The tensors in the order save_checkpoint writes them: model.safetensors,
+// then optimizer.safetensors, each by tensor name as the files list them.
+std::vector<CheckpointTensor> checkpoint_tensor_order(const ProgramInfo &program);
+// The elements of one tensor (program.params[t.param].numel of them), valid
+// until the next call.
+template <typename T>
+using CheckpointTensorSource = std::function<const T *(const CheckpointTensor &t)>;
+// save_checkpoint streamed: each tensor is asked of `source` once, in
+// checkpoint_tensor_order, and written to its file before the next is asked
+// for, so no full copy of the model or optimizer state is made (a
+// partitioned run gathers one tensor at a time onto the writing rank).
+template <typename T>
+std::string save_checkpoint(const ProgramInfo &program, const std::string &root,
+                            const TrainState &state,
+                            const CheckpointTensorSource<T> &source, int keep_last);
+
 // Reads `dir`/state.json and checks both safetensors files against its
 // checksums. Throws std::runtime_error naming the bad file.
 nlohmann::json verify_checkpoint(const std::string &dir);

@@ -1,5 +1,6 @@
 #include "runtime/train/trainer.h"
 
+#include "runtime/comm/comm.h"
 #include "runtime/cpu/gemm_check.h"
 #include "runtime/data/shards.h"
 #include "runtime/train/aligned_buffer.h"
@@ -562,27 +563,56 @@ template <typename T> std::string Trainer<T>::save() {
     return save_checkpoint<T>(program_, checkpoint_root_, current_state(),
                               params_.data(), optimizer_.exp_avg(),
                               optimizer_.exp_avg_sq(), options_.keep_last);
-  // Gathered to one rank, never to all: the dp ranks' moment shards onto dp
-  // rank 0, then the tp slices onto world rank 0, the only rank that ever
-  // holds the full model (and that writes it).
-  const bool dp_root = grid_.dp_rank == 0;
-  AlignedBuffer<T> local_m(dp_root ? params_.size() : 0),
-      local_v(dp_root ? params_.size() : 0);
-  optimizer_.gather_moments(local_m.data(), local_v.data());
-  if (!dp_root)
-    return std::string();
+  // Streamed, one tensor at a time, onto world rank 0 (the only rank that
+  // writes and that ever holds a whole tensor): a weight from its tp slices;
+  // a moment first from the ZeRO-1 shards that hold its parts (onto dp
+  // rank 0), then from its tp slices. Every rank walks the same tensor order
+  // (checkpoint_tensor_order); rank 0 holds one full and one local tensor
+  // at a time, not the model.
   const ProgramInfo &full = full_view_->program();
-  const size_t full_n = grid_.root() ? static_cast<size_t>(full.param_numel) : 0;
-  AlignedBuffer<T> full_params(full_n), full_m(full_n), full_v(full_n);
-  auto at_root = [&](AlignedBuffer<T> &b) { return grid_.root() ? b.data() : nullptr; };
-  gather_full_params(program_, *full_view_, params_.data(), at_root(full_params));
-  gather_full_params(program_, *full_view_, local_m.data(), at_root(full_m));
-  gather_full_params(program_, *full_view_, local_v.data(), at_root(full_v));
-  if (!grid_.root())
+  const bool dp_root = grid_.dp_rank == 0;
+  int64_t largest_local = 0, largest_full = 0;
+  for (int32_t p = 0; p < program_.num_params; ++p) {
+    largest_local = std::max(largest_local, program_.params[p].numel);
+    largest_full = std::max(largest_full, full.params[p].numel);
+  }
+  AlignedBuffer<T> local(static_cast<size_t>(dp_root ? largest_local : 0)),
+      whole(static_cast<size_t>(grid_.root() ? largest_full : 0));
+  const DpShard &shard = optimizer_.shard();
+  const int dp = program_.grid_dp;
+  std::vector<int64_t> counts(static_cast<size_t>(dp));
+  auto gather_one = [&](const CheckpointTensor &t) -> const T * {
+    const ParamInfo &info = program_.params[t.param];
+    const T *slice = params_.data() + info.offset; // the weights: every dp rank has them
+    if (t.kind > 0) {
+      // This tensor's elements [offset, offset + numel) of the flat local
+      // buffer, as the dp ranks' shards [d S, (d + 1) S) split them.
+      for (int d = 0; d < dp; ++d)
+        counts[size_t(d)] = std::max<int64_t>(
+            0, std::min(info.offset + info.numel, (d + 1) * shard.size) -
+                   std::max(info.offset, d * shard.size));
+      const T *moments = t.kind == 1 ? optimizer_.exp_avg() : optimizer_.exp_avg_sq();
+      const int64_t first = std::max(info.offset, shard.begin) - shard.begin;
+      comm::gather_varying(moments + std::min(first, shard.size), dp_root ? local.data() : nullptr,
+                           counts.data(), /*root=*/0, comm::Axis::DP, info.name);
+      slice = local.data();
+    }
+    if (!dp_root)
+      return nullptr;
+    if (effective_shard_dim(program_, info) < 0)
+      return slice; // whole on every tp rank: world rank 0's copy
+    const SliceGeometry g = slice_geometry(program_, info);
+    comm::gather(slice, grid_.root() ? whole.data() : nullptr, g.outer, g.chunk,
+                 /*root=*/0, comm::Axis::TP, info.name);
+    return whole.data();
+  };
+  if (!grid_.root()) {
+    for (const CheckpointTensor &t : checkpoint_tensor_order(full))
+      gather_one(t);
     return std::string();
+  }
   return save_checkpoint<T>(full, checkpoint_root_, current_state(),
-                            full_params.data(), full_m.data(), full_v.data(),
-                            options_.keep_last);
+                            CheckpointTensorSource<T>(gather_one), options_.keep_last);
 }
 
 // Checkpoints that failed verification are moved out of the step_N namespace:

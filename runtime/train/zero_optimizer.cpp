@@ -65,19 +65,6 @@ void ZeroAdamW<T>::update(const AdamWConfig &config, int64_t step, double lr,
 }
 
 template <typename T>
-void ZeroAdamW<T>::gather_moments(T *exp_avg_out, T *exp_avg_sq_out) const {
-  if (dp_size(program_) == 1) {
-    std::copy_n(exp_avg_.data(), shard_.size, exp_avg_out);
-    std::copy_n(exp_avg_sq_.data(), shard_.size, exp_avg_sq_out);
-    return;
-  }
-  comm::gather(exp_avg_.data(), exp_avg_out, 1, shard_.size, /*root=*/0, Axis::DP,
-               "ZeRO-1 exp_avg gather for a checkpoint");
-  comm::gather(exp_avg_sq_.data(), exp_avg_sq_out, 1, shard_.size, /*root=*/0, Axis::DP,
-               "ZeRO-1 exp_avg_sq gather for a checkpoint");
-}
-
-template <typename T>
 void ZeroAdamW<T>::set_moments(const T *exp_avg_local, const T *exp_avg_sq_local) {
   // The padding past param_numel stays zero: no param owns it.
   const int64_t n =

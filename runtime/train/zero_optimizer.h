@@ -54,10 +54,6 @@ public:
   T *exp_avg() { return exp_avg_.data(); }
   T *exp_avg_sq() { return exp_avg_sq_.data(); }
 
-  // The moments of the whole local buffer (shard().padded_numel elements
-  // each), gathered over dp onto dp rank 0 alone (the outputs are used, and
-  // may be null, on the other ranks). Collective over dp.
-  void gather_moments(T *exp_avg_out, T *exp_avg_sq_out) const;
   // Keeps this rank's shard of moments given for the whole local buffer.
   void set_moments(const T *exp_avg_local, const T *exp_avg_sq_local);
 

@@ -242,6 +242,39 @@ TEST(CommGrid, GatherToRootMiddleDim) {
   gather_middle_dim<double>(1000, 3, 1); // many short rows per tile
 }
 
+// gather_varying: rank r's counts[r] elements land, in rank order, on the
+// root alone; zero counts (a rank holding none of a tensor) included.
+template <typename T> void gather_varying_case(std::vector<int64_t> pattern) {
+  for (Axis axis : kAxes) {
+    const std::vector<int> m = members(axis);
+    const int64_t p = int64_t(m.size());
+    std::vector<int64_t> counts(p);
+    for (int64_t r = 0; r < p; ++r) counts[r] = pattern[r % pattern.size()];
+    int64_t total = 0;
+    for (int64_t c : counts) total += c;
+    const int64_t me = comm::rank(axis);
+    for (int root = 0; root < int(p); ++root) {
+      std::vector<T> in(counts[me]), out(total, T(-7));
+      for (int64_t i = 0; i < counts[me]; ++i) in[i] = noise<T>(comm::rank(), i);
+      const bool at_root = me == root;
+      comm::gather_varying(in.data(), at_root ? out.data() : nullptr, counts.data(), root,
+                           axis, "gather varying");
+      if (!at_root)
+        continue;
+      int64_t bad = 0, at = 0;
+      for (int64_t r = 0; r < p; ++r)
+        for (int64_t i = 0; i < counts[r]; ++i) bad += out[at++] != noise<T>(m[r], i);
+      EXPECT_EQ(bad, 0) << "axis " << int(axis) << " root " << root;
+    }
+  }
+}
+TEST(CommGrid, GatherVaryingToEveryRoot) {
+  REQUIRE_GRID();
+  gather_varying_case<float>({5, 0, 3, 17});
+  gather_varying_case<double>({0, 1});
+  gather_varying_case<float>({1000, 1});
+}
+
 // The input is [outer, p * chunk] on every rank; rank r gets the fold over
 // members (in group order) of column block r.
 template <typename T> void reduce_scatter_middle_dim(int64_t outer, int64_t chunk) {

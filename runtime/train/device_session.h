@@ -43,8 +43,10 @@ public:
   // what the device reports in use.
   virtual std::string describe() const = 0;
 
-  // Host <-> device copies of the whole flat state (program.param_numel
-  // fp32 elements each): parameters and the AdamW moments.
+  // Host <-> device copies of the flat state: the parameters
+  // (program.param_numel fp32 elements) and the AdamW moments of this rank's
+  // ZeRO-1 shard (partition.h: dp_shard(...).size elements each; the whole
+  // buffer on one device).
   virtual void upload(const float *params, const float *exp_avg,
                       const float *exp_avg_sq) = 0;
   virtual void download(float *params, float *exp_avg, float *exp_avg_sq) = 0;
@@ -60,12 +62,15 @@ public:
   virtual void write_grads(const float *grads) = 0;
 
   // L2 norm of the device gradients times |scale|, reduced in a fixed order
-  // (fp64 partial sums).
+  // (fp64 partial sums). On a dp x tp grid the norm of the whole model's
+  // gradient: the gradients are first reduce-scattered over dp into this
+  // rank's shard (collective over the world).
   virtual double grad_norm(double scale) = 0;
 
   // One AdamW update of every parameter on the device, with optimizer.h's
   // per-element arithmetic (fp64, decoupled weight decay on 2-D params
-  // only). `step` is 1-based.
+  // only). `step` is 1-based. On a grid: of this rank's shard, with the
+  // gradients grad_norm reduced, then the parameters all-gathered over dp.
   virtual void adamw(double beta1, double beta2, double eps, double weight_decay,
                      int64_t step, double lr, double grad_scale) = 0;
 

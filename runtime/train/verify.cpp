@@ -104,10 +104,24 @@ double verify_partitioned(const ProgramInfo &program, const VerifyOptions &optio
               tokens.data(), targets.data());
   const size_t first = static_cast<size_t>(grid.dp_rank * program.batch * program.seq_len);
 
-  AlignedBuffer<uint8_t> arena(static_cast<size_t>(program.train_arena_bytes));
   double loss = 0.0;
-  program.train_step(params.data(), grads.data(), tokens.data() + first,
-                     targets.data() + first, arena.data(), &loss);
+  bool on_device = false;
+  if constexpr (std::is_same_v<T, float>) {
+    if (program.open_device && !options.cpu) {
+      // The device step of this rank, its collectives included.
+      std::unique_ptr<DeviceSession> device(program.open_device(program));
+      AlignedBuffer<T> zeros(static_cast<size_t>(program.param_numel));
+      device->upload(params.data(), zeros.data(), zeros.data());
+      loss = device->train_step(tokens.data() + first, targets.data() + first, false);
+      device->read_grads(grads.data());
+      on_device = true;
+    }
+  }
+  if (!on_device) {
+    AlignedBuffer<uint8_t> arena(static_cast<size_t>(program.train_arena_bytes));
+    program.train_step(params.data(), grads.data(), tokens.data() + first,
+                       targets.data() + first, arena.data(), &loss);
+  }
 
   comm::all_reduce(grads.data(), program.param_numel, comm::ReduceOp::Sum,
                    comm::Axis::DP, "verify: gradients over data-parallel ranks");

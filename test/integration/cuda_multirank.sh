@@ -16,6 +16,8 @@
 #   bf16 storage (dp2tp2 and tp2sp): the losses track the single-device bf16
 #         binary within 2e-3 relative (measured ~4e-4: bf16 activations are
 #         all-reduced in bf16, as Megatron does).
+#   verify: the dp2tp2 binary's device step over its 4 ranks gives the
+#         single-rank CPU step's loss and gradients within 1e-5.
 #   re-sharding: 3 updates of the dp2tp2 GPU binary resumed on the CPU to 6
 #         equal the straight CPU run (checkpoints are grid- and
 #         target-independent).
@@ -43,6 +45,26 @@ for grid in "tp2 2 --tp 2" "tp2sp 2 --tp 2 --sp" "dp2 2 --dp 2" "dp2tp2 4 --dp 2
   ./$name info --json | grep -q '"target": *"cuda"' || die "$name: not a CUDA training binary"
   compare $name-run one-run 1e-5 l2 || die "$name (emulated GPU) differs from the single-rank CPU run"
 done
+
+# verify on the grid: the device steps of dp2tp2's four ranks (collectives
+# included; gradients summed over dp and gathered over tp onto rank 0)
+# against the single-rank CPU binary's step, on the same weights and batch.
+./one info --config-json > micro.json
+"$PY" "$SRC/test/integration/llama_torch.py" make-inputs --config micro.json --batch 4 \
+  --seq 16 --seed 3 --std 0.05 --weights w.safetensors --batch-file i.safetensors --dtype f32 >/dev/null
+./one verify --weights w.safetensors --batch-file i.safetensors --out g-one.safetensors > /dev/null
+launch 4 ./dp2tp2 verify --weights w.safetensors --batch-file i.safetensors --out g-grid.safetensors > verify.out 2>&1 \
+  || { cat verify.out; die "verify on dp2tp2 failed"; }
+"$PY" - "$SRC/test/integration" <<'PYEOF' || die "verify: the partitioned device step differs from the CPU step"
+import sys
+sys.path.insert(0, sys.argv[1])
+from llama_torch import read_safetensors, relative_error
+a, _ = read_safetensors("g-grid.safetensors")
+b, _ = read_safetensors("g-one.safetensors")
+worst = max(relative_error(a[n], b[n].double()) for n in b)
+print("cuda_multirank: verify dp2tp2 device step vs single-rank CPU step, max relative difference %.2e over %d tensors" % (worst, len(b)))
+sys.exit(0 if worst < 1e-5 and set(a) == set(b) else 1)
+PYEOF
 
 # bf16 storage: against the single-device bf16 binary.
 compile "${MODEL[@]}" --target cuda --cuda-emulate -o oneb

@@ -21,6 +21,7 @@
 
 #include "mlir/Dialect/Func/IR/FuncOps.h"
 #include "mlir/Dialect/Shard/IR/ShardOps.h"
+#include "mlir/IR/Verifier.h"
 #include "llvm/ADT/TypeSwitch.h"
 #include "llvm/Support/Format.h"
 
@@ -261,8 +262,8 @@ public:
     for (func::FuncOp fn : {step, forwardFn}) {
       if (!fn)
         continue;
-      if (partitioned)
-        hoistCollectives(fn);
+      if (partitioned && failed(hoistCollectives(fn)))
+        return failure();
       if ((options.activations != "f32" || partitioned) && failed(replanForStorage(fn)))
         return failure();
     }
@@ -1004,7 +1005,7 @@ private:
   /// then made with the collectives' buffers busy until that op
   /// (planFunctionMemory's collectivesInFlight). The order is the same on
   /// every rank, so collectives still match up.
-  void hoistCollectives(func::FuncOp fn) {
+  LogicalResult hoistCollectives(func::FuncOp fn) {
     SmallVector<Operation *> collectives;
     for (Operation &op : fn.getBody().front())
       if (isCollective(&op))
@@ -1027,8 +1028,13 @@ private:
     for (Operation *c : collectives) {
       if (c->isBeforeInBlock(windowStart))
         continue; // hoisted above ops already moved
+      // What c needs, and what any collective hoisted into the window needs
+      // (it stays where it is, so its inputs must too).
       DenseSet<Operation *> needed;
       SmallVector<Operation *> work = {c};
+      for (Operation *op = windowStart; op != c; op = op->getNextNode())
+        if (isCollective(op))
+          work.push_back(op);
       while (!work.empty()) {
         Operation *op = work.pop_back_val();
         for (Value v : op->getOperands())
@@ -1049,6 +1055,7 @@ private:
       if (!windowStart)
         break;
     }
+    return mlir::verify(fn); // every value still defined before its uses
   }
 
   static bool isCollective(Operation *op) {

@@ -654,6 +654,27 @@ def cmd_check(args):
     return 1 if failed else 0
 
 
+def cmd_compare(args):
+    """Two loss + gradients files (verify outputs) against each other: the
+    same tensor names, and every tensor within --rtol by relative_error
+    (--metric max) or by relative L2 distance (--metric l2)."""
+    ours, _ = read_safetensors(args.grads)
+    ref, _ = read_safetensors(args.reference)
+    if set(ours) != set(ref):
+        print("%s: tensor names differ from %s: %s" % (args.label, args.reference,
+                                                    sorted(set(ours) ^ set(ref))))
+        return 1
+    def l2(a, b):
+        a, b = a.double().reshape(-1), b.double().reshape(-1)
+        return float((a - b).norm() / max(float(b.norm()), 1e-30))
+    err = {n: (relative_error(ours[n], ref[n].double()) if args.metric == "max"
+               else l2(ours[n], ref[n])) for n in ref}
+    worst = max(err.values())
+    print("%s: max relative %s difference %.2e over %d tensors (tolerance %g)"
+          % (args.label, "L2" if args.metric == "l2" else "element", worst, len(ref), args.rtol))
+    return 0 if worst < args.rtol else 1
+
+
 def build_parser():
     p = argparse.ArgumentParser(
         prog="llama_torch.py",
@@ -681,6 +702,14 @@ def build_parser():
     sp.add_argument("--grads", required=True, help='"loss" + gradients by HF name')
     sp.add_argument("--rtol", type=float, default=1e-4)
     sp.set_defaults(func=cmd_check)
+
+    sp = sub.add_parser("compare", help="compare two loss + gradients files")
+    sp.add_argument("--grads", required=True)
+    sp.add_argument("--reference", required=True)
+    sp.add_argument("--rtol", type=float, required=True)
+    sp.add_argument("--metric", choices=["max", "l2"], default="max")
+    sp.add_argument("--label", default="compare")
+    sp.set_defaults(func=cmd_compare)
 
     sp = sub.add_parser("loss", help="print the reference loss")
     common(sp, "f64")

@@ -269,8 +269,11 @@ LogicalResult printCudaMemory(ModuleOp module) {
           rt && isa<IntegerType>(rt.getElementType()) && !tokens)
         tokens = rt.getNumElements();
   const bool bf16 = cudaActivations == "bf16";
-  const int64_t state =
-      n * (4 + (bf16 ? 2 : 0) + 4) + shard * 8 + (gridDp > 1 ? shard * 4 : 0);
+  // bf16 on a dp grid: fp32 masters of the shard alone (the bf16 copy is
+  // all-gathered), as the session does.
+  const bool shardedMasters = bf16 && gridDp > 1;
+  const int64_t state = (shardedMasters ? shard * 4 : n * 4) + n * ((bf16 ? 2 : 0) + 4) +
+                        shard * 8 + (gridDp > 1 ? shard * 4 : 0);
   // The ABFT check's weights and scratch: five fp64 rows of the largest
   // GEMM dimension (runtime/cuda/gemm_check.inl).
   const int64_t abft = 5 * 8 * std::max<int64_t>(f.gemmMaxDim, 1);

@@ -238,7 +238,11 @@ public:
     arena_bytes_ = std::max<size_t>(64, std::max(step.train_arena_bytes,
                                                  step.eval_arena_bytes));
     const size_t tokens = size_t(program.batch * program.seq_len) * sizeof(int32_t);
-    place(&params_, pbytes, &bytes_params_);
+    // bf16 storage on a dp grid keeps the fp32 master weights of the shard
+    // alone (Megatron's distributed optimizer): the step reads the bf16 copy,
+    // AdamW updates the shard's masters and the updated bf16 shards are
+    // all-gathered. Otherwise the masters span the local buffer.
+    place(&params_, sharded_masters_ ? sbytes : pbytes, &bytes_params_);
     if (kCopy)
       place(&copy_, size_t(pn_) * sizeof(act_t), &bytes_params_);
     place(&grads_, pbytes, &bytes_grads_);
@@ -320,11 +324,32 @@ public:
     return s;
   }
 
+  bool shards_params() const override { return sharded_masters_; }
+
+  // The storage type's value of x, on the host (round to nearest even, as
+  // to_storage_k on the device).
+  static void host_round(float x, float &out) { out = x; }
+  static void host_round(float x, __nv_bfloat16 &out) { out = __float2bfloat16(x); }
+
   void upload(const float *params, const float *m, const float *v) override {
     const size_t bytes = size_t(n_) * sizeof(float), sbytes = size_t(sn_) * sizeof(float);
-    LLAMA_CUDA_CALL(cudaMemcpy(params_, params, bytes, cudaMemcpyHostToDevice));
     LLAMA_CUDA_CALL(cudaMemcpy(m_, m, sbytes, cudaMemcpyHostToDevice));
     LLAMA_CUDA_CALL(cudaMemcpy(v_, v, sbytes, cudaMemcpyHostToDevice));
+    if (sharded_masters_) {
+      // The shard's masters, and the bf16 copy of the whole local buffer
+      // rounded here (as to_storage_k rounds on the device).
+      const int64_t own = std::max<int64_t>(0, std::min(shard_.end(), n_) - shard_.begin);
+      LLAMA_CUDA_CALL(cudaMemset(params_, 0, sbytes));
+      LLAMA_CUDA_CALL(cudaMemcpy(params_, params + shard_.begin, size_t(own) * sizeof(float),
+                                 cudaMemcpyHostToDevice));
+      std::vector<act_t> copy(static_cast<size_t>(pn_));
+      for (int64_t i = 0; i < pn_; ++i)
+        host_round(i < n_ ? params[i] : 0.0f, copy[size_t(i)]);
+      LLAMA_CUDA_CALL(cudaMemcpy(copy_, copy.data(), copy.size() * sizeof(act_t),
+                                 cudaMemcpyHostToDevice));
+      return;
+    }
+    LLAMA_CUDA_CALL(cudaMemcpy(params_, params, bytes, cudaMemcpyHostToDevice));
     if (kCopy) {
       LLAMA_LAUNCH(session_kernels::to_storage_k, dim3(blocks(pn_)),
                    dim3(session_kernels::kThreads), stream_, params_, copy_, pn_);
@@ -336,7 +361,13 @@ public:
   void download(float *params, float *m, float *v) override {
     sync();
     const size_t bytes = size_t(n_) * sizeof(float), sbytes = size_t(sn_) * sizeof(float);
-    LLAMA_CUDA_CALL(cudaMemcpy(params, params_, bytes, cudaMemcpyDeviceToHost));
+    if (sharded_masters_) {
+      const int64_t own = std::max<int64_t>(0, std::min(shard_.end(), n_) - shard_.begin);
+      LLAMA_CUDA_CALL(cudaMemcpy(params + shard_.begin, params_, size_t(own) * sizeof(float),
+                                 cudaMemcpyDeviceToHost));
+    } else {
+      LLAMA_CUDA_CALL(cudaMemcpy(params, params_, bytes, cudaMemcpyDeviceToHost));
+    }
     LLAMA_CUDA_CALL(cudaMemcpy(m, m_, sbytes, cudaMemcpyDeviceToHost));
     LLAMA_CUDA_CALL(cudaMemcpy(v, v_, sbytes, cudaMemcpyDeviceToHost));
   }
@@ -416,11 +447,17 @@ public:
     if (num_chunks_ > 0) {
       LLAMA_LAUNCH(session_kernels::adamw_k, dim3(unsigned(num_chunks_)),
                    dim3(session_kernels::kThreads), stream_, chunks_, a,
-                   params_ + shard_.begin, shard_grads(), m_, v_,
-                   copy_ ? copy_ + shard_.begin : nullptr);
+                   sharded_masters_ ? params_ : params_ + shard_.begin, shard_grads(), m_,
+                   v_, copy_ ? copy_ + shard_.begin : nullptr);
       check_launch();
     }
-    if (dp_ > 1) {
+    if (sharded_masters_) {
+      // Every dp rank's updated bf16 shard into every rank's copy (in
+      // place), half the bytes of gathering the fp32 masters.
+      comm_->run_now({kGatherParams, llama_coll::Kind::AllGather, copy_ + shard_.begin, copy_,
+                      1, sn_, 'a', 0, "bf16 parameter all-gather (ZeRO-1)"},
+                     stream_);
+    } else if (dp_ > 1) {
       // Every dp rank's updated shard into every rank's parameters (NCCL's
       // in-place all-gather: the input is this rank's block of the output),
       // and the storage copy of the whole buffer from them.
@@ -654,6 +691,7 @@ private:
   const int dp_, tp_rank_;
   const train::DpShard shard_;
   const int64_t pn_, sn_; // padded local numel, shard numel
+  const bool sharded_masters_ = kCopy && dp_ > 1;
   // The session's own collectives, numbered after any program's.
   static constexpr int kReduceGrads = 1 << 24, kGatherParams = kReduceGrads + 1;
   std::unique_ptr<llama_coll::Communicator> comm_;

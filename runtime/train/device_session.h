@@ -50,6 +50,11 @@ public:
   virtual void upload(const float *params, const float *exp_avg,
                       const float *exp_avg_sq) = 0;
   virtual void download(float *params, float *exp_avg, float *exp_avg_sq) = 0;
+  // Whether the session keeps the fp32 master weights of this rank's ZeRO-1
+  // shard alone (bf16 storage on a dp grid): download then fills
+  // params[shard] only, and a checkpoint gathers the weights from the
+  // shards as it gathers the moments.
+  virtual bool shards_params() const { return false; }
 
   // One micro-batch (tokens/targets: host int32 [batch, seq_len]): returns
   // its mean loss; the gradients overwrite the device gradient buffer, or

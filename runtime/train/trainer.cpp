@@ -565,8 +565,8 @@ template <typename T> std::string Trainer<T>::save() {
                               optimizer_.exp_avg_sq(), options_.keep_last);
   // Streamed, one tensor at a time, onto world rank 0 (the only rank that
   // writes and that ever holds a whole tensor): a weight from its tp slices;
-  // a moment first from the ZeRO-1 shards that hold its parts (onto dp
-  // rank 0), then from its tp slices. Every rank walks the same tensor order
+  // a moment (and a device's sharded fp32 weights) first from the ZeRO-1
+  // shards that hold its parts (onto dp rank 0), then from its tp slices. Every rank walks the same tensor order
   // (checkpoint_tensor_order); rank 0 holds one full and one local tensor
   // at a time, not the model.
   const ProgramInfo &full = full_view_->program();
@@ -581,19 +581,26 @@ template <typename T> std::string Trainer<T>::save() {
   const DpShard &shard = optimizer_.shard();
   const int dp = program_.grid_dp;
   std::vector<int64_t> counts(static_cast<size_t>(dp));
+  // A device that keeps the fp32 masters of its shard alone (bf16 on a dp
+  // grid) has the weights sharded like the moments; otherwise every dp rank
+  // holds all of its local weights.
+  const bool sharded_weights = device_ && device_->shards_params();
   auto gather_one = [&](const CheckpointTensor &t) -> const T * {
     const ParamInfo &info = program_.params[t.param];
-    const T *slice = params_.data() + info.offset; // the weights: every dp rank has them
-    if (t.kind > 0) {
+    const T *slice = params_.data() + info.offset;
+    const T *sharded = t.kind == 1   ? optimizer_.exp_avg()
+                       : t.kind == 2 ? optimizer_.exp_avg_sq()
+                       : sharded_weights ? params_.data() + shard.begin
+                                         : nullptr; // this rank's shard, or none
+    if (sharded) {
       // This tensor's elements [offset, offset + numel) of the flat local
       // buffer, as the dp ranks' shards [d S, (d + 1) S) split them.
       for (int d = 0; d < dp; ++d)
         counts[size_t(d)] = std::max<int64_t>(
             0, std::min(info.offset + info.numel, (d + 1) * shard.size) -
                    std::max(info.offset, d * shard.size));
-      const T *moments = t.kind == 1 ? optimizer_.exp_avg() : optimizer_.exp_avg_sq();
       const int64_t first = std::max(info.offset, shard.begin) - shard.begin;
-      comm::gather_varying(moments + std::min(first, shard.size), dp_root ? local.data() : nullptr,
+      comm::gather_varying(sharded + std::min(first, shard.size), dp_root ? local.data() : nullptr,
                            counts.data(), /*root=*/0, comm::Axis::DP, info.name);
       slice = local.data();
     }

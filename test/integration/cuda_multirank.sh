@@ -16,6 +16,8 @@
 #   bf16 storage (dp2tp2 and tp2sp): the losses track the single-device bf16
 #         binary within 2e-3 relative (measured ~4e-4: bf16 activations are
 #         all-reduced in bf16, as Megatron does).
+#   bf16 resume: dp2tp2 3 + resume + 3 updates equal 6 straight exactly
+#         (the fp32 master weights live in the ZeRO-1 shards only).
 #   verify: the dp2tp2 binary's device step over its 4 ranks gives the
 #         single-rank CPU step's loss and gradients within 1e-5.
 #   re-sharding: 3 updates of the dp2tp2 GPU binary resumed on the CPU to 6
@@ -71,6 +73,13 @@ for grid in "dp2tp2b 4 --dp 2 --tp 2" "tp2spb 2 --tp 2 --sp"; do
   launch $n ./$name "${TRAIN[@]}" --run-dir $name-run > $name.out 2>&1 || { cat $name.out; die "$name on $n ranks failed"; }
   compare --metrics-only $name-run oneb-run 2e-3 l2 || die "bf16 $name differs from the single-device bf16 run"
 done
+
+# bf16 on a dp grid keeps the fp32 master weights of each rank's shard alone
+# (the bf16 copy is all-gathered); a checkpoint gathers the weights from the
+# shards like the moments: 3 updates + resume + 3 equal 6 straight exactly.
+launch 4 ./dp2tp2b "${TRAIN[@]}" --run-dir b-resume --stop-at 3 > b1.out 2>&1 || { cat b1.out; die "bf16 dp2tp2 --stop-at 3 failed"; }
+launch 4 ./dp2tp2b "${TRAIN[@]}" --run-dir b-resume --resume > b2.out 2>&1 || { cat b2.out; die "bf16 dp2tp2 resume failed"; }
+compare b-resume dp2tp2b-run 0 max 3 || die "bf16 dp2tp2: 3 + resume + 3 differs from 6 straight"
 
 # Re-sharding across targets: GPU dp2tp2 for 3 updates, then the CPU binary.
 launch 4 ./dp2tp2 "${TRAIN[@]}" --run-dir mixed-run --stop-at 3 > mixed1.out 2>&1 || { cat mixed1.out; die "dp2tp2 --stop-at 3 failed"; }

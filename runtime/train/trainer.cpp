@@ -566,9 +566,9 @@ template <typename T> std::string Trainer<T>::save() {
   // Streamed, one tensor at a time, onto world rank 0 (the only rank that
   // writes and that ever holds a whole tensor): a weight from its tp slices;
   // a moment (and a device's sharded fp32 weights) first from the ZeRO-1
-  // shards that hold its parts (onto dp rank 0), then from its tp slices. Every rank walks the same tensor order
-  // (checkpoint_tensor_order); rank 0 holds one full and one local tensor
-  // at a time, not the model.
+  // shards that hold its parts (onto dp rank 0), then from its tp slices.
+  // Every rank walks the same tensor order (checkpoint_tensor_order); rank 0
+  // holds one full and one local tensor at a time, not the model.
   const ProgramInfo &full = full_view_->program();
   const bool dp_root = grid_.dp_rank == 0;
   int64_t largest_local = 0, largest_full = 0;

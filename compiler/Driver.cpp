@@ -52,6 +52,12 @@ cl::opt<std::string> target("target",
 cl::opt<std::string> cudaActivations(
     "cuda-activations", cl::desc("storage type of CUDA activations: bf16 | f32"),
     cl::init("bf16"), cl::cat(category));
+cl::opt<int64_t> gradBucket(
+    "grad-bucket",
+    cl::desc("--target cuda with --dp > 1: elements per ZeRO-1 gradient bucket, each "
+             "reduce-scattered under the rest of the backward (default max(40M, 1M x dp), "
+             "Megatron's)"),
+    cl::init(0), cl::cat(category));
 cl::opt<int64_t> batch("batch", cl::desc("sequences per step (default 4)"),
                        cl::init(4), cl::cat(category));
 cl::opt<int64_t> seqLen("seq-len",
@@ -254,6 +260,7 @@ LogicalResult printCudaMemory(ModuleOp module) {
   ::llama::CudaEmitOptions options;
   options.activations = cudaActivations;
   options.session = true;
+  options.gradBucketElements = gradBucket;
   ::llama::CudaPlanFigures f;
   if (failed(::llama::emitCudaKernels(module, os, options, &f)))
     return failure();
@@ -290,6 +297,10 @@ LogicalResult printCudaMemory(ModuleOp module) {
     llvm::outs() << "cuda-collectives: " << f.collectives << " (" << f.overlappedCollectives
                  << " overlapping " << f.overlappedOps << " kernels and GEMMs)\n"
                  << "cuda-collective-staging-bytes: " << f.stagingBytes << "\n";
+  if (!f.gradBucketBounds.empty())
+    llvm::outs() << "cuda-grad-buckets: " << f.gradBucketBounds.size() - 1
+                 << " (reduce-scatters overlap the last " << f.opsAfterFirstBucket << " of "
+                 << f.trainComputeOps << " train-step kernels and GEMMs)\n";
   return success();
 }
 
@@ -486,7 +497,7 @@ int run(int argc, char **argv) {
   for (cl::Option *opt : std::initializer_list<cl::Option *>{
            &presetName, &configFile, &target, &batch, &seqLen, &remat, &dtype,
            &emit, &outputFile, &cxx, &fitMemory, &vocabSize, &gridDp, &gridTp, &cudaActivations,
-           &genChunk, &kvCapacity, &mode})
+           &genChunk, &kvCapacity, &mode, &gradBucket})
     if (opt->getNumOccurrences() > 1)
       return fail("--" + opt->ArgStr + " given more than once");
   if (listPresets) {
@@ -504,6 +515,10 @@ int run(int argc, char **argv) {
     return fail("--cuda-emulate needs --target cuda");
   if (cudaArch.getNumOccurrences() && target != "cuda")
     return fail("--arch needs --target cuda");
+  if (gradBucket.getNumOccurrences() && (target != "cuda" || gridDp < 2))
+    return fail("--grad-bucket sizes the gradient buckets of --target cuda on a --dp grid");
+  if (gradBucket < 0 || (gradBucket.getNumOccurrences() && gradBucket == 0))
+    return fail("--grad-bucket must be a positive number of elements");
   if (cudaArch != "sm_90a")
     return fail("--arch " + cudaArch +
                 ": the runtime's CUDA library (cuBLASLt GEMMs, device probe) is built "
@@ -646,23 +661,29 @@ int run(int argc, char **argv) {
   } else if (emit == "kernels") {
     ::llama::CudaEmitOptions cudaOptions;
     cudaOptions.activations = cudaActivations;
+    cudaOptions.gradBucketElements = gradBucket;
     if (failed(::llama::emitCudaKernels(*module, os, cudaOptions)))
       return fail("CUDA emission failed (see the errors above)");
-  } else if (emit == "source" || !outputFile.empty()) {
-    if (failed(::llama::emitCpuSource(*module, os, cudaBinary)))
-      return fail("emission failed (see the errors above)");
-  } else {
-    return 0;
-  }
-  if (cudaBinary) {
+  } else if (cudaBinary) {
+    // The CUDA source first: its train step's schedule decides the gradient
+    // buckets that the program's ProgramInfo names.
     std::string cudaText;
     llvm::raw_string_ostream cos(cudaText);
     ::llama::CudaEmitOptions cudaOptions;
     cudaOptions.activations = cudaActivations;
     cudaOptions.session = true;
-    if (failed(::llama::emitCudaKernels(*module, cos, cudaOptions)))
+    cudaOptions.gradBucketElements = gradBucket;
+    ::llama::CudaPlanFigures figures;
+    if (failed(::llama::emitCudaKernels(*module, cos, cudaOptions, &figures)))
       return fail("CUDA emission failed (see the errors above)");
+    if (failed(::llama::emitCpuSource(*module, os, true, figures.gradBucketBounds)))
+      return fail("emission failed (see the errors above)");
     return buildExecutable(text, outputFile, cudaText);
+  } else if (emit == "source" || !outputFile.empty()) {
+    if (failed(::llama::emitCpuSource(*module, os)))
+      return fail("emission failed (see the errors above)");
+  } else {
+    return 0;
   }
   if (!emit.empty()) {
     if (outputFile.empty()) {

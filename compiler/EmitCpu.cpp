@@ -520,7 +520,8 @@ private:
 } // namespace
 
 namespace llama {
-LogicalResult emitCpuSource(ModuleOp module, raw_ostream &os, bool cudaDevice) {
+LogicalResult emitCpuSource(ModuleOp module, raw_ostream &os, bool cudaDevice,
+                            ArrayRef<int64_t> gradBucketBounds) {
   auto forward = module.lookupSymbol<func::FuncOp>("forward");
   auto step = module.lookupSymbol<func::FuncOp>("train_step");
   auto logits = module.lookupSymbol<func::FuncOp>("logits");
@@ -710,6 +711,13 @@ LogicalResult emitCpuSource(ModuleOp module, raw_ostream &os, bool cudaDevice) {
     os << "} // namespace\n\n// Defined by the generated CUDA source (EmitCuda, session = true).\n"
           "llamart::DeviceSession *llama_cuda_open_device(const llamart::ProgramInfo &);\n\n"
           "namespace {\n";
+  if (!gradBucketBounds.empty()) {
+    os << "// The ZeRO-1 gradient buckets of the device train step (EmitCuda).\n"
+          "const int64_t kGradBucketBounds[] = {";
+    for (auto [i, b] : llvm::enumerate(gradBucketBounds))
+      os << (i ? ", " : "") << b;
+    os << "};\n\n";
+  }
   os << "const llamart::ProgramInfo kProgram = {\n"
      << "    llamart::kProgramAbiVersion,\n"
      << "    " << cString(model ? model.getValue() : "model") << ",\n"
@@ -738,6 +746,11 @@ LogicalResult emitCpuSource(ModuleOp module, raw_ostream &os, bool cudaDevice) {
      << "    /*decode_arena_bytes=*/" << (decode ? arenaBytes(decode) : 0) << ", "
      << (decode ? "decode" : "nullptr") << ",\n"
      << "    /*target=*/" << (cudaDevice ? "\"cuda\", llama_cuda_open_device" : "\"cpu\", nullptr")
+     << ",\n"
+     << "    /*num_grad_buckets=*/"
+     << (gradBucketBounds.empty() ? std::string("0, nullptr")
+                                  : std::to_string(gradBucketBounds.size() - 1) +
+                                        ", kGradBucketBounds")
      << ",\n"
      << "};\n"
      << "} // namespace\n\n"

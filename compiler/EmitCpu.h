@@ -13,8 +13,10 @@ namespace llama {
 /// Deterministic: the same module gives the same bytes. With `cudaDevice`
 /// the program trains on a GPU: its ProgramInfo names target "cuda" and
 /// `llama_cuda_open_device`, defined by the CUDA source that EmitCuda
-/// writes for the same module with `session` set.
+/// writes for the same module with `session` set, and `gradBucketBounds`
+/// (CudaPlanFigures, dp grids) its ZeRO-1 gradient buckets.
 mlir::LogicalResult emitCpuSource(mlir::ModuleOp module, llvm::raw_ostream &os,
-                                  bool cudaDevice = false);
+                                  bool cudaDevice = false,
+                                  llvm::ArrayRef<int64_t> gradBucketBounds = {});
 
 } // namespace llama

@@ -293,9 +293,16 @@ public:
     figures.overlappedCollectives = overlappedCollectives;
     figures.overlappedOps = overlappedOps;
     figures.stagingBytes = stagingBytes;
+    figures.gradBucketBounds = bucketBounds;
+    figures.trainComputeOps = trainComputeOps;
+    figures.opsAfterFirstBucket = opsAfterFirstBucket;
     if (collectiveCount)
       os << "// " << collectiveCount << " collectives; " << overlappedCollectives
          << " of them overlap " << overlappedOps << " kernels and GEMMs in all.\n";
+    if (!bucketBounds.empty())
+      os << "// " << bucketBounds.size() - 1 << " gradient buckets; their reduce-scatters "
+         << "overlap the last " << opsAfterFirstBucket << " of the train step's "
+         << trainComputeOps << " kernels and GEMMs.\n";
     if (options.session)
       os << "\n// The device session of the training binary (runtime/cuda/session.inl).\n"
          << "#include \"runtime/cuda/session.inl\"\n\n"
@@ -1124,7 +1131,39 @@ private:
     llvm::raw_string_ostream b(body);
     int64_t workspace = 0;
     pending.clear();
+    // Dp grids: the gradient buckets and where in the step each is ready.
+    std::vector<std::pair<int64_t, int>> readyAt; // (position, bucket), in order
+    if (train && grid[0] > 1)
+      planGradBuckets(fn, params, offset, readyAt);
+    size_t nextReady = 0;
+    SmallVector<int> deferred; // written last by a collective still in flight
+    bool anyReady = false;
+    auto markReady = [&](int64_t pos) {
+      for (; nextReady < readyAt.size() && readyAt[nextReady].first <= pos; ++nextReady)
+        deferred.push_back(readyAt[nextReady].second);
+      // A gradient that a collective in flight writes (a replicated norm
+      // gain's, all-reduced over tp) is complete once the step waited for
+      // it, where the compiler placed that wait anyway.
+      for (size_t j = 0; j < deferred.size();) {
+        const int k = deferred[j];
+        const Range g{'G', bucketBounds[size_t(k)] * 4, bucketBounds[size_t(k) + 1] * 4};
+        if (llvm::any_of(pending, [&](const InFlight &c) {
+              return llvm::any_of(c.writes, [&](const Range &w) { return w.overlaps(g); });
+            })) {
+          ++j;
+          continue;
+        }
+        if (!anyReady)
+          computeOpsAtFirstBucket = trainComputeOps;
+        anyReady = true;
+        b << "  llama_coll::grads_ready(" << k << ", stream);\n";
+        deferred.erase(deferred.begin() + j);
+      }
+    };
+    int64_t pos = -1;
     for (Operation &op : fn.getBody().front()) {
+      ++pos;
+      markReady(pos);
       if (auto ret = dyn_cast<func::ReturnOp>(op)) {
         // Every collective completes before the step's results are read.
         if (!pending.empty())
@@ -1145,6 +1184,7 @@ private:
           b << "  llama_copy(" << dst << ", " << names.lookup(v) << ", "
             << numel(v) * 4 << ", stream);\n";
         }
+        markReady(pos + 1); // the gradients the copies above wrote
         continue;
       }
       if (isViewOp(&op)) {
@@ -1187,6 +1227,8 @@ private:
           return failure();
         continue;
       }
+      if (train)
+        ++trainComputeOps;
       if (auto m = dyn_cast<MatmulOp>(op)) {
         if (train) {
           ++gemmCount;
@@ -1221,6 +1263,8 @@ private:
       workspace = std::max(workspace, entry.workspace);
     }
     maxWorkspace = std::max(maxWorkspace, workspace);
+    if (train && !readyAt.empty())
+      opsAfterFirstBucket = trainComputeOps - computeOpsAtFirstBucket;
     if (!train) {
       os << "// The loss of one batch, forward only (@forward), on the device.\n"
          << "extern \"C\" void llama_cuda_eval_loss(const " << hostType('a')
@@ -1252,6 +1296,67 @@ private:
        << "  char *A = static_cast<char *>(arena);\n  (void)A;\n"
        << body << "}\n\n";
     return success();
+  }
+
+  /// ZeRO-1 gradient buckets of a dp grid (runtime/train/partition.h:
+  /// DpShard): contiguous ranges of the flat gradient buffer cut from its end
+  /// (the backward writes the last layers' gradients first) at parameter
+  /// starts once a bucket holds `gradBucketElements`, every bound a multiple
+  /// of dp x 64 elements (each rank's piece 256-byte aligned) and the last
+  /// the buffer padded to a multiple of dp. A bucket is ready after the last
+  /// op (in the scheduled order) writing a gradient it overlaps; `readyAt`
+  /// gets (position of the op after it, bucket) in order.
+  template <typename Param>
+  void planGradBuckets(func::FuncOp fn, const std::vector<Param> &params, int64_t total,
+                       std::vector<std::pair<int64_t, int>> &readyAt) {
+    const int64_t dp = grid[0];
+    const int64_t target = options.gradBucketElements > 0
+                               ? options.gradBucketElements
+                               : std::max<int64_t>(40'000'000, 1'000'000 * dp);
+    const int64_t align = dp * 64, padded = (total + dp - 1) / dp * dp;
+    // The last write of each parameter's gradient.
+    std::vector<int64_t> lastWrite(params.size(), 0);
+    int64_t pos = -1;
+    for (Operation &op : fn.getBody().front()) {
+      ++pos;
+      if (auto ret = dyn_cast<func::ReturnOp>(op)) {
+        for (auto [i, v] : llvm::enumerate(ret.getOperands())) {
+          Operation *def = v.getDefiningOp();
+          auto outs = def ? def->getAttrOfType<DenseI64ArrayAttr>("llama.output")
+                          : DenseI64ArrayAttr();
+          if (i > 0 && !(outs && llvm::is_contained(outs.asArrayRef(), int64_t(i))))
+            lastWrite[i - 1] = pos; // copied into G at the return
+        }
+        continue;
+      }
+      if (auto outs = op.getAttrOfType<DenseI64ArrayAttr>("llama.output"))
+        for (int64_t out : outs.asArrayRef())
+          if (out >= 1)
+            lastWrite[size_t(out - 1)] = std::max(lastWrite[size_t(out - 1)], pos);
+    }
+    std::vector<int64_t> bounds{padded};
+    for (size_t p = params.size(); p-- > 0;) {
+      if (bounds.back() - params[p].offset < target)
+        continue;
+      const int64_t cut = params[p].offset / align * align;
+      if (cut > 0 && cut < bounds.back())
+        bounds.push_back(cut);
+    }
+    bounds.push_back(0);
+    std::reverse(bounds.begin(), bounds.end());
+    bucketBounds = bounds;
+    for (size_t k = 0; k + 1 < bounds.size(); ++k) {
+      int64_t ready = 0;
+      for (size_t p = 0; p < params.size(); ++p)
+        if (params[p].offset < bounds[k + 1] &&
+            bounds[k] < params[p].offset + params[p].numel)
+          ready = std::max(ready, lastWrite[p]);
+      readyAt.push_back({ready + 1, int(k)});
+    }
+    // Ready order; buckets ready together start from the buffer's end.
+    std::sort(readyAt.begin(), readyAt.end(), [](auto a, auto b) {
+      return a.first != b.first ? a.first < b.first : a.second > b.second;
+    });
   }
 
   /// A buffer as bytes of one space: 'A' the arena, 'G' the gradient
@@ -1546,6 +1651,8 @@ private:
   int64_t grid[2] = {1, 1};       // the module's dp x tp grid
   int collectiveCount = 0;        // over the host functions emitted
   int64_t overlappedOps = 0, overlappedCollectives = 0, stagingBytes = 0;
+  std::vector<int64_t> bucketBounds; // dp grids: the gradient buckets
+  int64_t trainComputeOps = 0, computeOpsAtFirstBucket = 0, opsAfterFirstBucket = 0;
 
   /// A buffer type as the host functions spell it.
   std::string hostType(char t) const {

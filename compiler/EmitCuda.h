@@ -4,7 +4,9 @@
 #include "mlir/IR/BuiltinOps.h"
 #include "llvm/Support/raw_ostream.h"
 
+#include <cstdint>
 #include <string>
+#include <vector>
 
 namespace llama {
 
@@ -17,6 +19,10 @@ struct CudaEmitOptions {
   /// device session of a training binary (runtime/cuda/session.inl), for
   /// linking with the CPU source emitted with `cudaDevice` set.
   bool session = false;
+  /// Dp grids: the target size of a ZeRO-1 gradient bucket in elements (0:
+  /// Megatron's default, max(40M, 1M x dp)). The train step starts each
+  /// bucket's reduce-scatter as soon as the backward has written it.
+  int64_t gradBucketElements = 0;
 };
 
 /// CUDA C++ for the memory-bound ops of every function of a fused program
@@ -44,6 +50,12 @@ struct CudaPlanFigures {
   /// staging bytes of gathers/scatters along inner dimensions.
   int64_t collectives = 0, overlappedCollectives = 0, overlappedOps = 0,
           stagingBytes = 0;
+  /// Dp grids: the gradient buckets' bounds (ProgramInfo::grad_bucket_bounds,
+  /// elements of the flat local buffer padded to a multiple of dp), the
+  /// train step's kernels and GEMMs, and how many of them run after the
+  /// first bucket is ready (the backward its reduce-scatters overlap).
+  std::vector<int64_t> gradBucketBounds;
+  int64_t trainComputeOps = 0, opsAfterFirstBucket = 0;
 };
 mlir::LogicalResult emitCudaKernels(mlir::ModuleOp module, llvm::raw_ostream &os,
                                     const CudaEmitOptions &options,

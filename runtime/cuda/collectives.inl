@@ -5,10 +5,11 @@
 // On a GPU: NCCL, bootstrapped over MPI (runtime/comm: world rank 0 makes
 // the ncclUniqueId and broadcasts it), one world communicator split into one
 // per grid axis with ncclCommSplit (tp groups: consecutive ranks; dp groups:
-// ranks with the same tp index, as comm.h lays the grid out). Every
-// collective runs on the communicator's own stream: start(k) records an event
-// on the compute stream, the communication stream waits for it, runs the
-// collective and records done[k]; wait(k) makes the compute stream wait for
+// ranks with the same tp index, as comm.h lays the grid out). Collectives
+// run on communication streams (lanes) of their own, one for the program's
+// collectives and one for the dp gradient buckets: start(k) records an event
+// on the compute stream, the lane's stream waits for it, runs the collective
+// and records done[k]; wait(k) makes the compute stream wait for
 // done[k]. The compiler places wait(k) before the first later op that reads
 // the collective's output or writes over its input or output (the memory
 // plan's byte ranges), so the kernels in between (typically the weight
@@ -75,7 +76,29 @@ struct Collective {
   char type;
   int axis;
   const char *what;
+  // The communication stream: 0 for the program's collectives, 1 for the
+  // dp gradient buckets, so that a bucket's reduce-scatter never delays a
+  // tensor-parallel collective the backward is about to wait for.
+  int lane = 0;
 };
+
+// The ZeRO-1 gradient buckets of a dp grid (ProgramInfo::grad_bucket_bounds):
+// a train step calls grads_ready(k) right after the op that completes bucket
+// k's gradients (the compiler's schedule). The session installs itself while
+// it captures the update's last micro-step, and then starts the bucket's
+// reduce-scatter there, under the rest of the backward.
+class GradBuckets {
+public:
+  virtual void ready(int bucket, cudaStream_t stream) = 0;
+
+protected:
+  ~GradBuckets() = default;
+};
+inline GradBuckets *grad_buckets = nullptr;
+inline void grads_ready(int bucket, cudaStream_t stream) {
+  if (grad_buckets)
+    grad_buckets->ready(bucket, stream);
+}
 
 #ifndef LLAMA_PARTITIONED_SOURCE
 // A single-device program (no LLAMA_PARTITIONED_SOURCE from the generated
@@ -84,7 +107,8 @@ struct Collective {
 class Communicator {
 public:
   explicit Communicator(size_t) { throw std::logic_error("not a partitioned program"); }
-  void run_now(const Collective &, cudaStream_t) {}
+  void start(const Collective &, cudaStream_t) {}
+  void wait(int, cudaStream_t) {}
   void synchronize(cudaStream_t) {}
 };
 inline Communicator *active = nullptr;
@@ -141,11 +165,12 @@ public:
     check(ncclCommSplit(comms_[2], llamart::comm::rank(Axis::TP), llamart::comm::rank(Axis::DP),
                         &comms_[0], nullptr),
           "ncclCommSplit (dp)");
-    LLAMART_CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
+    for (cudaStream_t &s : streams_)
+      LLAMART_CUDA_CHECK(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
     void *host = nullptr, *dev = nullptr;
-    LLAMART_CUDA_CHECK(cudaHostAlloc(&host, sizeof(int), cudaHostAllocMapped));
+    LLAMART_CUDA_CHECK(cudaHostAlloc(&host, 2 * sizeof(int), cudaHostAllocMapped));
     progress_ = static_cast<volatile int *>(host);
-    *progress_ = 0;
+    progress_[0] = progress_[1] = 0;
     LLAMART_CUDA_CHECK(cudaHostGetDevicePointer(&dev, host, 0));
     progress_dev_ = static_cast<int *>(dev);
 #endif
@@ -164,8 +189,9 @@ public:
     for (ncclComm_t c : comms_)
       if (c)
         ncclCommDestroy(c);
-    if (stream_)
-      cudaStreamDestroy(stream_);
+    for (cudaStream_t s : streams_)
+      if (s)
+        cudaStreamDestroy(s);
     if (progress_)
       cudaFreeHost(const_cast<int *>(progress_));
 #endif
@@ -185,10 +211,11 @@ public:
     check_staging(c);
     event(ready_, c.index);
     event(done_, c.index);
+    stream_ = streams_[c.lane];
     LLAMART_CUDA_CHECK(cudaEventRecord(ready_.at(c.index), stream));
     LLAMART_CUDA_CHECK(cudaStreamWaitEvent(stream_, ready_.at(c.index), 0));
     run(c);
-    kernels::mark_done<<<1, 1, 0, stream_>>>(progress_dev_, c.index + 1);
+    kernels::mark_done<<<1, 1, 0, stream_>>>(progress_dev_ + c.lane, c.index + 1);
     LLAMART_CUDA_CHECK(cudaEventRecord(done_.at(c.index), stream_));
 #endif
   }
@@ -210,12 +237,6 @@ public:
 #else
     LLAMART_CUDA_CHECK(cudaStreamWaitEvent(stream, done_.at(index), 0));
 #endif
-  }
-
-  // start + wait: a collective the session runs between steps.
-  void run_now(const Collective &c, cudaStream_t stream) {
-    start(c, stream);
-    wait(c.index, stream);
   }
 
   // Waits for `stream` to finish, with the job's deadline: a collective that
@@ -387,16 +408,18 @@ private:
     events[index] = e;
   }
   [[noreturn]] void fail(const std::string &why) {
-    const int last = *progress_; // index + 1 of the last completed collective
     std::string msg = "collective timeout: " + why + "; ";
     auto name = [&](int index) {
       auto it = names_.find(index);
       return "#" + std::to_string(index) + " (" +
              (it == names_.end() ? std::string("?") : it->second) + ")";
     };
+    const int last = progress_[0]; // index + 1 of the last completed collective
     msg += last > 0 ? "the last collective to complete was " + name(last - 1) +
                           ", the next " + name(last)
                     : std::string("no collective completed; the first is ") + name(0);
+    if (const int bucket = progress_[1]) // the gradient buckets' stream
+      msg += "; the last gradient bucket to complete was " + name(bucket - 1);
     for (ncclComm_t c : comms_)
       if (c)
         ncclCommAbort(c);
@@ -404,7 +427,8 @@ private:
     llamart::comm::abort_job(msg);
   }
   ncclComm_t comms_[3] = {nullptr, nullptr, nullptr}; // dp, tp, world
-  cudaStream_t stream_ = nullptr;
+  cudaStream_t streams_[2] = {nullptr, nullptr};       // per lane
+  cudaStream_t stream_ = nullptr;                      // the lane of the running start
   std::map<int, cudaEvent_t> ready_, done_; // per collective index
   volatile int *progress_ = nullptr;
   int *progress_dev_ = nullptr;

@@ -15,7 +15,9 @@
 //
 // The train step is captured in a CUDA Graph at its second call (the first
 // runs eagerly, so cuBLASLt plans every GEMM shape outside the capture) and
-// replayed from then on; one graph per destination (overwrite, accumulate).
+// replayed from then on; one graph per destination (overwrite, accumulate)
+// and, on a dp grid, per whether it reduce-scatters the gradient buckets
+// (the update's last micro-step).
 //
 // Determinism: every generated kernel sums in a fixed order; the gradient
 // norm below reduces fixed chunks in fp64 and the chunk partials in index
@@ -88,8 +90,10 @@ __global__ void __launch_bounds__(kThreads)
 // these in one launch each (every tensor of the model in one kernel, the
 // multi-tensor apply of apex/torch's fused AdamW), one block per chunk.
 struct Chunk {
-  int64_t begin, count;
+  int64_t begin; // in the gradient/moment arrays (shard coordinates)
+  int64_t count;
   int32_t decays;
+  int64_t flat; // the same elements in the flat local buffer (AdamW's weights)
 };
 
 // Block b: the sum of squares of chunk b of g in fp64, each thread over a
@@ -147,32 +151,34 @@ __global__ void __launch_bounds__(kThreads)
 }
 
 // optimizer.h's arithmetic, element by element in fp64; with `w_copy` the
-// updated weight is also stored there in the storage type.
+// updated weight is also stored there in the storage type (flat
+// coordinates). `w` is in shard coordinates when `w_sharded` (the masters of
+// the shard alone), flat otherwise.
 __global__ void __launch_bounds__(kThreads)
     adamw_k(const Chunk *__restrict__ chunks, AdamWArgs a, float *__restrict__ w,
-            const float *__restrict__ grad, float *__restrict__ m,
+            bool w_sharded, const float *__restrict__ grad, float *__restrict__ m,
             float *__restrict__ v, act_t *__restrict__ w_copy) {
   const Chunk c = chunks[blockIdx.x];
   const double decay = c.decays ? a.decay_factor : 1.0;
   for (int64_t j = threadIdx.x; j < c.count; j += kThreads) {
-    const int64_t i = c.begin + j;
+    const int64_t i = c.begin + j, f = c.flat + j, wi_at = w_sharded ? i : f;
     const double gi = double(grad[i]) * a.grad_scale;
     const float mf = float(a.beta1 * double(m[i]) + (1.0 - a.beta1) * gi);
     const float vf = float(a.beta2 * double(v[i]) + (1.0 - a.beta2) * gi * gi);
     m[i] = mf;
     v[i] = vf;
-    const double wi = double(w[i]) * decay;
+    const double wi = double(w[wi_at]) * decay;
     const float wf =
         float(wi - a.step_size * double(mf) / (sqrt(double(vf)) / a.bias2_sqrt + a.eps));
-    w[i] = wf;
+    w[wi_at] = wf;
     if (w_copy)
-      st(w_copy, i, wf);
+      st(w_copy, f, wf);
   }
 }
 
 } // namespace session_kernels
 
-class CudaSession final : public DeviceSession {
+class CudaSession final : public DeviceSession, private llama_coll::GradBuckets {
 public:
   CudaSession(const ProgramInfo &program, const StepProgram &step)
       : program_(program), step_(step), n_(program.param_numel),
@@ -180,7 +186,8 @@ public:
         tp_rank_(step.partitioned ? llamart::comm::rank(llamart::comm::Axis::TP) : 0),
         shard_(train::dp_shard(program.param_numel, dp_,
                                step.partitioned ? llamart::comm::rank(llamart::comm::Axis::DP)
-                                                : 0)),
+                                                : 0,
+                               train::grad_bucket_bounds(program))),
         pn_(shard_.padded_numel), sn_(shard_.size) {
 #ifdef LLAMA_CUDA_EMULATE
     device_ = "CUDA emulated on the CPU (LLAMA_CUDA_EMULATE)";
@@ -206,28 +213,32 @@ public:
     LLAMA_CUDA_CALL(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
     gemm_ = new LtGemm();
 #endif
-    // AdamW's chunk table: the parameters' pieces inside this rank's ZeRO-1
-    // shard (the whole buffer on one device), in shard coordinates.
+    // AdamW's chunk table: the parameters' parts inside this rank's ZeRO-1
+    // shard (its piece of every gradient bucket; the whole buffer on one
+    // device), in shard and in flat coordinates.
     std::vector<session_kernels::Chunk> chunks, norm_chunks;
     auto split = [](std::vector<session_kernels::Chunk> &out, int64_t begin,
-                    int64_t end, int32_t decays) {
+                    int64_t end, int32_t decays, int64_t flat) {
       for (int64_t b = begin; b < end; b += session_kernels::kChunk)
-        out.push_back({b, std::min<int64_t>(session_kernels::kChunk, end - b), decays});
+        out.push_back(
+            {b, std::min<int64_t>(session_kernels::kChunk, end - b), decays, flat + b - begin});
     };
-    for (int32_t p = 0; p < program.num_params; ++p) {
-      const ParamInfo &info = program.params[p];
-      const int64_t begin = std::max(info.offset, shard_.begin),
-                    end = std::min(info.offset + info.numel, shard_.end());
-      if (begin < end)
-        split(chunks, begin - shard_.begin, end - shard_.begin, info.rank >= 2 ? 1 : 0);
-    }
+    for (const train::DpShard::Piece &piece : shard_.pieces())
+      for (int32_t p = 0; p < program.num_params; ++p) {
+        const ParamInfo &info = program.params[p];
+        const int64_t begin = std::max(info.offset, piece.flat),
+                      end = std::min(info.offset + info.numel, piece.flat_end());
+        if (begin < end)
+          split(chunks, piece.shard + begin - piece.flat, piece.shard + end - piece.flat,
+                info.rank >= 2 ? 1 : 0, begin);
+      }
     // The gradient norm's: every element of the model once over the grid
     // (partition.h: norm_ranges), or the whole buffer on one device.
     if (step.partitioned)
       for (const auto &[begin, end] : train::norm_ranges(program, shard_, tp_rank_))
-        split(norm_chunks, begin, end, 0);
+        split(norm_chunks, begin, end, 0, 0);
     else
-      split(norm_chunks, 0, n_, 0);
+      split(norm_chunks, 0, n_, 0, 0);
     num_chunks_ = int64_t(chunks.size());
     norm_blocks_ = int64_t(norm_chunks.size());
 
@@ -338,10 +349,11 @@ public:
     if (sharded_masters_) {
       // The shard's masters, and the bf16 copy of the whole local buffer
       // rounded here (as to_storage_k rounds on the device).
-      const int64_t own = std::max<int64_t>(0, std::min(shard_.end(), n_) - shard_.begin);
       LLAMA_CUDA_CALL(cudaMemset(params_, 0, sbytes));
-      LLAMA_CUDA_CALL(cudaMemcpy(params_, params + shard_.begin, size_t(own) * sizeof(float),
-                                 cudaMemcpyHostToDevice));
+      for (const train::DpShard::Piece &p : shard_.pieces())
+        if (const int64_t own = std::min(p.flat_end(), n_) - p.flat; own > 0)
+          LLAMA_CUDA_CALL(cudaMemcpy(params_ + p.shard, params + p.flat,
+                                     size_t(own) * sizeof(float), cudaMemcpyHostToDevice));
       std::vector<act_t> copy(static_cast<size_t>(pn_));
       for (int64_t i = 0; i < pn_; ++i)
         host_round(i < n_ ? params[i] : 0.0f, copy[size_t(i)]);
@@ -362,9 +374,10 @@ public:
     sync();
     const size_t bytes = size_t(n_) * sizeof(float), sbytes = size_t(sn_) * sizeof(float);
     if (sharded_masters_) {
-      const int64_t own = std::max<int64_t>(0, std::min(shard_.end(), n_) - shard_.begin);
-      LLAMA_CUDA_CALL(cudaMemcpy(params + shard_.begin, params_, size_t(own) * sizeof(float),
-                                 cudaMemcpyDeviceToHost));
+      for (const train::DpShard::Piece &p : shard_.pieces())
+        if (const int64_t own = std::min(p.flat_end(), n_) - p.flat; own > 0)
+          LLAMA_CUDA_CALL(cudaMemcpy(params + p.flat, params_ + p.shard,
+                                     size_t(own) * sizeof(float), cudaMemcpyDeviceToHost));
     } else {
       LLAMA_CUDA_CALL(cudaMemcpy(params, params_, bytes, cudaMemcpyDeviceToHost));
     }
@@ -372,8 +385,8 @@ public:
     LLAMA_CUDA_CALL(cudaMemcpy(v, v_, sbytes, cudaMemcpyDeviceToHost));
   }
 
-  double train_step(const int32_t *tokens, const int32_t *targets,
-                    bool accumulate) override {
+  double train_step(const int32_t *tokens, const int32_t *targets, bool accumulate,
+                    bool last) override {
     put_batch(tokens, targets);
     if (accumulate && !grads2_) {
       // Gradient accumulation's second buffer: the one allocation after
@@ -384,16 +397,33 @@ public:
       grads2_ = static_cast<float *>(p);
       bytes_grads_ += int64_t(bytes);
     }
-    const int variant = accumulate ? 1 : 0;
+    // On a dp grid the update's last micro-step reduce-scatters the
+    // gradients bucket by bucket as the backward completes them (ready()
+    // below, called from the step); the graph waits for the last bucket.
+    const bool reduce = last && dp_ > 1;
+    const int variant = (accumulate ? 1 : 0) + (reduce ? 2 : 0);
     auto body = [&] {
       float *dst = accumulate ? grads2_ : grads_;
+      accumulating_ = accumulate;
+      bucket_done_.assign(size_t(shard_.buckets()), false);
+      last_bucket_ = -1;
+      llama_coll::grad_buckets = reduce ? this : nullptr;
       step_.train_step(weights(), dst, tokens_, targets_, arena_, workspace_, loss_,
                        gemm_, stream_);
-      if (accumulate)
+      llama_coll::grad_buckets = nullptr;
+      if (reduce) {
+        for (int k = 0; k < shard_.buckets(); ++k)
+          if (!bucket_done_[size_t(k)])
+            throw std::logic_error("the train step never marked gradient bucket " +
+                                   std::to_string(k) + " ready");
+        comm_->wait(kReduceBucket + last_bucket_, stream_);
+      } else if (accumulate) {
         LLAMA_LAUNCH(session_kernels::accumulate_k, dim3(blocks(n_)),
                      dim3(session_kernels::kThreads), stream_, grads_, grads2_, n_);
+      }
     };
     run_graph(variant, body);
+    shard_current_ = reduce;
     return read_loss();
   }
 
@@ -404,15 +434,20 @@ public:
   }
   void write_grads(const float *grads) override {
     sync();
+    shard_current_ = false; // the reduced shard is of the gradients replaced here
     LLAMA_CUDA_CALL(cudaMemcpy(grads_, grads, size_t(n_) * sizeof(float),
                                cudaMemcpyHostToDevice));
   }
 
   double grad_norm(double scale) override {
-    if (dp_ > 1) // ZeRO-1: the gradients summed over dp into this rank's shard
-      comm_->run_now({kReduceGrads, llama_coll::Kind::ReduceScatter, grads_, grad_shard_, 1,
-                      sn_, 'f', 0, "gradient reduce-scatter (ZeRO-1)"},
-                     stream_);
+    if (dp_ > 1 && !shard_current_) {
+      // ZeRO-1: the gradients summed over dp into this rank's shard, here
+      // when the last train step did not (write_grads replaced them).
+      for (int k = 0; k < shard_.buckets(); ++k)
+        start_bucket(k, stream_);
+      comm_->wait(kReduceBucket + shard_.buckets() - 1, stream_);
+      shard_current_ = true;
+    }
     if (norm_blocks_ > 0) {
       LLAMA_LAUNCH(session_kernels::sumsq_k, dim3(unsigned(norm_blocks_)),
                    dim3(session_kernels::kThreads), stream_, norm_chunks_, shard_grads(),
@@ -447,23 +482,18 @@ public:
     if (num_chunks_ > 0) {
       LLAMA_LAUNCH(session_kernels::adamw_k, dim3(unsigned(num_chunks_)),
                    dim3(session_kernels::kThreads), stream_, chunks_, a,
-                   sharded_masters_ ? params_ : params_ + shard_.begin, shard_grads(), m_,
-                   v_, copy_ ? copy_ + shard_.begin : nullptr);
+                   params_, sharded_masters_, shard_grads(), m_, v_, copy_);
       check_launch();
     }
     if (sharded_masters_) {
-      // Every dp rank's updated bf16 shard into every rank's copy (in
-      // place), half the bytes of gathering the fp32 masters.
-      comm_->run_now({kGatherParams, llama_coll::Kind::AllGather, copy_ + shard_.begin, copy_,
-                      1, sn_, 'a', 0, "bf16 parameter all-gather (ZeRO-1)"},
-                     stream_);
+      // Every dp rank's updated bf16 pieces into every rank's copy (in
+      // place, bucket by bucket), half the bytes of gathering the masters.
+      gather_buckets(copy_, 'a', "bf16 parameter all-gather (ZeRO-1)");
     } else if (dp_ > 1) {
-      // Every dp rank's updated shard into every rank's parameters (NCCL's
+      // Every dp rank's updated pieces into every rank's parameters (NCCL's
       // in-place all-gather: the input is this rank's block of the output),
       // and the storage copy of the whole buffer from them.
-      comm_->run_now({kGatherParams, llama_coll::Kind::AllGather, params_ + shard_.begin,
-                      params_, 1, sn_, 'f', 0, "parameter all-gather (ZeRO-1)"},
-                     stream_);
+      gather_buckets(params_, 'f', "parameter all-gather (ZeRO-1)");
       if (kCopy) {
         LLAMA_LAUNCH(session_kernels::to_storage_k, dim3(blocks(pn_)),
                      dim3(session_kernels::kThreads), stream_, params_, copy_, pn_);
@@ -509,7 +539,7 @@ public:
     };
     for (unsigned char pattern : {0xA5, 0x5A}) {
       LLAMA_CUDA_CALL(cudaMemset(arena_, pattern, arena_bytes_ + kGuardBytes));
-      train_step(tokens, targets, false);
+      train_step(tokens, targets, false, /*last=*/false);
       m.train_arena_used_bytes =
           std::max(m.train_arena_used_bytes, watch(pattern, step_.train_arena_bytes, "train step"));
       LLAMA_CUDA_CALL(cudaMemset(arena_, pattern, arena_bytes_ + kGuardBytes));
@@ -663,7 +693,48 @@ private:
 
   // The gradients AdamW and the norm read: this rank's reduced shard, or
   // the local buffer itself when there is no dp axis.
-  const float *shard_grads() const { return dp_ > 1 ? grad_shard_ : grads_ + shard_.begin; }
+  const float *shard_grads() const { return dp_ > 1 ? grad_shard_ : grads_; }
+
+  // Bucket k's reduce-scatter over dp: grads_[b_k, b_k+1) summed into this
+  // rank's piece of the shard, on the gradient lane.
+  void start_bucket(int k, cudaStream_t stream) {
+    const train::DpShard::Piece p = shard_.piece(k);
+    comm_->start({kReduceBucket + k, llama_coll::Kind::ReduceScatter,
+                  grads_ + shard_.bounds[size_t(k)], grad_shard_ + p.shard, 1, p.count, 'f', 0,
+                  "gradient reduce-scatter (ZeRO-1 bucket)", /*lane=*/1},
+                 stream);
+    last_bucket_ = k;
+  }
+
+  // llama_coll::GradBuckets: the step has written bucket k's gradients
+  // (installed only while the update's last micro-step runs on a dp grid).
+  // Accumulating, the micro-batch's bucket is added to the sum first.
+  void ready(int k, cudaStream_t stream) override {
+    if (k < 0 || k >= shard_.buckets() || bucket_done_[size_t(k)])
+      throw std::logic_error("the train step marked gradient bucket " + std::to_string(k) +
+                             " ready twice or out of range");
+    bucket_done_[size_t(k)] = true;
+    if (accumulating_) {
+      const int64_t b = shard_.bounds[size_t(k)],
+                    e = std::min(shard_.bounds[size_t(k) + 1], n_);
+      if (e > b)
+        LLAMA_LAUNCH(session_kernels::accumulate_k, dim3(blocks(e - b)),
+                     dim3(session_kernels::kThreads), stream, grads_ + b, grads2_ + b, e - b);
+    }
+    start_bucket(k, stream);
+  }
+
+  // The in-place all-gather over dp of every bucket's pieces of `buf` (the
+  // flat local buffer; `type` as Collective::type), then the wait.
+  template <typename B> void gather_buckets(B *buf, char type, const char *what) {
+    for (int k = 0; k < shard_.buckets(); ++k) {
+      const train::DpShard::Piece p = shard_.piece(k);
+      comm_->start({kGatherParams + k, llama_coll::Kind::AllGather, buf + p.flat,
+                    buf + shard_.bounds[size_t(k)], 1, p.count, type, 0, what},
+                   stream_);
+    }
+    comm_->wait(kGatherParams + shard_.buckets() - 1, stream_);
+  }
 
 #ifndef LLAMA_CUDA_EMULATE
   // One GPU per local rank: the launcher's local rank (OpenMPI, Slurm,
@@ -692,8 +763,15 @@ private:
   const train::DpShard shard_;
   const int64_t pn_, sn_; // padded local numel, shard numel
   const bool sharded_masters_ = kCopy && dp_ > 1;
-  // The session's own collectives, numbered after any program's.
-  static constexpr int kReduceGrads = 1 << 24, kGatherParams = kReduceGrads + 1;
+  // The session's own collectives, numbered after any program's (one per
+  // gradient bucket each).
+  static constexpr int kReduceBucket = 1 << 24, kGatherParams = 1 << 25;
+  // The gradient buckets' state: the last micro-step's reduce-scatters left
+  // grad_shard_ current (shard_current_); within a step's body, whether it
+  // accumulates, the buckets marked ready, the last started.
+  bool shard_current_ = false, accumulating_ = false;
+  std::vector<bool> bucket_done_;
+  int last_bucket_ = -1;
   std::unique_ptr<llama_coll::Communicator> comm_;
   std::string device_;
   cudaStream_t stream_ = nullptr;
@@ -714,8 +792,9 @@ private:
   int64_t bytes_params_ = 0, bytes_grads_ = 0, bytes_optimizer_ = 0, bytes_arena_ = 0,
           bytes_work_ = 0;
 #ifndef LLAMA_CUDA_EMULATE
-  cudaGraphExec_t graphs_[2] = {nullptr, nullptr};
-  int64_t calls_[2] = {0, 0};
+  // Per variant: overwrite / accumulate, without / with the bucket reduction.
+  cudaGraphExec_t graphs_[4] = {nullptr, nullptr, nullptr, nullptr};
+  int64_t calls_[4] = {0, 0, 0, 0};
 #endif
 };
 

@@ -326,6 +326,7 @@ int cmd_info(const ProgramInfo &program, int argc, char **argv) {
   j["sequence_parallel"] = program.sequence_parallel != 0;
   j["global_batch"] = program.global_batch;
   j["full_params"] = program.full_param_numel;
+  j["grad_buckets"] = std::max(1, program.num_grad_buckets);
   j["abi_version"] = program.abi_version;
   j["target"] = program.target ? program.target : "cpu";
   if (f.has("json")) {

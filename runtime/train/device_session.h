@@ -45,22 +45,24 @@ public:
 
   // Host <-> device copies of the flat state: the parameters
   // (program.param_numel fp32 elements) and the AdamW moments of this rank's
-  // ZeRO-1 shard (partition.h: dp_shard(...).size elements each; the whole
-  // buffer on one device).
+  // ZeRO-1 shard in shard coordinates (partition.h: DpShard, size elements
+  // each; the whole buffer on one device).
   virtual void upload(const float *params, const float *exp_avg,
                       const float *exp_avg_sq) = 0;
   virtual void download(float *params, float *exp_avg, float *exp_avg_sq) = 0;
   // Whether the session keeps the fp32 master weights of this rank's ZeRO-1
-  // shard alone (bf16 storage on a dp grid): download then fills
-  // params[shard] only, and a checkpoint gathers the weights from the
+  // shard alone (bf16 storage on a dp grid): download then fills the
+  // shard's pieces of params only, and a checkpoint gathers the weights from the
   // shards as it gathers the moments.
   virtual bool shards_params() const { return false; }
 
   // One micro-batch (tokens/targets: host int32 [batch, seq_len]): returns
   // its mean loss; the gradients overwrite the device gradient buffer, or
-  // are added to it when `accumulate`.
+  // are added to it when `accumulate`. `last`: the update's last
+  // micro-batch, whose backward a dp grid overlaps with the gradient
+  // reduce-scatter, bucket by bucket (ProgramInfo::grad_bucket_bounds).
   virtual double train_step(const int32_t *tokens, const int32_t *targets,
-                            bool accumulate) = 0;
+                            bool accumulate, bool last) = 0;
 
   // The device gradient buffer to / from the host (fault injection, verify).
   virtual void read_grads(float *grads) = 0;
@@ -68,8 +70,9 @@ public:
 
   // L2 norm of the device gradients times |scale|, reduced in a fixed order
   // (fp64 partial sums). On a dp x tp grid the norm of the whole model's
-  // gradient: the gradients are first reduce-scattered over dp into this
-  // rank's shard (collective over the world).
+  // gradient, over the gradients reduce-scattered over dp into this rank's
+  // shard (by the last train_step, or here when write_grads replaced them
+  // since; collective over the world).
   virtual double grad_norm(double scale) = 0;
 
   // One AdamW update of every parameter on the device, with optimizer.h's

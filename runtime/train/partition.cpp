@@ -74,7 +74,8 @@ void slice_params(const ProgramInfo &local, const FullProgramView &view,
   }
 }
 
-DpShard dp_shard(int64_t param_numel, int grid_dp, int dp_rank) {
+DpShard dp_shard(int64_t param_numel, int grid_dp, int dp_rank,
+                 const std::vector<int64_t> &bounds) {
   if (grid_dp < 1 || dp_rank < 0 || dp_rank >= grid_dp)
     throw std::runtime_error("dp_shard: dp rank " + std::to_string(dp_rank) +
                              " is outside a grid of " + std::to_string(grid_dp) +
@@ -82,22 +83,82 @@ DpShard dp_shard(int64_t param_numel, int grid_dp, int dp_rank) {
   DpShard s{};
   s.size = (param_numel + grid_dp - 1) / grid_dp;
   s.padded_numel = s.size * grid_dp;
-  s.begin = static_cast<int64_t>(dp_rank) * s.size;
+  s.dp = grid_dp;
+  s.rank = dp_rank;
+  s.bounds = bounds.empty() ? std::vector<int64_t>{0, s.padded_numel} : bounds;
+  auto bad = [&](const std::string &why) {
+    throw std::runtime_error("gradient buckets: " + why + " (" +
+                             std::to_string(s.bounds.size() - 1) + " buckets over " +
+                             std::to_string(s.padded_numel) + " elements, dp " +
+                             std::to_string(grid_dp) + ")");
+  };
+  if (s.bounds.size() < 2 || s.bounds.front() != 0 || s.bounds.back() != s.padded_numel)
+    bad("the bounds must run from 0 to the padded parameter count");
+  for (size_t k = 1; k < s.bounds.size(); ++k) {
+    if (s.bounds[k] <= s.bounds[k - 1])
+      bad("bound #" + std::to_string(k) + " is not above the one before");
+    if (s.bounds[k] % grid_dp != 0)
+      bad("bound #" + std::to_string(k) + " (" + std::to_string(s.bounds[k]) +
+          ") is not a multiple of dp");
+  }
   return s;
+}
+
+DpShard::Piece DpShard::piece(int k, int d) const {
+  const int64_t b = bounds[size_t(k)], len = (bounds[size_t(k) + 1] - b) / dp;
+  return {b + d * len, b / dp, len};
+}
+
+std::vector<DpShard::Piece> DpShard::pieces() const {
+  std::vector<Piece> out;
+  for (int k = 0; k < buckets(); ++k)
+    out.push_back(piece(k));
+  return out;
+}
+
+std::vector<int64_t> grad_bucket_bounds(const ProgramInfo &program) {
+  if (program.num_grad_buckets <= 0 || !program.grad_bucket_bounds)
+    return {};
+  return std::vector<int64_t>(program.grad_bucket_bounds,
+                              program.grad_bucket_bounds + program.num_grad_buckets + 1);
+}
+
+std::vector<RangePart> split_range(const DpShard &shard, int64_t lo, int64_t hi) {
+  std::vector<RangePart> parts;
+  for (int k = 0; k < shard.buckets(); ++k) {
+    const int64_t b = shard.bounds[size_t(k)], e = shard.bounds[size_t(k) + 1];
+    const int64_t from = std::max(lo, b), to = std::min(hi, e);
+    if (from >= to)
+      continue;
+    RangePart part{from, std::vector<int64_t>(size_t(shard.dp)), 0, 0};
+    for (int d = 0; d < shard.dp; ++d) {
+      const DpShard::Piece p = shard.piece(k, d);
+      part.counts[size_t(d)] =
+          std::max<int64_t>(0, std::min(to, p.flat_end()) - std::max(from, p.flat));
+      if (d == shard.rank) {
+        // Where this rank's part starts (its piece's end when it holds none).
+        part.mine = std::min(std::max(from, p.flat), p.flat_end());
+        part.mine_shard = p.shard + (part.mine - p.flat);
+      }
+    }
+    parts.push_back(std::move(part));
+  }
+  return parts;
 }
 
 std::vector<std::pair<int64_t, int64_t>>
 norm_ranges(const ProgramInfo &program, const DpShard &shard, int tp_rank) {
   std::vector<std::pair<int64_t, int64_t>> ranges;
-  for (int32_t p = 0; p < program.num_params; ++p) {
-    const ParamInfo &info = program.params[p];
-    if (effective_shard_dim(program, info) < 0 && tp_rank != 0)
-      continue; // an identical copy; tp rank 0 counts it
-    const int64_t lo = std::max(info.offset, shard.begin);
-    const int64_t hi = std::min(info.offset + info.numel, shard.end());
-    if (lo < hi)
-      ranges.emplace_back(lo - shard.begin, hi - shard.begin);
-  }
+  for (const DpShard::Piece &piece : shard.pieces())
+    for (int32_t p = 0; p < program.num_params; ++p) {
+      const ParamInfo &info = program.params[p];
+      if (effective_shard_dim(program, info) < 0 && tp_rank != 0)
+        continue; // an identical copy; tp rank 0 counts it
+      const int64_t lo = std::max(info.offset, piece.flat);
+      const int64_t hi = std::min(info.offset + info.numel, piece.flat_end());
+      if (lo < hi)
+        ranges.emplace_back(piece.shard + lo - piece.flat, piece.shard + hi - piece.flat);
+    }
   std::sort(ranges.begin(), ranges.end());
   // Adjacent params make one range: fewer, longer runs for the reduction.
   std::vector<std::pair<int64_t, int64_t>> merged;

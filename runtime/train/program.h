@@ -115,9 +115,19 @@ struct ProgramInfo {
   // program on the host (generate, gradcheck, and verify --cpu).
   const char *target = "cpu";
   DeviceSession *(*open_device)(const ProgramInfo &program) = nullptr;
+
+  // ZeRO-1 gradient buckets (ABI v5; 0 / null: one bucket, the whole flat
+  // buffer): num_grad_buckets + 1 ascending element offsets from 0 to
+  // param_numel rounded up to a multiple of grid_dp, each a multiple of
+  // grid_dp. Every dp rank owns 1/grid_dp of every bucket (partition.h:
+  // DpShard). A CUDA program on a dp grid names them: its train step starts
+  // the reduce-scatter of each bucket as soon as the backward has written
+  // the bucket's gradients, under the rest of the backward.
+  int32_t num_grad_buckets = 0;
+  const int64_t *grad_bucket_bounds = nullptr;
 };
 
-constexpr int32_t kProgramAbiVersion = 4;
+constexpr int32_t kProgramAbiVersion = 5;
 
 } // namespace llamart
 

@@ -1,4 +1,5 @@
 #include "runtime/train/program_check.h"
+#include "runtime/train/partition.h"
 
 #include <algorithm>
 #include <set>
@@ -154,6 +155,16 @@ void validate_program(const ProgramInfo &program) {
   for (size_t i = 1; i < ranges.size(); ++i)
     if (ranges[i].first < ranges[i - 1].second)
       fail(program, "parameters overlap in the parameter buffer");
+  if (program.num_grad_buckets < 0 ||
+      (program.num_grad_buckets > 0) != (program.grad_bucket_bounds != nullptr))
+    fail(program, "num_grad_buckets " + std::to_string(program.num_grad_buckets) +
+                      " does not match its bounds table");
+  try {
+    (void)dp_shard(program.param_numel, std::max(1, program.grid_dp), 0,
+                   grad_bucket_bounds(program));
+  } catch (const std::runtime_error &e) {
+    fail(program, e.what());
+  }
 }
 
 } // namespace llamart::train

@@ -201,7 +201,7 @@ private:
   void note(const std::string &message) const;
   void write_plot() const;
   double elapsed_s() const;
-  double micro_step(T *grads, bool accumulate);
+  double micro_step(T *grads, bool accumulate, bool last);
   void to_device();
   void from_device();
   double compute_update();
@@ -400,11 +400,12 @@ template <typename T> void Trainer<T>::init_weights() {
 // One train_step on the next batch; gradients overwrite `grads`. Every rank
 // advances over the whole global batch and reads only its dp rank's part. On a
 // device the gradients stay there: overwritten, or added when `accumulate`.
-template <typename T> double Trainer<T>::micro_step(T *grads, bool accumulate) {
+template <typename T>
+double Trainer<T>::micro_step(T *grads, bool accumulate, bool last) {
   train_data_->next_batch(program_.global_batch, batch_first_, program_.batch,
                           tokens_.data(), targets_.data());
   if (device_)
-    return device_->train_step(tokens_.data(), targets_.data(), accumulate);
+    return device_->train_step(tokens_.data(), targets_.data(), accumulate, last);
   double loss = 0.0;
   program_.train_step(params_.data(), grads, tokens_.data(), targets_.data(),
                       arena_.data(), &loss);
@@ -413,13 +414,14 @@ template <typename T> double Trainer<T>::micro_step(T *grads, bool accumulate) {
 
 // All micro-steps of one update: summed gradients in grads_, mean loss.
 template <typename T> double Trainer<T>::compute_update() {
-  double loss_sum = micro_step(grads_.data(), false);
-  for (int64_t a = 1; a < options_.grad_accum; ++a) {
+  const int64_t n = options_.grad_accum;
+  double loss_sum = micro_step(grads_.data(), false, n == 1);
+  for (int64_t a = 1; a < n; ++a) {
     if (device_) {
-      loss_sum += micro_step(nullptr, true);
+      loss_sum += micro_step(nullptr, true, a == n - 1);
       continue;
     }
-    loss_sum += micro_step(micro_grads_.data(), false);
+    loss_sum += micro_step(micro_grads_.data(), false, a == n - 1);
     accumulate(grads_.data(), micro_grads_.data(), numel_);
   }
   return loss_sum * (1.0 / static_cast<double>(options_.grad_accum));
@@ -579,8 +581,6 @@ template <typename T> std::string Trainer<T>::save() {
   AlignedBuffer<T> local(static_cast<size_t>(dp_root ? largest_local : 0)),
       whole(static_cast<size_t>(grid_.root() ? largest_full : 0));
   const DpShard &shard = optimizer_.shard();
-  const int dp = program_.grid_dp;
-  std::vector<int64_t> counts(static_cast<size_t>(dp));
   // A device that keeps the fp32 masters of its shard alone (bf16 on a dp
   // grid) has the weights sharded like the moments; otherwise every dp rank
   // holds all of its local weights.
@@ -588,20 +588,20 @@ template <typename T> std::string Trainer<T>::save() {
   auto gather_one = [&](const CheckpointTensor &t) -> const T * {
     const ParamInfo &info = program_.params[t.param];
     const T *slice = params_.data() + info.offset;
-    const T *sharded = t.kind == 1   ? optimizer_.exp_avg()
+    // This rank's shard, in shard coordinates (the moments), or in the flat
+    // buffer (a device's sharded weights: from_device put the pieces there).
+    const T *sharded = t.kind == 1 ? optimizer_.exp_avg()
                        : t.kind == 2 ? optimizer_.exp_avg_sq()
-                       : sharded_weights ? params_.data() + shard.begin
-                                         : nullptr; // this rank's shard, or none
-    if (sharded) {
+                                     : nullptr;
+    if (sharded || sharded_weights) {
       // This tensor's elements [offset, offset + numel) of the flat local
-      // buffer, as the dp ranks' shards [d S, (d + 1) S) split them.
-      for (int d = 0; d < dp; ++d)
-        counts[size_t(d)] = std::max<int64_t>(
-            0, std::min(info.offset + info.numel, (d + 1) * shard.size) -
-                   std::max(info.offset, d * shard.size));
-      const int64_t first = std::max(info.offset, shard.begin) - shard.begin;
-      comm::gather_varying(sharded + std::min(first, shard.size), dp_root ? local.data() : nullptr,
-                           counts.data(), /*root=*/0, comm::Axis::DP, info.name);
+      // buffer, as the dp ranks' pieces of each gradient bucket split them
+      // (partition.h): within a bucket, rank after rank in flat order.
+      for (const RangePart &part : split_range(shard, info.offset, info.offset + info.numel)) {
+        const T *mine = sharded ? sharded + part.mine_shard : params_.data() + part.mine;
+        comm::gather_varying(mine, dp_root ? local.data() + (part.flat - info.offset) : nullptr,
+                             part.counts.data(), /*root=*/0, comm::Axis::DP, info.name);
+      }
       slice = local.data();
     }
     if (!dp_root)

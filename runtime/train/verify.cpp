@@ -112,7 +112,8 @@ double verify_partitioned(const ProgramInfo &program, const VerifyOptions &optio
       std::unique_ptr<DeviceSession> device(program.open_device(program));
       AlignedBuffer<T> zeros(static_cast<size_t>(program.param_numel));
       device->upload(params.data(), zeros.data(), zeros.data());
-      loss = device->train_step(tokens.data() + first, targets.data() + first, false);
+      loss = device->train_step(tokens.data() + first, targets.data() + first, false,
+                                  /*last=*/true);
       device->read_grads(grads.data());
       on_device = true;
     }
@@ -153,7 +154,7 @@ double verify_impl(const ProgramInfo &program, const VerifyOptions &options) {
       std::unique_ptr<DeviceSession> device(program.open_device(program));
       AlignedBuffer<T> zeros(static_cast<size_t>(program.param_numel));
       device->upload(params.data(), zeros.data(), zeros.data());
-      loss = device->train_step(tokens.data(), targets.data(), false);
+      loss = device->train_step(tokens.data(), targets.data(), false, /*last=*/true);
       device->read_grads(grads.data());
       ckpt::write_safetensors(options.out, gradients_file(program, loss, grads.data()));
       return loss;

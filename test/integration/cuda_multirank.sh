@@ -9,7 +9,11 @@
 # (a kernel overwriting a collective's buffer, or reading its output too
 # early) changes the numbers here. ZeRO-1 runs on the device session
 # (gradients reduce-scattered over dp, AdamW on the shard, parameters
-# all-gathered).
+# all-gathered); the dp grids are built with small gradient buckets
+# (--grad-bucket 1000: 4-8 buckets), whose reduce-scatters the train step
+# starts as the backward completes each one, and dp2 also trains with
+# gradient accumulation (the buckets of the last micro-batch add the
+# earlier ones' sum before they are reduced).
 #   fp32: every loss, val loss and gradient norm within 1e-5 relative of the
 #         CPU run and every tensor of the final model and AdamW state within
 #         1e-5 relative L2 (multirank.sh explains why L2, not per element).
@@ -37,7 +41,9 @@ compare() { "$PY" "$SRC/test/integration/compare_runs.py" --label cuda_multirank
 compile "${MODEL[@]}" --dtype f32 -o one
 ./one "${TRAIN[@]}" --run-dir one-run > one.out 2>&1 || { cat one.out; die "single-rank CPU run failed"; }
 
-for grid in "tp2 2 --tp 2" "tp2sp 2 --tp 2 --sp" "dp2 2 --dp 2" "dp2tp2 4 --dp 2 --tp 2"; do
+BUCKETS=(--grad-bucket 1000)
+for grid in "tp2 2 --tp 2" "tp2sp 2 --tp 2 --sp" "dp2 2 --dp 2 ${BUCKETS[*]}" \
+            "dp2tp2 4 --dp 2 --tp 2 ${BUCKETS[*]}"; do
   set -- $grid
   name=$1 n=$2
   shift 2
@@ -47,6 +53,25 @@ for grid in "tp2 2 --tp 2" "tp2sp 2 --tp 2 --sp" "dp2 2 --dp 2" "dp2tp2 4 --dp 2
   ./$name info --json | grep -q '"target": *"cuda"' || die "$name: not a CUDA training binary"
   compare $name-run one-run 1e-5 l2 || die "$name (emulated GPU) differs from the single-rank CPU run"
 done
+
+# Gradient accumulation on a dp grid: 2 micro-batches per update; the
+# second's backward adds each bucket to the first's sum and reduces it.
+./one "${TRAIN[@]}" --grad-accum 2 --run-dir one-acc > one-acc.out 2>&1 \
+  || { cat one-acc.out; die "single-rank CPU run with --grad-accum 2 failed"; }
+launch 2 ./dp2 "${TRAIN[@]}" --grad-accum 2 --run-dir dp2acc-run > dp2acc.out 2>&1 \
+  || { cat dp2acc.out; die "dp2 with --grad-accum 2 failed"; }
+compare dp2acc-run one-acc 1e-5 l2 || die "dp2 with --grad-accum 2 differs from the CPU run"
+
+# Gradients replaced after the step (--inject nan@3 writes a NaN into every
+# rank's local gradients): the session reduces them again before the norm,
+# so update 3 is skipped on the grid as on the CPU (with the step's own
+# reduced shard the norm would be finite and the update applied).
+./one "${TRAIN[@]}" --inject nan@3 --run-dir one-nan > one-nan.out 2>&1 \
+  || { cat one-nan.out; die "single-rank CPU run with --inject nan@3 failed"; }
+launch 2 ./dp2 "${TRAIN[@]}" --inject nan@3 --run-dir dp2nan-run > dp2nan.out 2>&1 \
+  || { cat dp2nan.out; die "dp2 with --inject nan@3 failed"; }
+grep -q '"skip' dp2nan-run/metrics.jsonl || die "dp2 --inject nan@3: no skipped update"
+compare dp2nan-run one-nan 1e-5 l2 || die "dp2 with --inject nan@3 differs from the CPU run"
 
 # verify on the grid: the device steps of dp2tp2's four ranks (collectives
 # included; gradients summed over dp and gathered over tp onto rank 0)
@@ -65,7 +90,7 @@ launch 4 ./dp2tp2 verify --weights w.safetensors --batch-file i.safetensors --ou
 # bf16 storage: against the single-device bf16 binary.
 compile "${MODEL[@]}" --target cuda --cuda-emulate -o oneb
 ./oneb "${TRAIN[@]}" --run-dir oneb-run > oneb.out 2>&1 || { cat oneb.out; die "single-device bf16 run failed"; }
-for grid in "dp2tp2b 4 --dp 2 --tp 2" "tp2spb 2 --tp 2 --sp"; do
+for grid in "dp2tp2b 4 --dp 2 --tp 2 ${BUCKETS[*]}" "tp2spb 2 --tp 2 --sp"; do
   set -- $grid
   name=$1 n=$2
   shift 2
@@ -91,6 +116,10 @@ compile "${MODEL[@]}" --tp 2 --sp --target cuda --report > report.txt
 grep -q "^cuda-collectives: [1-9][0-9]* ([1-9][0-9]* overlapping [1-9][0-9]* kernels and GEMMs)" report.txt \
   || { cat report.txt; die "--report --target cuda: no overlapped collectives"; }
 echo "cuda_multirank: $(grep '^cuda-coll' report.txt | tr '\n' ' ')"
+compile "${MODEL[@]}" --dp 2 --tp 2 "${BUCKETS[@]}" --target cuda --report > report-dp.txt
+grep -q "^cuda-grad-buckets: [2-9] (reduce-scatters overlap the last [1-9][0-9]* of [1-9][0-9]* " report-dp.txt \
+  || { cat report-dp.txt; die "--report --target cuda: no overlapped gradient buckets"; }
+echo "cuda_multirank: $(grep '^cuda-grad-buckets' report-dp.txt)"
 
 NVCC=${CUDACXX:-/usr/local/cuda/bin/nvcc}
 if [ -x "$NVCC" ]; then

@@ -131,6 +131,20 @@ Table mixed_table(int dp, int tp, int gap) {
 // ---------------------------------------------------------------------------
 // ZeRO-1: the range update
 
+// Up to `buckets` gradient buckets over n elements on dp ranks: bounds at
+// multiples of dp spread over the padded buffer (fewer when it is short).
+std::vector<int64_t> some_bounds(int64_t n, int dp, int buckets) {
+  const int64_t padded = (n + dp - 1) / dp * dp;
+  std::vector<int64_t> b{0};
+  for (int k = 1; k < buckets; ++k) {
+    const int64_t cut = padded * k / buckets / dp * dp;
+    if (cut > b.back() && cut < padded)
+      b.push_back(cut);
+  }
+  b.push_back(padded);
+  return b;
+}
+
 template <typename T> class AdamWRange : public ::testing::Test {};
 using Dtypes = ::testing::Types<float, double>;
 TYPED_TEST_SUITE(AdamWRange, Dtypes);
@@ -160,28 +174,36 @@ TYPED_TEST(AdamWRange, ShardsReproduceTheFullUpdateBitForBit) {
     adamw_update<T>(prog, config, s + 1, lrs[s], scales[s], ref_p.data(),
                     grads[s].data(), ref_m.data(), ref_v.data());
 
-  for (int dp : {1, 2, 3, 4, 7, 64}) {
-    std::vector<T> p = p0, m(static_cast<size_t>(n)), v(static_cast<size_t>(n));
-    for (int d = 0; d < dp; ++d) {
-      const DpShard sh = dp_shard(n, dp, d);
-      const int64_t kept = std::max<int64_t>(0, std::min(sh.end(), n) - sh.begin);
-      std::vector<T> ps(static_cast<size_t>(sh.size)), ms(ps.size()), vs(ps.size()),
-          gs(ps.size());
-      std::copy_n(p.begin() + sh.begin, kept, ps.begin());
-      for (int s = 0; s < 3; ++s) {
-        std::fill(gs.begin(), gs.end(), T(0));
-        std::copy_n(grads[s].begin() + sh.begin, kept, gs.begin());
-        adamw_update_range<T>(prog, config, s + 1, lrs[s], scales[s], sh.begin,
-                              sh.end(), ps.data(), gs.data(), ms.data(), vs.data());
+  for (int dp : {1, 2, 3, 4, 7, 64})
+    for (int buckets : {1, 2, 5}) {
+      const std::vector<int64_t> bounds = some_bounds(n, dp, buckets);
+      std::vector<T> p = p0, m(static_cast<size_t>(n)), v(static_cast<size_t>(n));
+      for (int d = 0; d < dp; ++d) {
+        const DpShard sh = dp_shard(n, dp, d, bounds);
+        std::vector<T> ps(static_cast<size_t>(sh.size)), ms(ps.size()), vs(ps.size()),
+            gs(ps.size());
+        for (int s = 0; s < 3; ++s)
+          for (const DpShard::Piece &pc : sh.pieces()) {
+            const int64_t kept = std::max<int64_t>(0, std::min(pc.flat_end(), n) - pc.flat);
+            if (s == 0)
+              std::copy_n(p.begin() + pc.flat, kept, ps.begin() + pc.shard);
+            std::fill_n(gs.begin() + pc.shard, pc.count, T(0));
+            std::copy_n(grads[s].begin() + pc.flat, kept, gs.begin() + pc.shard);
+            adamw_update_range<T>(prog, config, s + 1, lrs[s], scales[s], pc.flat,
+                                  pc.flat_end(), ps.data() + pc.shard, gs.data() + pc.shard,
+                                  ms.data() + pc.shard, vs.data() + pc.shard);
+          }
+        for (const DpShard::Piece &pc : sh.pieces()) {
+          const int64_t kept = std::max<int64_t>(0, std::min(pc.flat_end(), n) - pc.flat);
+          std::copy_n(ps.begin() + pc.shard, kept, p.begin() + pc.flat);
+          std::copy_n(ms.begin() + pc.shard, kept, m.begin() + pc.flat);
+          std::copy_n(vs.begin() + pc.shard, kept, v.begin() + pc.flat);
+        }
       }
-      std::copy_n(ps.begin(), kept, p.begin() + sh.begin);
-      std::copy_n(ms.begin(), kept, m.begin() + sh.begin);
-      std::copy_n(vs.begin(), kept, v.begin() + sh.begin);
+      EXPECT_EQ(0, std::memcmp(p.data(), ref_p.data(), sizeof(T) * n)) << "dp " << dp;
+      EXPECT_EQ(0, std::memcmp(m.data(), ref_m.data(), sizeof(T) * n)) << "dp " << dp;
+      EXPECT_EQ(0, std::memcmp(v.data(), ref_v.data(), sizeof(T) * n)) << "dp " << dp;
     }
-    EXPECT_EQ(0, std::memcmp(p.data(), ref_p.data(), sizeof(T) * n)) << "dp " << dp;
-    EXPECT_EQ(0, std::memcmp(m.data(), ref_m.data(), sizeof(T) * n)) << "dp " << dp;
-    EXPECT_EQ(0, std::memcmp(v.data(), ref_v.data(), sizeof(T) * n)) << "dp " << dp;
-  }
   // The update moved every param element and no gap element.
   for (int32_t i = 0; i < prog.num_params; ++i) {
     const ParamInfo &info = prog.params[i];
@@ -200,7 +222,8 @@ TYPED_TEST(AdamWRange, SingleRankZeroAdamWIsThePlainOptimizer) {
   const ProgramInfo &prog = t.program;
   const int64_t n = prog.param_numel;
   ZeroAdamW<T> zero(prog, 0, 0);
-  EXPECT_EQ(zero.shard().begin, 0);
+  EXPECT_EQ(zero.shard().buckets(), 1);
+  EXPECT_EQ(zero.shard().piece(0).flat, 0);
   EXPECT_EQ(zero.shard().size, n);
   EXPECT_EQ(zero.shard().padded_numel, n);
   Rng rng(3);
@@ -228,20 +251,97 @@ TYPED_TEST(AdamWRange, SingleRankZeroAdamWIsThePlainOptimizer) {
 TEST(Partition, DpShardsTileThePaddedBuffer) {
   for (int64_t n : {1, 10, 147, 272})
     for (int dp = 1; dp <= 5; ++dp) {
+      // One bucket: the contiguous blocks [d S, (d + 1) S).
       int64_t next = 0;
       for (int d = 0; d < dp; ++d) {
         const DpShard s = dp_shard(n, dp, d);
-        EXPECT_EQ(s.begin, next);
+        ASSERT_EQ(s.buckets(), 1);
+        EXPECT_EQ(s.piece(0).flat, next);
+        EXPECT_EQ(s.piece(0).shard, 0);
+        EXPECT_EQ(s.piece(0).count, s.size);
         EXPECT_EQ(s.size * dp, s.padded_numel);
-        next = s.end();
+        next = s.piece(0).flat_end();
       }
       const DpShard s = dp_shard(n, dp, 0);
       EXPECT_EQ(next, s.padded_numel);
       EXPECT_GE(s.padded_numel, n);
       EXPECT_LT(s.padded_numel - n, dp) << "more padding than needed";
+      // Buckets: every flat element has exactly one owner, and each rank's
+      // pieces fill its shard [0, S) once, in flat order.
+      for (int buckets : {2, 3, 7}) {
+        const std::vector<int64_t> bounds = some_bounds(n, dp, buckets);
+        std::vector<int> owners(static_cast<size_t>(s.padded_numel), 0);
+        for (int d = 0; d < dp; ++d) {
+          const DpShard sh = dp_shard(n, dp, d, bounds);
+          EXPECT_EQ(sh.size, s.size);
+          int64_t shard_next = 0, flat_last = -1;
+          for (const DpShard::Piece &p : sh.pieces()) {
+            EXPECT_EQ(p.shard, shard_next);
+            EXPECT_GT(p.flat, flat_last);
+            shard_next += p.count;
+            flat_last = p.flat;
+            for (int64_t i = p.flat; i < p.flat_end(); ++i)
+              ++owners[static_cast<size_t>(i)];
+          }
+          EXPECT_EQ(shard_next, sh.size) << "n " << n << " dp " << dp;
+        }
+        for (int o : owners)
+          ASSERT_EQ(o, 1) << "n " << n << " dp " << dp << " buckets " << buckets;
+      }
     }
   EXPECT_THROW(dp_shard(10, 2, 2), std::runtime_error);
   EXPECT_THROW(dp_shard(10, 0, 0), std::runtime_error);
+  // Bounds that are not ascending multiples of dp from 0 to the padded size.
+  EXPECT_THROW(dp_shard(10, 2, 0, {0, 3, 10}), std::runtime_error);
+  EXPECT_THROW(dp_shard(10, 2, 0, {0, 6, 4, 10}), std::runtime_error);
+  EXPECT_THROW(dp_shard(10, 2, 0, {0, 4, 8}), std::runtime_error);
+  EXPECT_THROW(dp_shard(10, 2, 0, {2, 4, 10}), std::runtime_error);
+  EXPECT_NO_THROW(dp_shard(10, 2, 0, {0, 4, 10}));
+}
+
+// split_range: the parts of a flat range, rank after rank within each bucket,
+// put back together, are the range; each rank's start is its own element.
+TEST(Partition, SplitRangeFollowsTheBucketPieces) {
+  const int64_t n = 147;
+  for (int dp : {1, 2, 3, 4})
+    for (int buckets : {1, 3, 5}) {
+      const std::vector<int64_t> bounds = some_bounds(n, dp, buckets);
+      for (int64_t lo : {int64_t(0), int64_t(5), int64_t(60)})
+        for (int64_t hi : {lo + 1, lo + 40, n}) {
+          std::vector<int64_t> flat; // the elements in the order the parts give
+          std::vector<std::vector<RangePart>> per_rank;
+          for (int d = 0; d < dp; ++d)
+            per_rank.push_back(split_range(dp_shard(n, dp, d, bounds), lo, hi));
+          for (size_t k = 0; k < per_rank[0].size(); ++k) {
+            int64_t at = per_rank[0][k].flat;
+            for (int d = 0; d < dp; ++d) {
+              const RangePart &part = per_rank[size_t(d)][k];
+              EXPECT_EQ(part.counts, per_rank[0][k].counts);
+              const int64_t count = part.counts[size_t(d)];
+              if (count > 0) {
+                EXPECT_EQ(part.mine, at);
+                // The shard coordinate maps back to the same flat element.
+                const DpShard sh = dp_shard(n, dp, d, bounds);
+                bool found = false;
+                for (const DpShard::Piece &p : sh.pieces())
+                  if (part.mine_shard >= p.shard && part.mine_shard < p.shard + p.count) {
+                    EXPECT_EQ(p.flat + part.mine_shard - p.shard, part.mine);
+                    found = true;
+                  }
+                EXPECT_TRUE(found);
+              }
+              for (int64_t i = 0; i < count; ++i)
+                flat.push_back(at + i);
+              at += count;
+            }
+          }
+          std::vector<int64_t> want;
+          for (int64_t i = lo; i < hi; ++i)
+            want.push_back(i);
+          EXPECT_EQ(flat, want) << "dp " << dp << " buckets " << buckets << " [" << lo
+                                << ", " << hi << ")";
+        }
+    }
 }
 
 // Row-major multi-index helpers for the slicing reference.
@@ -332,22 +432,28 @@ TEST(Partition, NormRangesCountEveryModelElementOnce) {
         full[i] = static_cast<double>(static_cast<int64_t>(i % 7) - 3);
         want += full[i] * full[i];
       }
-      double got = 0.0;
-      const DpShard any = dp_shard(local.param_numel, dp, 0);
-      for (int r = 0; r < tp; ++r) {
-        // Gaps and padding hold garbage that must not count.
-        std::vector<double> buf(static_cast<size_t>(any.padded_numel), 1000.0);
-        slice_params(local, view, r, full.data(), buf.data());
-        for (int d = 0; d < dp; ++d) {
-          const DpShard s = dp_shard(local.param_numel, dp, d);
-          for (const auto &[lo, hi] : norm_ranges(local, s, r)) {
-            ASSERT_LE(0, lo);
-            ASSERT_LE(hi, s.size);
-            got += sum_of_squares(buf.data() + s.begin + lo, hi - lo);
+      for (int buckets : {1, 3}) {
+        double got = 0.0;
+        const std::vector<int64_t> bounds = some_bounds(local.param_numel, dp, buckets);
+        const DpShard any = dp_shard(local.param_numel, dp, 0, bounds);
+        for (int r = 0; r < tp; ++r) {
+          // Gaps and padding hold garbage that must not count.
+          std::vector<double> buf(static_cast<size_t>(any.padded_numel), 1000.0);
+          slice_params(local, view, r, full.data(), buf.data());
+          for (int d = 0; d < dp; ++d) {
+            const DpShard s = dp_shard(local.param_numel, dp, d, bounds);
+            std::vector<double> shard(static_cast<size_t>(s.size));
+            for (const DpShard::Piece &p : s.pieces())
+              std::copy_n(buf.begin() + p.flat, p.count, shard.begin() + p.shard);
+            for (const auto &[lo, hi] : norm_ranges(local, s, r)) {
+              ASSERT_LE(0, lo);
+              ASSERT_LE(hi, s.size);
+              got += sum_of_squares(shard.data() + lo, hi - lo);
+            }
           }
         }
+        EXPECT_EQ(got, want) << "dp " << dp << " tp " << tp << " buckets " << buckets;
       }
-      EXPECT_EQ(got, want) << "dp " << dp << " tp " << tp;
     }
 }
 
@@ -457,6 +563,19 @@ TEST(ProgramCheck, RejectsInconsistentGridFields) {
     c.program.sequence_parallel = 2;
     expect_error(c.program, "sequence_parallel must be 0 or 1, got 2");
   }
+  { // ZeRO-1 gradient buckets (ABI v5): the grid fixture names three.
+    ASSERT_EQ(grid.num_grad_buckets, 3);
+    ProgramCopy c(grid);
+    const int64_t padded = (c.program.param_numel + 1) / 2 * 2;
+    const int64_t odd[3] = {0, 63, padded}, short_end[3] = {0, 64, padded - 2};
+    c.program.num_grad_buckets = 2;
+    c.program.grad_bucket_bounds = odd;
+    expect_error(c.program, "gradient buckets: bound #1 (63) is not a multiple of dp");
+    c.program.grad_bucket_bounds = short_end;
+    expect_error(c.program, "the bounds must run from 0 to the padded parameter count");
+    c.program.grad_bucket_bounds = nullptr;
+    expect_error(c.program, "num_grad_buckets 2 does not match its bounds table");
+  }
   {
     ProgramCopy c(single);
     c.program.full_param_numel = 271;
@@ -517,6 +636,7 @@ TEST(Cli, InfoShowsTheGridAndPerRankSizes) {
   EXPECT_EQ(j["global_batch"], 4);
   EXPECT_EQ(j["params"], 8 * 16 + 3 + 16); // W rows, the gap, g
   EXPECT_EQ(j["full_params"], 16 * 16 + 16);
+  EXPECT_EQ(j["grad_buckets"], 3);
   EXPECT_EQ(j["gen_batch"], 0);
 }
 

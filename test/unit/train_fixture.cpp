@@ -201,7 +201,16 @@ const ProgramInfo *bigram_grid_program() {
   };
   static const std::string config =
       "{\"model_type\": \"bigram\", \"vocab_size\": " + std::to_string(V) + "}";
-  static const ProgramInfo info = {
+  // On a dp grid, three ZeRO-1 gradient buckets (one cut inside the
+  // embedding, one past it, the last ending in the padding), so every
+  // multi-rank test runs the bucketed reduce-scatter, all-gather and
+  // checkpoint gathers.
+  constexpr int64_t kNumel = int64_t(R) * V + kGap + V,
+                    kPadded = (kNumel + DP - 1) / DP * DP;
+  static const int64_t bounds[4] = {0, int64_t(R) * V / 2 / DP * DP,
+                                    (int64_t(R) * V + kGap + 1) / DP * DP, kPadded};
+  static const ProgramInfo info = [] {
+    ProgramInfo i = {
       kProgramAbiVersion,
       "bigram",
       config.c_str(),
@@ -226,7 +235,13 @@ const ProgramInfo *bigram_grid_program() {
       /*sequence_parallel=*/0,
       GB,
       V * V + V,
-  };
+    };
+    if (DP > 1) {
+      i.num_grad_buckets = 3;
+      i.grad_bucket_bounds = bounds;
+    }
+    return i;
+  }();
   return &info;
 }
 

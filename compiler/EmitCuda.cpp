@@ -1171,10 +1171,7 @@ private:
         for (auto [i, v] : llvm::enumerate(ret.getOperands())) {
           if (!train && i > 0)
             break; // @forward: the loss alone
-          Operation *def = v.getDefiningOp();
-          auto outs = def ? def->getAttrOfType<DenseI64ArrayAttr>("llama.output")
-                          : DenseI64ArrayAttr();
-          if (outs && llvm::is_contained(outs.asArrayRef(), int64_t(i)))
+          if (writtenInPlace(v, i))
             continue;
           std::string dst = i == 0 ? std::string("loss")
                                    : "(G + " + std::to_string(params[i - 1].offset) + ")";
@@ -1298,6 +1295,16 @@ private:
     return success();
   }
 
+  /// Whether result #`result` of the step (`v`) is written straight into
+  /// its output buffer by its producer (the plan's `llama.output`), or
+  /// copied there at the return.
+  static bool writtenInPlace(Value v, size_t result) {
+    Operation *def = v.getDefiningOp();
+    auto outs = def ? def->getAttrOfType<DenseI64ArrayAttr>("llama.output")
+                    : DenseI64ArrayAttr();
+    return outs && llvm::is_contained(outs.asArrayRef(), int64_t(result));
+  }
+
   /// ZeRO-1 gradient buckets of a dp grid (runtime/train/partition.h:
   /// DpShard): contiguous ranges of the flat gradient buffer cut from its end
   /// (the backward writes the last layers' gradients first) at parameter
@@ -1320,13 +1327,9 @@ private:
     for (Operation &op : fn.getBody().front()) {
       ++pos;
       if (auto ret = dyn_cast<func::ReturnOp>(op)) {
-        for (auto [i, v] : llvm::enumerate(ret.getOperands())) {
-          Operation *def = v.getDefiningOp();
-          auto outs = def ? def->getAttrOfType<DenseI64ArrayAttr>("llama.output")
-                          : DenseI64ArrayAttr();
-          if (i > 0 && !(outs && llvm::is_contained(outs.asArrayRef(), int64_t(i))))
+        for (auto [i, v] : llvm::enumerate(ret.getOperands()))
+          if (i > 0 && !writtenInPlace(v, i))
             lastWrite[i - 1] = pos; // copied into G at the return
-        }
         continue;
       }
       if (auto outs = op.getAttrOfType<DenseI64ArrayAttr>("llama.output"))

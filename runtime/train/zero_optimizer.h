@@ -3,14 +3,15 @@
 // the AdamW moments only of its dp shard of the flat local buffer
 // (partition.h: DpShard), so the optimizer state per rank shrinks by grid_dp.
 // One update:
-//   reduce_gradients: the local gradients are summed over the dp group with a
-//     reduce-scatter straight into this rank's shard (half the traffic of an
-//     all-reduce), and the global L2 norm is the square root of the sum over
+//   reduce_gradients: the local gradients are summed over the dp group with
+//     one reduce-scatter per gradient bucket straight into this rank's shard
+//     (half the traffic of an all-reduce), and the global L2 norm is the square root of the sum over
 //     the world of each rank's share (norm_ranges: every element of the model
 //     once);
 //   update: AdamW on the shard (adamw_update_range: the same per-element
-//     arithmetic as the single-rank update), then an all-gather over dp puts
-//     the updated shards back together in every rank's parameter buffer.
+//     arithmetic as the single-rank update), then an all-gather per bucket
+//     over dp puts the updated pieces back together in every rank's
+//     parameter buffer.
 // On a 1 x 1 grid the shard is the whole buffer and no collective runs: the
 // calls are exactly grad_l2_norm and adamw_update, so a single-rank run is
 // bit-for-bit what it was before ZeRO existed.

@@ -11,9 +11,10 @@
 # (gradients reduce-scattered over dp, AdamW on the shard, parameters
 # all-gathered); the dp grids are built with small gradient buckets
 # (--grad-bucket 1000: 4-8 buckets), whose reduce-scatters the train step
-# starts as the backward completes each one, and dp2 also trains with
-# gradient accumulation (the buckets of the last micro-batch add the
-# earlier ones' sum before they are reduced).
+# starts as the backward completes each one; dp2 also trains with gradient
+# accumulation (the buckets of the last micro-batch add the earlier ones'
+# sum before they are reduced) and with gradients replaced after the step
+# (--inject nan@3: the session reduces them again).
 #   fp32: every loss, val loss and gradient norm within 1e-5 relative of the
 #         CPU run and every tensor of the final model and AdamW state within
 #         1e-5 relative L2 (multirank.sh explains why L2, not per element).
@@ -54,23 +55,26 @@ for grid in "tp2 2 --tp 2" "tp2sp 2 --tp 2 --sp" "dp2 2 --dp 2 ${BUCKETS[*]}" \
   compare $name-run one-run 1e-5 l2 || die "$name (emulated GPU) differs from the single-rank CPU run"
 done
 
-# Gradient accumulation on a dp grid: 2 micro-batches per update; the
-# second's backward adds each bucket to the first's sum and reduces it.
-./one "${TRAIN[@]}" --grad-accum 2 --run-dir one-acc > one-acc.out 2>&1 \
+# Gradient accumulation on a dp grid, 2 updates (CI time) of 2 micro-batches:
+# the second's backward adds each bucket to the first's sum and reduces it.
+SHORT=(train --data data --steps 2 --lr 3e-3 --warmup 1 --eval-every 2 --eval-batches 2
+       --checkpoint-every 2 --quiet)
+./one "${SHORT[@]}" --grad-accum 2 --run-dir one-acc > one-acc.out 2>&1 \
   || { cat one-acc.out; die "single-rank CPU run with --grad-accum 2 failed"; }
-launch 2 ./dp2 "${TRAIN[@]}" --grad-accum 2 --run-dir dp2acc-run > dp2acc.out 2>&1 \
+launch 2 ./dp2 "${SHORT[@]}" --grad-accum 2 --run-dir dp2acc-run > dp2acc.out 2>&1 \
   || { cat dp2acc.out; die "dp2 with --grad-accum 2 failed"; }
-compare dp2acc-run one-acc 1e-5 l2 || die "dp2 with --grad-accum 2 differs from the CPU run"
+"$PY" "$SRC/test/integration/compare_runs.py" --label cuda_multirank --final-step 2 \
+  dp2acc-run one-acc 1e-5 l2 || die "dp2 with --grad-accum 2 differs from the CPU run"
 
 # Gradients replaced after the step (--inject nan@3 writes a NaN into every
 # rank's local gradients): the session reduces them again before the norm,
-# so update 3 is skipped on the grid as on the CPU (with the step's own
-# reduced shard the norm would be finite and the update applied).
+# so update 3 is skipped on the grid as on the CPU (a session that kept the
+# step's reduced shard would apply it).
 ./one "${TRAIN[@]}" --inject nan@3 --run-dir one-nan > one-nan.out 2>&1 \
   || { cat one-nan.out; die "single-rank CPU run with --inject nan@3 failed"; }
 launch 2 ./dp2 "${TRAIN[@]}" --inject nan@3 --run-dir dp2nan-run > dp2nan.out 2>&1 \
   || { cat dp2nan.out; die "dp2 with --inject nan@3 failed"; }
-grep -q '"skip' dp2nan-run/metrics.jsonl || die "dp2 --inject nan@3: no skipped update"
+grep -q '"skipped"' dp2nan-run/metrics.jsonl || die "dp2 --inject nan@3: no skipped update"
 compare dp2nan-run one-nan 1e-5 l2 || die "dp2 with --inject nan@3 differs from the CPU run"
 
 # verify on the grid: the device steps of dp2tp2's four ranks (collectives

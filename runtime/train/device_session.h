@@ -52,8 +52,8 @@ public:
   virtual void download(float *params, float *exp_avg, float *exp_avg_sq) = 0;
   // Whether the session keeps the fp32 master weights of this rank's ZeRO-1
   // shard alone (bf16 storage on a dp grid): download then fills the
-  // shard's pieces of params only, and a checkpoint gathers the weights from the
-  // shards as it gathers the moments.
+  // shard's pieces of params only, and a checkpoint gathers the weights
+  // from the shards as it gathers the moments.
   virtual bool shards_params() const { return false; }
 
   // One micro-batch (tokens/targets: host int32 [batch, seq_len]): returns

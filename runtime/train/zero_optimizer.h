@@ -5,9 +5,9 @@
 // One update:
 //   reduce_gradients: the local gradients are summed over the dp group with
 //     one reduce-scatter per gradient bucket straight into this rank's shard
-//     (half the traffic of an all-reduce), and the global L2 norm is the square root of the sum over
-//     the world of each rank's share (norm_ranges: every element of the model
-//     once);
+//     (half the traffic of an all-reduce), and the global L2 norm is the
+//     square root of the sum over the world of each rank's share
+//     (norm_ranges: every element of the model once);
 //   update: AdamW on the shard (adamw_update_range: the same per-element
 //     arithmetic as the single-rank update), then an all-gather per bucket
 //     over dp puts the updated pieces back together in every rank's

@@ -54,9 +54,9 @@ cl::opt<std::string> cudaActivations(
     cl::init("bf16"), cl::cat(category));
 cl::opt<int64_t> gradBucket(
     "grad-bucket",
-    cl::desc("--target cuda with --dp > 1: elements per ZeRO-1 gradient bucket, each "
-             "reduce-scattered under the rest of the backward (default max(40M, 1M x dp), "
-             "Megatron's)"),
+    cl::desc("--target cuda with --dp > 1: elements per ZeRO-1 bucket, each "
+             "reduce-scattered under the rest of the backward and all-gathered under the "
+             "next forward (default max(40M, 1M x dp), Megatron's)"),
     cl::init(0), cl::cat(category));
 cl::opt<int64_t> batch("batch", cl::desc("sequences per step (default 4)"),
                        cl::init(4), cl::cat(category));
@@ -300,6 +300,10 @@ LogicalResult printCudaMemory(ModuleOp module) {
   if (!f.gradBucketBounds.empty())
     llvm::outs() << "cuda-grad-buckets: " << f.gradBucketBounds.size() - 1
                  << " (reduce-scatters overlap the last " << f.opsAfterFirstBucket << " of "
+                 << f.trainComputeOps << " train-step kernels and GEMMs)\n";
+  if (!f.gradBucketBounds.empty())
+    llvm::outs() << "cuda-param-gathers: " << f.gradBucketBounds.size() - 1
+                 << " (all-gathers overlap the first " << f.opsBeforeLastGather << " of "
                  << f.trainComputeOps << " train-step kernels and GEMMs)\n";
   return success();
 }

@@ -296,13 +296,15 @@ public:
     figures.gradBucketBounds = bucketBounds;
     figures.trainComputeOps = trainComputeOps;
     figures.opsAfterFirstBucket = opsAfterFirstBucket;
+    figures.opsBeforeLastGather = opsBeforeLastGather;
     if (collectiveCount)
       os << "// " << collectiveCount << " collectives; " << overlappedCollectives
          << " of them overlap " << overlappedOps << " kernels and GEMMs in all.\n";
     if (!bucketBounds.empty())
       os << "// " << bucketBounds.size() - 1 << " gradient buckets; their reduce-scatters "
          << "overlap the last " << opsAfterFirstBucket << " of the train step's "
-         << trainComputeOps << " kernels and GEMMs.\n";
+         << trainComputeOps << " kernels and GEMMs; their parameter all-gathers (started "
+         << "by the next step) the first " << opsBeforeLastGather << ".\n";
     if (options.session)
       os << "\n// The device session of the training binary (runtime/cuda/session.inl).\n"
          << "#include \"runtime/cuda/session.inl\"\n\n"
@@ -1136,6 +1138,32 @@ private:
     if (train && grid[0] > 1)
       planGradBuckets(fn, params, offset, readyAt);
     size_t nextReady = 0;
+    // ZeRO-1's parameter all-gathers, deferred from the optimizer into the
+    // next train step (Megatron's overlap_param_gather): the step starts
+    // every bucket's gather first and waits for bucket k just before the
+    // first op that reads a parameter in it, so the forward up to there runs
+    // under the gathers still in flight.
+    const bool gatherParams = train && !bucketBounds.empty();
+    const int64_t paramBytes = typeBytes('a');
+    std::vector<bool> gatherWaited(gatherParams ? bucketBounds.size() - 1 : 0, false);
+    std::vector<int> gatherOrder;
+    auto needParams = [&](Operation &op) {
+      for (Value v : op.getOperands()) {
+        const Range r = ranges.lookup(v);
+        if (r.space != 'P')
+          continue;
+        for (size_t k = 0; k < gatherWaited.size(); ++k) {
+          const Range bucket{'P', bucketBounds[k] * paramBytes,
+                             bucketBounds[k + 1] * paramBytes};
+          if (gatherWaited[k] || !bucket.overlaps(r))
+            continue;
+          gatherWaited[k] = true;
+          gatherOrder.push_back(int(k));
+          opsBeforeLastGather = trainComputeOps;
+          b << "  llama_coll::params_needed(" << k << ", stream);\n";
+        }
+      }
+    };
     SmallVector<int> deferred; // written last by a collective still in flight
     bool anyReady = false;
     auto markReady = [&](int64_t pos) {
@@ -1165,6 +1193,13 @@ private:
       ++pos;
       markReady(pos);
       if (auto ret = dyn_cast<func::ReturnOp>(op)) {
+        // A bucket no op read (none in a LLaMA) is still gathered.
+        for (size_t k = 0; k < gatherWaited.size(); ++k)
+          if (!gatherWaited[k]) {
+            gatherWaited[k] = true;
+            gatherOrder.push_back(int(k));
+            b << "  llama_coll::params_needed(" << k << ", stream);\n";
+          }
         // Every collective completes before the step's results are read.
         if (!pending.empty())
           waitFor(b, pending.size() - 1);
@@ -1216,6 +1251,8 @@ private:
                                      (params[out - 1].offset + numel(r)) * 4}
                              : Range{'A', offsets[i], offsets[i] + numel(r) * typeBytes(type)};
       }
+      if (gatherParams)
+        needParams(op);
       // Collectives still in flight that this op depends on (it reads
       // their output, or writes over their input or output) complete first.
       beforeOp(b, op, /*compute=*/!isCollective(&op));
@@ -1262,6 +1299,12 @@ private:
     maxWorkspace = std::max(maxWorkspace, workspace);
     if (train && !readyAt.empty())
       opsAfterFirstBucket = trainComputeOps - computeOpsAtFirstBucket;
+    if (gatherParams) {
+      std::string starts;
+      for (int k : gatherOrder)
+        starts += "  llama_coll::params_gather(" + std::to_string(k) + ", stream);\n";
+      body = starts + body;
+    }
     if (!train) {
       os << "// The loss of one batch, forward only (@forward), on the device.\n"
          << "extern \"C\" void llama_cuda_eval_loss(const " << hostType('a')
@@ -1655,7 +1698,8 @@ private:
   int collectiveCount = 0;        // over the host functions emitted
   int64_t overlappedOps = 0, overlappedCollectives = 0, stagingBytes = 0;
   std::vector<int64_t> bucketBounds; // dp grids: the gradient buckets
-  int64_t trainComputeOps = 0, computeOpsAtFirstBucket = 0, opsAfterFirstBucket = 0;
+  int64_t trainComputeOps = 0, computeOpsAtFirstBucket = 0, opsAfterFirstBucket = 0,
+          opsBeforeLastGather = 0;
 
   /// A buffer type as the host functions spell it.
   std::string hostType(char t) const {

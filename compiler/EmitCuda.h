@@ -56,6 +56,9 @@ struct CudaPlanFigures {
   /// first bucket is ready (the backward its reduce-scatters overlap).
   std::vector<int64_t> gradBucketBounds;
   int64_t trainComputeOps = 0, opsAfterFirstBucket = 0;
+  /// The train step's kernels and GEMMs before its wait for the last
+  /// bucket's parameter all-gather (dp grids).
+  int64_t opsBeforeLastGather = 0;
 };
 mlir::LogicalResult emitCudaKernels(mlir::ModuleOp module, llvm::raw_ostream &os,
                                     const CudaEmitOptions &options,

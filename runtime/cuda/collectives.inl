@@ -7,7 +7,8 @@
 // per grid axis with ncclCommSplit (tp groups: consecutive ranks; dp groups:
 // ranks with the same tp index, as comm.h lays the grid out). Collectives
 // run on communication streams (lanes) of their own, one for the program's
-// collectives and one for the dp gradient buckets: start(k) records an event
+// collectives and one for the ZeRO-1 buckets (gradient reduce-scatters,
+// parameter all-gathers): start(k) records an event
 // on the compute stream, the lane's stream waits for it, runs the collective
 // and records done[k]; wait(k) makes the compute stream wait for
 // done[k]. The compiler places wait(k) before the first later op that reads
@@ -32,18 +33,25 @@
 // first that did not, and the job ends (ncclCommAbort, comm::abort_job).
 //
 // Under LLAMA_CUDA_EMULATE the same class runs over runtime/comm's MPI
-// collectives on host memory, and start(k) only queues the collective:
-// it runs when wait(k) (or a later wait) is reached. That is the latest
-// moment a GPU could run it, so a misplaced wait (a kernel overwriting a
-// collective's input before it ran, or reading its output too early) gives
-// wrong numbers in the emulated tests instead of a race that shows only on
-// some GPU runs.
+// collectives on host memory, at one of the two ends of the window in which
+// a GPU could run it (LLAMA_EMULATE_COLLECTIVES):
+//   late (the default): start(k) only queues the collective on its lane; it
+//     runs when wait(k) or a later wait on the same lane is reached (lanes
+//     are independent streams on a GPU), so a misplaced wait (a kernel
+//     overwriting a collective's input before it ran, or reading its output
+//     too early) gives wrong numbers;
+//   early: it runs at start(k), so a start placed before its input is
+//     complete (a gradient bucket marked ready while the backward still
+//     writes it) gives wrong numbers.
+// The tests run both, instead of a race that shows only on some GPU runs.
 #pragma once
 
 #include "runtime/comm/comm.h"
 
+#include <algorithm>
 #include <chrono>
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
 #include <deque>
 #include <map>
@@ -77,7 +85,7 @@ struct Collective {
   int axis;
   const char *what;
   // The communication stream: 0 for the program's collectives, 1 for the
-  // dp gradient buckets, so that a bucket's reduce-scatter never delays a
+  // ZeRO-1 buckets, so that a bucket's reduce-scatter or gather never delays a
   // tensor-parallel collective the backward is about to wait for.
   int lane = 0;
 };
@@ -98,6 +106,30 @@ inline GradBuckets *grad_buckets = nullptr;
 inline void grads_ready(int bucket, cudaStream_t stream) {
   if (grad_buckets)
     grad_buckets->ready(bucket, stream);
+}
+
+// The same buckets' parameter all-gathers, which the optimizer leaves to
+// the next train step: the step calls params_gather(k) for every bucket at
+// its start (in the order the forward reads them) and params_needed(k) just
+// before the first op that reads a parameter of bucket k (the compiler's
+// schedule), so the forward runs under the gathers still in flight. The
+// session installs itself for the first micro-step after an update.
+class ParamBuckets {
+public:
+  virtual void gather(int bucket, cudaStream_t stream) = 0;
+  virtual void needed(int bucket, cudaStream_t stream) = 0;
+
+protected:
+  ~ParamBuckets() = default;
+};
+inline ParamBuckets *param_buckets = nullptr;
+inline void params_gather(int bucket, cudaStream_t stream) {
+  if (param_buckets)
+    param_buckets->gather(bucket, stream);
+}
+inline void params_needed(int bucket, cudaStream_t stream) {
+  if (param_buckets)
+    param_buckets->needed(bucket, stream);
 }
 
 #ifndef LLAMA_PARTITIONED_SOURCE
@@ -206,7 +238,14 @@ public:
     names_[c.index] = c.what;
 #ifdef LLAMA_CUDA_EMULATE
     (void)stream;
-    pending_.push_back(c);
+    if (c.lane < 0 || c.lane > 1)
+      throw std::logic_error("collective " + std::string(c.what) + ": no lane " +
+                             std::to_string(c.lane));
+    lane_[c.index] = c.lane;
+    if (early_)
+      run(c);
+    else
+      pending_[c.lane].push_back(c);
 #else
     check_staging(c);
     event(ready_, c.index);
@@ -225,15 +264,23 @@ public:
   void wait(int index, cudaStream_t stream) {
 #ifdef LLAMA_CUDA_EMULATE
     (void)stream;
-    while (!pending_.empty()) {
-      const Collective c = pending_.front();
-      pending_.pop_front();
+    auto lane = lane_.find(index);
+    if (lane == lane_.end())
+      throw std::logic_error("llama_coll::wait: collective #" + std::to_string(index) +
+                             " was never started");
+    if (early_)
+      return;
+    std::deque<Collective> &queue = pending_[lane->second];
+    if (std::none_of(queue.begin(), queue.end(),
+                     [&](const Collective &c) { return c.index == index; }))
+      return; // already run by an earlier wait on its lane
+    for (;;) {
+      const Collective c = queue.front();
+      queue.pop_front();
       run(c);
       if (c.index == index)
         return;
     }
-    throw std::logic_error("llama_coll::wait: collective #" + std::to_string(index) +
-                           " was never started");
 #else
     LLAMART_CUDA_CHECK(cudaStreamWaitEvent(stream, done_.at(index), 0));
 #endif
@@ -244,10 +291,11 @@ public:
   void synchronize(cudaStream_t stream) {
 #ifdef LLAMA_CUDA_EMULATE
     (void)stream;
-    if (!pending_.empty())
-      throw std::logic_error("a step ended with collective #" +
-                             std::to_string(pending_.front().index) + " (" +
-                             pending_.front().what + ") never waited for");
+    for (const std::deque<Collective> &queue : pending_)
+      if (!queue.empty())
+        throw std::logic_error("a step ended with collective #" +
+                               std::to_string(queue.front().index) + " (" +
+                               queue.front().what + ") never waited for");
 #else
     const auto start = std::chrono::steady_clock::now();
     const double timeout = llamart::comm::timeout_s();
@@ -379,7 +427,19 @@ private:
     llamart::comm::reduce_scatter(v.data(), mine.data(), 1, n, axis_of(c), c.what);
     narrow(mine, out, c);
   }
-  std::deque<Collective> pending_;
+  // Per lane, the collectives started and not yet run (late mode).
+  std::deque<Collective> pending_[2];
+  std::map<int, int> lane_; // collective index -> lane
+  const bool early_ = emulate_early();
+  static bool emulate_early() {
+    const char *mode = std::getenv("LLAMA_EMULATE_COLLECTIVES");
+    if (!mode || !*mode || std::strcmp(mode, "late") == 0)
+      return false;
+    if (std::strcmp(mode, "early") == 0)
+      return true;
+    throw std::runtime_error(std::string("LLAMA_EMULATE_COLLECTIVES=") + mode +
+                             ": expected 'early' or 'late'");
+  }
 #else
   ncclComm_t comm(const Collective &c) const { return comms_[c.axis < 0 ? 2 : c.axis]; }
   static ncclDataType_t dtype(const Collective &c) {
@@ -418,8 +478,8 @@ private:
     msg += last > 0 ? "the last collective to complete was " + name(last - 1) +
                           ", the next " + name(last)
                     : std::string("no collective completed; the first is ") + name(0);
-    if (const int bucket = progress_[1]) // the gradient buckets' stream
-      msg += "; the last gradient bucket to complete was " + name(bucket - 1);
+    if (const int bucket = progress_[1]) // the ZeRO-1 buckets' stream
+      msg += "; the last ZeRO-1 bucket collective to complete was " + name(bucket - 1);
     for (ncclComm_t c : comms_)
       if (c)
         ncclCommAbort(c);

@@ -17,7 +17,8 @@
 // runs eagerly, so cuBLASLt plans every GEMM shape outside the capture) and
 // replayed from then on; one graph per destination (overwrite, accumulate)
 // and, on a dp grid, per whether it reduce-scatters the gradient buckets
-// (the update's last micro-step).
+// (the update's last micro-step) and whether it all-gathers the parameters
+// the last update left stale (the first micro-step after one).
 //
 // Determinism: every generated kernel sums in a fixed order; the gradient
 // norm below reduces fixed chunks in fp64 and the chunk partials in index
@@ -178,7 +179,9 @@ __global__ void __launch_bounds__(kThreads)
 
 } // namespace session_kernels
 
-class CudaSession final : public DeviceSession, private llama_coll::GradBuckets {
+class CudaSession final : public DeviceSession,
+                          private llama_coll::GradBuckets,
+                          private llama_coll::ParamBuckets {
 public:
   CudaSession(const ProgramInfo &program, const StepProgram &step)
       : program_(program), step_(step), n_(program.param_numel),
@@ -343,6 +346,7 @@ public:
   static void host_round(float x, __nv_bfloat16 &out) { out = __float2bfloat16(x); }
 
   void upload(const float *params, const float *m, const float *v) override {
+    params_stale_ = false; // every rank's whole local buffer, from the host
     const size_t bytes = size_t(n_) * sizeof(float), sbytes = size_t(sn_) * sizeof(float);
     LLAMA_CUDA_CALL(cudaMemcpy(m_, m, sbytes, cudaMemcpyHostToDevice));
     LLAMA_CUDA_CALL(cudaMemcpy(v_, v, sbytes, cudaMemcpyHostToDevice));
@@ -371,6 +375,8 @@ public:
   }
 
   void download(float *params, float *m, float *v) override {
+    if (!sharded_masters_)
+      gather_params(); // the whole local buffer is read below
     sync();
     const size_t bytes = size_t(n_) * sizeof(float), sbytes = size_t(sn_) * sizeof(float);
     if (sharded_masters_) {
@@ -401,16 +407,30 @@ public:
     // gradients bucket by bucket as the backward completes them (ready()
     // below, called from the step); the graph waits for the last bucket.
     const bool reduce = last && dp_ > 1;
-    const int variant = (accumulate ? 1 : 0) + (reduce ? 2 : 0);
+    // The first micro-step after an update gathers the updated parameters
+    // bucket by bucket under its forward (params_gather/params_needed).
+    if (params_stale_ && accumulate)
+      gather_params(); // (the trainer's first micro-step never accumulates)
+    const bool gather = params_stale_;
+    const int variant = (accumulate ? 1 : 0) + (reduce ? 2 : 0) + (gather ? 4 : 0);
     auto body = [&] {
       float *dst = accumulate ? grads2_ : grads_;
       accumulating_ = accumulate;
       bucket_done_.assign(size_t(shard_.buckets()), false);
       last_bucket_ = -1;
+      gathers_started_.assign(size_t(shard_.buckets()), false);
+      gathers_waited_.assign(size_t(shard_.buckets()), false);
       llama_coll::grad_buckets = reduce ? this : nullptr;
+      llama_coll::param_buckets = gather ? this : nullptr;
       step_.train_step(weights(), dst, tokens_, targets_, arena_, workspace_, loss_,
                        gemm_, stream_);
       llama_coll::grad_buckets = nullptr;
+      llama_coll::param_buckets = nullptr;
+      if (gather)
+        for (int k = 0; k < shard_.buckets(); ++k)
+          if (!gathers_waited_[size_t(k)])
+            throw std::logic_error("the train step never waited for parameter bucket " +
+                                   std::to_string(k) + "'s all-gather");
       if (reduce) {
         for (int k = 0; k < shard_.buckets(); ++k)
           if (!bucket_done_[size_t(k)])
@@ -424,6 +444,7 @@ public:
     };
     run_graph(variant, body);
     shard_current_ = reduce;
+    params_stale_ = false;
     return read_loss();
   }
 
@@ -485,24 +506,14 @@ public:
                    params_, sharded_masters_, shard_grads(), m_, v_, copy_);
       check_launch();
     }
-    if (sharded_masters_) {
-      // Every dp rank's updated bf16 pieces into every rank's copy (in
-      // place, bucket by bucket), half the bytes of gathering the masters.
-      gather_buckets(copy_, 'a', "bf16 parameter all-gather (ZeRO-1)");
-    } else if (dp_ > 1) {
-      // Every dp rank's updated pieces into every rank's parameters (NCCL's
-      // in-place all-gather: the input is this rank's block of the output),
-      // and the storage copy of the whole buffer from them.
-      gather_buckets(params_, 'f', "parameter all-gather (ZeRO-1)");
-      if (kCopy) {
-        LLAMA_LAUNCH(session_kernels::to_storage_k, dim3(blocks(pn_)),
-                     dim3(session_kernels::kThreads), stream_, params_, copy_, pn_);
-        check_launch();
-      }
-    }
+    // On a dp grid every rank updated its own pieces of each bucket; the
+    // other ranks' pieces arrive by all-gather in the next train step, under
+    // its forward, or before anything else reads the weights.
+    params_stale_ = dp_ > 1;
   }
 
   double eval_loss(const int32_t *tokens, const int32_t *targets) override {
+    gather_params();
     put_batch(tokens, targets);
     step_.eval_loss(weights(), tokens_, targets_, arena_, workspace_, loss_, gemm_,
                     stream_);
@@ -724,16 +735,53 @@ private:
     start_bucket(k, stream);
   }
 
-  // The in-place all-gather over dp of every bucket's pieces of `buf` (the
-  // flat local buffer; `type` as Collective::type), then the wait.
-  template <typename B> void gather_buckets(B *buf, char type, const char *what) {
-    for (int k = 0; k < shard_.buckets(); ++k) {
-      const train::DpShard::Piece p = shard_.piece(k);
-      comm_->start({kGatherParams + k, llama_coll::Kind::AllGather, buf + p.flat,
-                    buf + shard_.bounds[size_t(k)], 1, p.count, type, 0, what},
-                   stream_);
-    }
+  // ZeRO-1's parameter all-gather of bucket k over dp, in place: every
+  // rank's updated piece into every rank's weights the step reads (NCCL's
+  // in-place all-gather: the input is this rank's block of the output).
+  // With bf16 storage on a dp grid that is the bf16 copy (the fp32 masters
+  // exist for the shard alone): half the bytes of gathering fp32.
+  void start_gather(int k, cudaStream_t stream, int lane) {
+    const train::DpShard::Piece p = shard_.piece(k);
+    if (sharded_masters_)
+      comm_->start({kGatherParams + k, llama_coll::Kind::AllGather, copy_ + p.flat,
+                    copy_ + shard_.bounds[size_t(k)], 1, p.count, 'a', 0,
+                    "bf16 parameter all-gather (ZeRO-1 bucket)", lane},
+                   stream);
+    else
+      comm_->start({kGatherParams + k, llama_coll::Kind::AllGather, params_ + p.flat,
+                    params_ + shard_.bounds[size_t(k)], 1, p.count, 'f', 0,
+                    "parameter all-gather (ZeRO-1 bucket)", lane},
+                   stream);
+  }
+
+  // Every bucket's gather now, where the weights are read outside a train
+  // step (evaluation, a save's download) after an update.
+  void gather_params() {
+    if (!params_stale_)
+      return;
+    for (int k = 0; k < shard_.buckets(); ++k)
+      start_gather(k, stream_, 0);
     comm_->wait(kGatherParams + shard_.buckets() - 1, stream_);
+    params_stale_ = false;
+  }
+
+  // llama_coll::ParamBuckets (installed for the first micro-step after an
+  // update): the step starts bucket k's gather on the gradient buckets'
+  // lane, then waits for it before the first op reading its parameters.
+  void gather(int k, cudaStream_t stream) override {
+    if (k < 0 || k >= shard_.buckets() || gathers_started_[size_t(k)])
+      throw std::logic_error("the train step started parameter bucket " + std::to_string(k) +
+                             "'s all-gather twice or out of range");
+    gathers_started_[size_t(k)] = true;
+    start_gather(k, stream, 1);
+  }
+  void needed(int k, cudaStream_t stream) override {
+    if (k < 0 || k >= shard_.buckets() || !gathers_started_[size_t(k)] ||
+        gathers_waited_[size_t(k)])
+      throw std::logic_error("the train step waited for parameter bucket " +
+                             std::to_string(k) + " out of order");
+    gathers_waited_[size_t(k)] = true;
+    comm_->wait(kGatherParams + k, stream);
   }
 
 #ifndef LLAMA_CUDA_EMULATE
@@ -771,6 +819,11 @@ private:
   // accumulates, the buckets marked ready, the last started.
   bool shard_current_ = false, accumulating_ = false;
   std::vector<bool> bucket_done_;
+  // After an update on a dp grid, the other ranks' pieces of the weights are
+  // stale until gathered (params_stale_); within a step's body, the
+  // buckets whose gathers it started and waited for.
+  bool params_stale_ = false;
+  std::vector<bool> gathers_started_, gathers_waited_;
   int last_bucket_ = -1;
   std::unique_ptr<llama_coll::Communicator> comm_;
   std::string device_;
@@ -792,9 +845,10 @@ private:
   int64_t bytes_params_ = 0, bytes_grads_ = 0, bytes_optimizer_ = 0, bytes_arena_ = 0,
           bytes_work_ = 0;
 #ifndef LLAMA_CUDA_EMULATE
-  // Per variant: overwrite / accumulate, without / with the bucket reduction.
-  cudaGraphExec_t graphs_[4] = {nullptr, nullptr, nullptr, nullptr};
-  int64_t calls_[4] = {0, 0, 0, 0};
+  // Per variant: overwrite / accumulate, without / with the bucket
+  // reduction, without / with the parameter gathers.
+  cudaGraphExec_t graphs_[8] = {};
+  int64_t calls_[8] = {};
 #endif
 };
 

@@ -7,11 +7,17 @@
 # only when the host step waits for it: the latest moment a GPU's
 # communication stream could run it, so a wait the compiler placed too late
 # (a kernel overwriting a collective's buffer, or reading its output too
-# early) changes the numbers here. ZeRO-1 runs on the device session
+# early) changes the numbers here; every fp32 grid (and the dp grids'
+# gradient accumulation, and bf16 dp2tp2) also runs with
+# LLAMA_EMULATE_COLLECTIVES=early, each collective run where it is started,
+# which catches a start placed before its input is complete (a gradient
+# bucket marked ready too early). ZeRO-1 runs on the device session
 # (gradients reduce-scattered over dp, AdamW on the shard, parameters
 # all-gathered); the dp grids are built with small gradient buckets
 # (--grad-bucket 1000: 4-8 buckets), whose reduce-scatters the train step
-# starts as the backward completes each one; dp2 also trains with gradient
+# starts as the backward completes each one, and whose parameter
+# all-gathers the next train step starts first and waits for just before
+# the forward reads each bucket; dp2 also trains with gradient
 # accumulation (the buckets of the last micro-batch add the earlier ones'
 # sum before they are reduced) and with gradients replaced after the step
 # (--inject nan@3: the session reduces them again).
@@ -53,6 +59,10 @@ for grid in "tp2 2 --tp 2" "tp2sp 2 --tp 2 --sp" "dp2 2 --dp 2 ${BUCKETS[*]}" \
   launch $n ./$name "${TRAIN[@]}" --run-dir $name-run > $name.out 2>&1 || { cat $name.out; die "$name on $n ranks failed"; }
   ./$name info --json | grep -q '"target": *"cuda"' || die "$name: not a CUDA training binary"
   compare $name-run one-run 1e-5 l2 || die "$name (emulated GPU) differs from the single-rank CPU run"
+  # The other end of each collective's window: run where it is started.
+  LLAMA_EMULATE_COLLECTIVES=early launch $n ./$name "${TRAIN[@]}" --run-dir $name-early \
+    > $name-early.out 2>&1 || { cat $name-early.out; die "$name (collectives early) failed"; }
+  compare $name-early one-run 1e-5 l2 || die "$name with collectives run early differs from the CPU run"
 done
 
 # Gradient accumulation on a dp grid, 2 updates (CI time) of 2 micro-batches:
@@ -61,10 +71,12 @@ SHORT=(train --data data --steps 2 --lr 3e-3 --warmup 1 --eval-every 2 --eval-ba
        --checkpoint-every 2 --quiet)
 ./one "${SHORT[@]}" --grad-accum 2 --run-dir one-acc > one-acc.out 2>&1 \
   || { cat one-acc.out; die "single-rank CPU run with --grad-accum 2 failed"; }
-launch 2 ./dp2 "${SHORT[@]}" --grad-accum 2 --run-dir dp2acc-run > dp2acc.out 2>&1 \
-  || { cat dp2acc.out; die "dp2 with --grad-accum 2 failed"; }
-"$PY" "$SRC/test/integration/compare_runs.py" --label cuda_multirank --final-step 2 \
-  dp2acc-run one-acc 1e-5 l2 || die "dp2 with --grad-accum 2 differs from the CPU run"
+for mode in late early; do
+  LLAMA_EMULATE_COLLECTIVES=$mode launch 2 ./dp2 "${SHORT[@]}" --grad-accum 2 \
+    --run-dir dp2acc-$mode > dp2acc.out 2>&1 || { cat dp2acc.out; die "dp2 with --grad-accum 2 failed"; }
+  "$PY" "$SRC/test/integration/compare_runs.py" --label cuda_multirank --final-step 2 \
+    dp2acc-$mode one-acc 1e-5 l2 || die "dp2 with --grad-accum 2 ($mode) differs from the CPU run"
+done
 
 # Gradients replaced after the step (--inject nan@3 writes a NaN into every
 # rank's local gradients): the session reduces them again before the norm,
@@ -102,6 +114,10 @@ for grid in "dp2tp2b 4 --dp 2 --tp 2 ${BUCKETS[*]}" "tp2spb 2 --tp 2 --sp"; do
   launch $n ./$name "${TRAIN[@]}" --run-dir $name-run > $name.out 2>&1 || { cat $name.out; die "$name on $n ranks failed"; }
   compare --metrics-only $name-run oneb-run 2e-3 l2 || die "bf16 $name differs from the single-device bf16 run"
 done
+# The bf16 copy's gathers too, run where they start: the same run exactly.
+LLAMA_EMULATE_COLLECTIVES=early launch 4 ./dp2tp2b "${TRAIN[@]}" --run-dir dp2tp2b-early \
+  > b0.out 2>&1 || { cat b0.out; die "bf16 dp2tp2 (collectives early) failed"; }
+compare dp2tp2b-early dp2tp2b-run 0 max || die "bf16 dp2tp2: collectives run early change the run"
 
 # bf16 on a dp grid keeps the fp32 master weights of each rank's shard alone
 # (the bf16 copy is all-gathered); a checkpoint gathers the weights from the
@@ -123,7 +139,9 @@ echo "cuda_multirank: $(grep '^cuda-coll' report.txt | tr '\n' ' ')"
 compile "${MODEL[@]}" --dp 2 --tp 2 "${BUCKETS[@]}" --target cuda --report > report-dp.txt
 grep -q "^cuda-grad-buckets: [2-9] (reduce-scatters overlap the last [1-9][0-9]* of [1-9][0-9]* " report-dp.txt \
   || { cat report-dp.txt; die "--report --target cuda: no overlapped gradient buckets"; }
-echo "cuda_multirank: $(grep '^cuda-grad-buckets' report-dp.txt)"
+grep -q "^cuda-param-gathers: [2-9] (all-gathers overlap the first [1-9][0-9]* of [1-9][0-9]* " report-dp.txt \
+  || { cat report-dp.txt; die "--report --target cuda: no overlapped parameter gathers"; }
+echo "cuda_multirank: $(grep '^cuda-grad-buckets\|^cuda-param-gathers' report-dp.txt | tr '\n' ' ')"
 
 NVCC=${CUDACXX:-/usr/local/cuda/bin/nvcc}
 if [ -x "$NVCC" ]; then

@@ -13,9 +13,12 @@
 //                           position)
 //   __shared__           -> `static` (one instance; blocks run one at a time)
 //   __nv_bfloat16        -> a 16-bit struct with round-to-nearest-even
-// Between barriers the threads run highest index first, so a thread that
-// reads what a lower thread writes (lane 0's partial sums) without the
-// barrier in between reads it stale and the tests see it. A barrier that
+// Between barriers the threads run in a pseudo-random order (a fresh
+// permutation per phase, the same on every run), so a thread that reads
+// what another writes without the barrier in between reads it stale, and
+// the tests see it, whichever thread wrote it. (Highest index first, the
+// order used before, caught reads of lower threads' writes only: a tree
+// reduction without its barriers passed.) A barrier that
 // can never complete (some lanes of a warp at __syncthreads, others at a
 // shuffle) throws instead of hanging.
 // Fiber switches are the emulator's inner loop (a block of 256 threads
@@ -41,6 +44,7 @@
 #include <memory>
 #include <stdexcept>
 #include <string>
+#include <utility>
 #include <vector>
 
 struct dim3 {
@@ -125,6 +129,8 @@ struct Block {
   std::unique_ptr<char[]> stacks{new char[1024 * kStackBytes]};
   Context scheduler;
   unsigned current = 0;
+  std::vector<unsigned> order; // the running phase's thread order
+  uint64_t launches = 0;       // blocks run on this thread: seeds the orders
   void (*body)(void *) = nullptr;
   void *arg = nullptr;
 };
@@ -185,14 +191,28 @@ inline void wait(State at) {
 inline void warp_sync() { wait(State::AtWarpBarrier); }
 
 // Runs every thread of one block to completion.
-inline void run_block(Block &b, unsigned threads) {
+// `seed` picks the order the threads run in between barriers.
+inline void run_block(Block &b, unsigned threads, uint64_t seed) {
   b.fibers.assign(threads, Fiber());
   for (unsigned t = 0; t < threads; ++t)
     make_context(b.fibers[t].context, b.stacks.get() + t * Block::kStackBytes,
                  Block::kStackBytes);
+  std::vector<unsigned> &order = b.order;
+  order.resize(threads);
   for (;;) {
+    // A fresh permutation for each phase between barriers (Fisher-Yates,
+    // splitmix64): any thread may run before any other, as on a GPU.
+    for (unsigned t = 0; t < threads; ++t)
+      order[t] = t;
+    for (unsigned t = threads; t > 1; --t) {
+      uint64_t z = (seed += 0x9e3779b97f4a7c15ull);
+      z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+      z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+      z ^= z >> 31;
+      std::swap(order[t - 1], order[size_t(z % t)]);
+    }
     bool ran = false;
-    for (unsigned t = threads; t-- > 0;) {
+    for (unsigned t : order) {
       if (b.fibers[t].state != State::Ready)
         continue;
       b.current = t;
@@ -259,7 +279,7 @@ template <typename F> void launch(dim3 grid, dim3 block, F body) {
       for (unsigned by = 0; by < grid.y; ++by)
         for (unsigned bx = 0; bx < grid.x; ++bx) {
           blockIdx = dim3(bx, by, bz);
-          run_block(b, block.x);
+          run_block(b, block.x, ++b.launches * 0x2545f4914f6cdd1dull);
         }
   } catch (...) {
     running = nullptr;

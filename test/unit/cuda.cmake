@@ -7,3 +7,9 @@ if(LLAMA_HAVE_CUDA)
   set_tests_properties(cuda_gemm_test PROPERTIES LABELS cuda
     SKIP_REGULAR_EXPRESSION "no CUDA device")
 endif()
+# The CUDA emulation layer (runtime/cuda/emulate.h) the GPU tests run on
+# without a GPU: fibers, barriers, shuffles, ballots, per-thread stacks and
+# floating-point state, on kernels written in the test.
+add_executable(emulate_test ${CMAKE_CURRENT_LIST_DIR}/emulate_test.cpp)
+target_link_libraries(emulate_test PRIVATE GTest::gtest_main)
+gtest_discover_tests(emulate_test)

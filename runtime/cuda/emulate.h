@@ -77,7 +77,7 @@ enum class State { Ready, AtBlockBarrier, AtWarpBarrier, Done };
 // context switch for code that calls it as a function. Not global: each
 // translation unit that includes this header has its own copy.
 asm(R"(
-  .text
+  .pushsection .text
   .p2align 4
   .type llama_emu_switch, @function
 llama_emu_switch:
@@ -103,6 +103,7 @@ llama_emu_switch:
   popq %rbp
   ret
   .size llama_emu_switch, .-llama_emu_switch
+  .popsection
 )");
 extern "C" void llama_emu_switch(void **from_sp, void *to_sp);
 

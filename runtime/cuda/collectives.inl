@@ -267,10 +267,11 @@ public:
     auto lane = lane_.find(index);
     if (lane == lane_.end())
       throw std::logic_error("llama_coll::wait: collective #" + std::to_string(index) +
-                             " was never started");
+                             " was not started since it was last waited for");
+    std::deque<Collective> &queue = pending_[lane->second];
+    lane_.erase(lane);
     if (early_)
       return;
-    std::deque<Collective> &queue = pending_[lane->second];
     if (std::none_of(queue.begin(), queue.end(),
                      [&](const Collective &c) { return c.index == index; }))
       return; // already run by an earlier wait on its lane
@@ -429,7 +430,7 @@ private:
   }
   // Per lane, the collectives started and not yet run (late mode).
   std::deque<Collective> pending_[2];
-  std::map<int, int> lane_; // collective index -> lane
+  std::map<int, int> lane_; // started and not yet waited for: index -> lane
   const bool early_ = emulate_early();
   static bool emulate_early() {
     const char *mode = std::getenv("LLAMA_EMULATE_COLLECTIVES");

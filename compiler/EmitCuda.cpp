@@ -1147,6 +1147,12 @@ private:
     const int64_t paramBytes = typeBytes('a');
     std::vector<bool> gatherWaited(gatherParams ? bucketBounds.size() - 1 : 0, false);
     std::vector<int> gatherOrder;
+    auto waitGather = [&](size_t k) {
+      gatherWaited[k] = true;
+      gatherOrder.push_back(int(k));
+      opsBeforeLastGather = trainComputeOps;
+      b << "  llama_coll::params_needed(" << k << ", stream);\n";
+    };
     auto needParams = [&](Operation &op) {
       for (Value v : op.getOperands()) {
         const Range r = ranges.lookup(v);
@@ -1155,12 +1161,8 @@ private:
         for (size_t k = 0; k < gatherWaited.size(); ++k) {
           const Range bucket{'P', bucketBounds[k] * paramBytes,
                              bucketBounds[k + 1] * paramBytes};
-          if (gatherWaited[k] || !bucket.overlaps(r))
-            continue;
-          gatherWaited[k] = true;
-          gatherOrder.push_back(int(k));
-          opsBeforeLastGather = trainComputeOps;
-          b << "  llama_coll::params_needed(" << k << ", stream);\n";
+          if (!gatherWaited[k] && bucket.overlaps(r))
+            waitGather(k);
         }
       }
     };
@@ -1195,11 +1197,8 @@ private:
       if (auto ret = dyn_cast<func::ReturnOp>(op)) {
         // A bucket no op read (none in a LLaMA) is still gathered.
         for (size_t k = 0; k < gatherWaited.size(); ++k)
-          if (!gatherWaited[k]) {
-            gatherWaited[k] = true;
-            gatherOrder.push_back(int(k));
-            b << "  llama_coll::params_needed(" << k << ", stream);\n";
-          }
+          if (!gatherWaited[k])
+            waitGather(k);
         // Every collective completes before the step's results are read.
         if (!pending.empty())
           waitFor(b, pending.size() - 1);

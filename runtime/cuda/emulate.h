@@ -41,6 +41,7 @@
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
+#include <exception>
 #include <memory>
 #include <stdexcept>
 #include <string>
@@ -134,6 +135,7 @@ struct Block {
   uint64_t launches = 0;       // blocks run on this thread: seeds the orders
   void (*body)(void *) = nullptr;
   void *arg = nullptr;
+  std::exception_ptr error; // thrown by a thread of the block being run
 };
 inline thread_local Block *running = nullptr;
 
@@ -147,9 +149,16 @@ inline void switch_to(Context &from, Context &to) {
 
 // A fiber's first frame: runs the kernel for this thread, then hands control
 // back to the scheduler for good (a Done fiber is never resumed).
+// An exception cannot unwind past this frame (the fiber's stack has no
+// caller): it is kept for the scheduler, which rethrows it from the launch
+// and abandons the block's other threads.
 [[noreturn]] inline void fiber_main() {
   Block &b = *running;
-  b.body(b.arg);
+  try {
+    b.body(b.arg);
+  } catch (...) {
+    b.error = std::current_exception();
+  }
   b.fibers[b.current].state = State::Done;
   switch_to(b.fibers[b.current].context, b.scheduler);
   std::abort();
@@ -219,6 +228,8 @@ inline void run_block(Block &b, unsigned threads, uint64_t seed) {
       b.current = t;
       threadIdx = dim3(t);
       switch_to(b.scheduler, b.fibers[t].context);
+      if (b.error)
+        std::rethrow_exception(std::exchange(b.error, nullptr));
       ran = true;
     }
     // Release the barriers that every live participant has reached.
@@ -341,6 +352,18 @@ inline float __bfloat162float(__nv_bfloat16 h) {
   return f;
 }
 
+inline unsigned short __bfloat16_as_ushort(__nv_bfloat16 h) { return h.bits; }
+inline __nv_bfloat16 __ushort_as_bfloat16(unsigned short bits) { return {bits}; }
+inline unsigned __float_as_uint(float f) {
+  unsigned u;
+  std::memcpy(&u, &f, 4);
+  return u;
+}
+inline float __uint_as_float(unsigned u) {
+  float f;
+  std::memcpy(&f, &u, 4);
+  return f;
+}
 inline float __int_as_float(int bits) {
   float f;
   std::memcpy(&f, &bits, 4);
@@ -348,6 +371,27 @@ inline float __int_as_float(int bits) {
 }
 inline float rsqrtf(float x) { return 1.0f / std::sqrt(x); }
 inline float __expf(float x) { return std::exp(x); }
+// sin(pi x) and cos(pi x), as CUDA's sincospif (exact range reduction, no
+// slow path); here through double and rounded once.
+inline void sincospif(float x, float *s, float *c) {
+  const double a = 3.14159265358979323846 * double(x);
+  *s = float(std::sin(a));
+  *c = float(std::cos(a));
+}
+
+// CUDA's vector types that the packed accesses of runtime/cuda/kernels use.
+struct alignas(16) int4 {
+  int x, y, z, w;
+};
+struct alignas(8) int2 {
+  int x, y;
+};
+struct alignas(8) float2 {
+  float x, y;
+};
+// Stores with a cache hint (st.global.wb.v4 on a GPU): plain stores here.
+inline void __stwb(int4 *p, int4 v) { *p = v; }
+inline void __stwb(int2 *p, int2 v) { *p = v; }
 inline void sincos(double x, double *s, double *c) {
   *s = std::sin(x);
   *c = std::cos(x);

@@ -13,3 +13,11 @@ endif()
 add_executable(emulate_test ${CMAKE_CURRENT_LIST_DIR}/emulate_test.cpp)
 target_link_libraries(emulate_test PRIVATE GTest::gtest_main)
 gtest_discover_tests(emulate_test)
+# The kernel families of runtime/cuda/kernels (norms, elementwise, rope)
+# under the emulator against the CPU runtime's kernels, at widths around the
+# 16-byte pack.
+add_executable(cuda_kernels_test ${CMAKE_CURRENT_LIST_DIR}/cuda_kernels_test.cpp)
+target_compile_definitions(cuda_kernels_test PRIVATE LLAMA_CUDA_EMULATE)
+target_link_libraries(cuda_kernels_test PRIVATE llamart_cpu OpenMP::OpenMP_CXX
+  ${OPENBLAS_LIBRARY} GTest::gtest_main)
+gtest_discover_tests(cuda_kernels_test)

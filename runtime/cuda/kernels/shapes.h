@@ -1,0 +1,63 @@
+// Launch shapes and workspace sizes of the kernel families in this folder,
+// as plain C++17 (no CUDA): the kernels (*.cuh) launch with them and the
+// compiler (compiler/EmitCuda.cpp) sizes the workspace and reports the
+// device memory with the same functions, so the two cannot drift.
+#pragma once
+
+#include <cstdint>
+
+// Callable from kernels too when nvcc compiles this.
+#if defined(__CUDACC__)
+#define LLK_HOST_DEVICE __host__ __device__
+#else
+#define LLK_HOST_DEVICE
+#endif
+
+namespace llk {
+
+LLK_HOST_DEVICE constexpr int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+LLK_HOST_DEVICE constexpr int64_t max_i64(int64_t a, int64_t b) { return a > b ? a : b; }
+LLK_HOST_DEVICE constexpr int64_t min_i64(int64_t a, int64_t b) { return a < b ? a : b; }
+
+/// Elements per 16-byte access of a type of `bytes` bytes (8 bf16, 4 fp32).
+LLK_HOST_DEVICE constexpr int pack_of(int bytes) { return 16 / bytes; }
+/// The pack a row of `d` elements uses: the full one when d is a multiple of
+/// it (every row then starts 16-byte aligned), else single elements.
+LLK_HOST_DEVICE constexpr int pack_for(int bytes, int64_t d) {
+  return d % pack_of(bytes) == 0 ? pack_of(bytes) : 1;
+}
+
+/// Row kernels keep a row in registers, at most kMaxPacks packs per thread
+/// (32 bf16 or 16 fp32 values): enough to hide latency with four 16-byte
+/// loads in flight per thread, few enough to stay far from spilling.
+constexpr int kMaxPacks = 4;
+/// Threads per row of `packs` packs: a multiple of 32, at most 1024, each
+/// holding at most kMaxPacks packs (so rows up to 4096 packs, 32k bf16, fit;
+/// longer rows loop over register tiles).
+LLK_HOST_DEVICE constexpr int row_threads(int64_t packs) {
+  int64_t t = 32;
+  while (t < 1024 && t * kMaxPacks < packs)
+    t *= 2;
+  return int(t);
+}
+/// Rows of one warp are batched four to a block (128 threads): a block of a
+/// single warp would cap an SM at 32 resident warps.
+LLK_HOST_DEVICE constexpr int rows_per_block(int threads) { return threads == 32 ? 4 : 1; }
+
+/// Elementwise kernels: 256 threads, one 16-byte pack each.
+constexpr int kElementwiseThreads = 256;
+
+/// The RMSNorm backward reduces the weight gradient in two steps: each
+/// block (a chunk of rows) keeps per-column partial sums in registers and
+/// writes them once; a second kernel adds the partials in chunk order. At
+/// most this many chunks (two per SM on an H100 is 264: enough blocks to
+/// fill the machine, few enough that the partials are small).
+constexpr int64_t kNormGradChunks = 256;
+LLK_HOST_DEVICE constexpr int64_t norm_grad_chunks(int64_t rows) { return min_i64(rows, kNormGradChunks); }
+/// fp32 partials, one row of `dim` per row group of every chunk.
+LLK_HOST_DEVICE constexpr int64_t norm_grad_workspace_bytes(int elem_bytes, int64_t rows, int64_t dim) {
+  return norm_grad_chunks(rows) *
+         rows_per_block(row_threads(dim / pack_for(elem_bytes, dim))) * dim * 4;
+}
+
+} // namespace llk

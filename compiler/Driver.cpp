@@ -74,6 +74,11 @@ cl::opt<std::string> fitMemory(
     cl::desc("pick the remat plan (and micro-batch, with gradient accumulation) "
              "that fits training in this many bytes, e.g. 80GiB"),
     cl::init(""), cl::cat(category));
+cl::opt<long> estimateGradAccum(
+    "grad-accum",
+    cl::desc("with --gpu: micro-batches per optimizer step (the training binary's "
+             "--grad-accum): the data-parallel collectives and AdamW run once per step"),
+    cl::init(1), cl::cat(category));
 cl::opt<std::string> gpuName(
     "gpu", cl::desc("with --report: estimate step time, MFU and GPU-hours on "
                     "a100-40gb | a100-80gb | h100-sxm | h100-pcie | h200"),
@@ -652,7 +657,11 @@ int run(int argc, char **argv) {
         return fail("--assume-mfu must be in (0, 1]");
       mfu = assumeMfu;
     }
-    auto estimate = gpu ? ::llama::estimateTraining(*module, *gpu)
+    if (estimateGradAccum < 1)
+      return fail("--grad-accum must be at least 1");
+    if (estimateGradAccum.getNumOccurrences() && !gpu)
+      return fail("--grad-accum needs --gpu (the training binary takes its own --grad-accum)");
+    auto estimate = gpu ? ::llama::estimateTraining(*module, *gpu, estimateGradAccum)
                         : ::llama::estimateFlops(*module);
     ::llama::printEstimate(estimate, gpu, tokens, mfu, llvm::outs());
   }

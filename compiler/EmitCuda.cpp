@@ -66,7 +66,9 @@ int64_t blocksFor(int64_t n, int64_t threads) { return (n + threads - 1) / threa
 
 // The kernel families (runtime/cuda/kernels/*.cuh) the launchers
 // instantiate, and the scalar helpers the kernels still emitted here use.
-const char *kPrelude = R"(#include "runtime/cuda/kernels/elementwise.cuh"
+const char *kPrelude = R"(#include "runtime/cuda/kernels/cross_entropy.cuh"
+#include "runtime/cuda/kernels/elementwise.cuh"
+#include "runtime/cuda/kernels/embedding.cuh"
 #include "runtime/cuda/kernels/norms.cuh"
 #include "runtime/cuda/kernels/rope.cuh"
 
@@ -344,10 +346,10 @@ private:
         llvm::append_range(work, def->getOperands());
       else if (isViewOp(def) || isCollective(def))
         work.push_back(def->getOperand(0)); // same buffer type as the input
-      else if (!isa<MatmulOp, EmbeddingGradOp, FillOp, RMSNormGradRstdOp>(def))
+      else if (!isa<MatmulOp, EmbeddingGradOp, FillOp, RMSNormGradRstdOp, RMSNormGradOp>(def))
         return def->emitOpError("produces a parameter gradient, which bf16 "
                                 "programs keep in fp32, and has no fp32 output yet");
-      else if (isa<RMSNormGradRstdOp>(def) && v != def->getResult(1))
+      else if (isa<RMSNormGradRstdOp, RMSNormGradOp>(def) && v != def->getResult(1))
         return def->emitOpError("its input gradient cannot be a parameter gradient");
     }
     return success();
@@ -420,6 +422,7 @@ private:
                            x.getIgnoreIndexAttr().getInt(),
                            x.getGradScale().convertToDouble());
         })
+        .Case([&](CrossEntropyGradOp g) { emitCrossEntropyGrad(g, name); })
         .Case([&](CrossEntropyOp x) {
           emitCrossEntropy(op, name, x.getLogits(), x.getTargets(),
                            x.getIgnoreIndexAttr().getInt(), std::nullopt);
@@ -504,81 +507,40 @@ private:
     add(op, name, t, llk::norm_grad_workspace_bytes(actBytes(), rows, dim));
   }
 
-  /// cross_entropy_fused: count the scored rows; one block per row computes
-  /// the row's loss term and writes its gradient (over the logits when they
-  /// alias); one block sums the loss terms.
+  /// cross_entropy_fused (with its gradient) and cross_entropy:
+  /// llk::cross_entropy_fused (runtime/cuda/kernels/cross_entropy.cuh): the
+  /// scored rows counted, one block per row (online max and sum, then the
+  /// gradient written over the logits when they alias), the loss summed.
   void emitCrossEntropy(Operation &op, const std::string &name, Value logits,
                         Value targets, int64_t ignore,
                         std::optional<double> gradScale) {
     int64_t vocab = ranked(logits).getShape().back();
     int64_t rows = numel(targets);
-    int64_t threads = rowThreads(vocab);
     const bool grad = gradScale.has_value();
     // Buffers: logits, targets, loss[, dlogits].
     SmallVector<bool> fp32 = {false, false, true, false};
     std::string t = types(op, fp32);
-    // Workspace: [0] scored rows, [1] bad targets (as floats), then rows terms.
-    os << "__global__ void __launch_bounds__(1024) " << name
-       << "_count(const int32_t *__restrict__ targets, float *__restrict__ ws) {\n"
-       << "  float n = 0.0f, bad = 0.0f;\n"
-       << "  for (int64_t r = threadIdx.x; r < " << rows << "; r += 1024) {\n"
-       << "    const int32_t t = targets[r];\n"
-       << "    if (t == " << ignore << ")\n      continue;\n"
-       << "    if (t < 0 || t >= " << vocab << ")\n      bad += 1.0f;\n"
-       << "    else\n      n += 1.0f;\n  }\n"
-       << "  n = block_sum(n);\n  bad = block_sum(bad);\n"
-       << "  if (threadIdx.x == 0) {\n    ws[0] = n;\n    ws[1] = bad;\n  }\n}\n";
-    os << "__global__ void __launch_bounds__(" << threads << ") " << name
-       << "_rows(const act_t *logits, const int32_t *__restrict__ targets, "
-       << (grad ? "act_t *dlogits, " : "") << "float *__restrict__ ws) {\n"
-       << "  const int64_t row = int64_t(blockIdx.x) * " << vocab << ";\n"
-       << "  const int32_t t = targets[blockIdx.x];\n"
-       << "  if (t == " << ignore << " || t < 0 || t >= " << vocab << ") {\n";
-    if (grad)
-      os << "    for (int64_t j = threadIdx.x; j < " << vocab << "; j += " << threads
-         << ")\n      st(dlogits, row + j, 0.0f);\n";
-    os << "    if (threadIdx.x == 0)\n      ws[2 + blockIdx.x] = 0.0f;\n"
-       << "    return;\n  }\n"
-       << "  // The target's logit is read before any thread writes the row\n"
-       << "  // (dlogits may alias logits; the reductions below are barriers).\n"
-       << "  const float target_logit = ld(logits, row + t);\n"
-       << "  float m = -__int_as_float(0x7f800000);\n"
-       << "  for (int64_t j = threadIdx.x; j < " << vocab << "; j += " << threads
-       << ") {\n    const float v = ld(logits, row + j);\n    m = v > m ? v : m;\n  }\n"
-       << "  m = block_max(m);\n"
-       << "  float s = 0.0f;\n"
-       << "  for (int64_t j = threadIdx.x; j < " << vocab << "; j += " << threads
-       << ")\n    s += __expf(ld(logits, row + j) - m);\n"
-       << "  s = block_sum(s);\n";
-    if (grad)
-      os << "  const float coef = ws[0] > 0.0f ? " << litf(*gradScale)
-         << " / ws[0] : 0.0f;\n"
-         << "  const float scale = coef / s;\n"
-         << "  for (int64_t j = threadIdx.x; j < " << vocab << "; j += " << threads
-         << ") {\n"
-         << "    const float g = __expf(ld(logits, row + j) - m) * scale;\n"
-         << "    st(dlogits, row + j, j == t ? g - coef : g);\n  }\n";
-    os << "  if (threadIdx.x == 0)\n"
-       << "    ws[2 + blockIdx.x] = logf(s) + m - target_logit;\n}\n";
-    os << "__global__ void __launch_bounds__(1024) " << name
-       << "_loss(const float *__restrict__ ws, float *__restrict__ loss) {\n"
-       << "  float total = 0.0f;\n"
-       << "  for (int64_t r = threadIdx.x; r < " << rows << "; r += 1024)\n"
-       << "    total += ws[2 + r];\n"
-       << "  total = block_sum(total);\n"
-       << "  // A target outside the vocabulary makes the loss NaN: the\n"
-       << "  // trainer's non-finite check stops on it.\n"
-       << "  if (threadIdx.x == 0)\n"
-       << "    loss[0] = ws[1] > 0.0f ? __int_as_float(0x7fc00000)\n"
-       << "              : ws[0] > 0.0f ? total / ws[0] : 0.0f;\n}\n";
     beginLauncher(name);
     unpack(t);
-    os << "  float *ws = static_cast<float *>(workspace);\n"
-       << "  LLAMA_LAUNCH(" << name << "_count, dim3(1), dim3(1024), stream, b1, ws);\n"
-       << "  LLAMA_LAUNCH(" << name << "_rows, dim3(" << rows << "), dim3(" << threads
-       << "), stream, b0, b1, " << (grad ? "b3, " : "") << "ws);\n"
-       << "  LLAMA_LAUNCH(" << name << "_loss, dim3(1), dim3(1024), stream, ws, b2);\n}\n\n";
-    add(op, name, t, (2 + rows) * 4);
+    os << "  llk::cross_entropy_fused<act_t, " << vocab << ", " << (grad ? "true" : "false")
+       << ">(b0, b1, b2, " << (grad ? "b3" : "static_cast<act_t *>(nullptr)") << ", " << rows
+       << ", " << ignore << ", " << litf(grad ? *gradScale : 0.0)
+       << ", workspace, stream);\n}\n\n";
+    add(op, name, t, llk::cross_entropy_workspace_bytes(rows));
+  }
+
+  /// The unfused cross_entropy_grad (dloss on the device):
+  /// llk::cross_entropy_backward.
+  void emitCrossEntropyGrad(CrossEntropyGradOp g, const std::string &name) {
+    int64_t vocab = ranked(g.getLogits()).getShape().back();
+    int64_t rows = numel(g.getTargets());
+    // Buffers: dloss, logits, targets, dlogits.
+    std::string t = types(*g, {true, false, false, false});
+    beginLauncher(name);
+    unpack(t);
+    os << "  llk::cross_entropy_backward<act_t, " << vocab << ">(b0, b1, b2, b3, " << rows
+       << ", " << g.getIgnoreIndexAttr().getInt() << ", workspace, stream);\n}\n\n";
+    add(*g, name, t, llk::cross_entropy_workspace_bytes(rows));
   }
 
   /// rope_qk (q and k together), rope and rope_grad (one tensor; the
@@ -667,75 +629,39 @@ private:
     add(*f, name, t, 0);
   }
 
-  /// Row gather; ids outside the vocabulary give NaN rows (the loss turns
-  /// NaN and the trainer stops), never an out-of-bounds read. A vocabulary
-  /// shard (vocab-parallel embedding) holds rows [row0, row0 + rows) and
-  /// gives zero rows for the ids other ranks hold (all-reduced after).
+  /// Row gather (llk::embedding_forward, runtime/cuda/kernels/embedding.cuh);
+  /// ids outside the vocabulary give NaN rows (the loss turns NaN and the
+  /// trainer stops), never an out-of-bounds read. A vocabulary shard
+  /// (vocab-parallel embedding) holds rows [row0, row0 + rows) and gives
+  /// zero rows for the ids other ranks hold (all-reduced after).
   void emitEmbedding(EmbeddingOp e, const std::string &name) {
     auto table = ranked(e.getTable());
     int64_t rows = table.getDimSize(0), dim = table.getDimSize(1);
     int64_t vocab = e.getVocabShard() ? (*e.getVocabShard())[1] : rows;
-    int64_t n = numel(e.getResult());
     std::string t = types(*e, {});
-    os << "__global__ void __launch_bounds__(" << kElementwiseThreads << ") " << name
-       << "_k(const act_t *__restrict__ table, const int32_t *__restrict__ ids, "
-          "act_t *__restrict__ out, int64_t row0) {\n"
-       << "  const int64_t i = int64_t(blockIdx.x) * " << kElementwiseThreads
-       << " + threadIdx.x;\n  if (i >= " << n << ")\n    return;\n"
-       << "  const int64_t id = ids[i / " << dim << "], local = id - row0;\n"
-       << "  st(out, i, id < 0 || id >= " << vocab << " ? __int_as_float(0x7fc00000)\n"
-       << "            : local >= 0 && local < " << rows << " ? ld(table, local * " << dim
-       << " + i % " << dim << ") : 0.0f);\n}\n";
     beginLauncher(name);
     unpack(t);
-    os << "  (void)workspace;\n  LLAMA_LAUNCH(" << name << "_k, dim3("
-       << blocksFor(n, kElementwiseThreads) << "), dim3(" << kElementwiseThreads
-       << "), stream, b0, b1, b2, " << vocabOffset(e.getVocabShard(), rows)
-       << ");\n}\n\n";
+    os << "  (void)workspace;\n  llk::embedding_forward<act_t, " << dim << ">(b0, b1, b2, "
+       << numel(e.getIds()) << ", " << rows << ", " << vocab << ", "
+       << vocabOffset(e.getVocabShard(), rows) << ", stream);\n}\n\n";
     add(*e, name, t, 0);
   }
 
-  /// Embedding gradient without atomics: one warp owns one table row, finds
-  /// the positions holding its id (a ballot over 32 ids at a time, in
-  /// position order) and adds their gradient rows in that order. The ids are
-  /// read once per row from the cache; each gradient row exactly once.
+  /// Embedding gradient in O(tokens x dim) without atomics
+  /// (llk::embedding_backward): a stable sort of the positions by id, then
+  /// each table row sums its positions' gradient rows in position order
+  /// (the CPU's order) and rows without tokens get zeros.
   void emitEmbeddingGrad(EmbeddingGradOp e, const std::string &name) {
     auto table = ranked(e.getResult());
     int64_t vocab = table.getDimSize(0), dim = table.getDimSize(1);
     int64_t tokens = numel(e.getIds());
-    int64_t slots = (dim + 31) / 32;
     std::string t = types(*e, {});
-    os << "__global__ void __launch_bounds__(" << 32 * kAttnWarps << ") " << name
-       << "_k(const act_t *__restrict__ dout, const int32_t *__restrict__ ids, "
-       << typeName(t[2]) << " *__restrict__ dtable, int64_t row0) {\n"
-       << "  const int lane = threadIdx.x & 31;\n"
-       << "  const int64_t v = int64_t(blockIdx.x) * " << kAttnWarps
-       << " + (threadIdx.x >> 5);\n"
-       << "  if (v >= " << vocab << ")\n    return;\n"
-       << "  float acc[" << slots << "];\n"
-       << "  for (int t = 0; t < " << slots << "; ++t)\n    acc[t] = 0.0f;\n"
-       << "  for (int64_t base = 0; base < " << tokens << "; base += 32) {\n"
-       << "    const int64_t p = base + lane;\n"
-       << "    unsigned hits = __ballot_sync(0xffffffffu, p < " << tokens
-       << " && ids[p < " << tokens << " ? p : 0] == row0 + v);\n"
-       << "    while (hits) {\n"
-       << "      const int64_t row = (base + __ffs(hits) - 1) * " << dim << ";\n"
-       << "      hits &= hits - 1;\n"
-       << "      for (int t = 0; t < " << slots << "; ++t) {\n"
-       << "        const int e = lane + 32 * t;\n"
-       << "        if (e < " << dim << ")\n          acc[t] += ld(dout, row + e);\n"
-       << "      }\n    }\n  }\n"
-       << "  for (int t = 0; t < " << slots << "; ++t) {\n"
-       << "    const int e = lane + 32 * t;\n"
-       << "    if (e < " << dim << ")\n      st(dtable, v * " << dim
-       << " + e, acc[t]);\n  }\n}\n";
     beginLauncher(name);
     unpack(t);
-    os << "  (void)workspace;\n  LLAMA_LAUNCH(" << name << "_k, dim3("
-       << blocksFor(vocab, kAttnWarps) << "), dim3(" << 32 * kAttnWarps
-       << "), stream, b0, b1, b2, " << vocabOffset(e.getVocabShard(), vocab)
-       << ");\n}\n\n";
-    add(*e, name, t, 0);
+    os << "  llk::embedding_backward<act_t, " << typeName(t[2]) << ", " << dim
+       << ">(b0, b1, b2, " << tokens << ", " << vocab << ", "
+       << vocabOffset(e.getVocabShard(), vocab) << ", workspace, stream);\n}\n\n";
+    add(*e, name, t, llk::embedding_backward_workspace_bytes(tokens, vocab));
   }
 
   /// The first vocabulary row (column) this rank holds, as the launcher

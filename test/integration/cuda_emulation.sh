@@ -5,7 +5,9 @@
 # wider model (rows of 384 and 1000 elements: multi-warp reductions; head_dim
 # 64 over two lane slots, GQA 6/2 heads, tied embeddings). Where nvcc exists the same sources also
 # compile for sm_90a. Proves the kernels' indexing, reductions, aliasing and
-# numerics, not their speed on a GPU.
+# numerics, not their speed on a GPU; the emulator's coalescing counters
+# (LLAMA_EMULATE_COUNT=1) must show every kernel of runtime/cuda/kernels at
+# 90% or more of the ideal 32-byte sectors per warp request.
 source "$(dirname "$0")/common.sh" "$@"
 
 "$BIN/llama-compile" --preset micro --emit hf-config -o base.json
@@ -28,9 +30,10 @@ run() {  # NAME ACTIVATIONS SEED COMPILE_ARGS...
   cp $name-$act.cu $name-$act.cpp
   g++ -std=c++17 -O1 -fopenmp -fPIC -shared -DLLAMA_CUDA_EMULATE -I"$SRC" \
     $name-$act.cpp "$RUNTIME" "$BLAS" -o $name-$act.so
-  OMP_WAIT_POLICY=passive "$PY" "$SRC/test/integration/cuda_emulation.py" \
+  LLAMA_EMULATE_COUNT=1 OMP_WAIT_POLICY=passive "$PY" "$SRC/test/integration/cuda_emulation.py" \
     ./$name-$act.so $act $seed > $name-$act.txt || { cat $name-$act.txt; die "$name $act kernels differ"; }
   echo "$name $act: $(tail -1 $name-$act.txt)"
+  [ "$name-$act" != wide-f32 ] || grep '^coalescing' $name-$act.txt
   if [ -x "$NVCC" ]; then
     "$NVCC" -arch=sm_90a -std=c++17 -O3 -Werror all-warnings -I"$SRC" -c $name-$act.cu -o $name-$act.o ||
       die "nvcc rejects the generated $name $act kernels"
@@ -40,6 +43,10 @@ run() {  # NAME ACTIVATIONS SEED COMPILE_ARGS...
 run micro f32 1 --preset micro --batch 5 --seq-len 16
 run micro bf16 2 --preset micro --batch 2 --seq-len 8
 run wide f32 3 --config wide.json --batch 1 --seq-len 8 --remat full
+# Without llama-fuse every op is its own kernel: rope, rope_grad, the norm
+# gradient recomputing rstd, the cross-entropy gradient from a device dloss.
+run unfused f32 4 --preset micro --batch 2 --seq-len 8 --no-fuse
+run unfused bf16 5 --preset micro --batch 2 --seq-len 8 --no-fuse
 if [ -x "$NVCC" ]; then
   # tiny (the quick-start model): its kernels and fp32 host step compile too.
   for act in bf16 f32; do

@@ -21,3 +21,13 @@ target_compile_definitions(cuda_kernels_test PRIVATE LLAMA_CUDA_EMULATE)
 target_link_libraries(cuda_kernels_test PRIVATE llamart_cpu OpenMP::OpenMP_CXX
   ${OPENBLAS_LIBRARY} GTest::gtest_main)
 gtest_discover_tests(cuda_kernels_test)
+# Cross-entropy and embedding (runtime/cuda/kernels) under the emulator
+# against float64 references: vocabularies and widths around the pack,
+# ignored/bad targets, in-place gradients, vocabulary shards, repeated ids,
+# bitwise reproducibility.
+add_executable(cuda_kernels_ce_embedding_test
+  ${CMAKE_CURRENT_LIST_DIR}/cuda_kernels_ce_embedding_test.cpp)
+target_compile_definitions(cuda_kernels_ce_embedding_test PRIVATE LLAMA_CUDA_EMULATE)
+target_include_directories(cuda_kernels_ce_embedding_test PRIVATE ${PROJECT_SOURCE_DIR})
+target_link_libraries(cuda_kernels_ce_embedding_test PRIVATE GTest::gtest_main)
+gtest_discover_tests(cuda_kernels_ce_embedding_test)

@@ -28,11 +28,12 @@
 
 namespace llk {
 
-/// How a row of D elements of T maps onto threads (see the file comment).
-template <typename T, int64_t D> struct RowLayout {
+/// How a row of D elements of T maps onto threads (see the file comment),
+/// at most kMax packs per thread.
+template <typename T, int64_t D, int kMax = kMaxPacks> struct RowLayout {
   static constexpr int kP = kPackFor<T, D>;           // elements per access
   static constexpr int64_t kPacks = D / kP;           // accesses per row
-  static constexpr int kThreads = row_threads(kPacks); // threads per row
+  static constexpr int kThreads = row_threads(kPacks, kMax); // threads per row
   static constexpr int kPer = int(ceil_div(kPacks, kThreads)); // packs per thread
   static constexpr int kRows = rows_per_block(kThreads);       // rows per block
   static constexpr int kBlock = kThreads * kRows;
@@ -136,22 +137,25 @@ void add_rms_norm_forward(const T *a, const T *c, const T *w, T *s, T *y, float 
 /// group's rows, column j. r is the forward's rstd, or recomputed from the
 /// row (already in registers) when rstd is null (the unfused rms_norm_grad).
 template <typename T, int64_t D, bool kAcc>
-__global__ void __launch_bounds__((RowLayout<T, D>::kBlock))
+__global__ void __launch_bounds__((RowLayout<T, D, kNormGradMaxPacks>::kBlock))
     rms_norm_backward_kernel(const T *dy, const T *__restrict__ x, const T *__restrict__ w,
                              const float *__restrict__ rstd, const T *acc, T *dx,
                              float *__restrict__ partial, int64_t rows, int64_t per_chunk,
                              float eps) {
-  using L = RowLayout<T, D>;
+  using L = RowLayout<T, D, kNormGradMaxPacks>;
   constexpr int P = L::kP;
   const int lane = int(threadIdx.x) % L::kThreads;
   const int group = int(threadIdx.x) / L::kThreads;
   const int64_t first = int64_t(blockIdx.x) * per_chunk;
   const int64_t last = min_i64(first + per_chunk, rows);
-  Floats<P> gw[L::kPer], dwsum[L::kPer];
+  // The gain and the row stay in the storage type (half the registers for
+  // bf16) and are widened where used; the weight gradient's partials are fp32.
+  Pack<T, P> gw[L::kPer];
+  Floats<P> dwsum[L::kPer];
 #pragma unroll
   for (int k = 0; k < L::kPer; ++k) {
     const int64_t p = lane + int64_t(k) * L::kThreads;
-    gw[k] = p < L::kPacks ? load_floats<P>(w + p * P) : Floats<P>{};
+    gw[k] = p < L::kPacks ? load<P>(w + p * P) : Pack<T, P>{};
     dwsum[k] = Floats<P>{};
   }
   // Rows of more than one warp have one group per block (kRows == 1), so
@@ -159,21 +163,20 @@ __global__ void __launch_bounds__((RowLayout<T, D>::kBlock))
   // reduce with shuffles only and may run different row counts.
   for (int64_t row = first + group; row < last; row += L::kRows) {
     const int64_t base = row * D;
-    Floats<P> g[L::kPer], xv[L::kPer];
+    Pack<T, P> g[L::kPer], xv[L::kPer];
     float dot = 0.0f, ss = 0.0f;
 #pragma unroll
     for (int k = 0; k < L::kPer; ++k) {
       const int64_t p = lane + int64_t(k) * L::kThreads;
-      if (p >= L::kPacks) {
-        g[k] = xv[k] = Floats<P>{};
+      if (p >= L::kPacks)
         continue;
-      }
-      g[k] = load_floats<P>(dy + base + p * P);
-      xv[k] = load_floats<P>(x + base + p * P);
+      g[k] = load<P>(dy + base + p * P);
+      xv[k] = load<P>(x + base + p * P);
 #pragma unroll
       for (int e = 0; e < P; ++e) {
-        dot += g[k].v[e] * gw[k].v[e] * xv[k].v[e];
-        ss += xv[k].v[e] * xv[k].v[e];
+        const float xe = to_float(xv[k].v[e]);
+        dot += to_float(g[k].v[e]) * to_float(gw[k].v[e]) * xe;
+        ss += xe * xe;
       }
     }
     const float r = rstd ? rstd[row] : rsqrtf(row_sum<L::kThreads>(ss) / float(D) + eps);
@@ -188,9 +191,10 @@ __global__ void __launch_bounds__((RowLayout<T, D>::kBlock))
         out = load_floats<P>(acc + base + p * P);
 #pragma unroll
       for (int e = 0; e < P; ++e) {
-        const float d = r * gw[k].v[e] * g[k].v[e] - cr * xv[k].v[e];
+        const float ge = to_float(g[k].v[e]), xe = to_float(xv[k].v[e]);
+        const float d = r * to_float(gw[k].v[e]) * ge - cr * xe;
         out.v[e] = kAcc ? out.v[e] + d : d;
-        dwsum[k].v[e] += g[k].v[e] * xv[k].v[e] * r;
+        dwsum[k].v[e] += ge * xe * r;
       }
       store_floats<P>(dx + base + p * P, out);
     }
@@ -229,7 +233,7 @@ template <typename T, typename TW, int64_t D, bool kAcc>
 void rms_norm_backward(const T *dy, const T *x, const T *w, const float *rstd, const T *acc,
                        T *dx, TW *dw, int64_t rows, float eps, void *workspace,
                        cudaStream_t stream) {
-  using L = RowLayout<T, D>;
+  using L = RowLayout<T, D, kNormGradMaxPacks>;
   const int64_t chunks = norm_grad_chunks(rows);
   const int64_t per_chunk = ceil_div(rows, chunks);
   float *partial = static_cast<float *>(workspace);

@@ -34,12 +34,17 @@ constexpr int kMaxPacks = 4;
 /// Threads per row of `packs` packs: a multiple of 32, at most 1024, each
 /// holding at most kMaxPacks packs (so rows up to 4096 packs, 32k bf16, fit;
 /// longer rows loop over register tiles).
-LLK_HOST_DEVICE constexpr int row_threads(int64_t packs) {
+LLK_HOST_DEVICE constexpr int row_threads(int64_t packs, int max_packs = kMaxPacks) {
   int64_t t = 32;
-  while (t < 1024 && t * kMaxPacks < packs)
+  while (t < 1024 && t * max_packs < packs)
     t *= 2;
   return int(t);
 }
+/// The norm backward holds three packs of the row per pack slot (dy, x and
+/// the gain, in the storage type) plus the weight gradient's fp32 partials:
+/// at most two slots per thread keep it under ~100 registers (four reached
+/// 165 at width 4096 and spilled at fp32 width 384).
+constexpr int kNormGradMaxPacks = 2;
 /// Rows of one warp are batched four to a block (128 threads): a block of a
 /// single warp would cap an SM at 32 resident warps.
 LLK_HOST_DEVICE constexpr int rows_per_block(int threads) { return threads == 32 ? 4 : 1; }
@@ -57,7 +62,21 @@ LLK_HOST_DEVICE constexpr int64_t norm_grad_chunks(int64_t rows) { return min_i6
 /// fp32 partials, one row of `dim` per row group of every chunk.
 LLK_HOST_DEVICE constexpr int64_t norm_grad_workspace_bytes(int elem_bytes, int64_t rows, int64_t dim) {
   return norm_grad_chunks(rows) *
-         rows_per_block(row_threads(dim / pack_for(elem_bytes, dim))) * dim * 4;
+         rows_per_block(row_threads(dim / pack_for(elem_bytes, dim), kNormGradMaxPacks)) * dim *
+         4;
+}
+
+/// cross_entropy.cuh: a 16-byte header {scored rows, bad targets} and one
+/// fp32 loss term per row.
+LLK_HOST_DEVICE constexpr int64_t cross_entropy_workspace_bytes(int64_t rows) {
+  return 16 + 4 * rows;
+}
+
+/// embedding.cuh's backward: two buffers of `tokens` sorted (id, position)
+/// elements (8 bytes each) and one run start per table row.
+LLK_HOST_DEVICE constexpr int64_t embedding_backward_workspace_bytes(int64_t tokens,
+                                                                     int64_t rows) {
+  return 16 * tokens + 4 * rows;
 }
 
 } // namespace llk

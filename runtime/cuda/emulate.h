@@ -40,9 +40,14 @@
 #include <cmath>
 #include <cstdint>
 #include <cstdlib>
+#include <algorithm>
 #include <cstring>
+#include <cxxabi.h>
+#include <dlfcn.h>
 #include <exception>
+#include <map>
 #include <memory>
+#include <set>
 #include <stdexcept>
 #include <string>
 #include <utility>
@@ -136,7 +141,61 @@ struct Block {
   void (*body)(void *) = nullptr;
   void *arg = nullptr;
   std::exception_ptr error; // thrown by a thread of the block being run
+  // With LLAMA_EMULATE_COUNT=1: each thread's global accesses through the
+  // packed loads and stores of runtime/cuda/kernels, in program order.
+  std::vector<std::vector<std::pair<uintptr_t, uint32_t>>> trace;
 };
+
+// Coalescing counters per kernel (LLAMA_EMULATE_COUNT=1). A warp request is
+// the k-th traced access of every lane of a warp that made one (lanes of a
+// warp run the same code, so their k-th accesses are one instruction on a
+// GPU, up to divergence); it costs the distinct 32-byte sectors it touches,
+// against the fewest sectors its distinct bytes could fit: 100% when the
+// lanes read consecutive, aligned bytes.
+struct Coalescing {
+  uint64_t requests = 0, sectors = 0, ideal_sectors = 0;
+};
+inline std::map<const void *, Coalescing> &coalescing() {
+  static std::map<const void *, Coalescing> counters;
+  return counters;
+}
+inline bool counting() {
+  static const bool on = [] {
+    const char *v = std::getenv("LLAMA_EMULATE_COUNT");
+    return v && std::string(v) == "1";
+  }();
+  return on;
+}
+inline thread_local const void *current_kernel = nullptr;
+
+// Folds a finished block's traces into its kernel's counters.
+inline void count_block(Block &b, unsigned threads) {
+  Coalescing &c = coalescing()[current_kernel];
+  std::set<uintptr_t> sectors, bytes;
+  for (unsigned w = 0; w < threads / 32; ++w) {
+    size_t depth = 0;
+    for (unsigned l = 32 * w; l < 32 * w + 32; ++l)
+      depth = std::max(depth, b.trace[l].size());
+    for (size_t k = 0; k < depth; ++k) {
+      sectors.clear();
+      bytes.clear();
+      for (unsigned l = 32 * w; l < 32 * w + 32; ++l) {
+        if (k >= b.trace[l].size())
+          continue;
+        const auto [addr, n] = b.trace[l][k];
+        for (uintptr_t s = addr >> 5; s <= (addr + n - 1) >> 5; ++s)
+          sectors.insert(s);
+        for (uintptr_t a = addr; a < addr + n; ++a)
+          bytes.insert(a);
+      }
+      ++c.requests;
+      c.sectors += sectors.size();
+      c.ideal_sectors += (bytes.size() + 31) / 32;
+    }
+  }
+  for (unsigned t = 0; t < threads; ++t)
+    b.trace[t].clear();
+}
 inline thread_local Block *running = nullptr;
 
 inline void switch_to(Context &from, Context &to) {
@@ -204,6 +263,8 @@ inline void warp_sync() { wait(State::AtWarpBarrier); }
 // `seed` picks the order the threads run in between barriers.
 inline void run_block(Block &b, unsigned threads, uint64_t seed) {
   b.fibers.assign(threads, Fiber());
+  if (counting() && b.trace.size() < threads)
+    b.trace.resize(threads);
   for (unsigned t = 0; t < threads; ++t)
     make_context(b.fibers[t].context, b.stacks.get() + t * Block::kStackBytes,
                  Block::kStackBytes);
@@ -251,8 +312,11 @@ inline void run_block(Block &b, unsigned threads, uint64_t seed) {
         released = true;
       }
     }
-    if (!live)
+    if (!live) {
+      if (counting())
+        count_block(b, threads);
       return;
+    }
     if (all_at_block) {
       for (Fiber &f : b.fibers)
         if (f.state == State::AtBlockBarrier)
@@ -270,7 +334,8 @@ inline void run_block(Block &b, unsigned threads, uint64_t seed) {
 
 // Runs `body` (the kernel call) for every block of `grid` with `block`
 // threads each.
-template <typename F> void launch(dim3 grid, dim3 block, F body) {
+template <typename F>
+void launch(dim3 grid, dim3 block, F body, const void *kernel = nullptr) {
   if (block.y != 1 || block.z != 1 || block.x > 1024 || block.x == 0)
     throw std::runtime_error("emulate: blocks are 1-D with 1..1024 threads, got " +
                              std::to_string(block.x) + "x" + std::to_string(block.y) +
@@ -286,6 +351,7 @@ template <typename F> void launch(dim3 grid, dim3 block, F body) {
   b.body = [](void *f) { (*static_cast<F *>(f))(); };
   b.arg = &body;
   running = &b;
+  current_kernel = kernel;
   try {
     for (unsigned bz = 0; bz < grid.z; ++bz)
       for (unsigned by = 0; by < grid.y; ++by)
@@ -300,7 +366,38 @@ template <typename F> void launch(dim3 grid, dim3 block, F body) {
   running = nullptr;
 }
 
+// A global access of `bytes` at p by the running thread (the packed loads
+// and stores of runtime/cuda/kernels/common.cuh call this).
+inline void record_global(const void *p, size_t bytes) {
+  if (running && counting())
+    running->trace[threadIdx.x].push_back({reinterpret_cast<uintptr_t>(p), uint32_t(bytes)});
+}
+
 } // namespace llama_emu
+
+// The counters as text, one kernel a line: "name<TAB>requests<TAB>sectors<TAB>
+// ideal sectors" (names demangled through the dynamic symbol table; the
+// kernels of a shared library have them). Returns the bytes the whole text
+// needs; writes at most `cap`. Weak: every translation unit may define it.
+extern "C" __attribute__((weak, used)) size_t llama_emu_coalescing_report(char *buf,
+                                                                          size_t cap) {
+  std::string text;
+  for (const auto &[kernel, c] : llama_emu::coalescing()) {
+    std::string name = "?";
+    Dl_info info;
+    if (kernel && dladdr(kernel, &info) && info.dli_sname) {
+      int status = 0;
+      char *d = abi::__cxa_demangle(info.dli_sname, nullptr, nullptr, &status);
+      name = status == 0 && d ? d : info.dli_sname;
+      std::free(d);
+    }
+    text += name + "\t" + std::to_string(c.requests) + "\t" + std::to_string(c.sectors) +
+            "\t" + std::to_string(c.ideal_sectors) + "\n";
+  }
+  if (buf && cap)
+    std::memcpy(buf, text.data(), std::min(cap, text.size()));
+  return text.size();
+}
 
 inline void __syncthreads() { llama_emu::wait(llama_emu::State::AtBlockBarrier); }
 
@@ -433,4 +530,5 @@ inline cudaError_t cudaMemcpyAsync(void *dst, const void *src, size_t bytes,
 inline cudaError_t cudaStreamSynchronize(cudaStream_t) { return cudaSuccess; }
 
 #define LLAMA_LAUNCH(kernel, grid, block, stream, ...)                          \
-  ::llama_emu::launch((grid), (block), [&] { kernel(__VA_ARGS__); })
+  ::llama_emu::launch((grid), (block), [&] { kernel(__VA_ARGS__); },             \
+                      reinterpret_cast<const void *>(kernel))

@@ -97,6 +97,22 @@ def reference(op, ins, attrs, ignore):
             dx = dx + ins[4]
         dw = (dy * x * r[..., None]).reshape(-1, d).sum(0)
         return [dx, dw]
+    if op == "llama.rms_norm_grad":  # unfused: rstd from x
+        dy, x, w = ins
+        r = rms(x, attr(attrs, "eps"))
+        d = x.shape[-1]
+        dot = (dy * w * x).sum(-1)
+        dx = r[..., None] * w * dy - (r ** 3 * dot / d)[..., None] * x
+        return [dx, (dy * x * r[..., None]).reshape(-1, d).sum(0)]
+    if op == "llama.cross_entropy_grad":  # unfused: dloss from the device
+        dloss, logits, t = ins[0], ins[1].reshape(-1, ins[1].shape[-1]), ins[2].reshape(-1).long()
+        valid = t != int(attr(attrs, "ignore_index", -100))
+        n = int(valid.sum())
+        p = torch.softmax(logits, -1)
+        p[torch.arange(len(t))[valid], t[valid]] -= 1.0
+        return [(p * (float(dloss) / max(n, 1)) * valid[:, None]).reshape(ins[1].shape)]
+    if op in ("llama.rope", "llama.rope_grad"):
+        return [rope(ins[0], attr(attrs, "theta"), -1.0 if op == "llama.rope_grad" else 1.0)]
     if op in ("llama.cross_entropy", "llama.cross_entropy_fused"):
         logits, t = ins[0].reshape(-1, ins[0].shape[-1]), ins[1].reshape(-1).long()
         valid = t != int(attr(attrs, "ignore_index", -100))
@@ -137,6 +153,33 @@ def reference(op, ins, attrs, ignore):
     raise ValueError("no reference for " + op)
 
 
+def check_coalescing(lib):
+    """With LLAMA_EMULATE_COUNT=1, the emulator's coalescing counters for the
+    kernels just run (runtime/cuda/emulate.h): the distinct 32-byte sectors
+    each warp request touched against the fewest its bytes fit in. Every
+    kernel of runtime/cuda/kernels (llk::) must reach 90%."""
+    import os
+    if os.environ.get("LLAMA_EMULATE_COUNT") != "1":
+        return 0  # (an nvcc-built library has no counters)
+    lib.llama_emu_coalescing_report.restype = ctypes.c_size_t
+    lib.llama_emu_coalescing_report.argtypes = [ctypes.c_char_p, ctypes.c_size_t]
+    need = lib.llama_emu_coalescing_report(None, ctypes.c_size_t(0))
+    buf = ctypes.create_string_buffer(need + 1)
+    lib.llama_emu_coalescing_report(buf, ctypes.c_size_t(need))
+    failures = 0
+    for line in buf.value.decode().splitlines():
+        name, requests, sectors, ideal = line.split("\t")
+        requests, sectors, ideal = int(requests), int(sectors), int(ideal)
+        if not requests:
+            continue
+        eff = ideal / sectors
+        print("coalescing %5.1f%%  %5.2f sectors/request  %s" % (100 * eff, sectors / requests, name))
+        if name.startswith("void llk::") and eff < 0.9:
+            print("FAIL %s: coalescing %.1f%% < 90%%" % (name, 100 * eff))
+            failures += 1
+    return failures
+
+
 def main():
     global ACT
     lib = ctypes.CDLL(sys.argv[1])
@@ -153,6 +196,7 @@ def main():
         shapes = [[int(d) for d in s.split("x")] if s else [] for s in entry.shapes.decode().split(",")]
         n_in = len(types) - {"llama.add_rms_norm": 3, "llama.rms_norm_rstd": 2,
                              "llama.rms_norm_grad_rstd": 2, "llama.cross_entropy_fused": 2,
+                             "llama.rms_norm_grad": 2,
                              "llama.rope_qk": 2, "llama.swiglu_grad": 2, "llama.attention": 2,
                              "llama.attention_grad": 3}.get(op, 1)
         ignore = int(attr(attrs, "ignore_index", -100))
@@ -166,7 +210,7 @@ def main():
                 elif op == "llama.embedding_grad":
                     high = shapes[-1][0]
                 else:
-                    high = shapes[0][-1]
+                    high = shapes[1 if op == "llama.cross_entropy_grad" else 0][-1]
                 t = torch.randint(0, high, shapes[i], dtype=torch.int32)
                 if op.startswith("llama.cross_entropy"):
                     t.view(-1)[::5] = ignore
@@ -214,6 +258,7 @@ def main():
                     failures += 1
     for op in sorted(worst):
         print("%-28s max relative error %.3e" % (op, worst[op]))
+    failures += check_coalescing(lib)
     print("%d launchers, %d failures (%s storage)" % (count, failures, sys.argv[2]))
     return 1 if failures else 0
 

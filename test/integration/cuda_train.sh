@@ -76,6 +76,14 @@ PYEOF
 grep -q "device: CUDA emulated" emu.err || die "no device line in the progress output"
 out=$(compare run-cpu run-emu 1e-5) || { echo "$out"; die "emulated CUDA and CPU runs differ"; }
 echo "emulated CUDA vs CPU: $out"
+# Without llama-fuse every op is its own kernel (rope, rope_grad, the norm
+# gradient recomputing rstd, the cross-entropy gradient): the unfused binary
+# trains like the fused one.
+compile "${MODEL[@]}" --no-fuse --target cuda --cuda-activations f32 --cuda-emulate -o emu-unfused
+./emu-unfused train "${TRAIN[@]}" --run-dir run-emu-unfused > /dev/null 2> emu-unfused.err ||
+  { cat emu-unfused.err; die "the unfused emulated CUDA binary failed to train"; }
+out=$(compare run-emu run-emu-unfused 1e-5) || { echo "$out"; die "unfused and fused CUDA runs differ"; }
+echo "emulated CUDA unfused vs fused: $out"
 
 # Exact resume: BIN trains to STOP, resumes to END in a new run dir, and its
 # final checkpoint must equal the straight run's in STRAIGHT byte for byte.

@@ -111,6 +111,7 @@ __device__ __forceinline__ void check_aligned(const T *p) {
   if (reinterpret_cast<uintptr_t>(p) % alignof(Pack<T, N>) != 0)
     throw std::runtime_error("llk: a " + std::to_string(alignof(Pack<T, N>)) +
                              "-byte access at a misaligned address");
+  llama_emu::record_global(p, sizeof(Pack<T, N>)); // coalescing counters
 #else
   (void)p;
 #endif

@@ -38,18 +38,24 @@ __device__ __forceinline__ void rope_sincos(int64_t t, float2 turns, float *s, f
   sincospif(2.0f * frac, s, c);
 }
 
+/// Work items per head row: a pack of each half per item, or (half not a
+/// whole number of packs) one element per item.
+template <typename T, int64_t HD>
+constexpr int64_t RopeItems = kPackFor<T, HD / 2> == 1 ? HD : HD / 2 / kPackFor<T, HD / 2>;
+
 /// Rotates `rows` head rows of q and then `k_rows` of k (k may be null with
 /// k_rows 0). A row is [batch, seq, heads] flattened; its position is
 /// pos0 + (row / heads) % seq. Turns::at(i) gives frequency i in turns (see
-/// the file comment). sign -1 rotates back (the backward). Outputs may alias
-/// their inputs.
+/// the file comment). sign -1 rotates back (the backward). Outputs must not
+/// alias inputs (the single-element path reads elements other threads
+/// write; the memory plan never puts a RoPE result in place).
 template <typename T, int64_t HD, typename Turns>
 __global__ void __launch_bounds__(kElementwiseThreads)
     rope_kernel(const T *q, const T *k, T *qo, T *ko, int64_t q_rows, int64_t k_rows,
                 int64_t seq, int64_t q_heads, int64_t k_heads, int64_t pos0, float sign) {
   constexpr int64_t kHalf = HD / 2;
   constexpr int P = kPackFor<T, kHalf>;
-  constexpr int64_t kItems = kHalf / P; // per head row
+  constexpr int64_t kItems = RopeItems<T, HD>; // per head row
   int64_t item = int64_t(blockIdx.x) * kElementwiseThreads + threadIdx.x;
   const T *in = q;
   T *out = qo;
@@ -62,8 +68,23 @@ __global__ void __launch_bounds__(kElementwiseThreads)
     out = ko;
     heads = k_heads;
   }
-  const int64_t row = item / kItems, i0 = (item % kItems) * P;
+  const int64_t row = item / kItems;
   const int64_t pos = pos0 + (row / heads) % seq;
+  if constexpr (P == 1) {
+    // Half a row is not a whole number of packs (tiny head dims): one
+    // element per thread, reading its partner in the other half, so that a
+    // warp's loads and stores stay contiguous (one element per thread and
+    // pair left every other sector half unused).
+    const int64_t e = item % HD, i = e % kHalf;
+    const float x = to_float(in[row * HD + e]);
+    const float partner = to_float(in[row * HD + (e < kHalf ? e + kHalf : e - kHalf)]);
+    float s, c;
+    rope_sincos(pos, Turns::at(int(i)), &s, &c);
+    s *= sign;
+    out[row * HD + e] = from_float<T>(e < kHalf ? x * c - partner * s : x * c + partner * s);
+    return;
+  }
+  const int64_t i0 = (item % kItems) * P;
   const int64_t base = row * HD + i0;
   const Floats<P> x1 = load_floats<P>(in + base);
   const Floats<P> x2 = load_floats<P>(in + base + kHalf);
@@ -85,7 +106,7 @@ __global__ void __launch_bounds__(kElementwiseThreads)
 template <typename T, int64_t HD, typename Turns>
 void rope(const T *q, const T *k, T *qo, T *ko, int64_t batch, int64_t seq, int64_t q_heads,
           int64_t k_heads, int64_t pos0, bool inverse, cudaStream_t stream) {
-  constexpr int64_t kItems = HD / 2 / kPackFor<T, HD / 2>;
+  constexpr int64_t kItems = RopeItems<T, HD>;
   const int64_t q_rows = batch * seq * q_heads, k_rows = batch * seq * k_heads;
   auto *kernel = &rope_kernel<T, HD, Turns>;
   LLAMA_LAUNCH(kernel, dim3(unsigned(ceil_div((q_rows + k_rows) * kItems, kElementwiseThreads))),

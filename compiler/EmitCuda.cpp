@@ -17,12 +17,15 @@
 #include "compiler/EmitUtil.h"
 
 #include "dialects/llama/IR/LlamaOps.h"
+#include "passes/Passes.h"
+#include "passes/lowering/PlanGradBuckets.h"
 #include "passes/lowering/PlanMemory.h"
 #include "runtime/cuda/kernels/shapes.h"
 
 #include "mlir/Dialect/Func/IR/FuncOps.h"
 #include "mlir/Dialect/Shard/IR/ShardOps.h"
 #include "mlir/IR/Verifier.h"
+#include "mlir/Pass/PassManager.h"
 #include "llvm/ADT/TypeSwitch.h"
 #include "llvm/Support/Format.h"
 
@@ -185,9 +188,7 @@ public:
          << "#define LLAMA_PARTITIONED_SOURCE 1\n"
          << "#include \"runtime/cuda/collectives.inl\"\n\n";
     os << (options.activations == "f32" ? kGemmF32 : kGemmBF16);
-    if (auto step = module.lookupSymbol<func::FuncOp>("train_step"))
-      if (failed(assignPrecision(step)))
-        return failure();
+    readPrecision(module);
     for (auto fn : module.getOps<func::FuncOp>()) {
       if (fn.isExternal())
         continue;
@@ -222,8 +223,6 @@ public:
     for (func::FuncOp fn : {step, forwardFn}) {
       if (!fn)
         continue;
-      if (partitioned && failed(hoistCollectives(fn)))
-        return failure();
       if ((options.activations != "f32" || partitioned) && failed(replanForStorage(fn)))
         return failure();
     }
@@ -318,41 +317,16 @@ private:
     }
   }
 
-  /// Mixed precision (bf16 storage): the values of @train_step kept in
-  /// fp32 are the parameter gradients it returns and, through the adds,
-  /// sums and views that assemble them, their partial sums; so weight
-  /// gradients are produced (by cuBLASLt or a kernel) and summed in fp32 and
-  /// never rounded to bf16. Activations, their gradients and the bf16
-  /// copies of the weights stay bf16; statistics (rstd, logsumexp, the loss)
-  /// are fp32 by kind. Only ops that can store fp32 may produce such a
-  /// value; anything else is an error, not a silent rounding.
-  LogicalResult assignPrecision(func::FuncOp fn) {
-    if (options.activations == "f32")
-      return success(); // everything is fp32 already
-    SmallVector<Value> work;
-    fn.walk([&](func::ReturnOp ret) {
-      for (auto [i, v] : llvm::enumerate(ret.getOperands()))
-        if (i > 0)
-          work.push_back(v);
+  /// Mixed precision (bf16 storage): the values llama-assign-precision
+  /// recorded as kept in fp32 (`llama.fp32` on their ops: the parameter
+  /// gradients and their partial sums). Statistics are fp32 by their op's
+  /// kind (the launchers' `fp32` flags).
+  void readPrecision(ModuleOp module) {
+    module.walk([&](Operation *op) {
+      if (auto results = op->getAttrOfType<DenseI64ArrayAttr>(kFp32Attr))
+        for (int64_t r : results.asArrayRef())
+          fp32Values.insert(op->getResult(unsigned(r)));
     });
-    while (!work.empty()) {
-      Value v = work.pop_back_val();
-      if (!isa<FloatType>(ranked(v).getElementType()) || !fp32Values.insert(v).second)
-        continue;
-      Operation *def = v.getDefiningOp();
-      if (!def)
-        continue; // a parameter returned as its own gradient cannot happen
-      if (isa<AddOp, SumOp>(def))
-        llvm::append_range(work, def->getOperands());
-      else if (isViewOp(def) || isCollective(def))
-        work.push_back(def->getOperand(0)); // same buffer type as the input
-      else if (!isa<MatmulOp, EmbeddingGradOp, FillOp, RMSNormGradRstdOp, RMSNormGradOp>(def))
-        return def->emitOpError("produces a parameter gradient, which bf16 "
-                                "programs keep in fp32, and has no fp32 output yet");
-      else if (isa<RMSNormGradRstdOp, RMSNormGradOp>(def) && v != def->getResult(1))
-        return def->emitOpError("its input gradient cannot be a parameter gradient");
-    }
-    return success();
   }
 
   /// What makes a launcher's code: the op, its buffer types and shapes and
@@ -836,74 +810,13 @@ private:
                                            /*collectivesInFlight=*/grid[0] * grid[1] > 1);
   }
 
-  /// Partitioned programs: every collective moves up to right after the op
-  /// that produces its input, so that the ops it does not depend on (the
-  /// weight-gradient GEMM next to an input-gradient all-reduce, say) run
-  /// while it communicates: the host function starts it there and waits
-  /// just before the first op that needs it (beforeOp). The memory plan is
-  /// then made with the collectives' buffers busy until that op
-  /// (planFunctionMemory's collectivesInFlight). The order is the same on
-  /// every rank, so collectives still match up.
-  LogicalResult hoistCollectives(func::FuncOp fn) {
-    SmallVector<Operation *> collectives;
-    for (Operation &op : fn.getBody().front())
-      if (isCollective(&op))
-        collectives.push_back(&op);
-    for (Operation *c : collectives) {
-      if (Operation *def = c->getOperand(0).getDefiningOp())
-        c->moveAfter(def);
-      else
-        c->moveBefore(&fn.getBody().front().front());
-    }
-    // Then the ops between two collectives that the second does not depend
-    // on move after it, in their order: it starts as soon as its input is
-    // ready and they run under it. In a backward that is the weight
-    // gradient GEMMs of a layer's q/k/v (or gate/up) projections, which
-    // program order puts between the input-gradient GEMMs whose sum is
-    // all-reduced. Moved ops are not moved again past the next collective,
-    // which would keep their inputs alive to the end of the step.
-    Block &block = fn.getBody().front();
-    Operation *windowStart = &block.front();
-    for (Operation *c : collectives) {
-      if (c->isBeforeInBlock(windowStart))
-        continue; // hoisted above ops already moved
-      // What c needs, and what any collective hoisted into the window needs
-      // (it stays where it is, so its inputs must too).
-      DenseSet<Operation *> needed;
-      SmallVector<Operation *> work = {c};
-      for (Operation *op = windowStart; op != c; op = op->getNextNode())
-        if (isCollective(op))
-          work.push_back(op);
-      while (!work.empty()) {
-        Operation *op = work.pop_back_val();
-        for (Value v : op->getOperands())
-          if (Operation *def = v.getDefiningOp();
-              def && !def->isBeforeInBlock(windowStart) && needed.insert(def).second)
-            work.push_back(def);
-      }
-      SmallVector<Operation *> independent;
-      for (Operation *op = windowStart; op != c; op = op->getNextNode())
-        if (!needed.contains(op) && !isCollective(op))
-          independent.push_back(op);
-      Operation *last = c;
-      for (Operation *op : independent) {
-        op->moveAfter(last);
-        last = op;
-      }
-      windowStart = last->getNextNode();
-      if (!windowStart)
-        break;
-    }
-    return mlir::verify(fn); // every value still defined before its uses
-  }
-
   static bool isCollective(Operation *op) {
     return isa<shard::AllReduceOp, shard::AllGatherOp, shard::ReduceScatterOp>(op);
   }
 
   /// The storage type of a value's buffer: its launcher's for the results
   /// of generated kernels, the input's for views and collectives, fp32 for
-  /// values assignPrecision kept in fp32 (GEMM results), the activation
+  /// values llama-assign-precision kept in fp32 (GEMM results), the activation
   /// type otherwise; 'i' for integer tensors.
   char storageOf(Value v) const {
     if (!isa<FloatType>(ranked(v).getElementType()))
@@ -965,8 +878,8 @@ private:
     pending.clear();
     // Dp grids: the gradient buckets and where in the step each is ready.
     std::vector<std::pair<int64_t, int>> readyAt; // (position, bucket), in order
-    if (train && grid[0] > 1)
-      planGradBuckets(fn, params, offset, readyAt);
+    if (train && grid[0] > 1 && failed(readGradBuckets(fn, offset, readyAt)))
+      return failure();
     size_t nextReady = 0;
     // ZeRO-1's parameter all-gathers, deferred from the optimizer into the
     // next train step (Megatron's overlap_param_gather): the step starts
@@ -1191,61 +1104,30 @@ private:
     return outs && llvm::is_contained(outs.asArrayRef(), int64_t(result));
   }
 
-  /// ZeRO-1 gradient buckets of a dp grid (runtime/train/partition.h:
-  /// DpShard): contiguous ranges of the flat gradient buffer cut from its end
-  /// (the backward writes the last layers' gradients first) at parameter
-  /// starts once a bucket holds `gradBucketElements`, every bound a multiple
-  /// of dp x 64 elements (each rank's piece 256-byte aligned) and the last
-  /// the buffer padded to a multiple of dp. A bucket is ready after the last
-  /// op (in the scheduled order) writing a gradient it overlaps; `readyAt`
-  /// gets (position of the op after it, bucket) in order.
-  template <typename Param>
-  void planGradBuckets(func::FuncOp fn, const std::vector<Param> &params, int64_t total,
-                       std::vector<std::pair<int64_t, int>> &readyAt) {
-    const int64_t dp = grid[0];
-    const int64_t target = options.gradBucketElements > 0
-                               ? options.gradBucketElements
-                               : std::max<int64_t>(40'000'000, 1'000'000 * dp);
-    const int64_t align = dp * 64, padded = (total + dp - 1) / dp * dp;
-    // The last write of each parameter's gradient.
-    std::vector<int64_t> lastWrite(params.size(), 0);
+  /// ZeRO-1 gradient buckets of a dp grid: llama-plan-grad-buckets on the
+  /// replanned, scheduled step records the bounds and the op after which
+  /// each bucket is complete; `readyAt` gets (position of the op after it,
+  /// bucket) in ready order, buckets ready together from the buffer's end.
+  LogicalResult readGradBuckets(func::FuncOp fn, int64_t paramElements,
+                                std::vector<std::pair<int64_t, int>> &readyAt) {
+    if (failed(mlir::llama::planGradBuckets(fn, grid[0], options.gradBucketElements)))
+      return failure();
+    auto bounds = fn->getAttrOfType<DenseI64ArrayAttr>(kGradBucketsAttr);
+    bucketBounds.assign(bounds.asArrayRef().begin(), bounds.asArrayRef().end());
+    if (bucketBounds.back() != (paramElements + grid[0] - 1) / grid[0] * grid[0])
+      return fn.emitError("gradient buckets end at ")
+             << bucketBounds.back() << ", not at the padded gradient buffer";
     int64_t pos = -1;
     for (Operation &op : fn.getBody().front()) {
       ++pos;
-      if (auto ret = dyn_cast<func::ReturnOp>(op)) {
-        for (auto [i, v] : llvm::enumerate(ret.getOperands()))
-          if (i > 0 && !writtenInPlace(v, i))
-            lastWrite[i - 1] = pos; // copied into G at the return
-        continue;
-      }
-      if (auto outs = op.getAttrOfType<DenseI64ArrayAttr>("llama.output"))
-        for (int64_t out : outs.asArrayRef())
-          if (out >= 1)
-            lastWrite[size_t(out - 1)] = std::max(lastWrite[size_t(out - 1)], pos);
+      if (auto ready = op.getAttrOfType<DenseI64ArrayAttr>(kGradsReadyAttr))
+        for (int64_t k : ready.asArrayRef())
+          readyAt.push_back({pos + 1, int(k)});
     }
-    std::vector<int64_t> bounds{padded};
-    for (size_t p = params.size(); p-- > 0;) {
-      if (bounds.back() - params[p].offset < target)
-        continue;
-      const int64_t cut = params[p].offset / align * align;
-      if (cut > 0 && cut < bounds.back())
-        bounds.push_back(cut);
-    }
-    bounds.push_back(0);
-    std::reverse(bounds.begin(), bounds.end());
-    bucketBounds = bounds;
-    for (size_t k = 0; k + 1 < bounds.size(); ++k) {
-      int64_t ready = 0;
-      for (size_t p = 0; p < params.size(); ++p)
-        if (params[p].offset < bounds[k + 1] &&
-            bounds[k] < params[p].offset + params[p].numel)
-          ready = std::max(ready, lastWrite[p]);
-      readyAt.push_back({ready + 1, int(k)});
-    }
-    // Ready order; buckets ready together start from the buffer's end.
     std::sort(readyAt.begin(), readyAt.end(), [](auto a, auto b) {
       return a.first != b.first ? a.first < b.first : a.second > b.second;
     });
+    return success();
   }
 
   /// A buffer as bytes of one space: 'A' the arena, 'G' the gradient
@@ -1538,7 +1420,7 @@ public:
   ::llama::CudaPlanFigures figures; // filled by emitModule
 
 private:
-  DenseSet<Value> fp32Values; // bf16 storage: what stays fp32 (assignPrecision)
+  DenseSet<Value> fp32Values; // bf16 storage: what stays fp32 (llama.fp32)
   DenseMap<Value, char> storage; // host functions: each result's buffer type
   DenseMap<Value, Range> ranges;  // host functions: each buffer's bytes
   std::vector<InFlight> pending;  // host functions: collectives in flight
@@ -1574,6 +1456,17 @@ mlir::LogicalResult (::llama::emitCudaKernels)(ModuleOp module, raw_ostream &os,
   // The emitter replans bf16 programs' arenas (replanForStorage): on a copy,
   // so the caller's module keeps the fp32 plan its CPU source uses.
   OwningOpRef<ModuleOp> copy(module.clone());
+  // The decisions the emitter prints, made by passes on the IR: which values
+  // stay fp32 (bf16 storage) and, for a partitioned program, the order that
+  // overlaps collectives with independent work.
+  PassManager pm(copy->getContext(), ModuleOp::getOperationName());
+  if (options.activations != "f32")
+    pm.addPass(mlir::llama::createLlamaAssignPrecision());
+  auto grid = copy->getOperation()->getAttrOfType<DenseI64ArrayAttr>(kGridAttr);
+  if (grid && grid.size() == 2 && grid[0] * grid[1] > 1)
+    pm.addPass(mlir::llama::createLlamaScheduleCollectives());
+  if (failed(pm.run(*copy)))
+    return failure();
   CudaEmitter emitter(os, options);
   if (failed(emitter.emitModule(*copy)))
     return failure();

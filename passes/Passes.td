@@ -167,4 +167,106 @@ def LlamaPlanMemory : Pass<"llama-plan-memory", "::mlir::ModuleOp"> {
   ];
 }
 
+def LlamaAssignPrecision : Pass<"llama-assign-precision", "::mlir::ModuleOp"> {
+  let summary = "Mixed precision: the values a bf16 @train_step keeps in fp32";
+  let description = [{
+    With bf16 storage (the CUDA target's default) activations, their
+    gradients and the weights the step reads are bf16, statistics (rstd,
+    logsumexp, the loss) fp32 by their op's kind, and the parameter
+    gradients fp32: the values `@train_step` returns after the loss and,
+    through the `llama.add`, `llama.sum`, views and collectives that
+    assemble them, their partial sums, so a weight gradient is produced and
+    summed in fp32 and never rounded to bf16. This pass records that choice:
+    each op producing such a value gets `llama.fp32 = array<i64: ...>`, the
+    indices of its results kept in fp32; the CUDA emitter prints the
+    buffers' types from it. A parameter gradient produced by an op with no
+    fp32 output (only GEMMs, the embedding and norm gradients and fills have
+    one) is an error, not a silent rounding.
+
+    Before:
+    ```mlir
+    %dw = llama.matmul %x, %dy {transpose_lhs = true} : ...
+    return %loss, %dw, ...
+    ```
+    After:
+    ```mlir
+    %dw = llama.matmul %x, %dy {llama.fp32 = array<i64: 0>, transpose_lhs = true} : ...
+    ```
+  }];
+  let statistics = [
+    Statistic<"numFp32Values", "fp32-values", "values kept in fp32">,
+  ];
+}
+
+def LlamaScheduleCollectives : Pass<"llama-schedule-collectives", "::mlir::ModuleOp"> {
+  let summary = "Start each collective as early as its input allows and move independent work under it";
+  let description = [{
+    For the CUDA target of a partitioned program, whose collectives run on
+    their own stream from their op until the first op that needs their
+    result. In every function: each `shard` collective moves to right after
+    the op producing its input; then the ops between two collectives that
+    the second does not depend on move after it, in their order (in a
+    backward, the weight-gradient GEMMs of a layer's q/k/v or gate/up
+    projections, which program order puts between the input-gradient GEMMs
+    whose sum is all-reduced), so they run while it communicates. Ops are
+    not moved again past the next collective (that would keep their inputs
+    alive to the end of the step). Every rank runs the same order, so
+    collectives still match up; the function is verified afterwards (every
+    value defined before its uses). Run before the memory plan that keeps
+    collectives' buffers in flight.
+
+    Before:
+    ```mlir
+    %a = llama.matmul %dy, %wq ...       // input gradient
+    %g = llama.matmul %x, %dy ...        // weight gradient
+    %r = shard.all_reduce %a on @grid grid_axes = [1] ...
+    ```
+    After:
+    ```mlir
+    %a = llama.matmul %dy, %wq ...
+    %r = shard.all_reduce %a on @grid grid_axes = [1] ...
+    %g = llama.matmul %x, %dy ...        // runs under the all-reduce
+    ```
+  }];
+  let statistics = [
+    Statistic<"numHoisted", "collectives-hoisted", "collectives moved up to their producer">,
+    Statistic<"numMovedUnder", "ops-moved-under", "ops moved after a collective to run under it">,
+  ];
+  let dependentDialects = ["::mlir::shard::ShardDialect"];
+}
+
+def LlamaPlanGradBuckets : Pass<"llama-plan-grad-buckets", "::mlir::ModuleOp"> {
+  let summary = "ZeRO-1 gradient buckets of a data-parallel @train_step and where each is ready";
+  let description = [{
+    With `dp > 1` (the module's `llama.grid`) every data-parallel rank owns
+    1/dp of each gradient bucket (runtime/train/partition.h, DpShard), and
+    the CUDA runtime reduce-scatters a bucket as soon as the backward has
+    written its last gradient (Megatron's overlap_grad_reduce). The buckets
+    are contiguous ranges of the flat gradient buffer (parameters in
+    argument order) cut from its end, where the backward starts, at
+    parameter starts once a bucket holds `bucket-elements` (default
+    max(40M, 1M x dp), Megatron's), every bound a multiple of dp x 64
+    elements and the last the buffer padded to a multiple of dp. Records
+    `llama.grad_buckets` (the bounds) on `@train_step` and
+    `llama.grads_ready = array<i64: k, ...>` on the op after which bucket k
+    is complete: the last op writing one of its gradients in place (the
+    memory plan's `llama.output`) or the return, which copies the others.
+    Needs the memory plan.
+
+    After (two parameters of 128 elements, dp 2, bucket-elements 100):
+    ```mlir
+    func.func @train_step(...) attributes {llama.grad_buckets = array<i64: 0, 128, 256>} {
+      %g1 = llama.matmul ... {llama.grads_ready = array<i64: 1>, llama.output = array<i64: 2>}
+      %g0 = llama.matmul ... {llama.grads_ready = array<i64: 0>, llama.output = array<i64: 1>}
+    ```
+  }];
+  let options = [
+    Option<"bucketElements", "bucket-elements", "int64_t", /*default=*/"0",
+           "elements per bucket (0: max(40M, 1M x dp))">,
+  ];
+  let statistics = [
+    Statistic<"numBuckets", "buckets", "gradient buckets">,
+  ];
+}
+
 #endif // LLAMA_PASSES_TD

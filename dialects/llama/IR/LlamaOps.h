@@ -56,4 +56,12 @@ inline constexpr llvm::StringLiteral kGridAttr = "llama.grid";
 /// `llama.sequence_parallel` (module, unit): norms and residuals are sharded
 /// along the sequence over the tensor-parallel axis.
 inline constexpr llvm::StringLiteral kSequenceParallelAttr = "llama.sequence_parallel";
+/// On an op of a bf16 @train_step: the indices of its results kept in fp32
+/// (llama-assign-precision; the parameter gradients and their partial sums).
+inline constexpr llvm::StringLiteral kFp32Attr = "llama.fp32";
+/// On a data-parallel @train_step: the ZeRO-1 gradient bucket bounds, and on
+/// the op after which buckets are complete, their indices
+/// (llama-plan-grad-buckets).
+inline constexpr llvm::StringLiteral kGradBucketsAttr = "llama.grad_buckets";
+inline constexpr llvm::StringLiteral kGradsReadyAttr = "llama.grads_ready";
 } // namespace mlir::llama

@@ -1,0 +1,85 @@
+//===- AssignPrecision.cpp - llama-assign-precision: fp32 values of bf16 --===//
+//
+// Mixed precision as the CUDA target runs it (bf16 storage, fp32 master
+// weights): which values of @train_step stay fp32 beyond the statistics
+// their ops produce by kind. The parameter gradients are summed and reduced
+// in fp32, so the chain that assembles each one (adds, sums, views,
+// collectives) is fp32 back to the op that produces its first term. The
+// decision is recorded on the IR (`llama.fp32`), where the emitter reads it.
+//
+//===----------------------------------------------------------------------===//
+#include "dialects/llama/IR/LlamaOps.h"
+#include "passes/Passes.h"
+
+#include "mlir/Dialect/Func/IR/FuncOps.h"
+#include "mlir/Dialect/Shard/IR/ShardOps.h"
+#include "mlir/IR/BuiltinOps.h"
+
+#include <map>
+#include <set>
+
+#define DEBUG_TYPE "llama-assign-precision"
+
+namespace mlir::llama {
+#define GEN_PASS_DEF_LLAMAASSIGNPRECISION
+#include "passes/Passes.h.inc"
+} // namespace mlir::llama
+
+using namespace mlir;
+using namespace mlir::llama;
+
+namespace {
+
+bool isCollective(Operation *op) {
+  return isa<shard::AllReduceOp, shard::AllGatherOp, shard::ReduceScatterOp>(op);
+}
+
+struct LlamaAssignPrecisionPass
+    : mlir::llama::impl::LlamaAssignPrecisionBase<LlamaAssignPrecisionPass> {
+  void runOnOperation() override {
+    auto step = getOperation().lookupSymbol<func::FuncOp>("train_step");
+    if (!step || step.isExternal())
+      return; // nothing returns parameter gradients
+    DenseSet<Value> fp32;
+    SmallVector<Value> work;
+    step.walk([&](func::ReturnOp ret) {
+      for (auto [i, v] : llvm::enumerate(ret.getOperands()))
+        if (i > 0) // #0 is the loss, fp32 by kind
+          work.push_back(v);
+    });
+    while (!work.empty()) {
+      Value v = work.pop_back_val();
+      if (!isa<FloatType>(cast<RankedTensorType>(v.getType()).getElementType()) ||
+          !fp32.insert(v).second)
+        continue;
+      Operation *def = v.getDefiningOp();
+      if (!def)
+        continue; // a parameter returned as its own gradient cannot happen
+      if (isa<AddOp, SumOp>(def)) {
+        llvm::append_range(work, def->getOperands());
+      } else if (isViewOp(def) || isCollective(def)) {
+        work.push_back(def->getOperand(0)); // the same buffer type as the input
+      } else if (!isa<MatmulOp, EmbeddingGradOp, FillOp, RMSNormGradRstdOp, RMSNormGradOp>(
+                     def)) {
+        def->emitOpError("produces a parameter gradient, which bf16 programs keep in fp32, "
+                         "and has no fp32 output yet");
+        return signalPassFailure();
+      } else if (isa<RMSNormGradRstdOp, RMSNormGradOp>(def) && v != def->getResult(1)) {
+        def->emitOpError("its input gradient cannot be a parameter gradient");
+        return signalPassFailure();
+      }
+    }
+    // One attribute per op, its results in order (deterministic text).
+    std::map<Operation *, std::set<int64_t>> byOp;
+    for (Value v : fp32)
+      if (Operation *def = v.getDefiningOp())
+        byOp[def].insert(cast<OpResult>(v).getResultNumber());
+    Builder b(&getContext());
+    for (auto &[op, results] : byOp)
+      op->setAttr(kFp32Attr, b.getDenseI64ArrayAttr(
+                                 SmallVector<int64_t>(results.begin(), results.end())));
+    numFp32Values += fp32.size();
+  }
+};
+
+} // namespace

@@ -1,0 +1,34 @@
+// RUN: llama-opt %s -split-input-file -llama-assign-precision | FileCheck %s
+
+// A weight gradient summed from two GEMM terms (a tied table, or a parameter
+// read twice): the sum and both terms stay fp32 (bf16 storage keeps
+// parameter gradients in fp32); the loss is fp32 by kind and the
+// activation gradient %dx, not returned, stays in the storage type.
+// CHECK-LABEL: func.func @train_step
+func.func @train_step(%w: tensor<4x4xf32>, %x: tensor<2x4xf32>) -> (tensor<f32>, tensor<4x4xf32>) {
+  // CHECK: llama.matmul {{.*}}llama.fp32 = array<i64: 0>
+  %g1 = llama.matmul %x, %x {transpose_lhs = true} : (tensor<2x4xf32>, tensor<2x4xf32>) -> tensor<4x4xf32>
+  // CHECK: llama.matmul {{.*}}llama.fp32 = array<i64: 0>
+  %g2 = llama.matmul %x, %x {transpose_lhs = true} : (tensor<2x4xf32>, tensor<2x4xf32>) -> tensor<4x4xf32>
+  // CHECK: llama.add {{.*}}llama.fp32 = array<i64: 0>
+  %g = llama.add %g1, %g2 : (tensor<4x4xf32>, tensor<4x4xf32>) -> tensor<4x4xf32>
+  // CHECK: llama.matmul
+  // CHECK-NOT: llama.fp32
+  // CHECK-SAME: -> tensor<2x4xf32>
+  %dx = llama.matmul %x, %w : (tensor<2x4xf32>, tensor<4x4xf32>) -> tensor<2x4xf32>
+  // CHECK: llama.fill
+  // CHECK-NOT: llama.fp32
+  // CHECK-SAME: tensor<f32>
+  %l = llama.fill {value = 0.0 : f64} : tensor<f32>
+  return %l, %g : tensor<f32>, tensor<4x4xf32>
+}
+
+// -----
+
+// Functions other than @train_step are left alone.
+// CHECK-LABEL: func.func @forward
+// CHECK-NOT: llama.fp32
+func.func @forward(%x: tensor<2x4xf32>) -> tensor<4x4xf32> {
+  %g = llama.matmul %x, %x {transpose_lhs = true} : (tensor<2x4xf32>, tensor<2x4xf32>) -> tensor<4x4xf32>
+  return %g : tensor<4x4xf32>
+}

@@ -18,6 +18,7 @@
 
 #include "dialects/llama/IR/LlamaOps.h"
 #include "passes/Passes.h"
+#include "passes/lowering/Collectives.h"
 #include "passes/lowering/PlanGradBuckets.h"
 #include "passes/lowering/PlanMemory.h"
 #include "runtime/cuda/kernels/shapes.h"
@@ -810,9 +811,7 @@ private:
                                            /*collectivesInFlight=*/grid[0] * grid[1] > 1);
   }
 
-  static bool isCollective(Operation *op) {
-    return isa<shard::AllReduceOp, shard::AllGatherOp, shard::ReduceScatterOp>(op);
-  }
+  static bool isCollective(Operation *op) { return isShardCollective(op); }
 
   /// The storage type of a value's buffer: its launcher's for the results
   /// of generated kernels, the input's for views and collectives, fp32 for

@@ -10,9 +10,9 @@
 //===----------------------------------------------------------------------===//
 #include "dialects/llama/IR/LlamaOps.h"
 #include "passes/Passes.h"
+#include "passes/lowering/Collectives.h"
 
 #include "mlir/Dialect/Func/IR/FuncOps.h"
-#include "mlir/Dialect/Shard/IR/ShardOps.h"
 #include "mlir/IR/BuiltinOps.h"
 
 #include <map>
@@ -29,10 +29,6 @@ using namespace mlir;
 using namespace mlir::llama;
 
 namespace {
-
-bool isCollective(Operation *op) {
-  return isa<shard::AllReduceOp, shard::AllGatherOp, shard::ReduceScatterOp>(op);
-}
 
 struct LlamaAssignPrecisionPass
     : mlir::llama::impl::LlamaAssignPrecisionBase<LlamaAssignPrecisionPass> {
@@ -57,7 +53,7 @@ struct LlamaAssignPrecisionPass
         continue; // a parameter returned as its own gradient cannot happen
       if (isa<AddOp, SumOp>(def)) {
         llvm::append_range(work, def->getOperands());
-      } else if (isViewOp(def) || isCollective(def)) {
+      } else if (isViewOp(def) || isShardCollective(def)) {
         work.push_back(def->getOperand(0)); // the same buffer type as the input
       } else if (!isa<MatmulOp, EmbeddingGradOp, FillOp, RMSNormGradRstdOp, RMSNormGradOp>(
                      def)) {

@@ -9,9 +9,9 @@
 //===----------------------------------------------------------------------===//
 #include "dialects/llama/IR/LlamaOps.h"
 #include "passes/Passes.h"
+#include "passes/lowering/Collectives.h"
 
 #include "mlir/Dialect/Func/IR/FuncOps.h"
-#include "mlir/Dialect/Shard/IR/ShardOps.h"
 #include "mlir/IR/BuiltinOps.h"
 #include "mlir/IR/Verifier.h"
 
@@ -27,10 +27,6 @@ using namespace mlir::llama;
 
 namespace {
 
-bool isCollective(Operation *op) {
-  return isa<shard::AllReduceOp, shard::AllGatherOp, shard::ReduceScatterOp>(op);
-}
-
 struct LlamaScheduleCollectivesPass
     : mlir::llama::impl::LlamaScheduleCollectivesBase<LlamaScheduleCollectivesPass> {
   void runOnOperation() override {
@@ -43,7 +39,7 @@ struct LlamaScheduleCollectivesPass
     Block &block = fn.getBody().front();
     SmallVector<Operation *> collectives;
     for (Operation &op : block)
-      if (isCollective(&op))
+      if (isShardCollective(&op))
         collectives.push_back(&op);
     if (collectives.empty())
       return success();
@@ -70,7 +66,7 @@ struct LlamaScheduleCollectivesPass
       DenseSet<Operation *> needed;
       SmallVector<Operation *> work = {c};
       for (Operation *op = windowStart; op != c; op = op->getNextNode())
-        if (isCollective(op))
+        if (isShardCollective(op))
           work.push_back(op);
       while (!work.empty()) {
         Operation *op = work.pop_back_val();
@@ -81,7 +77,7 @@ struct LlamaScheduleCollectivesPass
       }
       SmallVector<Operation *> independent;
       for (Operation *op = windowStart; op != c; op = op->getNextNode())
-        if (!needed.contains(op) && !isCollective(op))
+        if (!needed.contains(op) && !isShardCollective(op))
           independent.push_back(op);
       Operation *last = c;
       for (Operation *op : independent) {

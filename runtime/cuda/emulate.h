@@ -159,13 +159,16 @@ inline std::map<const void *, Coalescing> &coalescing() {
   static std::map<const void *, Coalescing> counters;
   return counters;
 }
-inline bool counting() {
-  static const bool on = [] {
+inline bool &counting_flag() {
+  static bool on = [] {
     const char *v = std::getenv("LLAMA_EMULATE_COUNT");
     return v && std::string(v) == "1";
   }();
   return on;
 }
+inline bool counting() { return counting_flag(); }
+// Tests turn the counters on and off without the environment.
+inline void set_counting(bool on) { counting_flag() = on; }
 inline thread_local const void *current_kernel = nullptr;
 
 // Folds a finished block's traces into its kernel's counters.

@@ -11,6 +11,7 @@ endif()
 # without a GPU: fibers, barriers, shuffles, ballots, per-thread stacks and
 # floating-point state, on kernels written in the test.
 add_executable(emulate_test ${CMAKE_CURRENT_LIST_DIR}/emulate_test.cpp)
+target_compile_definitions(emulate_test PRIVATE LLAMA_CUDA_EMULATE)
 target_link_libraries(emulate_test PRIVATE GTest::gtest_main)
 gtest_discover_tests(emulate_test)
 # The kernel families of runtime/cuda/kernels (norms, elementwise, rope)

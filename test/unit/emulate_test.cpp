@@ -4,6 +4,7 @@
 // directly. The emulated GPU tests trust these properties, above all that a
 // kernel missing a barrier gives wrong numbers rather than passing by luck.
 #include "runtime/cuda/emulate.h"
+#include "runtime/cuda/kernels/common.cuh"
 
 #include <gtest/gtest.h>
 
@@ -192,6 +193,45 @@ TEST(Emulate, RejectsBlocksItCannotRun) {
   EXPECT_THROW(LLAMA_LAUNCH(divergent, dim3(1), dim3(2048), nullptr, out.data()),
                std::runtime_error);
   EXPECT_THROW(__syncthreads(), std::runtime_error); // outside a launch
+}
+
+// The coalescing counters see through the packed accesses of
+// runtime/cuda/kernels: a warp whose lanes read consecutive 16-byte packs
+// uses every byte of the 16 sectors it touches; lanes 32 bytes apart touch
+// a sector each for 16 useful bytes (50%); lanes reading the same pack (a
+// broadcast) touch one sector, which is all they need.
+__global__ void strided(const float *in, float *out, int stride) {
+  const int i = int(threadIdx.x) * stride;
+  llk::store<4>(out + 4 * threadIdx.x, llk::load<4>(in + 4 * i));
+}
+
+TEST(Emulate, CoalescingCountersMeasureSectorsPerRequest) {
+  llama_emu::set_counting(true);
+  llama_emu::coalescing().clear();
+  // 64-byte aligned, as the memory plan's buffers (sectors are 32 bytes).
+  alignas(64) static float in[64 * 4 * 2], out[64 * 4];
+  auto *kernel = &strided;
+  LLAMA_LAUNCH(kernel, dim3(1), dim3(64), nullptr, in, out, 1);
+  llama_emu::Coalescing c = llama_emu::coalescing()[reinterpret_cast<const void *>(kernel)];
+  // 2 warps x (one load, one store), each 32 lanes x 16 bytes = 16 sectors.
+  EXPECT_EQ(c.requests, 4u);
+  EXPECT_EQ(c.sectors, 4u * 16);
+  EXPECT_EQ(c.ideal_sectors, c.sectors);
+  llama_emu::coalescing().clear();
+  LLAMA_LAUNCH(kernel, dim3(1), dim3(32), nullptr, in, out, 2);
+  c = llama_emu::coalescing()[reinterpret_cast<const void *>(kernel)];
+  // The load's lanes are 32 bytes apart: 32 sectors for 16 sectors of bytes.
+  EXPECT_EQ(c.requests, 2u);
+  EXPECT_EQ(c.sectors, 32u + 16);
+  EXPECT_EQ(c.ideal_sectors, 16u + 16);
+  llama_emu::coalescing().clear();
+  LLAMA_LAUNCH(kernel, dim3(1), dim3(32), nullptr, in, out, 0);
+  c = llama_emu::coalescing()[reinterpret_cast<const void *>(kernel)];
+  // Every lane loads the same pack: one sector, as ideal.
+  EXPECT_EQ(c.sectors, 1u + 16);
+  EXPECT_EQ(c.ideal_sectors, 1u + 16);
+  llama_emu::set_counting(false);
+  llama_emu::coalescing().clear();
 }
 
 } // namespace

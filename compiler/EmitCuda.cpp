@@ -56,17 +56,9 @@ std::string litf(double d) {
   return s + "f";
 }
 
-/// Threads per block for a row of `n` elements: a multiple of 32, at most
-/// 1024, about one element per thread per four (so each thread has some
-/// work to amortize the reductions).
-int64_t rowThreads(int64_t n) {
-  int64_t t = 32;
-  while (t < 1024 && t * 4 < n)
-    t *= 2;
-  return t;
-}
+// The launch rules of runtime/cuda/kernels/shapes.h also size the kernels
+// still emitted here (one element per access: a "pack" of one).
 constexpr int64_t kElementwiseThreads = llk::kElementwiseThreads;
-int64_t blocksFor(int64_t n, int64_t threads) { return (n + threads - 1) / threads; }
 
 // The kernel families (runtime/cuda/kernels/*.cuh) the launchers
 // instantiate, and the scalar helpers the kernels still emitted here use.
@@ -653,7 +645,7 @@ private:
   /// row; the row maxima are fp32 statistics.
   void emitLogitsMax(LogitsMaxOp m, const std::string &name) {
     int64_t v = ranked(m.getLogits()).getShape().back(), rows = numel(m.getResult());
-    int64_t threads = rowThreads(v);
+    int64_t threads = llk::row_threads(v);
     std::string t = types(*m, {false, true});
     os << "__global__ void __launch_bounds__(" << threads << ") " << name
        << "_k(const act_t *__restrict__ x, float *__restrict__ mx) {\n"
@@ -678,7 +670,7 @@ private:
     int64_t v = ranked(p.getLogits()).getShape().back(), rows = numel(p.getTargets());
     int64_t vocab = p.getVocabShard() ? (*p.getVocabShard())[1] : v;
     int64_t ignore = p.getIgnoreIndexAttr().getInt();
-    int64_t threads = rowThreads(v);
+    int64_t threads = llk::row_threads(v);
     // Buffers: logits, max, targets, sums.
     std::string t = types(*p, {false, true, false, true});
     os << "__global__ void __launch_bounds__(" << threads << ") " << name
@@ -725,7 +717,7 @@ private:
     beginLauncher(name);
     unpack(t);
     os << "  (void)workspace;\n  LLAMA_LAUNCH(" << name << "_k, dim3("
-       << blocksFor(n, kElementwiseThreads) << "), dim3(" << kElementwiseThreads
+       << llk::ceil_div(n, kElementwiseThreads) << "), dim3(" << kElementwiseThreads
        << "), stream, b0, b1, b2, b3, b4, " << vocabOffset(p.getVocabShard(), v)
        << ");\n}\n\n";
     add(*p, name, t, 0);
@@ -794,7 +786,7 @@ private:
     beginLauncher(name);
     unpack(t);
     os << "  (void)workspace;\n  LLAMA_LAUNCH(" << name << "_k, dim3("
-       << blocksFor(rows, kElementwiseThreads) << "), dim3(" << kElementwiseThreads
+       << llk::ceil_div(rows, kElementwiseThreads) << "), dim3(" << kElementwiseThreads
        << "), stream, b0, b1, b2, b3, b4);\n}\n\n";
     add(*c, name, t, 0);
   }
@@ -811,7 +803,6 @@ private:
                                            /*collectivesInFlight=*/grid[0] * grid[1] > 1);
   }
 
-  static bool isCollective(Operation *op) { return isShardCollective(op); }
 
   /// The storage type of a value's buffer: its launcher's for the results
   /// of generated kernels, the input's for views and collectives, fp32 for
@@ -824,7 +815,7 @@ private:
       if (auto it = launcherOf.find(def); it != launcherOf.end())
         return entries[it->second]
             .types[def->getNumOperands() + cast<OpResult>(v).getResultNumber()];
-      if (isViewOp(def) || isCollective(def))
+      if (isViewOp(def) || isShardCollective(def))
         return storageOf(def->getOperand(0));
     }
     return fp32Values.contains(v) ? 'f' : 'a';
@@ -977,7 +968,7 @@ private:
         // gradient).
         char type = launcher != launcherOf.end()
                         ? entries[launcher->second].types[op.getNumOperands() + i]
-                    : isCollective(&op) ? storage.lookup(op.getOperand(0))
+                    : isShardCollective(&op) ? storage.lookup(op.getOperand(0))
                                         : (fp32Values.contains(r) ? 'f' : 'a');
         if (type == 'a' && options.activations == "f32")
           type = 'f'; // fp32 storage: every float buffer is fp32
@@ -996,8 +987,8 @@ private:
         needParams(op);
       // Collectives still in flight that this op depends on (it reads
       // their output, or writes over their input or output) complete first.
-      beforeOp(b, op, /*compute=*/!isCollective(&op));
-      if (isCollective(&op)) {
+      beforeOp(b, op, /*compute=*/!isShardCollective(&op));
+      if (isShardCollective(&op)) {
         if (failed(emitCollective(b, op, names)))
           return failure();
         continue;
@@ -1319,7 +1310,7 @@ private:
     beginLauncher(name);
     unpack(t);
     os << "  (void)workspace;\n  LLAMA_LAUNCH(" << name << "_k, dim3("
-       << blocksFor(a.seq, kAttnWarps) << ", " << a.heads << ", " << a.batch
+       << llk::ceil_div(a.seq, kAttnWarps) << ", " << a.heads << ", " << a.batch
        << "), dim3(" << 32 * kAttnWarps << "), stream, b0, b1, b2, b3, b4);\n}\n\n";
     add(*op, name, t, 0);
   }
@@ -1394,10 +1385,10 @@ private:
     beginLauncher(name);
     unpack(t);
     os << "  float *delta = static_cast<float *>(workspace);\n"
-       << "  LLAMA_LAUNCH(" << name << "_dq, dim3(" << blocksFor(a.seq, kAttnWarps)
+       << "  LLAMA_LAUNCH(" << name << "_dq, dim3(" << llk::ceil_div(a.seq, kAttnWarps)
        << ", " << a.heads << ", " << a.batch << "), dim3(" << 32 * kAttnWarps
        << "), stream, b0, b1, b2, b3, b4, b5, b6, delta);\n"
-       << "  LLAMA_LAUNCH(" << name << "_dkv, dim3(" << blocksFor(a.seq, kAttnWarps)
+       << "  LLAMA_LAUNCH(" << name << "_dkv, dim3(" << llk::ceil_div(a.seq, kAttnWarps)
        << ", " << a.kvHeads << ", " << a.batch << "), dim3(" << 32 * kAttnWarps
        << "), stream, b0, b1, b2, b3, b5, delta, b7, b8);\n}\n\n";
     add(*op, name, t, a.batch * a.heads * a.seq * 4);

@@ -33,6 +33,22 @@ class Emit:
         self.f.flush()
 
 
+def _event_times(fn, reps, flush):
+    """Seconds of `reps` launches of fn, each timed by CUDA events with the L2
+    evicted first (writing `flush`, larger than an H100's 50 MB L2)."""
+    import torch
+    ev = []
+    for _ in range(reps):
+        flush.zero_()
+        s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        s.record()
+        fn()
+        e.record()
+        ev.append((s, e))
+    torch.cuda.synchronize()
+    return [s.elapsed_time(e) / 1e3 for s, e in ev]
+
+
 def _stats_us(samples_s):
     us = sorted(x * 1e6 for x in samples_s)
     return {"median_us": round(statistics.median(us), 3), "min_us": round(us[0], 3),
@@ -239,17 +255,9 @@ def child_kernels(a, emit):
         e.synchronize()
         one = s.elapsed_time(e) / 1e3
         reps = int(min(100, max(5, target_s / max(one, 1e-7))))
-        ev = []
-        for _ in range(reps):
-            flush.zero_()  # evict the L2 (50 MB on an H100) between launches
-            s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            s.record()
-            fn()
-            e.record()
-            ev.append((s, e))
-        torch.cuda.synchronize()
+        times = _event_times(fn, reps, flush)
         check("timed launches")
-        r = _stats_us([s.elapsed_time(e) / 1e3 for s, e in ev])
+        r = _stats_us(times)
         r.update(warmup=3, method="CUDA events around each launch on the default stream, 256 MiB "
                                   "written between launches to evict the L2; median of n")
         return r
@@ -374,16 +382,7 @@ def child_sdpa(a, emit):
     def timed(fn, reps=20):
         for _ in range(3):
             fn()
-        ev = []
-        for _ in range(reps):
-            flush.zero_()
-            s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            s.record()
-            fn()
-            e.record()
-            ev.append((s, e))
-        torch.cuda.synchronize()
-        return _stats_us([s.elapsed_time(e) / 1e3 for s, e in ev])
+        return _stats_us(_event_times(fn, reps, flush))
 
     out = []
     for shp in a["shapes"]:

@@ -259,6 +259,26 @@ __global__ void __launch_bounds__(1024)
   }
 }
 
+
+/// The count of scored rows, then one block per row (its loss term, and
+/// with kGrad its gradient, scaled by grad_scale and *dloss when given).
+template <typename T, int64_t V, bool kGrad>
+float *count_and_rows(const T *logits, const int32_t *targets, T *dlogits, int64_t rows,
+                      int64_t ignore, float grad_scale, const float *dloss, void *workspace,
+                      cudaStream_t stream) {
+  (void)stream; // unused by the emulator's launch
+  auto *counts = static_cast<Counts *>(workspace);
+  float *terms = reinterpret_cast<float *>(counts + 1);
+  auto *count = &ce_count_kernel<V>;
+  LLAMA_LAUNCH(count, dim3(1), dim3(1024), stream, targets, rows, ignore, counts);
+  if (rows > 0) {
+    auto *row_kernel = &ce_rows_kernel<T, V, kGrad>;
+    LLAMA_LAUNCH(row_kernel, dim3(unsigned(rows)), dim3(CeShape<T, V>::kThreads), stream,
+                 logits, targets, dlogits, counts, terms, ignore, grad_scale, dloss);
+  }
+  return terms;
+}
+
 } // namespace ce_detail
 
 static_assert(sizeof(ce_detail::Counts) == 16, "shapes.h: cross_entropy_workspace_bytes");
@@ -273,19 +293,11 @@ void cross_entropy_fused(const T *logits, const int32_t *targets, float *loss, T
                          int64_t rows, int64_t ignore, float grad_scale, void *workspace,
                          cudaStream_t stream) {
   using namespace ce_detail;
-  (void)stream; // unused by the emulator's launch
-  auto *counts = static_cast<Counts *>(workspace);
-  float *terms = reinterpret_cast<float *>(counts + 1);
-  auto *count = &ce_count_kernel<V>;
-  LLAMA_LAUNCH(count, dim3(1), dim3(1024), stream, targets, rows, ignore, counts);
-  if (rows > 0) {
-    auto *row_kernel = &ce_rows_kernel<T, V, kGrad>;
-    LLAMA_LAUNCH(row_kernel, dim3(unsigned(rows)), dim3(CeShape<T, V>::kThreads), stream,
-                 logits, targets, dlogits, counts, terms, ignore, grad_scale,
-                 static_cast<const float *>(nullptr));
-  }
+  float *terms = count_and_rows<T, V, kGrad>(logits, targets, dlogits, rows, ignore, grad_scale,
+                                             nullptr, workspace, stream);
   auto *loss_kernel = &ce_loss_kernel<V>;
-  LLAMA_LAUNCH(loss_kernel, dim3(1), dim3(1024), stream, counts, terms, rows, loss);
+  LLAMA_LAUNCH(loss_kernel, dim3(1), dim3(1024), stream, static_cast<Counts *>(workspace),
+               terms, rows, loss);
 }
 
 /// The unfused gradient (cross_entropy_grad): dlogits = dloss[0] * (softmax
@@ -295,17 +307,8 @@ template <typename T, int64_t V>
 void cross_entropy_backward(const float *dloss, const T *logits, const int32_t *targets,
                             T *dlogits, int64_t rows, int64_t ignore, void *workspace,
                             cudaStream_t stream) {
-  using namespace ce_detail;
-  (void)stream;
-  auto *counts = static_cast<Counts *>(workspace);
-  float *terms = reinterpret_cast<float *>(counts + 1);
-  auto *count = &ce_count_kernel<V>;
-  LLAMA_LAUNCH(count, dim3(1), dim3(1024), stream, targets, rows, ignore, counts);
-  if (rows > 0) {
-    auto *row_kernel = &ce_rows_kernel<T, V, true>;
-    LLAMA_LAUNCH(row_kernel, dim3(unsigned(rows)), dim3(CeShape<T, V>::kThreads), stream,
-                 logits, targets, dlogits, counts, terms, ignore, 1.0f, dloss);
-  }
+  ce_detail::count_and_rows<T, V, true>(logits, targets, dlogits, rows, ignore, 1.0f, dloss,
+                                        workspace, stream);
 }
 
 } // namespace llk

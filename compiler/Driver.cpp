@@ -534,8 +534,6 @@ int run(int argc, char **argv) {
                 "for sm_90a only; Hopper (H100, H200) is the supported GPU");
   const bool cudaBinary = target == "cuda" && emit.empty() && !outputFile.empty();
   if (cudaBinary) {
-    if (mode != "train")
-      return fail("--target cuda builds training binaries (--mode train) only so far");
     if (dtype != "f32")
       return fail("--target cuda: --dtype " + dtype + " is not available on the GPU "
                   "(fp32 master weights; --cuda-activations picks bf16 or fp32 storage)");

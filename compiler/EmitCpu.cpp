@@ -707,10 +707,18 @@ LogicalResult emitCpuSource(ModuleOp module, raw_ostream &os, bool cudaDevice,
   double initStd = 0.02;
   if (auto attr = module->getAttrOfType<FloatAttr>("llama.init_std"))
     initStd = attr.getValueAsDouble();
-  if (cudaDevice)
-    os << "} // namespace\n\n// Defined by the generated CUDA source (EmitCuda, session = true).\n"
-          "llamart::DeviceSession *llama_cuda_open_device(const llamart::ProgramInfo &);\n\n"
-          "namespace {\n";
+  // The device side (EmitCuda, session = true): the training session where
+  // there is a train step, the generator where there are KV-cache functions.
+  const bool deviceTrain = cudaDevice && step, deviceGenerate = cudaDevice && prefill && decode;
+  if (deviceTrain || deviceGenerate) {
+    os << "} // namespace\n\n// Defined by the generated CUDA source (EmitCuda, session = true).\n";
+    if (deviceTrain)
+      os << "llamart::DeviceSession *llama_cuda_open_device(const llamart::ProgramInfo &);\n";
+    if (deviceGenerate)
+      os << "llamart::DeviceGenerator *llama_cuda_open_generator(const "
+            "llamart::ProgramInfo &);\n";
+    os << "\nnamespace {\n";
+  }
   if (!gradBucketBounds.empty()) {
     os << "// The ZeRO-1 gradient buckets of the device train step (EmitCuda).\n"
           "const int64_t kGradBucketBounds[] = {";
@@ -745,13 +753,15 @@ LogicalResult emitCpuSource(ModuleOp module, raw_ostream &os, bool cudaDevice,
      << (prefill ? "prefill" : "nullptr") << ",\n"
      << "    /*decode_arena_bytes=*/" << (decode ? arenaBytes(decode) : 0) << ", "
      << (decode ? "decode" : "nullptr") << ",\n"
-     << "    /*target=*/" << (cudaDevice ? "\"cuda\", llama_cuda_open_device" : "\"cpu\", nullptr")
-     << ",\n"
+     << "    /*target=*/" << (cudaDevice ? "\"cuda\", " : "\"cpu\", ")
+     << (deviceTrain ? "llama_cuda_open_device" : "nullptr") << ",\n"
      << "    /*num_grad_buckets=*/"
      << (gradBucketBounds.empty() ? std::string("0, nullptr")
                                   : std::to_string(gradBucketBounds.size() - 1) +
                                         ", kGradBucketBounds")
      << ",\n"
+     << "    /*open_generator=*/"
+     << (deviceGenerate ? "llama_cuda_open_generator" : "nullptr") << ",\n"
      << "};\n"
      << "} // namespace\n\n"
      << "extern \"C\" const llamart::ProgramInfo *llamart_program() { return &kProgram; }\n";

@@ -62,7 +62,8 @@ constexpr int64_t kElementwiseThreads = llk::kElementwiseThreads;
 
 // The kernel families (runtime/cuda/kernels/*.cuh) the launchers
 // instantiate, and the scalar helpers the kernels still emitted here use.
-const char *kPrelude = R"(#include "runtime/cuda/kernels/cross_entropy.cuh"
+const char *kPrelude = R"(#include "runtime/cuda/kernels/attention_cached.cuh"
+#include "runtime/cuda/kernels/cross_entropy.cuh"
 #include "runtime/cuda/kernels/elementwise.cuh"
 #include "runtime/cuda/kernels/embedding.cuh"
 #include "runtime/cuda/kernels/norms.cuh"
@@ -189,8 +190,6 @@ public:
         if (isa<func::ReturnOp>(op) || isViewOp(&op) || isa<MatmulOp>(op) ||
             op.getDialect()->getNamespace() != "llama")
           continue; // GEMMs: cuBLASLt; views: no code
-        if (isa<AttentionCachedOp, RopeAtOp>(op))
-          continue; // not generated yet (see the issue)
         // Named by its place among the distinct launchers (shared by every
         // function and layer that runs the same kernel).
         std::string name = "op_" + std::to_string(entries.size()) + "_" +
@@ -211,23 +210,32 @@ public:
       }
     }
     auto step = module.lookupSymbol<func::FuncOp>("train_step");
-    auto forwardFn = module.lookupSymbol<func::FuncOp>("forward");
+    auto forward = module.lookupSymbol<func::FuncOp>("forward");
+    // Generation's KV-cache functions (single-process programs have them).
+    auto prefill = module.lookupSymbol<func::FuncOp>("prefill");
+    auto decode = module.lookupSymbol<func::FuncOp>("decode");
+    const bool generation = prefill && decode;
     const bool partitioned = grid[0] * grid[1] > 1;
-    for (func::FuncOp fn : {step, forwardFn}) {
+    for (func::FuncOp fn : {step, forward, prefill, decode}) {
       if (!fn)
         continue;
       if ((options.activations != "f32" || partitioned) && failed(replanForStorage(fn)))
         return failure();
     }
-    if (step && failed(emitHostFunction(step, /*train=*/true)))
+    if (step && failed(emitHostFunction(step, Host::Train)))
       return failure();
-    auto forward = module.lookupSymbol<func::FuncOp>("forward");
     if (options.session) {
-      if (!step || !forward)
-        return module.emitError("a CUDA training binary needs @train_step and @forward");
-      if (failed(emitHostFunction(forward, /*train=*/false)))
+      if (step && !forward)
+        return module.emitError("a CUDA training binary needs @forward beside @train_step");
+      if (!step && !generation)
+        return module.emitError(
+            "a CUDA binary needs @train_step and @forward, or @prefill and @decode");
+      if (step && failed(emitHostFunction(forward, Host::Eval)))
         return failure();
     }
+    if (generation && (failed(emitHostFunction(prefill, Host::Prefill)) ||
+                       failed(emitHostFunction(decode, Host::Decode))))
+      return failure();
     os << "struct LlamaCudaOp {\n  const char *name, *op, *types, *shapes, *attrs;\n"
           "  void (*launch)(void *const *, void *, cudaStream_t);\n"
           "  size_t workspace_bytes;\n};\n\n"
@@ -257,7 +265,7 @@ public:
          << "overlap the last " << opsAfterFirstBucket << " of the train step's "
          << trainComputeOps << " kernels and GEMMs; their parameter all-gathers (started "
          << "by the next step) the first " << opsBeforeLastGather << ".\n";
-    if (options.session)
+    if (options.session && step)
       os << "\n// The device session of the training binary (runtime/cuda/session.inl).\n"
          << "#include \"runtime/cuda/session.inl\"\n\n"
          << "llamart::DeviceSession *llama_cuda_open_device(const llamart::ProgramInfo "
@@ -273,11 +281,46 @@ public:
          << "  s.collective_staging_bytes = " << stagingBytes << ";\n"
          << "  s.partitioned = " << (grid[0] * grid[1] > 1 ? "true" : "false") << ";\n"
          << "  return new llamart::cuda::CudaSession(program, s);\n}\n";
+    if (options.session && generation) {
+      Value tokensArg = tokensOf(prefill);
+      if (!tokensArg)
+        return prefill.emitError("has no token input");
+      auto tok = ranked(tokensArg);
+      auto logits = cast<RankedTensorType>(prefill.getResultTypes()[0]);
+      os << "\n// Generation on the device (runtime/cuda/generator.inl).\n"
+         << "#include \"runtime/cuda/generator.inl\"\n\n"
+         << "llamart::DeviceGenerator *llama_cuda_open_generator(const llamart::ProgramInfo "
+            "&program) {\n"
+         << "  llamart::cuda::GenerateProgram g;\n"
+         << "  g.prefill = llama_cuda_prefill;\n"
+         << "  g.decode = llama_cuda_decode;\n"
+         << "  g.prefill_arena_bytes = " << arenaBytes(prefill) << ";\n"
+         << "  g.decode_arena_bytes = " << arenaBytes(decode) << ";\n"
+         << "  g.workspace_bytes = " << std::max<int64_t>(maxWorkspace, 4) << ";\n"
+         << "  g.kv_cache_elements = " << kvCacheElements << ";\n"
+         << "  g.rows = " << tok.getDimSize(0) << ";\n"
+         << "  g.chunk = " << tok.getDimSize(1) << ";\n"
+         << "  g.vocab = " << logits.getShape().back() << ";\n"
+         << "  return new llamart::cuda::CudaGenerator(program, g);\n}\n";
+    }
     out << text;
     return success();
   }
 
 private:
+  /// The host functions: the train step, @forward's loss, generation's
+  /// prefill and decode.
+  enum class Host { Train, Eval, Prefill, Decode };
+
+  /// A function's token input (`llama.input = "tokens"`).
+  static Value tokensOf(func::FuncOp fn) {
+    for (BlockArgument arg : fn.getArguments())
+      if (auto role = fn.getArgAttrOfType<StringAttr>(arg.getArgNumber(), kInputAttr);
+          role && role.getValue() == "tokens")
+        return arg;
+    return Value();
+  }
+
   struct Entry {
     std::string name, op, types, shapes, attrs;
     int64_t workspace;
@@ -404,6 +447,8 @@ private:
         .Case([&](RopeGradOp r) {
           emitRope(op, name, r.getGrad(), nullptr, r.getTheta().convertToDouble(), true);
         })
+        .Case([&](RopeAtOp r) { emitRopeAt(r, name); })
+        .Case([&](AttentionCachedOp a) { emitAttentionCached(a, name); })
         .Case([&](SwigluOp) { emitElementwise(op, name, "swiglu"); })
         .Case([&](SwigluGradOp) { emitElementwise(op, name, "swiglu_grad"); })
         .Case([&](AddOp) { emitElementwise(op, name, "add"); })
@@ -527,6 +572,45 @@ private:
        << qs[2] << ", " << (k ? ranked(k).getDimSize(2) : 0) << ", 0, "
        << (inverse ? "true" : "false") << ", stream);\n}\n\n";
     add(op, name, t, 0);
+  }
+
+  /// rope_at (generation): llk::rope at the position in device memory.
+  void emitRopeAt(RopeAtOp r, const std::string &name) {
+    auto s = ranked(r.getInput()).getShape();
+    std::string turns = ropeTurns(s[3], r.getTheta().convertToDouble());
+    std::string t = types(*r, {}); // x, position, y
+    beginLauncher(name);
+    unpack(t);
+    os << "  (void)workspace;\n  llk::rope<act_t, " << s[3] << ", " << turns
+       << ">(b0, nullptr, b2, nullptr, " << s[0] << ", " << s[1] << ", " << s[2]
+       << ", 0, 0, false, stream, b1);\n}\n\n";
+    add(*r, name, t, 0);
+  }
+
+  /// attention_cached (generation's prefill and decode): the chunk's keys and
+  /// values appended to the cache, then llk::attention_cached
+  /// (runtime/cuda/kernels/attention_cached.cuh), its key range split
+  /// (flash-decoding) as shapes.h picks for these shapes.
+  void emitAttentionCached(AttentionCachedOp a, const std::string &name) {
+    auto q = ranked(a.getQuery()).getShape();
+    const int64_t kvHeads = ranked(a.getKey()).getDimSize(2),
+                  capacity = ranked(a.getKeyCache()).getDimSize(1), hd = q[3];
+    const int64_t group = q[2] / kvHeads, rows = q[0] * q[1] * kvHeads;
+    if (hd / llk::pack_for(int(actBytes()), hd) > 32) {
+      a.emitOpError("head_dim ") << hd << " is over 32 packs of 16 bytes: the cached "
+                                          "attention kernel holds a key row in one warp";
+      emitFailed = true;
+      return;
+    }
+    const int64_t splits = llk::attention_cached_splits(rows, capacity);
+    std::string t = types(*a, {}); // q, k, v, k cache, v cache, position, out
+    beginLauncher(name);
+    unpack(t);
+    os << "  llk::attention_cached<act_t, " << hd << ", " << group << ", " << splits
+       << ">(b0, b1, b2, b3, b4, b6, " << q[0] << ", " << q[1] << ", " << kvHeads << ", "
+       << capacity << ", b5, " << litf(a.getScale().convertToDouble())
+       << ", workspace, stream);\n}\n\n";
+    add(*a, name, t, llk::attention_cached_workspace_bytes(rows, group, hd, splits));
   }
 
   /// The traits type whose at(i) gives RoPE frequency i of `dim` and `theta`
@@ -832,7 +916,9 @@ private:
   /// buffer (llama.output) or copied there, the loss copied to `loss`.
   /// Nothing is allocated and nothing synchronizes, so the whole call can be
   /// captured in a CUDA Graph.
-  LogicalResult emitHostFunction(func::FuncOp fn, bool train) {
+  LogicalResult emitHostFunction(func::FuncOp fn, Host kind) {
+    const bool train = kind == Host::Train,
+               generate = kind == Host::Prefill || kind == Host::Decode;
     DenseMap<Value, std::string> names;
     struct Param {
       std::string name;
@@ -840,15 +926,27 @@ private:
     };
     std::vector<Param> params;
     int64_t offset = 0;
-    Value tokens, targets;
+    Value tokens, targets, position;
+    int64_t kvElements = 0;
     auto typeBytes = [&](char t) { return t == 'a' && options.activations != "f32" ? 2 : 4; };
     for (BlockArgument arg : fn.getArguments()) {
       unsigned i = arg.getArgNumber();
       if (auto role = fn.getArgAttrOfType<StringAttr>(i, kInputAttr)) {
         names[arg] = role.getValue().str();
-        (role.getValue() == "tokens" ? tokens : targets) = arg;
+        StringRef r = role.getValue();
+        (r == "tokens" ? tokens : r == "position" ? position : targets) = arg;
         storage[arg] = 'i';
-        ranges[arg] = {role.getValue() == "tokens" ? 'T' : 'U', 0, numel(arg) * 4};
+        ranges[arg] = {r == "tokens" ? 'T' : r == "position" ? 'Q' : 'U', 0, numel(arg) * 4};
+        continue;
+      }
+      // Generation's KV cache: every layer's keys and values in one device
+      // buffer KV (storage type), each at a multiple of 16 elements.
+      if (generate && fn.getArgAttr(i, "llama.kv_cache")) {
+        names[arg] = "(KV + " + std::to_string(kvElements) + ")";
+        storage[arg] = options.activations == "f32" ? 'f' : 'a';
+        ranges[arg] = {'K', kvElements * typeBytes('a'),
+                       (kvElements + numel(arg)) * typeBytes('a')};
+        kvElements += (numel(arg) + 15) / 16 * 16;
         continue;
       }
       auto pname = fn.getArgAttrOfType<StringAttr>(i, kParamNameAttr);
@@ -860,8 +958,9 @@ private:
       ranges[arg] = {'P', offset * typeBytes('a'), (offset + numel(arg)) * typeBytes('a')};
       offset += numel(arg);
     }
-    if (!tokens || !targets)
-      return fn.emitError("needs token and target inputs");
+    if (!tokens || (generate ? !position : !targets))
+      return fn.emitError(generate ? "needs token and position inputs"
+                                   : "needs token and target inputs");
     std::string body;
     llvm::raw_string_ostream b(body);
     int64_t workspace = 0;
@@ -940,11 +1039,13 @@ private:
             break; // @forward: the loss alone
           if (writtenInPlace(v, i))
             continue;
-          std::string dst = i == 0 ? std::string("loss")
-                                   : "(G + " + std::to_string(params[i - 1].offset) + ")";
+          std::string dst = i > 0      ? "(G + " + std::to_string(params[i - 1].offset) + ")"
+                            : generate ? "logits"
+                                       : "loss";
           if (storage.lookup(v) != 'f')
             return ret.emitOpError("result #")
-                   << i << " (the loss or a gradient) is not stored in fp32";
+                   << i << " (" << (generate ? "the logits" : "the loss or a gradient")
+                   << ") is not stored in fp32";
           b << "  llama_copy(" << dst << ", " << names.lookup(v) << ", "
             << numel(v) * 4 << ", stream);\n";
         }
@@ -976,6 +1077,14 @@ private:
         int64_t out = outputs ? outputs[i] : -1;
         if (out >= 1 && type != 'f')
           return op.emitOpError("writes a parameter gradient that is not stored in fp32");
+        if (generate && out == 0) {
+          // The logits, written straight into the fp32 logits buffer.
+          if (type != 'f')
+            return op.emitOpError("writes generation's logits, which are not stored in fp32");
+          names[r] = "logits";
+          ranges[r] = Range{'L', 0, numel(r) * 4};
+          continue;
+        }
         names[r] = out >= 1 ? "(G + " + std::to_string(params[out - 1].offset) + ")"
                             : "reinterpret_cast<" + hostType(type) + " *>(A + " +
                                   std::to_string(offsets[i]) + ")";
@@ -1050,6 +1159,20 @@ private:
       for (int k : gatherOrder)
         starts += "  llama_coll::params_gather(" + std::to_string(k) + ", stream);\n";
       body = starts + body;
+    }
+    if (generate) {
+      const bool prefill = kind == Host::Prefill;
+      kvCacheElements = kvElements;
+      os << "// Generation's " << (prefill ? "prefill of a chunk of tokens" : "decode of one token")
+         << " (@" << fn.getName() << "): its keys and values appended to the KV cache at\n"
+         << "// *position, the logits of its tokens to `logits` (fp32), all on the device.\n"
+         << "extern \"C\" void llama_cuda_" << fn.getName() << "(const " << hostType('a')
+         << " *P, const int32_t *tokens, const int32_t *position, " << hostType('a')
+         << " *KV, void *arena, void *workspace, float *logits, llamart::cuda::LtGemm *gemm, "
+            "cudaStream_t stream) {\n"
+         << "  char *A = static_cast<char *>(arena);\n  (void)A;\n"
+         << body << "}\n\n";
+      return success();
     }
     if (!train) {
       os << "// The loss of one batch, forward only (@forward), on the device.\n"
@@ -1405,6 +1528,7 @@ private:
   std::map<std::string, size_t> launcherByKey; // kernelKey -> its entry
   int64_t maxWorkspace = 0; // over the host functions emitted
   int64_t gemmCount = 0, gemmMaxDim = 0; // the train step's GEMMs (ABFT)
+  int64_t kvCacheElements = 0;            // generation's device KV cache
 
 public:
   ::llama::CudaPlanFigures figures; // filled by emitModule

@@ -2,8 +2,9 @@
 //
 // Mixed precision as the CUDA target runs it (bf16 storage, fp32 master
 // weights): which values of @train_step stay fp32 beyond the statistics
-// their ops produce by kind. The parameter gradients are summed and reduced
-// in fp32, so the chain that assembles each one (adds, sums, views,
+// their ops produce by kind, and the logits that generation (@prefill,
+// @decode) samples from. The parameter gradients are summed and reduced in
+// fp32, so the chain that assembles each one (adds, sums, views,
 // collectives) is fp32 back to the op that produces its first term. The
 // decision is recorded on the IR (`llama.fp32`), where the emitter reads it.
 //
@@ -33,16 +34,37 @@ namespace {
 struct LlamaAssignPrecisionPass
     : mlir::llama::impl::LlamaAssignPrecisionBase<LlamaAssignPrecisionPass> {
   void runOnOperation() override {
-    auto step = getOperation().lookupSymbol<func::FuncOp>("train_step");
-    if (!step || step.isExternal())
-      return; // nothing returns parameter gradients
     DenseSet<Value> fp32;
+    // Generation's logits (the results of @prefill and @decode) are read
+    // back and sampled in fp32: the GEMM producing them writes fp32 (its
+    // accumulator, unrounded), and the views between keep its buffer.
+    for (StringRef name : {"prefill", "decode"}) {
+      auto fn = getOperation().lookupSymbol<func::FuncOp>(name);
+      if (!fn || fn.isExternal())
+        continue;
+      fn.walk([&](func::ReturnOp ret) {
+        for (Value v : ret.getOperands()) {
+          while (v.getDefiningOp() && isViewOp(v.getDefiningOp())) {
+            fp32.insert(v);
+            v = v.getDefiningOp()->getOperand(0);
+          }
+          fp32.insert(v);
+          if (!v.getDefiningOp() || !isa<MatmulOp>(v.getDefiningOp())) {
+            ret.emitOpError("returns logits that no GEMM produces: the CUDA target reads "
+                            "generation's logits back in fp32 from the lm_head GEMM");
+            signalPassFailure();
+          }
+        }
+      });
+    }
     SmallVector<Value> work;
-    step.walk([&](func::ReturnOp ret) {
-      for (auto [i, v] : llvm::enumerate(ret.getOperands()))
-        if (i > 0) // #0 is the loss, fp32 by kind
-          work.push_back(v);
-    });
+    auto step = getOperation().lookupSymbol<func::FuncOp>("train_step");
+    if (step && !step.isExternal()) // the parameter gradients
+      step.walk([&](func::ReturnOp ret) {
+        for (auto [i, v] : llvm::enumerate(ret.getOperands()))
+          if (i > 0) // #0 is the loss, fp32 by kind
+            work.push_back(v);
+      });
     while (!work.empty()) {
       Value v = work.pop_back_val();
       if (!isa<FloatType>(cast<RankedTensorType>(v.getType()).getElementType()) ||

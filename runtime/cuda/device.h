@@ -21,4 +21,12 @@ struct DeviceInfo {
 // for this toolkit, no device visible).
 std::optional<DeviceInfo> probe_device(std::string *why = nullptr);
 
+/// Opens the GPU a generated binary runs on: with `local_rank`, the
+/// launcher's local rank (OpenMPI, Slurm or torchrun's variable, else
+/// `fallback_rank`) modulo the visible devices is selected first. Throws
+/// std::runtime_error when there is no device or it is older than Hopper
+/// (the binaries are built for sm_90a); creates the context. Returns one
+/// line: name, compute capability, SMs, memory.
+std::string open_device(bool local_rank = false, int fallback_rank = 0);
+
 } // namespace llamart::cuda

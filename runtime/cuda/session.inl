@@ -28,6 +28,7 @@
 #pragma once
 
 #include "runtime/comm/comm.h"
+#include "runtime/cuda/bytes_text.h"
 #include "runtime/train/device_session.h"
 #include "runtime/train/partition.h"
 #include "runtime/train/program.h"
@@ -235,22 +236,8 @@ public:
 #ifdef LLAMA_CUDA_EMULATE
     device_ = "CUDA emulated on the CPU (LLAMA_CUDA_EMULATE)";
 #else
-    if (step.partitioned)
-      select_local_device();
-    std::string why;
-    const std::optional<DeviceInfo> info = probe_device(&why);
-    if (!info)
-      throw std::runtime_error("no CUDA device: " + why +
-                               " (this binary was built with --target cuda)");
-    if (info->sm_major < 9)
-      throw std::runtime_error("CUDA device " + info->name + " is sm_" +
-                               std::to_string(info->sm_major) +
-                               std::to_string(info->sm_minor) +
-                               "; this binary is built for sm_90a (Hopper)");
-    device_ = info->name + " (sm_" + std::to_string(info->sm_major) +
-              std::to_string(info->sm_minor) + ", " + std::to_string(info->sm_count) +
-              " SMs, " + gib(info->total_bytes) + ")";
-    LLAMA_CUDA_CALL(cudaFree(nullptr)); // the context exists from here on
+    device_ = open_device(/*local_rank=*/step.partitioned,
+                          step.partitioned ? llamart::comm::rank() : 0);
     size_t total = 0;
     LLAMA_CUDA_CALL(cudaMemGetInfo(&free_at_open_, &total));
     LLAMA_CUDA_CALL(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
@@ -365,15 +352,15 @@ public:
     std::string s = "device: " + device_ + " | " +
                     (kCopy ? "bf16 storage, fp32 master weights" : "fp32 storage") +
                     " | device memory held: params " +
-                    mib(bytes_params_) + ", grads " + mib(bytes_grads_) +
-                    ", AdamW moments " + mib(bytes_optimizer_) + ", arena " +
-                    mib(bytes_arena_) + ", workspaces " +
-                    mib(bytes_work_ + gemm_workspace()) + " = " + mib(held);
+                    bytes_text(bytes_params_) + ", grads " + bytes_text(bytes_grads_) +
+                    ", AdamW moments " + bytes_text(bytes_optimizer_) + ", arena " +
+                    bytes_text(bytes_arena_) + ", workspaces " +
+                    bytes_text(bytes_work_ + gemm_workspace()) + " = " + bytes_text(held);
 #ifndef LLAMA_CUDA_EMULATE
     size_t free_b = 0, total_b = 0;
     if (cudaMemGetInfo(&free_b, &total_b) == cudaSuccess)
-      s += " (device in use: " + mib(int64_t(total_b - free_b)) + " of " +
-           mib(int64_t(total_b)) + ")";
+      s += " (device in use: " + bytes_text(int64_t(total_b - free_b)) + " of " +
+           bytes_text(int64_t(total_b)) + ")";
 #endif
     return s;
   }
@@ -651,24 +638,6 @@ private:
     return unsigned((n + session_kernels::kThreads - 1) / session_kernels::kThreads);
   }
 
-  // Bytes in the largest binary unit that keeps a number >= 1.
-  static std::string mib(int64_t bytes) {
-    const char *unit[] = {"B", "KiB", "MiB", "GiB", "TiB"};
-    double v = double(bytes);
-    int u = 0;
-    while (v >= 1024.0 && u < 4) {
-      v /= 1024.0;
-      ++u;
-    }
-    char s[32];
-    std::snprintf(s, sizeof s, u ? "%.1f %s" : "%.0f %s", v, unit[u]);
-    return s;
-  }
-  static std::string gib(int64_t bytes) {
-    char s[32];
-    std::snprintf(s, sizeof s, "%.1f GiB", double(bytes) / double(int64_t(1) << 30));
-    return s;
-  }
   int64_t gemm_workspace() const {
 #ifdef LLAMA_CUDA_EMULATE
     return 0;
@@ -824,24 +793,6 @@ private:
     comm_->wait(kGatherParams + k, stream);
   }
 
-#ifndef LLAMA_CUDA_EMULATE
-  // One GPU per local rank: the launcher's local rank (OpenMPI, Slurm,
-  // torchrun's variable) modulo the visible devices.
-  static void select_local_device() {
-    int count = 0;
-    if (cudaGetDeviceCount(&count) != cudaSuccess || count == 0)
-      return; // probe_device explains
-    int local = -1;
-    for (const char *var : {"OMPI_COMM_WORLD_LOCAL_RANK", "SLURM_LOCALID", "LOCAL_RANK"})
-      if (const char *v = std::getenv(var)) {
-        local = std::atoi(v);
-        break;
-      }
-    if (local < 0)
-      local = llamart::comm::rank();
-    LLAMA_CUDA_CALL(cudaSetDevice(local % count));
-  }
-#endif
 
   const ProgramInfo &program_;
   const StepProgram step_;

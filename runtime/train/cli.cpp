@@ -84,7 +84,9 @@ const char *kGenerateUsage = R"(usage: %s generate --checkpoint P --tokenizer M 
   --prompt TEXT           text to continue (BOS as the tokenizer specifies)
   --max-tokens N          tokens to sample (default 64; stops at EOS)
   --no-kv-cache           recompute the whole window for every token (the path
-                          the KV cache is checked against)
+                          the KV cache is checked against; on the host)
+  --cpu                   a --target cuda binary: prefill and decode on the host
+                          instead of the GPU
   --temperature T         softmax temperature (default 0.8; 0 = greedy)
   --top-k K               sample among the K most likely (default 0 = off)
   --top-p P               nucleus probability (default 0.95)
@@ -219,7 +221,8 @@ int cmd_generate(const ProgramInfo &program, int argc, char **argv) {
   const Flags f("generate", argc, argv, 2,
                 {{"checkpoint", true}, {"tokenizer", true}, {"prompt", true},
                  {"max-tokens", true}, {"temperature", true}, {"top-k", true},
-                 {"top-p", true}, {"seed", true}, {"no-kv-cache", false}});
+                 {"top-p", true}, {"seed", true}, {"no-kv-cache", false},
+                 {"cpu", false}});
   train::GenerateOptions o;
   o.checkpoint = f.required("checkpoint");
   o.tokenizer = f.required("tokenizer");
@@ -234,12 +237,15 @@ int cmd_generate(const ProgramInfo &program, int argc, char **argv) {
   o.sampling.top_p = f.f64("top-p", o.sampling.top_p);
   o.seed = f.u64("seed", o.seed);
   o.kv_cache = !f.has("no-kv-cache");
+  o.cpu = f.has("cpu");
   as_usage_error([&] { o.sampling.validate(); });
 
   const train::GenerateResult r = train::run_generate(program, o);
   // The text alone on stdout so that scripts can capture it; speed on stderr.
   std::printf("%s\n", r.text.c_str());
   std::fflush(stdout);
+  if (!r.device.empty())
+    std::fprintf(stderr, "generated on the %s\n", r.device.c_str());
   std::fprintf(stderr, "%lld tokens in %.2f s, tokens/s: %.1f\n",
                static_cast<long long>(r.new_tokens), r.seconds,
                r.seconds > 0 ? static_cast<double>(r.new_tokens) / r.seconds : 0.0);

@@ -100,4 +100,26 @@ public:
   virtual DeviceGemmCheck gemm_check_end() = 0;
 };
 
+// Generation on an accelerator (ABI v6, ProgramInfo::open_generator): the
+// weights in the device's storage type, the KV cache and the @prefill /
+// @decode steps live on the device; the driver (generate.h) keeps the
+// prompt, the sampling and the stop rules on the host and reads back one
+// row of fp32 logits per step. Zero-filled cache at open, as on the CPU.
+class DeviceGenerator {
+public:
+  virtual ~DeviceGenerator() = default;
+  // One line: the device and the memory held (weights, KV cache, arena).
+  virtual std::string describe() const = 0;
+  // The weights (program.param_numel fp32 elements, the flat layout),
+  // converted to the storage type.
+  virtual void upload(const float *params) = 0;
+  // One step: tokens are host int32 [gen_batch, prefill_chunk] (prefill) or
+  // [gen_batch, 1] (decode), starting at cache row `pos` (the positions
+  // already filled); the caller keeps pos + chunk within kv_capacity.
+  virtual void prefill(const int32_t *tokens, int64_t pos) = 0;
+  virtual void decode(const int32_t *tokens, int64_t pos) = 0;
+  // The last step's logits of sequence 0 at chunk index t: vocab_size fp32.
+  virtual void logits(int64_t t, float *out) = 0;
+};
+
 } // namespace llamart

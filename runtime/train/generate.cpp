@@ -7,6 +7,9 @@
 
 #include <algorithm>
 #include <chrono>
+#include <functional>
+#include <memory>
+#include <type_traits>
 #include <cmath>
 #include <cstdio>
 #include <numeric>
@@ -84,28 +87,30 @@ void copy_row(const T *row, int64_t pieces, std::vector<double> &out) {
     out[static_cast<size_t>(v)] = static_cast<double>(row[v]);
 }
 
+// The KV-cache steps generate_cached drives: the host functions on host
+// buffers, or a device generator.
+struct CachedSteps {
+  std::function<void(const int32_t *tokens, int64_t pos)> prefill, decode;
+  // Row 0's logits at chunk index t of the last step, the tokenizer's pieces.
+  std::function<void(int64_t t, std::vector<double> &out)> row;
+};
+
 // Generation with the KV cache: the prompt in prefill chunks (the last one
 // padded; a chunk that would overrun the cache is done token by token), then
 // one decode call per new token. Row 0 of the gen_batch rows is the
 // sequence. Stops at a stop token (EOS, or one of generation_config.json's),
 // after max_tokens, or when the cache is full.
-template <typename T>
-void generate_cached(const ProgramInfo &program, const T *params,
+void generate_cached(const ProgramInfo &program, const CachedSteps &steps,
                      const GenerateOptions &options, int64_t pieces,
                      const tokenizer::Tokenizer &tok, GenerateResult &result) {
-  const int64_t vocab = program.vocab_size, chunk = program.prefill_chunk,
-                capacity = program.kv_capacity, rows = program.gen_batch;
+  const int64_t chunk = program.prefill_chunk, capacity = program.kv_capacity,
+                rows = program.gen_batch;
   if (static_cast<int64_t>(result.ids.size()) > capacity)
     throw std::runtime_error("--prompt: " + std::to_string(result.ids.size()) +
                              " tokens do not fit the KV cache of " +
                              std::to_string(capacity) +
                              " positions (llama-compile --kv-capacity)");
-  AlignedBuffer<T> cache(static_cast<size_t>(program.kv_cache_bytes) / sizeof(T));
-  std::fill(cache.data(), cache.data() + cache.size(), T(0));
-  AlignedBuffer<uint8_t> arena(static_cast<size_t>(
-      std::max(program.prefill_arena_bytes, program.decode_arena_bytes)));
   AlignedBuffer<int32_t> tokens(static_cast<size_t>(rows * chunk));
-  AlignedBuffer<T> logits(static_cast<size_t>(rows * chunk * vocab));
   std::vector<double> last(static_cast<size_t>(pieces));
   Rng rng(options.seed);
 
@@ -117,15 +122,13 @@ void generate_cached(const ProgramInfo &program, const T *params,
     const int64_t n = std::min(chunk, prompt - pos);
     if (pos + chunk <= capacity) {
       std::copy_n(result.ids.begin() + pos, n, tokens.data());
-      program.prefill(params, tokens.data(), pos, cache.data(), arena.data(),
-                      logits.data());
-      copy_row(logits.data() + (n - 1) * vocab, pieces, last);
+      steps.prefill(tokens.data(), pos);
+      steps.row(n - 1, last);
       pos += n;
     } else {
       tokens[0] = result.ids[static_cast<size_t>(pos)];
-      program.decode(params, tokens.data(), pos, cache.data(), arena.data(),
-                     logits.data());
-      copy_row(logits.data(), pieces, last);
+      steps.decode(tokens.data(), pos);
+      steps.row(0, last);
       ++pos;
     }
   }
@@ -144,15 +147,58 @@ void generate_cached(const ProgramInfo &program, const T *params,
     }
     std::fill(tokens.data(), tokens.data() + rows, 0);
     tokens[0] = next;
-    program.decode(params, tokens.data(), pos, cache.data(), arena.data(),
-                   logits.data());
-    copy_row(logits.data(), pieces, last);
+    steps.decode(tokens.data(), pos);
+    steps.row(0, last);
     ++pos;
   }
   const auto t2 = std::chrono::steady_clock::now();
   result.prompt_seconds = std::chrono::duration<double>(t1 - t0).count();
   result.seconds = std::chrono::duration<double>(t2 - t0).count();
   result.used_kv_cache = true;
+}
+
+// The host functions on host buffers (the cache zero-filled).
+template <typename T>
+void generate_cached_host(const ProgramInfo &program, const T *params,
+                          const GenerateOptions &options, int64_t pieces,
+                          const tokenizer::Tokenizer &tok, GenerateResult &result) {
+  const int64_t vocab = program.vocab_size;
+  AlignedBuffer<T> cache(static_cast<size_t>(program.kv_cache_bytes) / sizeof(T));
+  std::fill(cache.data(), cache.data() + cache.size(), T(0));
+  AlignedBuffer<uint8_t> arena(static_cast<size_t>(
+      std::max(program.prefill_arena_bytes, program.decode_arena_bytes)));
+  AlignedBuffer<T> logits(
+      static_cast<size_t>(program.gen_batch * program.prefill_chunk * vocab));
+  CachedSteps steps;
+  steps.prefill = [&](const int32_t *tokens, int64_t pos) {
+    program.prefill(params, tokens, pos, cache.data(), arena.data(), logits.data());
+  };
+  steps.decode = [&](const int32_t *tokens, int64_t pos) {
+    program.decode(params, tokens, pos, cache.data(), arena.data(), logits.data());
+  };
+  steps.row = [&](int64_t t, std::vector<double> &out) {
+    copy_row(logits.data() + t * vocab, pieces, out);
+  };
+  generate_cached(program, steps, options, pieces, tok, result);
+}
+
+// The device generator (a --target cuda program): the weights uploaded once,
+// one fp32 logits row read back per step.
+void generate_cached_device(const ProgramInfo &program, const float *params,
+                            const GenerateOptions &options, int64_t pieces,
+                            const tokenizer::Tokenizer &tok, GenerateResult &result) {
+  std::unique_ptr<DeviceGenerator> gen(program.open_generator(program));
+  gen->upload(params);
+  result.device = gen->describe();
+  std::vector<float> row(static_cast<size_t>(program.vocab_size));
+  CachedSteps steps;
+  steps.prefill = [&](const int32_t *tokens, int64_t pos) { gen->prefill(tokens, pos); };
+  steps.decode = [&](const int32_t *tokens, int64_t pos) { gen->decode(tokens, pos); };
+  steps.row = [&](int64_t t, std::vector<double> &out) {
+    gen->logits(t, row.data());
+    copy_row(row.data(), pieces, out);
+  };
+  generate_cached(program, steps, options, pieces, tok, result);
 }
 
 // Without a KV cache (programs compiled without @prefill/@decode, or
@@ -222,8 +268,13 @@ GenerateResult generate_impl(const ProgramInfo &program,
     throw std::runtime_error("--prompt: empty, and " + tok.path() +
                              " has no BOS token to start from");
   result.prompt_tokens = static_cast<int64_t>(result.ids.size());
-  if (cached) {
-    generate_cached<T>(program, params.data(), options, pieces, tok, result);
+  if (cached && program.open_generator && !options.cpu) {
+    if constexpr (std::is_same_v<T, float>)
+      generate_cached_device(program, params.data(), options, pieces, tok, result);
+    else
+      throw std::logic_error("a device program has fp32 weights");
+  } else if (cached) {
+    generate_cached_host<T>(program, params.data(), options, pieces, tok, result);
   } else {
     generate_window<T>(program, params.data(), options, pieces, tok, result);
   }

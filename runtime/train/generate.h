@@ -6,6 +6,8 @@
 // once it grows longer) sits in row 0 of a [gen_batch, seq_len] token buffer
 // padded with 0 and every new token costs a full @logits forward; the model
 // is causal, so the padding does not change the logits at the last position.
+// A --target cuda program runs prefill and decode on its GPU
+// (ProgramInfo::open_generator) unless options.cpu; sampling stays here.
 #pragma once
 #include "runtime/train/program.h"
 #include "runtime/train/rng.h"
@@ -38,6 +40,7 @@ struct GenerateOptions {
   SamplingConfig sampling;
   uint64_t seed = 1234;
   bool kv_cache = true;   // use @prefill / @decode when the program has them
+  bool cpu = false;       // a --target cuda program: generate on the host
 };
 
 struct GenerateResult {
@@ -48,6 +51,7 @@ struct GenerateResult {
   double seconds = 0.0;     // time spent in the model and sampling
   double prompt_seconds = 0.0; // of which the prompt's prefill (KV cache only)
   bool used_kv_cache = false;
+  std::string device;       // the device generator's describe(); empty on the host
 };
 
 GenerateResult run_generate(const ProgramInfo &program,

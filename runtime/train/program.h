@@ -125,9 +125,16 @@ struct ProgramInfo {
   // the bucket's gradients, under the rest of the backward.
   int32_t num_grad_buckets = 0;
   const int64_t *grad_bucket_bounds = nullptr;
+
+  // Generation on the device (ABI v6; null: on the host). A --target cuda
+  // program with @prefill / @decode opens its GPU generator here
+  // (device_session.h: DeviceGenerator; throws std::runtime_error naming the
+  // reason when there is no usable device). `generate --cpu` runs the host
+  // functions above instead.
+  DeviceGenerator *(*open_generator)(const ProgramInfo &program) = nullptr;
 };
 
-constexpr int32_t kProgramAbiVersion = 5;
+constexpr int32_t kProgramAbiVersion = 6;
 
 } // namespace llamart
 

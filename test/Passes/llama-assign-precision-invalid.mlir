@@ -18,3 +18,13 @@ func.func @train_step(%x: tensor<2x4xf32>, %w: tensor<4xf32>, %dy: tensor<2x4xf3
   %l = llama.fill {value = 0.0 : f64} : tensor<f32>
   return %l, %dx : tensor<f32>, tensor<2x4xf32>
 }
+
+// -----
+
+// Generation's logits come from the lm_head GEMM, which writes them in fp32;
+// anything else is an error, not a bf16 buffer read back as fp32.
+func.func @prefill(%x: tensor<1x2x4xf32>, %w: tensor<4xf32>) -> tensor<1x2x4xf32> {
+  %n = llama.rms_norm %x, %w {eps = 1.0e-05 : f64} : (tensor<1x2x4xf32>, tensor<4xf32>) -> tensor<1x2x4xf32>
+  // expected-error @below {{'func.return' op returns logits that no GEMM produces: the CUDA target reads generation's logits back in fp32 from the lm_head GEMM}}
+  return %n : tensor<1x2x4xf32>
+}

@@ -32,3 +32,21 @@ func.func @forward(%x: tensor<2x4xf32>) -> tensor<4x4xf32> {
   %g = llama.matmul %x, %x {transpose_lhs = true} : (tensor<2x4xf32>, tensor<2x4xf32>) -> tensor<4x4xf32>
   return %g : tensor<4x4xf32>
 }
+
+// -----
+
+// Generation's logits are sampled in fp32: the lm_head GEMM of @decode (and
+// @prefill) writes them in fp32, the view of it keeps that buffer; the
+// norm before it stays in the storage type.
+// CHECK-LABEL: func.func @decode
+func.func @decode(%x: tensor<1x1x4xf32>, %w: tensor<4xf32>, %head: tensor<8x4xf32>) -> tensor<1x8xf32> {
+  // CHECK: llama.rms_norm
+  // CHECK-NOT: llama.fp32
+  // CHECK-SAME: -> tensor<1x1x4xf32>
+  %n = llama.rms_norm %x, %w {eps = 1.0e-05 : f64} : (tensor<1x1x4xf32>, tensor<4xf32>) -> tensor<1x1x4xf32>
+  // CHECK: llama.matmul {{.*}}llama.fp32 = array<i64: 0>
+  %l = llama.matmul %n, %head {transpose_rhs = true} : (tensor<1x1x4xf32>, tensor<8x4xf32>) -> tensor<1x1x8xf32>
+  // CHECK: llama.reshape {{.*}}llama.fp32 = array<i64: 0>
+  %r = llama.reshape %l : (tensor<1x1x8xf32>) -> tensor<1x8xf32>
+  return %r : tensor<1x8xf32>
+}

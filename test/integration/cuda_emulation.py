@@ -46,11 +46,11 @@ def rms(x, eps):
     return 1.0 / torch.sqrt((x * x).mean(-1) + eps)
 
 
-def rope(x, theta, sign):
+def rope(x, theta, sign, pos0=0):
     b, s, h, d = x.shape
     half = d // 2
     inv = torch.tensor([theta ** (-2.0 * i / d) for i in range(half)], dtype=torch.float64)
-    ang = torch.arange(s, dtype=torch.float64)[:, None] * inv[None, :]
+    ang = torch.arange(pos0, pos0 + s, dtype=torch.float64)[:, None] * inv[None, :]
     c = torch.cos(ang).float().double()[None, :, None, :]
     sn = sign * torch.sin(ang).float().double()[None, :, None, :]
     x1, x2 = x[..., :half], x[..., half:]
@@ -67,6 +67,22 @@ def attention(q, k, v, scale):
     scores = scores.masked_fill(mask, float("-inf"))
     return (torch.einsum("bhij,bjhd->bihd", torch.softmax(scores, -1), vv),
             torch.logsumexp(scores, -1))
+
+
+def attention_cached(q, k, v, kc, vc, pos, scale):
+    """Generation's attention in float64: the chunk appended to the caches
+    at row pos, query i attending to rows 0 .. pos + i. Returns the output
+    and both caches as the kernel must leave them."""
+    t, heads = q.shape[1], q.shape[2]
+    kc, vc = kc.clone(), vc.clone()
+    kc[:, pos:pos + t], vc[:, pos:pos + t] = k, v
+    group = heads // k.shape[2]
+    kk = kc[:, :pos + t].repeat_interleave(group, dim=2)
+    vv = vc[:, :pos + t].repeat_interleave(group, dim=2)
+    scores = torch.einsum("bihd,bjhd->bhij", q, kk) * scale
+    mask = torch.arange(pos + t)[None, :] > (pos + torch.arange(t))[:, None]
+    scores = scores.masked_fill(mask, float("-inf"))
+    return torch.einsum("bhij,bjhd->bihd", torch.softmax(scores, -1), vv), kc, vc
 
 
 def reference(op, ins, attrs, ignore):
@@ -127,6 +143,10 @@ def reference(op, ins, attrs, ignore):
         p[torch.arange(len(t))[valid], t[valid]] -= 1.0
         d = p * (g / max(n, 1)) * valid[:, None]
         return [loss.reshape([]), d.reshape(ins[0].shape)]
+    if op == "llama.rope_at":
+        return [rope(ins[0], attr(attrs, "theta"), 1.0, int(ins[1]))]
+    if op == "llama.attention_cached":
+        return [attention_cached(*ins[:5], int(ins[5]), attr(attrs, "scale"))[0]]
     if op == "llama.rope_qk":
         sign = -1.0 if "inverse" in attrs else 1.0
         theta = attr(attrs, "theta")
@@ -174,6 +194,14 @@ def check_coalescing(lib):
             continue
         eff = ideal / sectors
         print("coalescing %5.1f%%  %5.2f sectors/request  %s" % (100 * eff, sectors / requests, name))
+        # The cached attention reads a key row per lane group: a head row
+        # under one 32-byte sector (micro's 4 fp32) cannot fill its sectors;
+        # LLaMA head dims (64-128) are 128-256 bytes.
+        m = re.match(r"void llk::attention_cached_kernel<(float|__nv_bfloat16), (\d+)l", name)
+        if m and int(m.group(2)) * (4 if m.group(1) == "float" else 2) < 32:
+            print("  (exempt: a head row of %d bytes, under a sector)"
+                  % (int(m.group(2)) * (4 if m.group(1) == "float" else 2)))
+            continue
         if name.startswith("void llk::") and eff < 0.9:
             print("FAIL %s: coalescing %.1f%% < 90%%" % (name, 100 * eff))
             failures += 1
@@ -209,9 +237,17 @@ def main():
                     high = shapes[0][0]
                 elif op == "llama.embedding_grad":
                     high = shapes[-1][0]
+                elif op == "llama.rope_at":  # a position the rotated chunk fits after
+                    high = int(attr(attrs, "max_positions")) - shapes[0][1] + 1
+                elif op == "llama.attention_cached":  # ... and the cache
+                    high = shapes[3][1] - shapes[0][1] + 1
                 else:
                     high = shapes[1 if op == "llama.cross_entropy_grad" else 0][-1]
                 t = torch.randint(0, high, shapes[i], dtype=torch.int32)
+                if op == "llama.attention_cached":
+                    # The chunk fills the cache: every split has keys, and
+                    # gpu-check's byte count (each cache read once) is exact.
+                    t.fill_(high - 1)
                 if op.startswith("llama.cross_entropy"):
                     t.view(-1)[::5] = ignore
                 ins.append(t)
@@ -244,6 +280,13 @@ def main():
                 ok = bool((outs[0].double() == attr(attrs, "value")).all())
                 failures += not ok
                 continue
+            if op == "llama.attention_cached":  # the appended caches, exactly
+                _, kc, vc = attention_cached(*[t.double() for t in ins[:5]], int(ins[5]), 1.0)
+                for which, got, want in (("key", bufs[3], kc), ("value", bufs[4], vc)):
+                    if not torch.equal(got.double(), want):
+                        print("FAIL %s: the %s cache is not the old one with the chunk appended"
+                              % (name, which))
+                        failures += 1
             for k, (got, want) in enumerate(zip(outs, ref)):
                 got = got.double()
                 if not torch.isfinite(got).all():

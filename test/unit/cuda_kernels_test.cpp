@@ -1,5 +1,5 @@
 // The CUDA kernel families of runtime/cuda/kernels (norms, elementwise,
-// rope), run on the CPU through runtime/cuda/emulate.h and compared with the
+// rope, the KV-cache attention of generation), run on the CPU through runtime/cuda/emulate.h and compared with the
 // CPU runtime's kernels (runtime/cpu) in double on the same rounded inputs.
 // Widths are chosen around the 16-byte pack (8 bf16, 4 fp32): multiples of
 // both, of the fp32 pack only, of neither, rows of one warp (four rows to a
@@ -8,6 +8,7 @@
 // Outputs are poisoned with NaN first. Tolerances (relative L2 per output):
 // fp32 storage 2e-6, bf16 storage 1e-2 (each stored value is rounded to 8
 // bits of mantissa); fp32 statistics (rstd) 2e-6 in both.
+#include "runtime/cuda/kernels/attention_cached.cuh"
 #include "runtime/cuda/kernels/elementwise.cuh"
 #include "runtime/cuda/kernels/norms.cuh"
 #include "runtime/cuda/kernels/rope.cuh"
@@ -258,6 +259,83 @@ TEST(CudaKernels, RopeAnglesAtLargePositions) {
     }
   // The fp32 product pos * inv_freq alone would be ~4e-3 rad off here.
   EXPECT_LE(worst, 1e-6);
+}
+
+// rope_at: the position read from device memory, at an offset, against the
+// CPU's rope_forward_at.
+TEST(CudaKernels, RopeAtDevicePosition) {
+  constexpr int64_t HD = 64;
+  const double theta = 10000.0;
+  set_turns(HD, theta);
+  std::mt19937 rng{7};
+  const int64_t batch = 2, chunk = 3, heads = 2;
+  const int32_t pos = 41;
+  Buf<float> x(size_t(batch * chunk * heads * HD), rng);
+  auto y = poisoned<float>(x.dev.size());
+  llk::rope<float, HD, TestTurns>(x.dev.data(), nullptr, y.data(), nullptr, batch, chunk, heads,
+                                  0, 0, false, nullptr, &pos);
+  std::vector<double> ref(x.ref.size());
+  llamart::cpu::rope_forward_at<double>(x.ref.data(), ref.data(), batch, chunk, heads, HD, theta,
+                                        pos, 64);
+  EXPECT_CLOSE(widen(y), ref, tolerance<float>());
+}
+
+// attention_cached against the CPU kernel in double: the caches (prefilled
+// rows 0 .. pos-1 with random values, the chunk appended) and the outputs,
+// for decode (chunk 1) and prefill chunks, one split and several (the
+// flash-decoding partials and their merge, splits left empty by a short
+// position), GQA groups of 1 and 4, head dims of whole packs and of a pack
+// count that leaves lanes idle (6 fp32: 3 packs of 2 on 4 lanes).
+template <typename T, int64_t HD, int G, int kSplits>
+void check_attention_cached(int64_t batch, int64_t chunk, int64_t kv_heads, int64_t capacity,
+                            int32_t pos) {
+  SCOPED_TRACE("head_dim " + std::to_string(HD) + " group " + std::to_string(G) + " splits " +
+               std::to_string(kSplits) + " chunk " + std::to_string(chunk) + " pos " +
+               std::to_string(pos) + (sizeof(T) == 4 ? " fp32" : " bf16"));
+  std::mt19937 rng{static_cast<unsigned>(HD * 7 + G * 3 + kSplits + chunk + pos)};
+  const int64_t heads = kv_heads * G, row = kv_heads * HD;
+  const size_t nq = size_t(batch * chunk * heads * HD), nk = size_t(batch * chunk * row),
+               nc = size_t(batch * capacity * row);
+  Buf<T> q(nq, rng), k(nk, rng), v(nk, rng), kc(nc, rng), vc(nc, rng);
+  auto out = poisoned<T>(nq);
+  std::vector<T> kc_dev = kc.dev, vc_dev = vc.dev;
+  const int64_t rows = batch * chunk * kv_heads;
+  std::vector<unsigned char> workspace(
+      size_t(llk::attention_cached_workspace_bytes(rows, G, HD, kSplits)) + 16);
+  const double scale = 1.0 / std::sqrt(double(HD));
+  llk::attention_cached<T, HD, G, kSplits>(q.dev.data(), k.dev.data(), v.dev.data(),
+                                           kc_dev.data(), vc_dev.data(), out.data(), batch,
+                                           chunk, kv_heads, capacity, &pos, float(scale),
+                                           workspace.data(), nullptr);
+  std::vector<double> want(nq), kc_ref = kc.ref, vc_ref = vc.ref;
+  llamart::cpu::attention_cached_forward<double>(q.ref.data(), k.ref.data(), v.ref.data(),
+                                                 kc_ref.data(), vc_ref.data(), want.data(),
+                                                 batch, chunk, heads, kv_heads, HD, capacity,
+                                                 pos, scale);
+  EXPECT_EQ(widen(kc_dev), kc_ref); // appended exactly, the rest untouched
+  EXPECT_EQ(widen(vc_dev), vc_ref);
+  EXPECT_CLOSE(widen(out), want, tolerance<T>());
+}
+
+TEST(CudaKernels, AttentionCached) {
+  check_attention_cached<float, 64, 1, 1>(1, 1, 2, 40, 17);    // decode, MHA
+  check_attention_cached<float, 64, 4, 1>(2, 5, 2, 40, 9);     // prefill chunk, GQA 4
+  check_attention_cached<bf16, 64, 4, 1>(2, 5, 2, 40, 9);      // bf16 packs of 8
+  check_attention_cached<float, 64, 4, 3>(1, 1, 2, 300, 250);  // decode over 3 splits
+  check_attention_cached<bf16, 128, 2, 4>(1, 2, 1, 200, 30);   // 2 of 4 splits empty
+  check_attention_cached<float, 6, 2, 1>(1, 3, 2, 16, 4);      // 3 packs on 4 lanes
+  check_attention_cached<float, 4, 2, 2>(2, 1, 2, 64, 63);     // micro's head dim; full cache
+  check_attention_cached<float, 64, 1, 1>(1, 1, 1, 8, 0);      // the first token
+}
+
+// The split count: one block per row already fills the GPU at prefill; a
+// decode step at batch 1 splits its keys (never below 256 keys a split).
+TEST(CudaKernels, AttentionCachedSplits) {
+  EXPECT_EQ(llk::attention_cached_splits(8, 4096), 16);
+  EXPECT_EQ(llk::attention_cached_splits(8, 32768), 32);
+  EXPECT_EQ(llk::attention_cached_splits(8, 300), 1);
+  EXPECT_EQ(llk::attention_cached_splits(512, 4096), 1);
+  EXPECT_EQ(llk::attention_cached_splits(64, 4096), 5);
 }
 
 // Packed accesses check their alignment under the emulator: a buffer off by

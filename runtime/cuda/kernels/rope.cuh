@@ -1,5 +1,6 @@
 // Rotary position embedding (Hugging Face "rotate half" pairing) of q and k
-// together, its inverse (the backward), and at an offset (generation).
+// together, its inverse (the backward), and at a position read from device
+// memory (generation's rope_at).
 //
 //   for position t and i < d/2, angle a = t * theta^(-2i/d):
 //     y[i]       = x[i] cos a - x[i + d/2] sin a
@@ -45,14 +46,17 @@ constexpr int64_t RopeItems = kPackFor<T, HD / 2> == 1 ? HD : HD / 2 / kPackFor<
 
 /// Rotates `rows` head rows of q and then `k_rows` of k (k may be null with
 /// k_rows 0). A row is [batch, seq, heads] flattened; its position is
-/// pos0 + (row / heads) % seq. Turns::at(i) gives frequency i in turns (see
+/// pos0 + (row / heads) % seq, plus *pos_at where given (generation: the
+/// position is in device memory, so a captured decode step replays with a
+/// new one). Turns::at(i) gives frequency i in turns (see
 /// the file comment). sign -1 rotates back (the backward). Outputs must not
 /// alias inputs (the single-element path reads elements other threads
 /// write; the memory plan never puts a RoPE result in place).
 template <typename T, int64_t HD, typename Turns>
 __global__ void __launch_bounds__(kElementwiseThreads)
     rope_kernel(const T *q, const T *k, T *qo, T *ko, int64_t q_rows, int64_t k_rows,
-                int64_t seq, int64_t q_heads, int64_t k_heads, int64_t pos0, float sign) {
+                int64_t seq, int64_t q_heads, int64_t k_heads, int64_t pos0,
+                const int32_t *pos_at, float sign) {
   constexpr int64_t kHalf = HD / 2;
   constexpr int P = kPackFor<T, kHalf>;
   constexpr int64_t kItems = RopeItems<T, HD>; // per head row
@@ -69,7 +73,7 @@ __global__ void __launch_bounds__(kElementwiseThreads)
     heads = k_heads;
   }
   const int64_t row = item / kItems;
-  const int64_t pos = pos0 + (row / heads) % seq;
+  const int64_t pos = pos0 + (pos_at ? int64_t(*pos_at) : 0) + (row / heads) % seq;
   if constexpr (P == 1) {
     // Half a row is not a whole number of packs (tiny head dims): one
     // element per thread, reading its partner in the other half, so that a
@@ -102,16 +106,17 @@ __global__ void __launch_bounds__(kElementwiseThreads)
 }
 
 /// q [.., q_heads, HD] and k [.., k_heads, HD] of `batch` x `seq` tokens
-/// (k may be null with k_heads 0).
+/// (k may be null with k_heads 0), positions from pos0 (+ *pos_at).
 template <typename T, int64_t HD, typename Turns>
 void rope(const T *q, const T *k, T *qo, T *ko, int64_t batch, int64_t seq, int64_t q_heads,
-          int64_t k_heads, int64_t pos0, bool inverse, cudaStream_t stream) {
+          int64_t k_heads, int64_t pos0, bool inverse, cudaStream_t stream,
+          const int32_t *pos_at = nullptr) {
   constexpr int64_t kItems = RopeItems<T, HD>;
   const int64_t q_rows = batch * seq * q_heads, k_rows = batch * seq * k_heads;
   auto *kernel = &rope_kernel<T, HD, Turns>;
   LLAMA_LAUNCH(kernel, dim3(unsigned(ceil_div((q_rows + k_rows) * kItems, kElementwiseThreads))),
                dim3(kElementwiseThreads), stream, q, k, qo, ko, q_rows, k_rows, seq,
-               q_heads, k_heads == 0 ? 1 : k_heads, pos0, inverse ? -1.0f : 1.0f);
+               q_heads, k_heads == 0 ? 1 : k_heads, pos0, pos_at, inverse ? -1.0f : 1.0f);
 }
 
 } // namespace llk

@@ -79,4 +79,26 @@ LLK_HOST_DEVICE constexpr int64_t embedding_backward_workspace_bytes(int64_t tok
   return 16 * tokens + 4 * rows;
 }
 
+/// attention_cached.cuh: splits of the key range per (batch, query row, KV
+/// head) block (flash-decoding). A decode step at batch 1 has as few rows as
+/// KV heads (4 to 8): without splits a handful of SMs would read the whole
+/// cache. Enough splits for ~2 blocks per SM of an H100 (132 SMs), none
+/// shorter than kDecodeMinSplitKeys keys of the capacity, at most
+/// kDecodeMaxSplits.
+constexpr int64_t kDecodeTargetBlocks = 264;
+constexpr int64_t kDecodeMinSplitKeys = 256;
+constexpr int64_t kDecodeMaxSplits = 32;
+LLK_HOST_DEVICE constexpr int64_t attention_cached_splits(int64_t rows, int64_t capacity) {
+  return max_i64(1, min_i64(min_i64(ceil_div(kDecodeTargetBlocks, rows),
+                                    capacity / kDecodeMinSplitKeys),
+                            kDecodeMaxSplits));
+}
+/// Its workspace: with several splits, each split's normalized output (fp32,
+/// `group` heads of `head_dim`) and log-sum-exp per row.
+LLK_HOST_DEVICE constexpr int64_t attention_cached_workspace_bytes(int64_t rows, int64_t group,
+                                                                   int64_t head_dim,
+                                                                   int64_t splits) {
+  return splits > 1 ? 4 * splits * rows * group * (head_dim + 1) : 0;
+}
+
 } // namespace llk

@@ -1,0 +1,199 @@
+// Generation on the device (runtime/train/device_session.h: DeviceGenerator):
+// included at the end of the source `llama-compile --target cuda` generates
+// for a program with @prefill and @decode, after their host functions
+// (llama_cuda_prefill, llama_cuda_decode), and compiled with it by nvcc (or
+// as C++ with -DLLAMA_CUDA_EMULATE, plain host memory standing in for
+// device memory).
+//
+// Device memory, allocated once when the generator opens: the weights in the
+// storage type (act_t), the KV cache (every layer's keys and values,
+// zero-filled as on the CPU), one arena for the larger of the two plans, the
+// kernels' workspace, a chunk of tokens, the position word and the fp32
+// logits of a chunk. A step copies its tokens and position to the device and
+// runs the prefill or decode function on one stream; from its second call on
+// each is replayed as a CUDA Graph (the kernels read the position from
+// device memory, so one graph serves every position: a decode step costs
+// one graph launch, not a launch per kernel). The driver reads back one row
+// of logits per step and samples on the host.
+#pragma once
+
+#include "runtime/cuda/bytes_text.h"
+#include "runtime/train/device_session.h"
+#include "runtime/train/program.h"
+
+#include <algorithm>
+#include <cstdint>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#ifndef LLAMA_CUDA_EMULATE
+#include "runtime/cuda/check.h"
+#include "runtime/cuda/device.h"
+#endif
+
+namespace llamart::cuda {
+
+// What the generated source hands the generator (act_t: its storage type).
+struct GenerateProgram {
+  using Step = void (*)(const act_t *P, const int32_t *tokens, const int32_t *position,
+                        act_t *KV, void *arena, void *workspace, float *logits, LtGemm *gemm,
+                        cudaStream_t stream);
+  Step prefill = nullptr, decode = nullptr;
+  size_t prefill_arena_bytes = 0, decode_arena_bytes = 0, workspace_bytes = 0;
+  int64_t kv_cache_elements = 0; // every layer's keys and values
+  int64_t rows = 0, chunk = 0, vocab = 0; // gen_batch, prefill chunk, logits width
+};
+
+class CudaGenerator final : public DeviceGenerator {
+public:
+  CudaGenerator(const ProgramInfo &program, const GenerateProgram &g) : program_(program), g_(g) {
+    if (g.rows != program.gen_batch || g.chunk != program.prefill_chunk ||
+        g.vocab != program.vocab_size)
+      throw std::logic_error("the device generator's shapes differ from the program's");
+#ifdef LLAMA_CUDA_EMULATE
+    device_ = "CUDA emulated on the CPU (LLAMA_CUDA_EMULATE)";
+#else
+    device_ = open_device();
+    check(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
+    gemm_ = new LtGemm();
+#endif
+    const int64_t n = program.param_numel;
+    allocate(&weights_, size_t(n) * sizeof(act_t));
+    allocate(&kv_, size_t(g.kv_cache_elements) * sizeof(act_t));
+    allocate(&arena_, std::max<size_t>(64, std::max(g.prefill_arena_bytes, g.decode_arena_bytes)));
+    allocate(&workspace_, std::max<size_t>(64, g.workspace_bytes));
+    allocate(&tokens_, size_t(g.rows * g.chunk) * sizeof(int32_t));
+    allocate(&position_, sizeof(int32_t));
+    allocate(&logits_, size_t(g.rows * g.chunk * g.vocab) * sizeof(float));
+    check(cudaMemset(kv_, 0, size_t(g.kv_cache_elements) * sizeof(act_t)));
+  }
+
+  ~CudaGenerator() override {
+#ifndef LLAMA_CUDA_EMULATE
+    for (cudaGraphExec_t &e : graphs_)
+      if (e)
+        cudaGraphExecDestroy(e);
+    delete gemm_;
+    if (stream_)
+      cudaStreamDestroy(stream_);
+#endif
+    for (void *p : allocations_)
+      cudaFree(p);
+  }
+
+  std::string describe() const override {
+    return "device: " + device_ + " | " +
+           (sizeof(act_t) == 2 ? "bf16 weights and KV cache" : "fp32 weights and KV cache") +
+           " | device memory held: weights " +
+           bytes_text(program_.param_numel * int64_t(sizeof(act_t))) + ", KV cache " +
+           bytes_text(g_.kv_cache_elements * int64_t(sizeof(act_t))) + ", all " +
+           bytes_text(held_);
+  }
+
+  void upload(const float *params) override {
+    // The storage type's value of each weight, rounded on the host (round
+    // to nearest even for bf16, as the training session's copy).
+    std::vector<act_t> w(size_t(program_.param_numel));
+    for (size_t i = 0; i < w.size(); ++i)
+      w[i] = to_storage(params[i]);
+    check(cudaMemcpy(weights_, w.data(), w.size() * sizeof(act_t), cudaMemcpyHostToDevice));
+  }
+
+  void prefill(const int32_t *tokens, int64_t pos) override {
+    step(0, tokens, g_.chunk, pos);
+  }
+  void decode(const int32_t *tokens, int64_t pos) override { step(1, tokens, 1, pos); }
+
+  void logits(int64_t t, float *out) override {
+    if (t < 0 || t >= last_chunk_)
+      throw std::out_of_range("the last step has no logits at chunk index " +
+                              std::to_string(t));
+    check(cudaMemcpyAsync(out, logits_ + t * g_.vocab, size_t(g_.vocab) * sizeof(float),
+                          cudaMemcpyDeviceToHost, stream_));
+    check(cudaStreamSynchronize(stream_));
+  }
+
+private:
+  static act_t to_storage(float x) {
+    act_t out;
+    round_to(x, out);
+    return out;
+  }
+  static void round_to(float x, float &out) { out = x; }
+  static void round_to(float x, __nv_bfloat16 &out) { out = __float2bfloat16(x); }
+
+  static void check(cudaError_t status) {
+#ifdef LLAMA_CUDA_EMULATE
+    (void)status;
+#else
+    LLAMART_CUDA_CHECK(status);
+#endif
+  }
+
+  template <typename T> void allocate(T **ptr, size_t bytes) {
+    void *p = nullptr;
+    check(cudaMalloc(&p, bytes));
+    allocations_.push_back(p);
+    *ptr = static_cast<T *>(p);
+    held_ += int64_t(bytes);
+  }
+
+  // Kind 0 prefill, 1 decode: `chunk` tokens per sequence from cache row pos.
+  void step(int kind, const int32_t *tokens, int64_t chunk, int64_t pos) {
+    if (pos < 0 || pos + chunk > program_.kv_capacity)
+      throw std::out_of_range("generation: positions " + std::to_string(pos) + ".." +
+                              std::to_string(pos + chunk - 1) +
+                              " exceed the KV cache capacity " +
+                              std::to_string(program_.kv_capacity));
+    const int32_t position = int32_t(pos);
+    check(cudaMemcpyAsync(tokens_, tokens, size_t(g_.rows * chunk) * sizeof(int32_t),
+                          cudaMemcpyHostToDevice, stream_));
+    check(cudaMemcpyAsync(position_, &position, sizeof position, cudaMemcpyHostToDevice,
+                          stream_));
+    const GenerateProgram::Step fn = kind == 0 ? g_.prefill : g_.decode;
+    auto body = [&] {
+      fn(weights_, tokens_, position_, kv_, arena_, workspace_, logits_, gemm_, stream_);
+    };
+#ifdef LLAMA_CUDA_EMULATE
+    body();
+#else
+    if (calls_[kind]++ == 0) {
+      body(); // eagerly: cuBLASLt plans its GEMM shapes outside a capture
+      LLAMART_CUDA_CHECK_LAUNCH();
+    } else {
+      if (!graphs_[kind]) {
+        cudaGraph_t graph = nullptr;
+        check(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal));
+        body();
+        check(cudaStreamEndCapture(stream_, &graph));
+        check(cudaGraphInstantiate(&graphs_[kind], graph, 0));
+        check(cudaGraphDestroy(graph));
+      }
+      check(cudaGraphLaunch(graphs_[kind], stream_));
+    }
+#endif
+    // The host's position word must outlive the copy: wait here (the
+    // driver reads the logits right after anyway).
+    check(cudaStreamSynchronize(stream_));
+    last_chunk_ = chunk;
+  }
+
+  const ProgramInfo &program_;
+  const GenerateProgram g_;
+  std::string device_;
+  cudaStream_t stream_ = nullptr;
+  LtGemm *gemm_ = nullptr; // owned (an incomplete type under emulation)
+  std::vector<void *> allocations_;
+  int64_t held_ = 0, last_chunk_ = 0;
+  act_t *weights_ = nullptr, *kv_ = nullptr;
+  void *arena_ = nullptr, *workspace_ = nullptr;
+  int32_t *tokens_ = nullptr, *position_ = nullptr;
+  float *logits_ = nullptr;
+#ifndef LLAMA_CUDA_EMULATE
+  cudaGraphExec_t graphs_[2] = {};
+  int64_t calls_[2] = {};
+#endif
+};
+
+} // namespace llamart::cuda

@@ -12,6 +12,7 @@
 #include "models/LlamaConfig.h"
 #include "passes/Passes.h"
 #include "passes/remat/RematBudget.h"
+#include "runtime/cuda/layout.h"
 
 #include "mlir/IR/MLIRContext.h"
 #include "mlir/IR/Verifier.h"
@@ -269,10 +270,26 @@ LogicalResult printCudaMemory(ModuleOp module) {
   ::llama::CudaPlanFigures f;
   if (failed(::llama::emitCudaKernels(module, os, options, &f)))
     return failure();
+  const int64_t local = ::llama::countParams(module);
+  const int64_t cublasLt = int64_t(32) << 20;
+  llvm::outs() << "cuda-storage: " << cudaActivations << "\n";
+  // Generation (@prefill / @decode): the device generator's allocations,
+  // by the layout function the generator allocates with.
+  if (f.genChunk > 0) {
+    const llamart::cuda::GeneratorLayout g = llamart::cuda::generator_layout(
+        local, cudaActivations == "bf16" ? 2 : 4, f.kvCacheElements, f.prefillArenaBytes,
+        f.decodeArenaBytes, f.workspaceBytes, f.genRows, f.genChunk, f.vocab);
+    llvm::outs() << "cuda-generate-weights-bytes: " << g.weights << "\n"
+                 << "cuda-kv-cache-bytes: " << g.kv_cache << "\n"
+                 << "cuda-generate-arena-bytes: " << g.arena << "\n"
+                 << "cuda-generator-bytes: " << g.total() << "\n"
+                 << "cuda-generator-device-bytes: " << g.total() + cublasLt << "\n";
+  }
+  if (!module.lookupSymbol<func::FuncOp>("train_step"))
+    return success(); // --mode generate: no training session
   // This rank's parameters (the whole model on one device), padded to a
   // multiple of dp; ZeRO-1 keeps the AdamW moments (and, with dp > 1, the
   // dp-reduced gradient) of 1/dp of them (runtime/train/partition.h).
-  const int64_t local = ::llama::countParams(module);
   const int64_t n = (local + gridDp - 1) / gridDp * gridDp, shard = n / gridDp;
   int64_t tokens = 0;
   if (auto fn = module.lookupSymbol<func::FuncOp>("forward"))
@@ -291,9 +308,7 @@ LogicalResult printCudaMemory(ModuleOp module) {
   const int64_t abft = 5 * 8 * std::max<int64_t>(f.gemmMaxDim, 1);
   const int64_t session = state + std::max(f.trainArenaBytes, f.evalArenaBytes) + 4096 +
                           f.workspaceBytes + 2 * 4 * tokens + abft + f.stagingBytes;
-  const int64_t cublasLt = int64_t(32) << 20;
-  llvm::outs() << "cuda-storage: " << cudaActivations << "\n"
-               << "cuda-train-arena-bytes: " << f.trainArenaBytes << "\n"
+  llvm::outs() << "cuda-train-arena-bytes: " << f.trainArenaBytes << "\n"
                << "cuda-eval-arena-bytes: " << f.evalArenaBytes << "\n"
                << "cuda-state-bytes: " << state << "\n"
                << "cuda-session-bytes: " << session << "\n"

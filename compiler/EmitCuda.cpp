@@ -287,6 +287,13 @@ public:
         return prefill.emitError("has no token input");
       auto tok = ranked(tokensArg);
       auto logits = cast<RankedTensorType>(prefill.getResultTypes()[0]);
+      figures.prefillArenaBytes = arenaBytes(prefill);
+      figures.decodeArenaBytes = arenaBytes(decode);
+      figures.kvCacheElements = kvCacheElements;
+      figures.genRows = tok.getDimSize(0);
+      figures.genChunk = tok.getDimSize(1);
+      figures.vocab = logits.getShape().back();
+      figures.workspaceBytes = std::max<int64_t>(maxWorkspace, 4);
       os << "\n// Generation on the device (runtime/cuda/generator.inl).\n"
          << "#include \"runtime/cuda/generator.inl\"\n\n"
          << "llamart::DeviceGenerator *llama_cuda_open_generator(const llamart::ProgramInfo "
@@ -602,7 +609,9 @@ private:
       emitFailed = true;
       return;
     }
-    const int64_t splits = llk::attention_cached_splits(rows, capacity);
+    const int64_t heads = llk::attention_cached_heads_per_block(
+        group, llk::pack_for(int(actBytes()), hd));
+    const int64_t splits = llk::attention_cached_splits(rows * (group / heads), capacity);
     std::string t = types(*a, {}); // q, k, v, k cache, v cache, position, out
     beginLauncher(name);
     unpack(t);

@@ -59,6 +59,11 @@ struct CudaPlanFigures {
   /// The train step's kernels and GEMMs before its wait for the last
   /// bucket's parameter all-gather (dp grids).
   int64_t opsBeforeLastGather = 0;
+  /// Generation on the device (@prefill and @decode): their arenas, the KV
+  /// cache's elements (storage type), gen_batch rows of prefill chunks of
+  /// `genChunk` tokens over `vocab` logits. genChunk 0: no generator.
+  int64_t prefillArenaBytes = 0, decodeArenaBytes = 0, kvCacheElements = 0;
+  int64_t genRows = 0, genChunk = 0, vocab = 0;
 };
 mlir::LogicalResult emitCudaKernels(mlir::ModuleOp module, llvm::raw_ostream &os,
                                     const CudaEmitOptions &options,

@@ -5,7 +5,8 @@
 // as C++ with -DLLAMA_CUDA_EMULATE, plain host memory standing in for
 // device memory).
 //
-// Device memory, allocated once when the generator opens: the weights in the
+// Device memory, allocated once when the generator opens (layout.h, which
+// `llama-compile --report` prints from): the weights in the
 // storage type (act_t), the KV cache (every layer's keys and values,
 // zero-filled as on the CPU), one arena for the larger of the two plans, the
 // kernels' workspace, a chunk of tokens, the position word and the fp32
@@ -18,6 +19,7 @@
 #pragma once
 
 #include "runtime/cuda/bytes_text.h"
+#include "runtime/cuda/layout.h"
 #include "runtime/train/device_session.h"
 #include "runtime/train/program.h"
 
@@ -58,15 +60,19 @@ public:
     check(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
     gemm_ = new LtGemm();
 #endif
-    const int64_t n = program.param_numel;
-    allocate(&weights_, size_t(n) * sizeof(act_t));
-    allocate(&kv_, size_t(g.kv_cache_elements) * sizeof(act_t));
-    allocate(&arena_, std::max<size_t>(64, std::max(g.prefill_arena_bytes, g.decode_arena_bytes)));
-    allocate(&workspace_, std::max<size_t>(64, g.workspace_bytes));
-    allocate(&tokens_, size_t(g.rows * g.chunk) * sizeof(int32_t));
-    allocate(&position_, sizeof(int32_t));
-    allocate(&logits_, size_t(g.rows * g.chunk * g.vocab) * sizeof(float));
-    check(cudaMemset(kv_, 0, size_t(g.kv_cache_elements) * sizeof(act_t)));
+    // The sizes --report prints (layout.h).
+    const GeneratorLayout l = generator_layout(
+        program.param_numel, int(sizeof(act_t)), g.kv_cache_elements,
+        int64_t(g.prefill_arena_bytes), int64_t(g.decode_arena_bytes), int64_t(g.workspace_bytes),
+        g.rows, g.chunk, g.vocab);
+    allocate(&weights_, l.weights);
+    allocate(&kv_, l.kv_cache);
+    allocate(&arena_, l.arena);
+    allocate(&workspace_, l.workspace);
+    allocate(&tokens_, l.tokens);
+    allocate(&position_, l.position);
+    allocate(&logits_, l.logits);
+    check(cudaMemset(kv_, 0, size_t(l.kv_cache)));
   }
 
   ~CudaGenerator() override {
@@ -88,7 +94,7 @@ public:
            " | device memory held: weights " +
            bytes_text(program_.param_numel * int64_t(sizeof(act_t))) + ", KV cache " +
            bytes_text(g_.kv_cache_elements * int64_t(sizeof(act_t))) + ", all " +
-           bytes_text(held_);
+           bytes_text(held_) + " (" + std::to_string(held_) + " bytes)";
   }
 
   void upload(const float *params) override {
@@ -131,9 +137,9 @@ private:
 #endif
   }
 
-  template <typename T> void allocate(T **ptr, size_t bytes) {
+  template <typename T> void allocate(T **ptr, int64_t bytes) {
     void *p = nullptr;
-    check(cudaMalloc(&p, bytes));
+    check(cudaMalloc(&p, size_t(bytes)));
     allocations_.push_back(p);
     *ptr = static_cast<T *>(p);
     held_ += int64_t(bytes);

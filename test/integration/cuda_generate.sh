@@ -56,6 +56,13 @@ grep -q "KV cache: prompt" gpu.err || die "no KV-cache report: $(cat gpu.err)"
 gpu: $got
 cpu: $want"
 echo "fp32 GPU == CPU: $got"
+# --report prints the generator's device memory by the layout it allocates with.
+compile "${shape[@]}" --mode generate --target cuda --cuda-activations f32 --report > report.txt
+want_bytes=$(grep -o "^cuda-generator-bytes: [0-9]*" report.txt | grep -o "[0-9]*$")
+held=$(grep -o "([0-9]* bytes)" gpu.err | grep -o "[0-9]*")
+[ -n "$want_bytes" ] && [ "$held" = "$want_bytes" ] ||
+  die "the generator holds '$held' bytes, --report says '$want_bytes'"
+echo "generator device memory: $held bytes, as --report says"
 host=$(gen gpu-gen "$prompt1" 24 --cpu 2> host.err) || { cat host.err; die "generate --cpu failed"; }
 grep -q "generated on the" host.err && die "generate --cpu still ran on the device"
 [ "$host" = "$want" ] || die "generate --cpu differs from the CPU binary: $host"

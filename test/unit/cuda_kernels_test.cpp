@@ -326,6 +326,17 @@ TEST(CudaKernels, AttentionCached) {
   check_attention_cached<float, 6, 2, 1>(1, 3, 2, 16, 4);      // 3 packs on 4 lanes
   check_attention_cached<float, 4, 2, 2>(2, 1, 2, 64, 63);     // micro's head dim; full cache
   check_attention_cached<float, 64, 1, 1>(1, 1, 1, 8, 0);      // the first token
+  check_attention_cached<bf16, 64, 8, 2>(1, 1, 1, 600, 555);   // Llama-70B's group: 2 blocks of 4
+  check_attention_cached<float, 16, 12, 1>(1, 2, 2, 20, 7);    // 2 blocks of 6 heads
+}
+
+// Heads of a GQA group per block: q and weighted-V state within 32 floats.
+TEST(CudaKernels, AttentionCachedHeadsPerBlock) {
+  EXPECT_EQ(llk::attention_cached_heads_per_block(8, 8), 4);  // bf16: 2 blocks per group
+  EXPECT_EQ(llk::attention_cached_heads_per_block(8, 4), 8);  // fp32: one block
+  EXPECT_EQ(llk::attention_cached_heads_per_block(12, 4), 6);
+  EXPECT_EQ(llk::attention_cached_heads_per_block(1, 8), 1);
+  EXPECT_EQ(llk::attention_cached_heads_per_block(7, 8), 1);  // a prime group over 4
 }
 
 // The split count: one block per row already fills the GPU at prefill; a

@@ -17,7 +17,12 @@
 // attention kernel's job).
 //
 // Work split (flash-decoding): one block of kDecodeWarps warps per (batch,
-// query row, KV head) and per split of the key range. In a warp, L lanes
+// query row, KV head, chunk of HB of its G query heads) and per split of the
+// key range. HB (shapes.h: attention_cached_heads_per_block) bounds the
+// per-thread state, HB * 2 packs of fp32 (q and the weighted V) plus HB
+// maxima and sums: all G heads of a Llama-70B group (8) in one thread took
+// 205 registers (12% occupancy, ptxas); the blocks of a row's head chunks
+// run side by side and read its K/V rows once from DRAM, then from L2. In a warp, L lanes
 // hold one key row as 16-byte packs of head_dim (L = head_dim / pack rounded
 // up to a power of two) and the warp takes 32 / L keys per step; each lane
 // group keeps an online softmax (running max, sum and weighted V, base 2
@@ -88,9 +93,10 @@ __device__ __forceinline__ void softmax_merge(float &m, float &l, float (&acc)[P
   m = mn;
 }
 
-/// Block (r, split): r = (batch * chunk + i) * kv_heads + g. q and out are
-/// [rows * G, HD] in that order (heads = kv_heads * G), the caches as above.
-template <typename T, int64_t HD, int G, int kSplits>
+/// Block (r * G / HB + c, split): r = (batch * chunk + i) * kv_heads + g, c
+/// the chunk of HB heads. q and out are [rows * G, HD] in that order (heads =
+/// kv_heads * G), the caches as above.
+template <typename T, int64_t HD, int G, int HB, int kSplits>
 __global__ void __launch_bounds__(kDecodeWarps * 32)
     attention_cached_kernel(const T *__restrict__ q, const T *__restrict__ kc,
                             const T *__restrict__ vc, T *__restrict__ out,
@@ -99,7 +105,9 @@ __global__ void __launch_bounds__(kDecodeWarps * 32)
                             const int32_t *__restrict__ pos, float scale_log2) {
   using D = DecodeLanes<T, HD>;
   constexpr int P = D::P, L = D::L, KW = D::KW;
-  const int64_t r = blockIdx.x, g = r % kv_heads, bi = r / kv_heads;
+  static_assert(G % HB == 0, "a block's heads divide the group");
+  const int64_t r = blockIdx.x / (G / HB), g = r % kv_heads, bi = r / kv_heads;
+  const int h0 = int(blockIdx.x % (G / HB)) * HB; // the block's first head of the group
   const int64_t b = bi / chunk, i = bi % chunk;
   const int split = int(blockIdx.y);
   const int lane = int(threadIdx.x) & 31, warp = int(threadIdx.x) >> 5;
@@ -112,12 +120,12 @@ __global__ void __launch_bounds__(kDecodeWarps * 32)
   const T *kbase = kc + b * capacity * row + g * HD + sub * P;
   const T *vbase = vc + b * capacity * row + g * HD + sub * P;
 
-  float qv[G][P], m[G], l[G], acc[G][P];
+  float qv[HB][P], m[HB], l[HB], acc[HB][P];
 #pragma unroll
-  for (int h = 0; h < G; ++h) {
+  for (int h = 0; h < HB; ++h) {
     Floats<P> f{};
     if (holds)
-      f = load_floats<P>(q + (r * G + h) * HD + sub * P);
+      f = load_floats<P>(q + (r * G + h0 + h) * HD + sub * P);
 #pragma unroll
     for (int e = 0; e < P; ++e) {
       qv[h][e] = f.v[e] * scale_log2;
@@ -136,9 +144,9 @@ __global__ void __launch_bounds__(kDecodeWarps * 32)
       kf = load_floats<P>(kbase + j * row);
       vf = load_floats<P>(vbase + j * row);
     }
-    float s[G];
+    float s[HB];
 #pragma unroll
-    for (int h = 0; h < G; ++h) {
+    for (int h = 0; h < HB; ++h) {
       float dot = 0.0f;
 #pragma unroll
       for (int e = 0; e < P; ++e)
@@ -150,7 +158,7 @@ __global__ void __launch_bounds__(kDecodeWarps * 32)
     }
     if (valid) {
 #pragma unroll
-      for (int h = 0; h < G; ++h) {
+      for (int h = 0; h < HB; ++h) {
         const float mn = fmaxf(m[h], s[h]), c = exp2f(m[h] - mn), p = exp2f(s[h] - mn);
         l[h] = l[h] * c + p;
 #pragma unroll
@@ -164,7 +172,7 @@ __global__ void __launch_bounds__(kDecodeWarps * 32)
 #pragma unroll
   for (int o = L; o < 32; o <<= 1) {
 #pragma unroll
-    for (int h = 0; h < G; ++h) {
+    for (int h = 0; h < HB; ++h) {
       float ao[P];
       const float mo = __shfl_xor_sync(0xffffffffu, m[h], o);
       const float lo = __shfl_xor_sync(0xffffffffu, l[h], o);
@@ -175,10 +183,10 @@ __global__ void __launch_bounds__(kDecodeWarps * 32)
     }
   }
   // The warps, through shared memory; then one thread per output element.
-  __shared__ float sm[kDecodeWarps][G], sl[kDecodeWarps][G], sacc[kDecodeWarps][G][HD];
+  __shared__ float sm[kDecodeWarps][HB], sl[kDecodeWarps][HB], sacc[kDecodeWarps][HB][HD];
   if (slot == 0 && holds) {
 #pragma unroll
-    for (int h = 0; h < G; ++h) {
+    for (int h = 0; h < HB; ++h) {
 #pragma unroll
       for (int e = 0; e < P; ++e)
         sacc[warp][h][sub * P + e] = acc[h][e];
@@ -189,7 +197,7 @@ __global__ void __launch_bounds__(kDecodeWarps * 32)
     }
   }
   __syncthreads();
-  for (int idx = int(threadIdx.x); idx < G * int(HD); idx += kDecodeWarps * 32) {
+  for (int idx = int(threadIdx.x); idx < HB * int(HD); idx += kDecodeWarps * 32) {
     const int h = idx / int(HD), d = idx % int(HD);
     float mx = sm[0][h];
 #pragma unroll
@@ -204,9 +212,9 @@ __global__ void __launch_bounds__(kDecodeWarps * 32)
     }
     const float y = sum > 0.0f ? o / sum : 0.0f;
     if constexpr (kSplits == 1) {
-      out[(r * G + h) * HD + d] = from_float<T>(y);
+      out[(r * G + h0 + h) * HD + d] = from_float<T>(y);
     } else {
-      const int64_t at = (int64_t(split) * rows + r) * G + h;
+      const int64_t at = (int64_t(split) * rows + r) * G + h0 + h;
       part[at * HD + d] = y;
       if (d == 0)
         lse[at] = sum > 0.0f ? mx + log2f(sum) : -INFINITY;
@@ -253,11 +261,12 @@ void attention_cached(const T *q, const T *k, const T *v, T *kc, T *vc, T *out, 
                dim3(kElementwiseThreads), stream, k, v, kc, vc, batch, chunk, kv_heads,
                capacity, pos);
   const int64_t rows = batch * chunk * kv_heads;
+  constexpr int HB = int(attention_cached_heads_per_block(G, P));
   float *part = static_cast<float *>(workspace);
   float *lse = part + kSplits * rows * G * HD;
   constexpr float kLog2e = 1.4426950408889634f;
-  auto *attend = &attention_cached_kernel<T, HD, G, kSplits>;
-  LLAMA_LAUNCH(attend, dim3(unsigned(rows), kSplits),
+  auto *attend = &attention_cached_kernel<T, HD, G, HB, kSplits>;
+  LLAMA_LAUNCH(attend, dim3(unsigned(rows * (G / HB)), kSplits),
                dim3(kDecodeWarps * 32), stream, q, kc, vc, out, part, lse, rows, chunk,
                kv_heads, capacity, pos, scale * kLog2e);
   if constexpr (kSplits > 1) {

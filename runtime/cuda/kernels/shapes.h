@@ -80,8 +80,8 @@ LLK_HOST_DEVICE constexpr int64_t embedding_backward_workspace_bytes(int64_t tok
 }
 
 /// attention_cached.cuh: splits of the key range per (batch, query row, KV
-/// head) block (flash-decoding). A decode step at batch 1 has as few rows as
-/// KV heads (4 to 8): without splits a handful of SMs would read the whole
+/// head, head chunk) block (flash-decoding); `rows` counts those blocks. A
+/// decode step at batch 1 has as few as KV heads (4 to 8): without splits a handful of SMs would read the whole
 /// cache. Enough splits for ~2 blocks per SM of an H100 (132 SMs), none
 /// shorter than kDecodeMinSplitKeys keys of the capacity, at most
 /// kDecodeMaxSplits.
@@ -92,6 +92,16 @@ LLK_HOST_DEVICE constexpr int64_t attention_cached_splits(int64_t rows, int64_t 
   return max_i64(1, min_i64(min_i64(ceil_div(kDecodeTargetBlocks, rows),
                                     capacity / kDecodeMinSplitKeys),
                             kDecodeMaxSplits));
+}
+/// Query heads of a GQA group per block: the largest divisor of the group
+/// whose q and weighted-V state (heads x pack fp32 each) stays within 32
+/// floats (4 bf16 heads of packs of 8, 8 fp32 heads of 4).
+LLK_HOST_DEVICE constexpr int64_t attention_cached_heads_per_block(int64_t group, int64_t pack) {
+  int64_t best = 1;
+  for (int64_t h = 1; h <= group; ++h)
+    if (group % h == 0 && h * pack <= 32)
+      best = h;
+  return best;
 }
 /// Its workspace: with several splits, each split's normalized output (fp32,
 /// `group` heads of `head_dim`) and log-sum-exp per row.

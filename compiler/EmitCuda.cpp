@@ -20,7 +20,6 @@
 #include "passes/Passes.h"
 #include "passes/lowering/Collectives.h"
 #include "passes/lowering/PlanGradBuckets.h"
-#include "passes/lowering/PlanMemory.h"
 #include "runtime/cuda/kernels/shapes.h"
 
 #include "mlir/Dialect/Func/IR/FuncOps.h"
@@ -216,12 +215,8 @@ public:
     auto decode = module.lookupSymbol<func::FuncOp>("decode");
     const bool generation = prefill && decode;
     const bool partitioned = grid[0] * grid[1] > 1;
-    for (func::FuncOp fn : {step, forward, prefill, decode}) {
-      if (!fn)
-        continue;
-      if ((options.activations != "f32" || partitioned) && failed(replanForStorage(fn)))
-        return failure();
-    }
+    if (failed(checkStorage(module)))
+      return failure();
     if (step && failed(emitHostFunction(step, Host::Train)))
       return failure();
     if (options.session) {
@@ -888,30 +883,34 @@ private:
   /// again with each buffer at the bytes of its storage type, so bf16
   /// buffers take half the space. The types are those of the launchers
   /// emitted for the ops (GEMM results: fp32 when kept in fp32).
-  LogicalResult replanForStorage(func::FuncOp fn) {
-    auto bytesOf = [&](Value v) -> int64_t {
-      return numel(v) * (storageOf(v) == 'a' && options.activations != "f32" ? 2 : 4);
-    };
-    return mlir::llama::planFunctionMemory(fn, /*alignment=*/64, bytesOf,
-                                           /*collectivesInFlight=*/grid[0] * grid[1] > 1);
-  }
-
-
-  /// The storage type of a value's buffer: its launcher's for the results
-  /// of generated kernels, the input's for views and collectives, fp32 for
-  /// values llama-assign-precision kept in fp32 (GEMM results), the activation
-  /// type otherwise; 'i' for integer tensors.
-  char storageOf(Value v) const {
-    if (!isa<FloatType>(ranked(v).getElementType()))
-      return 'i';
-    if (Operation *def = v.getDefiningOp()) {
-      if (auto it = launcherOf.find(def); it != launcherOf.end())
-        return entries[it->second]
-            .types[def->getNumOperands() + cast<OpResult>(v).getResultNumber()];
-      if (isViewOp(def) || isShardCollective(def))
-        return storageOf(def->getOperand(0));
-    }
-    return fp32Values.contains(v) ? 'f' : 'a';
+  /// The arenas were planned from the IR's storage decisions
+  /// (llama-assign-precision's `llama.fp32`, sized by
+  /// llama-plan-memory{storage-bytes}); every launcher must store its
+  /// results as the IR says, or the plan would not fit them.
+  LogicalResult checkStorage(ModuleOp module) {
+    WalkResult r = module.walk([&](Operation *op) {
+      auto it = launcherOf.find(op);
+      if (it == launcherOf.end())
+        return WalkResult::advance();
+      for (OpResult v : op->getResults()) {
+        char have = entries[it->second].types[op->getNumOperands() + v.getResultNumber()];
+        char want = !isa<FloatType>(ranked(v).getElementType()) ? 'i'
+                    : fp32Values.contains(v)                    ? 'f'
+                                                                : 'a';
+        if (options.activations == "f32" && want == 'a')
+          want = 'f';
+        if (options.activations == "f32" && have == 'a')
+          have = 'f';
+        if (have != want) {
+          op->emitOpError("its CUDA launcher stores result #")
+              << v.getResultNumber() << " as '" << have << "', but the IR (llama.fp32) says '"
+              << want << "'";
+          return WalkResult::interrupt();
+        }
+      }
+      return WalkResult::advance();
+    });
+    return failure(r.wasInterrupted());
   }
 
   static int64_t arenaBytes(func::FuncOp fn) {
@@ -1576,18 +1575,27 @@ mlir::LogicalResult (::llama::emitCudaKernels)(ModuleOp module, raw_ostream &os,
   if (options.activations != "f32" && options.activations != "bf16")
     return module.emitError("CUDA activations must be f32 or bf16, got '")
            << options.activations << "'";
-  // The emitter replans bf16 programs' arenas (replanForStorage): on a copy,
-  // so the caller's module keeps the fp32 plan its CPU source uses.
+  // The decisions the emitter prints, made by passes on the IR of a copy
+  // (the caller's module keeps the fp32 plan its CPU source uses): which
+  // values stay fp32 (bf16 storage), for a partitioned program the order
+  // that overlaps collectives with independent work, and the arenas planned
+  // for the storage types (2-byte bf16 buffers) and for collectives in
+  // flight on their own stream.
   OwningOpRef<ModuleOp> copy(module.clone());
-  // The decisions the emitter prints, made by passes on the IR: which values
-  // stay fp32 (bf16 storage) and, for a partitioned program, the order that
-  // overlaps collectives with independent work.
   PassManager pm(copy->getContext(), ModuleOp::getOperationName());
-  if (options.activations != "f32")
+  const bool bf16 = options.activations != "f32";
+  if (bf16)
     pm.addPass(mlir::llama::createLlamaAssignPrecision());
   auto grid = copy->getOperation()->getAttrOfType<DenseI64ArrayAttr>(kGridAttr);
-  if (grid && grid.size() == 2 && grid[0] * grid[1] > 1)
+  const bool partitioned = grid && grid.size() == 2 && grid[0] * grid[1] > 1;
+  if (partitioned)
     pm.addPass(mlir::llama::createLlamaScheduleCollectives());
+  if (bf16 || partitioned) {
+    mlir::llama::LlamaPlanMemoryOptions plan;
+    plan.storageBytes = bf16 ? 2 : 4;
+    plan.collectivesInFlight = partitioned;
+    pm.addPass(mlir::llama::createLlamaPlanMemory(plan));
+  }
   if (failed(pm.run(*copy)))
     return failure();
   CudaEmitter emitter(os, options);

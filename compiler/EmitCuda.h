@@ -39,7 +39,7 @@ struct CudaEmitOptions {
 /// CPU (runtime/cuda/emulate.h).
 struct CudaPlanFigures {
   /// The arenas of @train_step and @forward as the device binary allocates
-  /// them (bf16 storage: replanned at 2 bytes per bf16 element), and the
+  /// them (bf16 storage: llama-plan-memory{storage-bytes=2}), and the
   /// kernels' workspace.
   int64_t trainArenaBytes = 0, evalArenaBytes = 0, workspaceBytes = 0;
   /// The largest M, N or K of the train step's GEMMs (the ABFT scratch).

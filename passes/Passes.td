@@ -164,22 +164,33 @@ def LlamaPlanMemory : Pass<"llama-plan-memory", "::mlir::ModuleOp"> {
   }];
   let options = [
     Option<"alignment", "alignment", "int64_t", /*default=*/"64", "buffer alignment in bytes">,
+    Option<"storageBytes", "storage-bytes", "int64_t", /*default=*/"0",
+           "bytes per float element in storage (the CUDA target's bf16: 2); values "
+           "llama-assign-precision recorded as fp32 (`llama.fp32`, through views and "
+           "collectives) take 4. 0: every buffer at its tensor type's size">,
+    Option<"collectivesInFlight", "collectives-in-flight", "bool", /*default=*/"false",
+           "a collective's input and output stay allocated until the first use of its "
+           "result (the CUDA target runs collectives on their own stream)">,
   ];
 }
 
 def LlamaAssignPrecision : Pass<"llama-assign-precision", "::mlir::ModuleOp"> {
-  let summary = "Mixed precision: the values a bf16 @train_step keeps in fp32";
+  let summary = "Mixed precision: the values a bf16 program keeps in fp32";
   let description = [{
     With bf16 storage (the CUDA target's default) activations, their
-    gradients and the weights the step reads are bf16, statistics (rstd,
-    logsumexp, the loss) fp32 by their op's kind, and the parameter
-    gradients fp32: the values `@train_step` returns after the loss and,
+    gradients and the weights the step reads are bf16; fp32 are the
+    statistics by their op's kind (rstd, the norm weight gradient,
+    logsumexp, losses, the vocab-parallel cross-entropy's maxima, sums and
+    counts, scalar fills) in every function, generation's logits (the
+    lm_head GEMM of `@prefill` / `@decode`), and the parameter gradients:
+    the values `@train_step` returns after the loss and,
     through the `llama.add`, `llama.sum`, views and collectives that
     assemble them, their partial sums, so a weight gradient is produced and
     summed in fp32 and never rounded to bf16. This pass records that choice:
     each op producing such a value gets `llama.fp32 = array<i64: ...>`, the
-    indices of its results kept in fp32; the CUDA emitter prints the
-    buffers' types from it. A parameter gradient produced by an op with no
+    indices of its results kept in fp32; `llama-plan-memory{storage-bytes=2}`
+    sizes the buffers from it and the CUDA emitter prints their types from
+    it. A parameter gradient produced by an op with no
     fp32 output (only GEMMs, the embedding and norm gradients and fills have
     one) is an error, not a silent rounding.
 

@@ -15,6 +15,7 @@
 
 #include "mlir/Dialect/Func/IR/FuncOps.h"
 #include "mlir/IR/BuiltinOps.h"
+#include "llvm/ADT/TypeSwitch.h"
 
 #include <map>
 #include <set>
@@ -57,6 +58,24 @@ struct LlamaAssignPrecisionPass
         }
       });
     }
+    // Statistics, fp32 by their op's kind in every function: the norms'
+    // rstd, the norm weight gradient, attention's logsumexp, the losses and
+    // the vocab-parallel cross-entropy's row maxima, partial sums and counts,
+    // a scalar fill (a loss seed).
+    getOperation().walk([&](Operation *op) {
+      auto results = op->getResults();
+      TypeSwitch<Operation *>(op)
+          .Case<RMSNormRstdOp>([&](auto) { fp32.insert(results[1]); })
+          .Case<AddRMSNormOp>([&](auto) { fp32.insert(results[2]); })
+          .Case<RMSNormGradRstdOp, RMSNormGradOp>([&](auto) { fp32.insert(results[1]); })
+          .Case<AttentionOp>([&](auto) { fp32.insert(results[1]); })
+          .Case<CrossEntropyFusedOp, CrossEntropyOp, LogitsMaxOp, CEPartialSumsOp, CountValidOp,
+                CECombineOp, CECombineGradOp>([&](auto) { fp32.insert(results[0]); })
+          .Case<FillOp>([&](FillOp f) {
+            if (cast<RankedTensorType>(f.getResult().getType()).getRank() == 0)
+              fp32.insert(results[0]);
+          });
+    });
     SmallVector<Value> work;
     auto step = getOperation().lookupSymbol<func::FuncOp>("train_step");
     if (step && !step.isExternal()) // the parameter gradients

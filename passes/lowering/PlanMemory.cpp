@@ -9,6 +9,7 @@
 #include "dialects/llama/IR/LlamaOps.h"
 #include "passes/Passes.h"
 #include "passes/lowering/PlanMemory.h"
+#include "passes/lowering/Collectives.h"
 
 #include "mlir/Dialect/Func/IR/FuncOps.h"
 #include "mlir/Dialect/Shard/IR/ShardOps.h"
@@ -16,6 +17,7 @@
 #include "llvm/ADT/DenseSet.h"
 
 #include <cstdint>
+#include <functional>
 
 #define DEBUG_TYPE "llama-plan-memory"
 
@@ -63,10 +65,34 @@ struct LlamaPlanMemoryPass : mlir::llama::impl::LlamaPlanMemoryBase<LlamaPlanMem
       getOperation().emitError("llama-plan-memory: alignment must be a power of two");
       return signalPassFailure();
     }
+    if (storageBytes < 0) {
+      getOperation().emitError("llama-plan-memory: storage-bytes must be >= 0");
+      return signalPassFailure();
+    }
+    // With a storage size, a float buffer takes it unless its value (or the
+    // value its view or collective passes through) is recorded as fp32.
+    std::function<bool(Value)> keptFp32 = [&](Value v) {
+      Operation *def = v.getDefiningOp();
+      if (!def)
+        return false;
+      if (auto fp32 = def->getAttrOfType<DenseI64ArrayAttr>(kFp32Attr);
+          fp32 && llvm::is_contained(fp32.asArrayRef(),
+                                     int64_t(cast<OpResult>(v).getResultNumber())))
+        return true;
+      return (isViewOp(def) || isShardCollective(def)) && keptFp32(def->getOperand(0));
+    };
+    auto bytesOf = [&](Value v) -> int64_t {
+      auto t = cast<RankedTensorType>(v.getType());
+      if (!isa<FloatType>(t.getElementType()))
+        return tensorBytes(v);
+      return t.getNumElements() * (keptFp32(v) ? 4 : storageBytes);
+    };
     for (auto fn : getOperation().getOps<func::FuncOp>()) {
       if (fn.isExternal())
         continue;
-      if (failed(planFunctionMemory(fn, alignment)))
+      if (failed(planFunctionMemory(
+              fn, alignment, storageBytes > 0 ? function_ref<int64_t(Value)>(bytesOf) : nullptr,
+              collectivesInFlight)))
         return signalPassFailure();
     }
   }

@@ -12,9 +12,10 @@ struct MemoryPlanStats {
 
 /// Plans one function's arena as llama-plan-memory documents (annotating its
 /// ops and the function) and returns the figures. Also used by the remat
-/// budget planner to measure candidates, and by the CUDA emitter to replan
-/// with the bytes of each buffer's storage type (`bytesOf`, given the value
-/// that owns a buffer; default: its tensor type's). With
+/// budget planner to measure candidates, and by the pass with its
+/// storage-bytes option (the CUDA target's bf16 plan) to size each buffer by
+/// its storage type (`bytesOf`, given the value that owns a buffer; default:
+/// its tensor type's). With
 /// `collectivesInFlight` (the CUDA target, whose collectives run on their
 /// own stream from their op until the first use of their result), a
 /// collective's input and output stay allocated until that first use, so

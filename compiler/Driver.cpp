@@ -253,13 +253,14 @@ int buildExecutable(StringRef source, StringRef out, StringRef cudaSource = "") 
   return runTool(compiler, link, out);
 }
 
-/// `--report --target cuda`: the device memory the training binary's session
-/// will hold (runtime/cuda/session.inl), from the plan the CUDA emitter makes:
-/// fp32 master weights (and a bf16 copy with bf16 storage), fp32 gradients,
-/// fp32 AdamW moments, one arena for the larger of the train and eval plans
-/// (plus memcheck's 4 KiB guard), the kernels' workspace, the batch, the ABFT
-/// scratch; then cuBLASLt's 32 MiB workspace. `memcheck` on the binary
-/// measures the same.
+/// `--report --target cuda`: the device memory the binary's sessions will
+/// hold, from the plan the CUDA emitter makes and the layout functions the
+/// sessions allocate by (runtime/cuda/layout.h): the training session
+/// (fp32 master weights and a bf16 copy with bf16 storage, fp32 gradients
+/// and AdamW moments, one arena for the larger of the train and eval plans,
+/// workspaces, the batch, chunk tables, ABFT rows, collective staging) and
+/// the generator; then cuBLASLt's 32 MiB workspace. `memcheck` on the
+/// binary reports the bytes the session holds: the same number.
 LogicalResult printCudaMemory(ModuleOp module) {
   std::string discard;
   llvm::raw_string_ostream os(discard);
@@ -287,32 +288,36 @@ LogicalResult printCudaMemory(ModuleOp module) {
   }
   if (!module.lookupSymbol<func::FuncOp>("train_step"))
     return success(); // --mode generate: no training session
-  // This rank's parameters (the whole model on one device), padded to a
-  // multiple of dp; ZeRO-1 keeps the AdamW moments (and, with dp > 1, the
-  // dp-reduced gradient) of 1/dp of them (runtime/train/partition.h).
-  const int64_t n = (local + gridDp - 1) / gridDp * gridDp, shard = n / gridDp;
-  int64_t tokens = 0;
+  // The training session's block, by the layout function the session
+  // allocates with: this rank's parameters padded to a multiple of dp,
+  // ZeRO-1's moments (and, with dp > 1, the dp-reduced gradient) of its
+  // shard, bf16 masters of the shard alone on a dp grid, the arena and its
+  // memcheck guard, workspaces, the batch, the chunk tables, the ABFT rows,
+  // and the collectives' staging.
+  llamart::cuda::SessionSizes sizes;
+  sizes.param_numel = local;
+  sizes.dp = gridDp;
+  sizes.act_bytes = cudaActivations == "bf16" ? 2 : 4;
+  sizes.buckets = f.gradBucketBounds.empty() ? 1 : int64_t(f.gradBucketBounds.size()) - 1;
+  sizes.train_arena = f.trainArenaBytes;
+  sizes.eval_arena = f.evalArenaBytes;
+  sizes.workspace = f.workspaceBytes;
+  sizes.gemm_max_dim = f.gemmMaxDim;
+  sizes.collective_staging = f.stagingBytes;
   if (auto fn = module.lookupSymbol<func::FuncOp>("forward"))
-    for (Type t : fn.getArgumentTypes())
-      if (auto rt = dyn_cast<RankedTensorType>(t);
-          rt && isa<IntegerType>(rt.getElementType()) && !tokens)
-        tokens = rt.getNumElements();
-  const bool bf16 = cudaActivations == "bf16";
-  // bf16 on a dp grid: fp32 masters of the shard alone (the bf16 copy is
-  // all-gathered), as the session does.
-  const bool shardedMasters = bf16 && gridDp > 1;
-  const int64_t state = (shardedMasters ? shard * 4 : n * 4) + n * ((bf16 ? 2 : 0) + 4) +
-                        shard * 8 + (gridDp > 1 ? shard * 4 : 0);
-  // The ABFT check's weights and scratch: five fp64 rows of the largest
-  // GEMM dimension (runtime/cuda/gemm_check.inl).
-  const int64_t abft = 5 * 8 * std::max<int64_t>(f.gemmMaxDim, 1);
-  const int64_t session = state + std::max(f.trainArenaBytes, f.evalArenaBytes) + 4096 +
-                          f.workspaceBytes + 2 * 4 * tokens + abft + f.stagingBytes;
+    for (BlockArgument arg : fn.getArguments()) {
+      if (fn.getArgAttr(arg.getArgNumber(), "llama.param_name"))
+        ++sizes.num_params;
+      else if (auto rt = dyn_cast<RankedTensorType>(arg.getType());
+               rt && isa<IntegerType>(rt.getElementType()) && !sizes.tokens)
+        sizes.tokens = rt.getNumElements();
+    }
+  const llamart::cuda::SessionLayout layout = llamart::cuda::session_layout(sizes);
   llvm::outs() << "cuda-train-arena-bytes: " << f.trainArenaBytes << "\n"
                << "cuda-eval-arena-bytes: " << f.evalArenaBytes << "\n"
-               << "cuda-state-bytes: " << state << "\n"
-               << "cuda-session-bytes: " << session << "\n"
-               << "cuda-device-bytes: " << session + cublasLt << "\n";
+               << "cuda-state-bytes: " << layout.state_bytes() << "\n"
+               << "cuda-session-bytes: " << layout.total() << "\n"
+               << "cuda-device-bytes: " << layout.total() + cublasLt << "\n";
   if (f.collectives)
     llvm::outs() << "cuda-collectives: " << f.collectives << " (" << f.overlappedCollectives
                  << " overlapping " << f.overlappedOps << " kernels and GEMMs)\n"

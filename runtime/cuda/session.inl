@@ -29,6 +29,7 @@
 
 #include "runtime/comm/comm.h"
 #include "runtime/cuda/bytes_text.h"
+#include "runtime/cuda/layout.h"
 #include "runtime/train/device_session.h"
 #include "runtime/train/partition.h"
 #include "runtime/train/program.h"
@@ -37,6 +38,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <functional>
+#include <type_traits>
 #include <memory>
 #include <stdexcept>
 #include <string>
@@ -78,7 +80,7 @@ namespace session_kernels {
 
 constexpr int kThreads = 256;
 // Elements per block of the norm's first pass and of the AdamW chunks.
-constexpr int64_t kChunk = 8192;
+constexpr int64_t kChunk = SessionLayout::kSessionChunk;
 
 // dst += src.
 __global__ void __launch_bounds__(kThreads)
@@ -97,6 +99,7 @@ struct Chunk {
   int32_t decays;
   int64_t flat; // the same elements in the flat local buffer (AdamW's weights)
 };
+static_assert(sizeof(Chunk) == SessionLayout::kChunkEntryBytes, "layout.h sizes the tables");
 
 // Block b: the sum of squares of chunk b of g in fp64, each thread over a
 // fixed stride, then a fixed tree over the threads.
@@ -272,48 +275,69 @@ public:
     num_chunks_ = int64_t(chunks.size());
     norm_blocks_ = int64_t(norm_chunks.size());
 
-    // Everything in one device allocation, laid out here. Parameters and
-    // gradients span the padded local buffer (zero past param_numel), the
-    // moments this rank's shard.
-    const size_t pbytes = size_t(pn_) * sizeof(float), sbytes = size_t(sn_) * sizeof(float);
-    arena_bytes_ = std::max<size_t>(64, std::max(step.train_arena_bytes,
-                                                 step.eval_arena_bytes));
-    const size_t tokens = size_t(program.batch * program.seq_len) * sizeof(int32_t);
-    // bf16 storage on a dp grid keeps the fp32 master weights of the shard
-    // alone (Megatron's distributed optimizer): the step reads the bf16 copy,
-    // AdamW updates the shard's masters and the updated bf16 shards are
-    // all-gathered. Otherwise the masters span the local buffer.
-    place(&params_, sharded_masters_ ? sbytes : pbytes, &bytes_params_);
-    if (kCopy)
-      place(&copy_, size_t(pn_) * sizeof(act_t), &bytes_params_);
-    place(&grads_, pbytes, &bytes_grads_);
-    if (dp_ > 1) // the gradient summed over dp, this rank's shard
-      place(&grad_shard_, sbytes, &bytes_grads_);
-    place(&m_, sbytes, &bytes_optimizer_);
-    place(&v_, sbytes, &bytes_optimizer_);
-    // The arena, and a guard region past it that memcheck watches.
-    place(&arena_, arena_bytes_ + kGuardBytes, &bytes_arena_);
-    place(&workspace_, std::max<size_t>(step.workspace_bytes, 64), &bytes_work_);
-    place(&tokens_, tokens, &bytes_work_);
-    place(&targets_, tokens, &bytes_work_);
-    place(&loss_, sizeof(float), &bytes_work_);
-    place(&chunks_, std::max<size_t>(1, chunks.size()) * sizeof(chunks[0]), &bytes_work_);
-    place(&norm_chunks_, norm_chunks.size() * sizeof(chunks[0]), &bytes_work_);
-    place(&partial_, size_t(norm_blocks_ + 1) * sizeof(double), &bytes_work_);
-    // ABFT: the weights r and four rows of scratch, the failure counter.
-    abft_.capacity = std::max<int64_t>(step.gemm_max_dim, 1);
-    const size_t row = size_t(abft_.capacity) * sizeof(double);
-    place(&abft_.r, row, &bytes_work_);
-    place(&abft_.w, row, &bytes_work_);
-    place(&abft_.wa, row, &bytes_work_);
-    place(&abft_.t, row, &bytes_work_);
-    place(&abft_.tabs, row, &bytes_work_);
-    place(&abft_.failures, sizeof(unsigned), &bytes_work_);
-    LLAMA_CUDA_CALL(cudaMalloc(&block_, block_bytes_));
-    LLAMA_CUDA_CALL(cudaMemset(block_, 0, block_bytes_));
-    for (auto &[offset, set] : placed_)
-      set(static_cast<char *>(block_) + offset);
-    placed_.clear();
+    // Everything in one device allocation, laid out by layout.h (the
+    // function --report prints from). Parameters and gradients span the
+    // padded local buffer (zero past param_numel), the moments this rank's
+    // shard. bf16 storage on a dp grid keeps the fp32 master weights of the
+    // shard alone (Megatron's distributed optimizer): the step reads the
+    // bf16 copy, AdamW updates the shard's masters and the updated bf16
+    // shards are all-gathered. Otherwise the masters span the local buffer.
+    SessionSizes sizes;
+    sizes.param_numel = program.param_numel;
+    sizes.dp = dp_;
+    sizes.num_params = program.num_params;
+    sizes.buckets = shard_.buckets();
+    sizes.act_bytes = int(sizeof(act_t));
+    sizes.train_arena = int64_t(step.train_arena_bytes);
+    sizes.eval_arena = int64_t(step.eval_arena_bytes);
+    sizes.workspace = int64_t(step.workspace_bytes);
+    sizes.tokens = program.batch * program.seq_len;
+    sizes.gemm_max_dim = step.gemm_max_dim;
+    sizes.collective_staging = step.partitioned ? int64_t(step.collective_staging_bytes) : 0;
+    layout_ = session_layout(sizes);
+    if (layout_.padded_numel != pn_ || layout_.shard_numel != sn_ ||
+        layout_.sharded_masters != sharded_masters_)
+      throw std::logic_error("the session's ZeRO-1 shard differs from its memory layout");
+    if (int64_t(chunks.size()) > layout_.chunk_capacity ||
+        int64_t(norm_chunks.size()) > layout_.chunk_capacity)
+      throw std::logic_error("the session's chunk tables outgrow their layout (" +
+                             std::to_string(chunks.size()) + " and " +
+                             std::to_string(norm_chunks.size()) + " of " +
+                             std::to_string(layout_.chunk_capacity) + ")");
+    arena_bytes_ = size_t(layout_.arena_bytes);
+    LLAMA_CUDA_CALL(cudaMalloc(&block_, size_t(layout_.block_bytes)));
+    LLAMA_CUDA_CALL(cudaMemset(block_, 0, size_t(layout_.block_bytes)));
+    char *const base = static_cast<char *>(block_);
+    auto at = [&](auto *&ptr, int64_t offset) {
+      ptr = offset < 0 ? nullptr
+                       : reinterpret_cast<std::remove_reference_t<decltype(ptr)>>(base + offset);
+    };
+    at(params_, layout_.params);
+    at(copy_, layout_.copy);
+    at(grads_, layout_.grads);
+    at(grad_shard_, layout_.grad_shard);
+    at(m_, layout_.m);
+    at(v_, layout_.v);
+    at(arena_, layout_.arena);
+    at(workspace_, layout_.workspace);
+    at(tokens_, layout_.tokens);
+    at(targets_, layout_.targets);
+    at(loss_, layout_.loss);
+    at(chunks_, layout_.chunks);
+    at(norm_chunks_, layout_.norm_chunks);
+    at(partial_, layout_.partial);
+    at(abft_.r, layout_.abft_r);
+    at(abft_.w, layout_.abft_w);
+    at(abft_.wa, layout_.abft_wa);
+    at(abft_.t, layout_.abft_t);
+    at(abft_.tabs, layout_.abft_tabs);
+    at(abft_.failures, layout_.abft_failures);
+    abft_.capacity = layout_.abft_capacity;
+    bytes_params_ = layout_.params_bytes;
+    bytes_grads_ = layout_.grads_bytes;
+    bytes_optimizer_ = layout_.optimizer_bytes;
+    bytes_arena_ = layout_.arena_block_bytes;
+    bytes_work_ = layout_.work_bytes;
     LLAMA_CUDA_CALL(cudaMemcpy(chunks_, chunks.data(), chunks.size() * sizeof(chunks[0]),
                                cudaMemcpyHostToDevice));
     LLAMA_CUDA_CALL(cudaMemcpy(norm_chunks_, norm_chunks.data(),
@@ -623,9 +647,10 @@ public:
   }
 
 private:
+  // The layout's block and staging (what --report prints), gradient
+  // accumulation's buffer once allocated, cuBLASLt's workspace.
   int64_t held_bytes() const {
-    return bytes_params_ + bytes_grads_ + bytes_optimizer_ + bytes_arena_ + bytes_work_ +
-           gemm_workspace();
+    return layout_.total() + (grads2_ ? n_ * int64_t(sizeof(float)) : 0) + gemm_workspace();
   }
 
   // bf16 storage keeps a copy of the weights in the storage type.
@@ -644,15 +669,6 @@ private:
 #else
     return int64_t(LtGemm::kWorkspaceBytes);
 #endif
-  }
-
-  // Reserves `bytes` (256-byte aligned) of the session's device block for
-  // *ptr, set once the block is allocated.
-  template <typename T> void place(T **ptr, size_t bytes, int64_t *account) {
-    block_bytes_ = (block_bytes_ + 255) / 256 * 256;
-    placed_.push_back({block_bytes_, [ptr](char *p) { *ptr = reinterpret_cast<T *>(p); }});
-    block_bytes_ += bytes;
-    *account += int64_t(bytes);
   }
 
   void put_batch(const int32_t *tokens, const int32_t *targets) {
@@ -820,10 +836,10 @@ private:
   std::string device_;
   cudaStream_t stream_ = nullptr;
   LtGemm *gemm_ = nullptr; // owned (an incomplete type under emulation)
-  static constexpr size_t kGuardBytes = 4096;
+  static constexpr size_t kGuardBytes = size_t(SessionLayout::kGuardBytes);
+  SessionLayout layout_;
   void *block_ = nullptr;
-  size_t block_bytes_ = 0, arena_bytes_ = 0, free_at_open_ = 0;
-  std::vector<std::pair<size_t, std::function<void(char *)>>> placed_;
+  size_t arena_bytes_ = 0, free_at_open_ = 0;
   act_t *copy_ = nullptr; // bf16 programs: the weights the step reads
   float *params_ = nullptr, *grads_ = nullptr, *grads2_ = nullptr, *m_ = nullptr,
         *v_ = nullptr, *loss_ = nullptr, *grad_shard_ = nullptr;

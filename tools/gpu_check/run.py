@@ -569,10 +569,10 @@ class Run:
         emulated = not isinstance(m.get("device-used-bytes"), int)
         key = "cuda-session-bytes" if emulated else "cuda-device-bytes"
         held, est = m.get("device-held-bytes"), rep.get(key)
-        checks["held_within_1pct_of_report"] = {
+        checks["held_equals_report"] = {  # both from runtime/cuda/layout.h
             "held": held, "report_key": key, "report": est,
             "relative_difference": round((held - est) / est, 5) if held and est else None,
-            "ok": bool(held and est and abs(held - est) <= 0.01 * est)}
+            "ok": bool(held and est and held == est)}
         if not emulated:
             used = m["device-used-bytes"]
             checks["device_used_within_5pct_of_held"] = {

@@ -144,6 +144,8 @@ struct Block {
   // With LLAMA_EMULATE_COUNT=1: each thread's global accesses through the
   // packed loads and stores of runtime/cuda/kernels, in program order.
   std::vector<std::vector<std::pair<uintptr_t, uint32_t>>> trace;
+  // ... and its shared-memory accesses (the kernels' shared_ld/shared_st).
+  std::vector<std::vector<std::pair<uintptr_t, uint32_t>>> shared_trace;
 };
 
 // Coalescing counters per kernel (LLAMA_EMULATE_COUNT=1). A warp request is
@@ -157,6 +159,18 @@ struct Coalescing {
 };
 inline std::map<const void *, Coalescing> &coalescing() {
   static std::map<const void *, Coalescing> counters;
+  return counters;
+}
+// Bank-conflict counters per kernel (LLAMA_EMULATE_COUNT=1). A shared
+// request is the k-th traced shared access of every lane of a warp; shared
+// memory serves it in wavefronts, one per distinct 4-byte word of its most
+// loaded bank of 32 (lanes reading the same word share it: a broadcast),
+// against the fewest its distinct bytes need (128 bytes a wavefront).
+struct Banks {
+  uint64_t requests = 0, wavefronts = 0, ideal_wavefronts = 0;
+};
+inline std::map<const void *, Banks> &banks() {
+  static std::map<const void *, Banks> counters;
   return counters;
 }
 inline bool &counting_flag() {
@@ -198,6 +212,35 @@ inline void count_block(Block &b, unsigned threads) {
   }
   for (unsigned t = 0; t < threads; ++t)
     b.trace[t].clear();
+  Banks &k = banks()[current_kernel];
+  std::set<uintptr_t> words[32];
+  for (unsigned w = 0; w < threads / 32; ++w) {
+    size_t depth = 0;
+    for (unsigned l = 32 * w; l < 32 * w + 32; ++l)
+      depth = std::max(depth, b.shared_trace[l].size());
+    for (size_t d = 0; d < depth; ++d) {
+      for (std::set<uintptr_t> &bank : words)
+        bank.clear();
+      bytes.clear();
+      for (unsigned l = 32 * w; l < 32 * w + 32; ++l) {
+        if (d >= b.shared_trace[l].size())
+          continue;
+        const auto [addr, n] = b.shared_trace[l][d];
+        for (uintptr_t word = addr >> 2; word <= (addr + n - 1) >> 2; ++word)
+          words[word % 32].insert(word);
+        for (uintptr_t a = addr; a < addr + n; ++a)
+          bytes.insert(a);
+      }
+      size_t most = 0;
+      for (const std::set<uintptr_t> &bank : words)
+        most = std::max(most, bank.size());
+      ++k.requests;
+      k.wavefronts += most;
+      k.ideal_wavefronts += (bytes.size() + 127) / 128;
+    }
+  }
+  for (unsigned t = 0; t < threads; ++t)
+    b.shared_trace[t].clear();
 }
 inline thread_local Block *running = nullptr;
 
@@ -266,8 +309,10 @@ inline void warp_sync() { wait(State::AtWarpBarrier); }
 // `seed` picks the order the threads run in between barriers.
 inline void run_block(Block &b, unsigned threads, uint64_t seed) {
   b.fibers.assign(threads, Fiber());
-  if (counting() && b.trace.size() < threads)
+  if (counting() && b.trace.size() < threads) {
     b.trace.resize(threads);
+    b.shared_trace.resize(threads);
+  }
   for (unsigned t = 0; t < threads; ++t)
     make_context(b.fibers[t].context, b.stacks.get() + t * Block::kStackBytes,
                  Block::kStackBytes);
@@ -375,6 +420,12 @@ inline void record_global(const void *p, size_t bytes) {
   if (running && counting())
     running->trace[threadIdx.x].push_back({reinterpret_cast<uintptr_t>(p), uint32_t(bytes)});
 }
+// A shared-memory access of `bytes` at p (common.cuh: shared_ld, shared_st).
+inline void record_shared(const void *p, size_t bytes) {
+  if (running && counting())
+    running->shared_trace[threadIdx.x].push_back(
+        {reinterpret_cast<uintptr_t>(p), uint32_t(bytes)});
+}
 
 } // namespace llama_emu
 
@@ -396,6 +447,29 @@ extern "C" __attribute__((weak, used)) size_t llama_emu_coalescing_report(char *
     }
     text += name + "\t" + std::to_string(c.requests) + "\t" + std::to_string(c.sectors) +
             "\t" + std::to_string(c.ideal_sectors) + "\n";
+  }
+  if (buf && cap)
+    std::memcpy(buf, text.data(), std::min(cap, text.size()));
+  return text.size();
+}
+
+// The bank counters as text, one kernel a line: "name<TAB>requests<TAB>
+// wavefronts<TAB>ideal wavefronts". Returns the bytes the whole text needs.
+extern "C" __attribute__((weak, used)) size_t llama_emu_bank_report(char *buf, size_t cap) {
+  std::string text;
+  for (const auto &[kernel, c] : llama_emu::banks()) {
+    if (!c.requests)
+      continue;
+    std::string name = "?";
+    Dl_info info;
+    if (kernel && dladdr(kernel, &info) && info.dli_sname) {
+      int status = 0;
+      char *d = abi::__cxa_demangle(info.dli_sname, nullptr, nullptr, &status);
+      name = status == 0 && d ? d : info.dli_sname;
+      std::free(d);
+    }
+    text += name + "\t" + std::to_string(c.requests) + "\t" + std::to_string(c.wavefronts) +
+            "\t" + std::to_string(c.ideal_wavefronts) + "\n";
   }
   if (buf && cap)
     std::memcpy(buf, text.data(), std::min(cap, text.size()));

@@ -234,4 +234,45 @@ TEST(Emulate, CoalescingCountersMeasureSectorsPerRequest) {
   llama_emu::coalescing().clear();
 }
 
+// Shared-memory bank counters: lane l of a warp touches word l * stride of
+// a shared array (one 4-byte access), then every lane reads word 0.
+__global__ void banked(float *out, int stride) {
+  __shared__ float words[32 * 33];
+  const unsigned l = threadIdx.x;
+  shared_st(words[l * unsigned(stride)], float(l));
+  __syncthreads();
+  out[l] = shared_ld(words[0]) + shared_ld(words[l * unsigned(stride)]);
+}
+
+TEST(Emulate, BankCountersMeasureWavefrontsPerRequest) {
+  llama_emu::set_counting(true);
+  float out[32];
+  auto *kernel = &banked;
+  auto run = [&](int stride) {
+    llama_emu::banks().clear();
+    LLAMA_LAUNCH(kernel, dim3(1), dim3(32), nullptr, out, stride);
+    return llama_emu::banks()[reinterpret_cast<const void *>(kernel)];
+  };
+  // Consecutive words: one wavefront per request (the store, the broadcast
+  // read of word 0, the read back), as ideal.
+  llama_emu::Banks b = run(1);
+  EXPECT_EQ(b.requests, 3u);
+  EXPECT_EQ(b.wavefronts, 3u);
+  EXPECT_EQ(b.ideal_wavefronts, 3u);
+  EXPECT_EQ(out[5], 5.0f);
+  // Stride 2: lanes l and l + 16 share a bank: 2-way conflicts on the
+  // store and the read back; the broadcast stays one wavefront.
+  b = run(2);
+  EXPECT_EQ(b.wavefronts, 2u + 1 + 2);
+  EXPECT_EQ(b.ideal_wavefronts, 3u);
+  // Stride 32: every lane in bank 0, 32-way; stride 33 (the padded
+  // transpose) spreads them again.
+  b = run(32);
+  EXPECT_EQ(b.wavefronts, 32u + 1 + 32);
+  b = run(33);
+  EXPECT_EQ(b.wavefronts, 3u);
+  llama_emu::set_counting(false);
+  llama_emu::banks().clear();
+}
+
 } // namespace

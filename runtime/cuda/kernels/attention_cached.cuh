@@ -189,26 +189,30 @@ __global__ void __launch_bounds__(kDecodeWarps * 32)
     for (int h = 0; h < HB; ++h) {
 #pragma unroll
       for (int e = 0; e < P; ++e)
-        sacc[warp][h][sub * P + e] = acc[h][e];
+        shared_st(sacc[warp][h][sub * P + e], acc[h][e]);
       if (sub == 0) {
-        sm[warp][h] = m[h];
-        sl[warp][h] = l[h];
+        shared_st(sm[warp][h], m[h]);
+        shared_st(sl[warp][h], l[h]);
       }
     }
   }
   __syncthreads();
   for (int idx = int(threadIdx.x); idx < HB * int(HD); idx += kDecodeWarps * 32) {
     const int h = idx / int(HD), d = idx % int(HD);
-    float mx = sm[0][h];
+    float mw[kDecodeWarps];
+#pragma unroll
+    for (int w = 0; w < kDecodeWarps; ++w)
+      mw[w] = shared_ld(sm[w][h]);
+    float mx = mw[0];
 #pragma unroll
     for (int w = 1; w < kDecodeWarps; ++w)
-      mx = fmaxf(mx, sm[w][h]);
+      mx = fmaxf(mx, mw[w]);
     float sum = 0.0f, o = 0.0f;
 #pragma unroll
     for (int w = 0; w < kDecodeWarps; ++w) {
-      const float c = exp2f(sm[w][h] - mx);
-      sum = fmaf(sl[w][h], c, sum);
-      o = fmaf(sacc[w][h][d], c, o);
+      const float c = exp2f(mw[w] - mx);
+      sum = fmaf(shared_ld(sl[w][h]), c, sum);
+      o = fmaf(shared_ld(sacc[w][h][d]), c, o);
     }
     const float y = sum > 0.0f ? o / sum : 0.0f;
     if constexpr (kSplits == 1) {

@@ -59,6 +59,21 @@ __device__ __forceinline__ float warp_max(float v) {
   return v;
 }
 
+// Shared-memory accesses that the emulator's bank-conflict counters see
+// (LLAMA_EMULATE_COUNT=1; runtime/cuda/emulate.h): plain accesses on a GPU.
+template <typename T> __device__ __forceinline__ T shared_ld(const T &x) {
+#ifdef LLAMA_CUDA_EMULATE
+  llama_emu::record_shared(&x, sizeof(T));
+#endif
+  return x;
+}
+template <typename T> __device__ __forceinline__ void shared_st(T &x, const T &v) {
+#ifdef LLAMA_CUDA_EMULATE
+  llama_emu::record_shared(&x, sizeof(T));
+#endif
+  x = v;
+}
+
 // Sum (max) over the block: shuffles within each warp, then every thread
 // adds the warp partials in warp order, so all threads get the same value
 // and the order never depends on timing. Every thread must call these.
@@ -67,11 +82,11 @@ __device__ __forceinline__ float block_sum(float v) {
   v = warp_sum(v);
   __syncthreads();
   if ((threadIdx.x & 31) == 0)
-    partial[threadIdx.x >> 5] = v;
+    shared_st(partial[threadIdx.x >> 5], v);
   __syncthreads();
   float total = 0.0f;
   for (unsigned w = 0; w < blockDim.x / 32; ++w)
-    total += partial[w];
+    total += shared_ld(partial[w]);
   return total;
 }
 __device__ __forceinline__ float block_max(float v) {
@@ -79,11 +94,13 @@ __device__ __forceinline__ float block_max(float v) {
   v = warp_max(v);
   __syncthreads();
   if ((threadIdx.x & 31) == 0)
-    partial[threadIdx.x >> 5] = v;
+    shared_st(partial[threadIdx.x >> 5], v);
   __syncthreads();
-  float m = partial[0];
-  for (unsigned w = 1; w < blockDim.x / 32; ++w)
-    m = partial[w] > m ? partial[w] : m;
+  float m = shared_ld(partial[0]);
+  for (unsigned w = 1; w < blockDim.x / 32; ++w) {
+    const float p = shared_ld(partial[w]);
+    m = p > m ? p : m;
+  }
   return m;
 }
 

@@ -85,11 +85,11 @@ __device__ __forceinline__ int32_t block_count(int32_t v) {
     v += __shfl_xor_sync(0xffffffffu, v, o);
   __syncthreads(); // a previous call's readers are done with `partial`
   if ((threadIdx.x & 31) == 0)
-    partial[threadIdx.x >> 5] = v;
+    shared_st(partial[threadIdx.x >> 5], v);
   __syncthreads();
   int32_t total = 0;
   for (unsigned w = 0; w < blockDim.x / 32; ++w)
-    total += partial[w];
+    total += shared_ld(partial[w]);
   return total;
 }
 
@@ -199,14 +199,14 @@ __global__ void __launch_bounds__((CeShape<T, V>::kThreads))
   }
   __shared__ float warp_m[32], warp_s[32];
   if ((threadIdx.x & 31) == 0) {
-    warp_m[threadIdx.x >> 5] = m;
-    warp_s[threadIdx.x >> 5] = s;
+    shared_st(warp_m[threadIdx.x >> 5], m);
+    shared_st(warp_s[threadIdx.x >> 5], s);
   }
   __syncthreads();
-  m = warp_m[0];
-  s = warp_s[0];
+  m = shared_ld(warp_m[0]);
+  s = shared_ld(warp_s[0]);
   for (int w = 1; w < S::kThreads / 32; ++w)
-    merge(m, s, warp_m[w], warp_s[w]);
+    merge(m, s, shared_ld(warp_m[w]), shared_ld(warp_s[w]));
   if (threadIdx.x == 0)
     terms[row] = logf(s) + m - target_logit;
 

@@ -183,9 +183,11 @@ __global__ void __launch_bounds__(kThreads)
 
 #pragma unroll
     for (int d = 0; d < kDigits; ++d)
-      hist[d * kThreads + t] = 0;
-    for (int64_t p = lo; p < hi; ++p)
-      ++hist[digit(element(p)) * kThreads + t];
+      shared_st(hist[d * kThreads + t], 0u);
+    for (int64_t p = lo; p < hi; ++p) {
+      uint32_t &h = hist[digit(element(p)) * kThreads + t];
+      shared_st(h, shared_ld(h) + 1u);
+    }
 
     // Exclusive scan over (digit, thread), digit-major. Within the warp: a
     // butterfly that also tracks each lane's prefix (at step o a lane with
@@ -194,7 +196,7 @@ __global__ void __launch_bounds__(kThreads)
     uint32_t prefix[kDigits];
 #pragma unroll
     for (int d = 0; d < kDigits; ++d) {
-      uint32_t total = hist[d * kThreads + t], below = 0;
+      uint32_t total = shared_ld(hist[d * kThreads + t]), below = 0;
 #pragma unroll
       for (int o = 1; o < 32; o <<= 1) {
         const uint32_t other = __shfl_xor_sync(0xffffffffu, total, o);
@@ -204,7 +206,7 @@ __global__ void __launch_bounds__(kThreads)
       }
       prefix[d] = below;
       if (lane == 0)
-        warp_total[d * kWarps + warp] = total;
+        shared_st(warp_total[d * kWarps + warp], total);
     }
     __syncthreads();
     uint32_t base = 0; // elements of all lower digits
@@ -212,18 +214,21 @@ __global__ void __launch_bounds__(kThreads)
     for (int d = 0; d < kDigits; ++d) {
       uint32_t lower_warps = 0, all = 0;
       for (int w = 0; w < kWarps; ++w) {
-        const uint32_t n = warp_total[d * kWarps + w];
+        const uint32_t n = shared_ld(warp_total[d * kWarps + w]);
         lower_warps += w < warp ? n : 0u;
         all += n;
       }
-      hist[d * kThreads + t] = base + lower_warps + prefix[d];
+      shared_st(hist[d * kThreads + t], base + lower_warps + prefix[d]);
       base += all;
     }
 
     // Scatter this thread's range in order: stable.
     for (int64_t p = lo; p < hi; ++p) {
       const uint64_t e = element(p);
-      dst[hist[digit(e) * kThreads + t]++] = e;
+      uint32_t &h = hist[digit(e) * kThreads + t];
+      const uint32_t slot = shared_ld(h);
+      shared_st(h, slot + 1u);
+      dst[slot] = e;
     }
     // dst is complete before the next pass reads it, and every thread has
     // read warp_total before the next pass overwrites it.

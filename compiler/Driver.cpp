@@ -230,6 +230,17 @@ int buildExecutable(StringRef source, StringRef out, StringRef cudaSource = "") 
         return rc;
     }
     link.push_back(obj.path.str().str());
+    // The collectives' implementation (runtime/cuda/collectives.h), ahead of
+    // the runtime archive whose MPI layer it calls: the emulated one for
+    // --cuda-emulate, NCCL for a partitioned GPU binary.
+    if (cudaEmulate) {
+      link.push_back(LLAMA_CUDA_EMU_LIB);
+    } else if (gridDp * gridTp > 1) {
+      if (StringRef(LLAMA_CUDA_NCCL_LIB).empty())
+        return fail("--target cuda --dp/--tp: this llama-compile was built without NCCL "
+                    "(no nccl.h beside nvcc); --cuda-emulate builds an emulated binary");
+      link.push_back(LLAMA_CUDA_NCCL_LIB);
+    }
   }
   link.insert(link.end(), {"-o", out.str(), LLAMA_RUNTIME_LIB});
   if (!cudaSource.empty() && !cudaEmulate) {
@@ -238,7 +249,7 @@ int buildExecutable(StringRef source, StringRef out, StringRef cudaSource = "") 
     StringRef(LLAMA_CUDA_LINK_LIBS).split(libs, ',', -1, /*KeepEmpty=*/false);
     for (StringRef lib : libs)
       link.push_back(lib.str());
-    // Partitioned programs talk NCCL (runtime/cuda/collectives.inl).
+    // Partitioned programs talk NCCL (runtime/cuda/collectives_nccl.cu).
     if (gridDp * gridTp > 1)
       link.insert(link.end(), {"-L" LLAMA_CUDA_LIB_DIR, "-lnccl"});
     link.push_back("-Wl,-rpath," LLAMA_CUDA_LIB_DIR);

@@ -177,9 +177,9 @@ public:
       grid[1] = g[1];
     }
     if (grid[0] * grid[1] > 1)
-      os << "// A partitioned program: its collectives (NCCL on the GPU).\n"
-         << "#define LLAMA_PARTITIONED_SOURCE 1\n"
-         << "#include \"runtime/cuda/collectives.inl\"\n\n";
+      os << "// A partitioned program: its collectives (NCCL on the GPU; the\n"
+         << "// implementation is the library the binary links).\n"
+         << "#include \"runtime/cuda/collectives.h\"\n\n";
     os << (options.activations == "f32" ? kGemmF32 : kGemmBF16);
     readPrecision(module);
     for (auto fn : module.getOps<func::FuncOp>()) {
@@ -275,6 +275,8 @@ public:
          << "  s.gemm_max_dim = " << gemmMaxDim << ";\n"
          << "  s.collective_staging_bytes = " << stagingBytes << ";\n"
          << "  s.partitioned = " << (grid[0] * grid[1] > 1 ? "true" : "false") << ";\n"
+         << (grid[0] * grid[1] > 1 ? "  s.make_communicator = llama_coll::make_communicator;\n"
+                                    : "")
          << "  return new llamart::cuda::CudaSession(program, s);\n}\n";
     if (options.session && generation) {
       Value tokensArg = tokensOf(prefill);
@@ -1363,7 +1365,8 @@ private:
     int index = collectiveCount++;
     b << "  llama_coll::start(" << index << ", llama_coll::Kind::" << kind << ", "
       << names.lookup(in) << ", " << names.lookup(out) << ", " << outer << ", " << chunk
-      << ", '" << (type == 'a' ? 'a' : 'f') << "', " << *axis << ", " << cString(what)
+      << ", " << (type == 'a' && options.activations != "f32" ? 2 : 4) << ", " << *axis
+      << ", " << cString(what)
       << ", stream);\n";
     pending.push_back({index, {ranges.lookup(in)}, {ranges.lookup(out)}, 0});
     return success();

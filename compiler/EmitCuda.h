@@ -34,7 +34,7 @@ struct CudaEmitOptions {
 /// buffer ('a' activation type, 'f' fp32, 'i' int32) and the workspace bytes.
 /// GEMMs (cuBLASLt, runtime/cuda/lt_gemm.h) and views have no launcher;
 /// collectives of partitioned programs are calls into
-/// runtime/cuda/collectives.inl from the host functions. The text is deterministic.
+/// runtime/cuda/collectives.h from the host functions. The text is deterministic.
 /// With -DLLAMA_CUDA_EMULATE the same source compiles as C++ and runs on the
 /// CPU (runtime/cuda/emulate.h).
 struct CudaPlanFigures {

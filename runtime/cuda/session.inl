@@ -51,8 +51,9 @@
 #define LLAMA_CUDA_CALL(call) LLAMART_CUDA_CHECK(call)
 #endif
 
-// The collectives of partitioned programs (a stand-in for single-device ones).
-#include "runtime/cuda/collectives.inl"
+// The collectives of partitioned programs (their implementation comes from
+// the library the binary links: llama_coll::make_communicator).
+#include "runtime/cuda/collectives.h"
 
 namespace llamart::cuda {
 
@@ -68,10 +69,12 @@ struct StepProgram {
   size_t train_arena_bytes, eval_arena_bytes, workspace_bytes;
   int64_t gemm_count = 0;   // GEMMs per train step
   int64_t gemm_max_dim = 0; // the largest M, N or K among them (ABFT scratch)
-  // Partitioned programs (collectives.inl): the staging of the collectives
-  // along inner dimensions.
+  // Partitioned programs (collectives.h): the staging of the collectives
+  // along inner dimensions, and the implementation's factory (NCCL, or the
+  // emulation), null for single-device programs, which link neither.
   bool partitioned = false;
   size_t collective_staging_bytes = 0;
+  std::unique_ptr<llama_coll::Communicator> (*make_communicator)(size_t staging_bytes) = nullptr;
 };
 
 
@@ -343,7 +346,9 @@ public:
     LLAMA_CUDA_CALL(cudaMemcpy(norm_chunks_, norm_chunks.data(),
                                norm_chunks.size() * sizeof(chunks[0]), cudaMemcpyHostToDevice));
     if (step.partitioned) {
-      comm_ = std::make_unique<llama_coll::Communicator>(step.collective_staging_bytes);
+      if (!step.make_communicator)
+        throw std::logic_error("a partitioned program without collectives");
+      comm_ = step.make_communicator(step.collective_staging_bytes);
       llama_coll::active = comm_.get();
     }
     std::vector<double> r(size_t(abft_.capacity));
@@ -736,7 +741,7 @@ private:
   void start_bucket(int k, cudaStream_t stream) {
     const train::DpShard::Piece p = shard_.piece(k);
     comm_->start({kReduceBucket + k, llama_coll::Kind::ReduceScatter,
-                  grads_ + shard_.bounds[size_t(k)], grad_shard_ + p.shard, 1, p.count, 'f', 0,
+                  grads_ + shard_.bounds[size_t(k)], grad_shard_ + p.shard, 1, p.count, 4, 0,
                   "gradient reduce-scatter (ZeRO-1 bucket)", /*lane=*/1},
                  stream);
     last_bucket_ = k;
@@ -769,12 +774,12 @@ private:
     const train::DpShard::Piece p = shard_.piece(k);
     if (sharded_masters_)
       comm_->start({kGatherParams + k, llama_coll::Kind::AllGather, copy_ + p.flat,
-                    copy_ + shard_.bounds[size_t(k)], 1, p.count, 'a', 0,
+                    copy_ + shard_.bounds[size_t(k)], 1, p.count, int(sizeof(act_t)), 0,
                     "bf16 parameter all-gather (ZeRO-1 bucket)", lane},
                    stream);
     else
       comm_->start({kGatherParams + k, llama_coll::Kind::AllGather, params_ + p.flat,
-                    params_ + shard_.bounds[size_t(k)], 1, p.count, 'f', 0,
+                    params_ + shard_.bounds[size_t(k)], 1, p.count, 4, 0,
                     "parameter all-gather (ZeRO-1 bucket)", lane},
                    stream);
   }

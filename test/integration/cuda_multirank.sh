@@ -3,7 +3,8 @@
 # tp=2, tp=2+sp, dp=2 and dp=2 x tp=2, built with --cuda-emulate (every
 # generated kernel and the device session run on the CPU, runtime/cuda/
 # emulate.h) and started as 2 or 4 MPI ranks. The collectives go through
-# runtime/cuda/collectives.inl, whose emulated backend runs each collective
+# runtime/cuda/collectives.h; the emulated implementation
+# (collectives_emulated.cpp) runs each collective
 # only when the host step waits for it: the latest moment a GPU's
 # communication stream could run it, so a wait the compiler placed too late
 # (a kernel overwriting a collective's buffer, or reading its output too

@@ -230,21 +230,24 @@ int buildExecutable(StringRef source, StringRef out, StringRef cudaSource = "") 
         return rc;
     }
     link.push_back(obj.path.str().str());
-    // The collectives' implementation (runtime/cuda/collectives.h), ahead of
-    // the runtime archive whose MPI layer it calls: the emulated one for
-    // --cuda-emulate, NCCL for a partitioned GPU binary.
+    // The CUDA runtime library, ahead of the runtime archive whose MPI layer
+    // and ZeRO-1 partition it calls: the session and the collectives
+    // compiled against the emulator for --cuda-emulate; on the GPU the
+    // session's library and, for a partitioned binary, NCCL collectives.
     if (cudaEmulate) {
       link.push_back(LLAMA_CUDA_EMU_LIB);
-    } else if (gridDp * gridTp > 1) {
-      if (StringRef(LLAMA_CUDA_NCCL_LIB).empty())
-        return fail("--target cuda --dp/--tp: this llama-compile was built without NCCL "
-                    "(no nccl.h beside nvcc); --cuda-emulate builds an emulated binary");
-      link.push_back(LLAMA_CUDA_NCCL_LIB);
+    } else {
+      if (gridDp * gridTp > 1) {
+        if (StringRef(LLAMA_CUDA_NCCL_LIB).empty())
+          return fail("--target cuda --dp/--tp: this llama-compile was built without NCCL "
+                      "(no nccl.h beside nvcc); --cuda-emulate builds an emulated binary");
+        link.push_back(LLAMA_CUDA_NCCL_LIB);
+      }
+      link.push_back(LLAMA_CUDA_RUNTIME_LIB); // the session, cuBLASLt GEMMs, device probe
     }
   }
   link.insert(link.end(), {"-o", out.str(), LLAMA_RUNTIME_LIB});
   if (!cudaSource.empty() && !cudaEmulate) {
-    link.push_back(LLAMA_CUDA_RUNTIME_LIB);
     SmallVector<StringRef> libs;
     StringRef(LLAMA_CUDA_LINK_LIBS).split(libs, ',', -1, /*KeepEmpty=*/false);
     for (StringRef lib : libs)

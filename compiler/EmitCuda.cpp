@@ -261,11 +261,12 @@ public:
          << trainComputeOps << " kernels and GEMMs; their parameter all-gathers (started "
          << "by the next step) the first " << opsBeforeLastGather << ".\n";
     if (options.session && step)
-      os << "\n// The device session of the training binary (runtime/cuda/session.inl).\n"
-         << "#include \"runtime/cuda/session.inl\"\n\n"
+      os << "\n// The device session of the training binary (runtime/cuda/session.h;\n"
+         << "// compiled once into the runtime's CUDA library).\n"
+         << "#include \"runtime/cuda/session.h\"\n\n"
          << "llamart::DeviceSession *llama_cuda_open_device(const llamart::ProgramInfo "
             "&program) {\n"
-         << "  llamart::cuda::StepProgram s;\n"
+         << "  llamart::cuda::StepProgram<act_t> s;\n"
          << "  s.train_step = llama_cuda_train_step;\n"
          << "  s.eval_loss = llama_cuda_eval_loss;\n"
          << "  s.train_arena_bytes = " << arenaBytes(step) << ";\n"
@@ -277,7 +278,7 @@ public:
          << "  s.partitioned = " << (grid[0] * grid[1] > 1 ? "true" : "false") << ";\n"
          << (grid[0] * grid[1] > 1 ? "  s.make_communicator = llama_coll::make_communicator;\n"
                                     : "")
-         << "  return new llamart::cuda::CudaSession(program, s);\n}\n";
+         << "  return llamart::cuda::open_session(program, s);\n}\n";
     if (options.session && generation) {
       Value tokensArg = tokensOf(prefill);
       if (!tokensArg)
@@ -291,11 +292,12 @@ public:
       figures.genChunk = tok.getDimSize(1);
       figures.vocab = logits.getShape().back();
       figures.workspaceBytes = std::max<int64_t>(maxWorkspace, 4);
-      os << "\n// Generation on the device (runtime/cuda/generator.inl).\n"
-         << "#include \"runtime/cuda/generator.inl\"\n\n"
+      os << "\n// Generation on the device (runtime/cuda/generator.h; compiled once into\n"
+         << "// the runtime's CUDA library).\n"
+         << "#include \"runtime/cuda/generator.h\"\n\n"
          << "llamart::DeviceGenerator *llama_cuda_open_generator(const llamart::ProgramInfo "
             "&program) {\n"
-         << "  llamart::cuda::GenerateProgram g;\n"
+         << "  llamart::cuda::GenerateProgram<act_t> g;\n"
          << "  g.prefill = llama_cuda_prefill;\n"
          << "  g.decode = llama_cuda_decode;\n"
          << "  g.prefill_arena_bytes = " << arenaBytes(prefill) << ";\n"
@@ -305,7 +307,7 @@ public:
          << "  g.rows = " << tok.getDimSize(0) << ";\n"
          << "  g.chunk = " << tok.getDimSize(1) << ";\n"
          << "  g.vocab = " << logits.getShape().back() << ";\n"
-         << "  return new llamart::cuda::CudaGenerator(program, g);\n}\n";
+         << "  return llamart::cuda::open_generator(program, g);\n}\n";
     }
     out << text;
     return success();

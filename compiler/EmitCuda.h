@@ -16,7 +16,7 @@ struct CudaEmitOptions {
   /// arithmetic is fp32 throughout.
   std::string activations = "bf16";
   /// Also emit @forward's host function and `llama_cuda_open_device`, the
-  /// device session of a training binary (runtime/cuda/session.inl), for
+  /// device session of a training binary (runtime/cuda/session.cu), for
   /// linking with the CPU source emitted with `cudaDevice` set.
   bool session = false;
   /// Dp grids: the target size of a ZeRO-1 gradient bucket in elements (0:

@@ -572,7 +572,7 @@ inline void sincos(double x, double *s, double *c) {
 }
 
 
-// The runtime API calls of runtime/cuda/session.inl: device memory is host
+// The runtime API calls of runtime/cuda/session.cu: device memory is host
 // memory and every call completes before it returns.
 enum cudaMemcpyKind {
   cudaMemcpyHostToHost = 0,

@@ -15,7 +15,7 @@
 // the same code runs on a GPU and under the CPU emulation. Each row is
 // reduced by one warp in a fixed order; the only atomic is the integer
 // failure count, whose value does not depend on order. The state is the
-// device session's (session.inl); with none (or checks off) the hook below
+// device session's (session.cu); with none (or checks off) the hook below
 // costs one branch per GEMM.
 #pragma once
 

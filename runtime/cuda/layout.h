@@ -1,6 +1,6 @@
 // The device memory a generated GPU binary holds, computed by one function
 // per session kind for both sides: the runtime allocates by it
-// (runtime/cuda/session.inl, generator.inl) and `llama-compile --report
+// (runtime/cuda/session.cu, generator.cu) and `llama-compile --report
 // --target cuda` prints it (compiler/Driver.cpp), so the two cannot drift.
 // Plain C++: the compiler includes it without CUDA.
 #pragma once
@@ -10,7 +10,7 @@
 
 namespace llamart::cuda {
 
-/// The device generator's allocations (generator.inl), in bytes: the
+/// The device generator's allocations (generator.cu), in bytes: the
 /// weights and the KV cache in the storage type, one arena for the larger
 /// of @prefill's and @decode's plans, the kernels' workspace, a chunk of
 /// tokens, the position word, a chunk of fp32 logits.

@@ -1,7 +1,7 @@
 # The CUDA training binary (llama-compile --target cuda -o BIN): the whole
 # driver (data, gradient accumulation, clipping, AdamW, evaluation,
 # checkpoints, fault skips) around the device session (runtime/cuda/
-# session.inl) and the generated step.
+# session.cu) and the generated step.
 #
 # Without a GPU the binary is built with --cuda-emulate (every generated
 # kernel and every session kernel run on the CPU through emulate.h, the CPU

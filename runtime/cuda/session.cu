@@ -1,8 +1,9 @@
-// The device side of a CUDA training binary (runtime/train/device_session.h):
-// included at the end of the source `llama-compile --target cuda` generates,
-// after the host step functions, and compiled with it by nvcc (or as C++
-// with -DLLAMA_CUDA_EMULATE, where every kernel runs on the CPU through
-// emulate.h and plain host memory stands in for device memory).
+// The device side of a CUDA training binary (runtime/train/device_session.h;
+// the interface the generated source calls is runtime/cuda/session.h).
+// Compiled once for each storage type (act_t: float, __nv_bfloat16) into
+// libllamart_cuda by nvcc, and as C++ with -DLLAMA_CUDA_EMULATE into
+// libllamart_cuda_emu (session_emulated.cpp), where every kernel runs on the
+// CPU through emulate.h and plain host memory stands in for device memory.
 //
 // One session owns, in device memory for the whole run: the flat fp32
 // parameters (the master weights), gradients and AdamW moments
@@ -25,7 +26,12 @@
 // order; AdamW is elementwise. cuBLASLt runs the same algorithm for a shape
 // on every call (LtGemm plans each shape once), so a session's results
 // repeat bit for bit.
-#pragma once
+#include "runtime/cuda/session.h"
+
+#include "runtime/cuda/kernels/common.cuh"
+// ABFT checks of the GEMMs: the state the session hands the generated GEMM
+// calls (llama_abft::state).
+#include "runtime/cuda/gemm_check.inl"
 
 #include "runtime/comm/comm.h"
 #include "runtime/cuda/bytes_text.h"
@@ -47,37 +53,13 @@
 #ifdef LLAMA_CUDA_EMULATE
 #define LLAMA_CUDA_CALL(call) (void)(call)
 #else
+#include "runtime/cuda/check.h"
 #include "runtime/cuda/device.h"
+#include "runtime/cuda/lt_gemm.h"
 #define LLAMA_CUDA_CALL(call) LLAMART_CUDA_CHECK(call)
 #endif
 
-// The collectives of partitioned programs (their implementation comes from
-// the library the binary links: llama_coll::make_communicator).
-#include "runtime/cuda/collectives.h"
-
 namespace llamart::cuda {
-
-// What the generated source hands the session. act_t is the generated
-// program's storage type (float or __nv_bfloat16).
-struct StepProgram {
-  void (*train_step)(const act_t *P, float *G, const int32_t *tokens,
-                     const int32_t *targets, void *arena, void *workspace,
-                     float *loss, LtGemm *gemm, cudaStream_t stream);
-  void (*eval_loss)(const act_t *P, const int32_t *tokens, const int32_t *targets,
-                    void *arena, void *workspace, float *loss, LtGemm *gemm,
-                    cudaStream_t stream);
-  size_t train_arena_bytes, eval_arena_bytes, workspace_bytes;
-  int64_t gemm_count = 0;   // GEMMs per train step
-  int64_t gemm_max_dim = 0; // the largest M, N or K among them (ABFT scratch)
-  // Partitioned programs (collectives.h): the staging of the collectives
-  // along inner dimensions, and the implementation's factory (NCCL, or the
-  // emulation), null for single-device programs, which link neither.
-  bool partitioned = false;
-  size_t collective_staging_bytes = 0;
-  std::unique_ptr<llama_coll::Communicator> (*make_communicator)(size_t staging_bytes) = nullptr;
-};
-
-
 
 namespace session_kernels {
 
@@ -151,6 +133,7 @@ struct AdamWArgs {
 };
 
 // The storage-type copy of the parameters (bf16 programs).
+template <typename act_t>
 __global__ void __launch_bounds__(kThreads)
     to_storage_k(const float *__restrict__ src, act_t *__restrict__ dst, int64_t n) {
   const int64_t i = int64_t(blockIdx.x) * kThreads + threadIdx.x;
@@ -178,6 +161,7 @@ __device__ __forceinline__ void adamw_update(const AdamWArgs &a, double decay, f
 // tail go one element at a time. Shard and flat coordinates of an element
 // agree modulo 4 (ZeRO-1 pieces start at multiples of 64 elements), so one
 // alignment test covers every array.
+template <typename act_t>
 __global__ void __launch_bounds__(kThreads)
     adamw_k(const Chunk *__restrict__ chunks, AdamWArgs a, float *__restrict__ w,
             bool w_sharded, const float *__restrict__ grad, float *__restrict__ m,
@@ -226,11 +210,12 @@ __global__ void __launch_bounds__(kThreads)
 
 } // namespace session_kernels
 
+template <typename act_t>
 class CudaSession final : public DeviceSession,
                           private llama_coll::GradBuckets,
                           private llama_coll::ParamBuckets {
 public:
-  CudaSession(const ProgramInfo &program, const StepProgram &step)
+  CudaSession(const ProgramInfo &program, const StepProgram<act_t> &step)
       : program_(program), step_(step), n_(program.param_numel),
         dp_(step.partitioned ? llamart::comm::size(llamart::comm::Axis::DP) : 1),
         tp_rank_(step.partitioned ? llamart::comm::rank(llamart::comm::Axis::TP) : 0),
@@ -423,7 +408,8 @@ public:
     }
     LLAMA_CUDA_CALL(cudaMemcpy(params_, params, bytes, cudaMemcpyHostToDevice));
     if (kCopy) {
-      LLAMA_LAUNCH(session_kernels::to_storage_k, dim3(blocks(pn_)),
+      auto *convert = &session_kernels::to_storage_k<act_t>;
+      LLAMA_LAUNCH(convert, dim3(blocks(pn_)),
                    dim3(session_kernels::kThreads), stream_, params_, copy_, pn_);
       check_launch();
       sync();
@@ -557,7 +543,8 @@ public:
     a.decay_factor = 1.0 - lr * weight_decay;
     a.grad_scale = grad_scale;
     if (num_chunks_ > 0) {
-      LLAMA_LAUNCH(session_kernels::adamw_k, dim3(unsigned(num_chunks_)),
+      auto *update = &session_kernels::adamw_k<act_t>;
+      LLAMA_LAUNCH(update, dim3(unsigned(num_chunks_)),
                    dim3(session_kernels::kThreads), stream_, chunks_, a,
                    params_, sharded_masters_, shard_grads(), m_, v_, copy_);
       check_launch();
@@ -816,7 +803,7 @@ private:
 
 
   const ProgramInfo &program_;
-  const StepProgram step_;
+  const StepProgram<act_t> step_;
   const int64_t n_;
   // The grid (1 x 1 unpartitioned): ZeRO-1 shards the moments over dp.
   const int dp_, tp_rank_;
@@ -863,5 +850,13 @@ private:
   int64_t calls_[8] = {};
 #endif
 };
+
+template <typename T>
+DeviceSession *open_session(const ProgramInfo &program, const StepProgram<T> &step) {
+  return new CudaSession<T>(program, step);
+}
+template DeviceSession *open_session<float>(const ProgramInfo &, const StepProgram<float> &);
+template DeviceSession *open_session<__nv_bfloat16>(const ProgramInfo &,
+                                                    const StepProgram<__nv_bfloat16> &);
 
 } // namespace llamart::cuda

@@ -1,9 +1,10 @@
-// Generation on the device (runtime/train/device_session.h: DeviceGenerator):
-// included at the end of the source `llama-compile --target cuda` generates
-// for a program with @prefill and @decode, after their host functions
-// (llama_cuda_prefill, llama_cuda_decode), and compiled with it by nvcc (or
-// as C++ with -DLLAMA_CUDA_EMULATE, plain host memory standing in for
-// device memory).
+// Generation on the device (runtime/train/device_session.h: DeviceGenerator;
+// the interface the generated source calls is runtime/cuda/generator.h, with
+// its prefill and decode host functions, llama_cuda_prefill and
+// llama_cuda_decode). Compiled once for each storage type into
+// libllamart_cuda by nvcc, and as C++ with -DLLAMA_CUDA_EMULATE into
+// libllamart_cuda_emu (generator_emulated.cpp), plain host memory standing
+// in for device memory.
 //
 // Device memory, allocated once when the generator opens (layout.h, which
 // `llama-compile --report` prints from): the weights in the
@@ -16,8 +17,9 @@
 // device memory, so one graph serves every position: a decode step costs
 // one graph launch, not a launch per kernel). The driver reads back one row
 // of logits per step and samples on the host.
-#pragma once
+#include "runtime/cuda/generator.h"
 
+#include "runtime/cuda/kernels/common.cuh"
 #include "runtime/cuda/bytes_text.h"
 #include "runtime/cuda/layout.h"
 #include "runtime/train/device_session.h"
@@ -32,24 +34,15 @@
 #ifndef LLAMA_CUDA_EMULATE
 #include "runtime/cuda/check.h"
 #include "runtime/cuda/device.h"
+#include "runtime/cuda/lt_gemm.h"
 #endif
 
 namespace llamart::cuda {
 
-// What the generated source hands the generator (act_t: its storage type).
-struct GenerateProgram {
-  using Step = void (*)(const act_t *P, const int32_t *tokens, const int32_t *position,
-                        act_t *KV, void *arena, void *workspace, float *logits, LtGemm *gemm,
-                        cudaStream_t stream);
-  Step prefill = nullptr, decode = nullptr;
-  size_t prefill_arena_bytes = 0, decode_arena_bytes = 0, workspace_bytes = 0;
-  int64_t kv_cache_elements = 0; // every layer's keys and values
-  int64_t rows = 0, chunk = 0, vocab = 0; // gen_batch, prefill chunk, logits width
-};
-
-class CudaGenerator final : public DeviceGenerator {
+template <typename act_t> class CudaGenerator final : public DeviceGenerator {
 public:
-  CudaGenerator(const ProgramInfo &program, const GenerateProgram &g) : program_(program), g_(g) {
+  CudaGenerator(const ProgramInfo &program, const GenerateProgram<act_t> &g)
+      : program_(program), g_(g) {
     if (g.rows != program.gen_batch || g.chunk != program.prefill_chunk ||
         g.vocab != program.vocab_size)
       throw std::logic_error("the device generator's shapes differ from the program's");
@@ -157,7 +150,7 @@ private:
                           cudaMemcpyHostToDevice, stream_));
     check(cudaMemcpyAsync(position_, &position, sizeof position, cudaMemcpyHostToDevice,
                           stream_));
-    const GenerateProgram::Step fn = kind == 0 ? g_.prefill : g_.decode;
+    const typename GenerateProgram<act_t>::Step fn = kind == 0 ? g_.prefill : g_.decode;
     auto body = [&] {
       fn(weights_, tokens_, position_, kv_, arena_, workspace_, logits_, gemm_, stream_);
     };
@@ -186,7 +179,7 @@ private:
   }
 
   const ProgramInfo &program_;
-  const GenerateProgram g_;
+  const GenerateProgram<act_t> g_;
   std::string device_;
   cudaStream_t stream_ = nullptr;
   LtGemm *gemm_ = nullptr; // owned (an incomplete type under emulation)
@@ -201,5 +194,14 @@ private:
   int64_t calls_[2] = {};
 #endif
 };
+
+template <typename T>
+DeviceGenerator *open_generator(const ProgramInfo &program, const GenerateProgram<T> &g) {
+  return new CudaGenerator<T>(program, g);
+}
+template DeviceGenerator *open_generator<float>(const ProgramInfo &,
+                                                const GenerateProgram<float> &);
+template DeviceGenerator *open_generator<__nv_bfloat16>(const ProgramInfo &,
+                                                        const GenerateProgram<__nv_bfloat16> &);
 
 } // namespace llamart::cuda

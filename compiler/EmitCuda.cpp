@@ -1,17 +1,17 @@
 //===- EmitCuda.cpp - CUDA kernels from the fused llama ops --------------===//
 //
-// Every memory-bound op of a fused program becomes one kernel (two or three
-// for the reductions that cross rows) with its shapes, eps, theta and block
-// size as literals. Patterns:
-//   row kernels (norms, cross-entropy): one block per row, the threads stride
-//     over the row, block reductions by warp shuffles then a fixed-order sum
-//     of the warp partials (deterministic: no atomics anywhere);
-//   column reductions (the norm weight gradient): per-chunk partial sums in
-//     the workspace, then one fixed-order sum per column;
-//   elementwise (SwiGLU, adds, RoPE, embedding): one thread per element.
-// Kernels read and write the activation type (fp32 or bf16) and compute in
-// fp32; statistics stay fp32.
-//
+// Prints what the IR says as CUDA: one launcher per distinct op (op, buffer
+// types, shapes, own attributes) that instantiates a kernel family of
+// runtime/cuda/kernels/ (norms, elementwise, RoPE, cross-entropy, embedding,
+// attention, cached attention) with the shapes as template arguments, and
+// the host functions (train step, evaluation, prefill, decode) that launch
+// them, the cuBLASLt GEMMs and the collectives in program order at the
+// memory plan's offsets. The decisions are passes run on a copy of the
+// module first (llama-assign-precision, llama-schedule-collectives,
+// llama-plan-memory{storage-bytes}, llama-plan-grad-buckets); the emitter
+// checks its launchers against them. Still printed here as text: the
+// vocabulary-parallel cross-entropy pieces of partitioned programs (logits
+// max, partial sums, counts, combine), one thread per row.
 //===----------------------------------------------------------------------===//
 #include "compiler/EmitCuda.h"
 #include "compiler/EmitUtil.h"
@@ -61,7 +61,8 @@ constexpr int64_t kElementwiseThreads = llk::kElementwiseThreads;
 
 // The kernel families (runtime/cuda/kernels/*.cuh) the launchers
 // instantiate, and the scalar helpers the kernels still emitted here use.
-const char *kPrelude = R"(#include "runtime/cuda/kernels/attention_cached.cuh"
+const char *kPrelude = R"(#include "runtime/cuda/kernels/attention.cuh"
+#include "runtime/cuda/kernels/attention_cached.cuh"
 #include "runtime/cuda/kernels/cross_entropy.cuh"
 #include "runtime/cuda/kernels/elementwise.cuh"
 #include "runtime/cuda/kernels/embedding.cuh"
@@ -1383,151 +1384,41 @@ private:
 
   /// Attention geometry shared by the forward and backward kernels.
   struct AttnShape {
-    int64_t batch, seq, heads, kvHeads, dim, group, slots;
+    int64_t batch, seq, heads, kvHeads, dim;
     double scale;
   };
   static AttnShape attnShape(Value q, Value k, double scale) {
     auto qs = ranked(q).getShape();
-    int64_t kv = ranked(k).getDimSize(2);
-    return {qs[0], qs[1], qs[2], kv, qs[3], qs[2] / kv, (qs[3] + 31) / 32, scale};
-  }
-  static constexpr int64_t kAttnWarps = 4;
-
-  /// Per-warp register slots: lane l holds elements l, l + 32, ... of a
-  /// head_dim row. `body` is emitted once per slot with `e` the element.
-  void slots(const AttnShape &a, StringRef indent, StringRef body) {
-    os << indent << "for (int t = 0; t < " << a.slots << "; ++t) {\n"
-       << indent << "  const int e = lane + 32 * t;\n"
-       << indent << "  if (e < " << a.dim << ") {\n"
-       << indent << "    " << body << "\n"
-       << indent << "  }\n" << indent << "}\n";
+    return {qs[0], qs[1], qs[2], ranked(k).getDimSize(2), qs[3], scale};
   }
 
-  std::string rowIndex(const AttnShape &a, StringRef pos, StringRef head,
-                       int64_t heads) {
-    return "((b * " + std::to_string(a.seq) + " + " + pos.str() + ") * " +
-           std::to_string(heads) + " + " + head.str() + ") * " +
-           std::to_string(a.dim);
-  }
-
-  /// Causal attention forward, one warp per query row: online softmax over
-  /// the keys j <= i (running max m, sum l, rescaled accumulator), output
-  /// and logsumexp written once. No seq x seq matrix exists anywhere.
+  /// Causal attention forward and backward (training):
+  /// llk::attention_forward / llk::attention_backward
+  /// (runtime/cuda/kernels/attention.cuh), one warp per query row (the
+  /// CUDA-core version the tensor-core kernel replaces).
   void emitAttention(AttentionOp op, const std::string &name) {
     AttnShape a = attnShape(op.getQuery(), op.getKey(), op.getScale().convertToDouble());
+    // Buffers: q, k, v, o, lse.
     std::string t = types(*op, {false, false, false, false, true});
-    std::string sc = litf(a.scale);
-    os << "__global__ void __launch_bounds__(" << 32 * kAttnWarps << ") " << name
-       << "_k(const act_t *__restrict__ q, const act_t *__restrict__ k, const act_t "
-          "*__restrict__ v, act_t *__restrict__ o, float *__restrict__ lse) {\n"
-       << "  const int lane = threadIdx.x & 31;\n"
-       << "  const int64_t i = int64_t(blockIdx.x) * " << kAttnWarps
-       << " + (threadIdx.x >> 5), h = blockIdx.y, b = blockIdx.z, g = h / " << a.group
-       << ";\n"
-       << "  if (i >= " << a.seq << ")\n    return; // the whole warp\n"
-       << "  const int64_t qrow = " << rowIndex(a, "i", "h", a.heads) << ";\n"
-       << "  float qr[" << a.slots << "], acc[" << a.slots << "];\n";
-    slots(a, "  ", "qr[t] = ld(q, qrow + e);");
-    os << "  for (int t = 0; t < " << a.slots << "; ++t)\n    acc[t] = 0.0f;\n"
-       << "  float m = -__int_as_float(0x7f800000), l = 0.0f;\n"
-       << "  for (int64_t j = 0; j <= i; ++j) {\n"
-       << "    const int64_t krow = " << rowIndex(a, "j", "g", a.kvHeads) << ";\n"
-       << "    float s = 0.0f;\n";
-    slots(a, "    ", "s += qr[t] * ld(k, krow + e);");
-    os << "    s = warp_sum(s) * " << sc << ";\n"
-       << "    const float mn = s > m ? s : m;\n"
-       << "    const float corr = __expf(m - mn), p = __expf(s - mn);\n"
-       << "    l = l * corr + p;\n";
-    slots(a, "    ", "acc[t] = acc[t] * corr + p * ld(v, krow + e);");
-    os << "    m = mn;\n  }\n";
-    slots(a, "  ", "st(o, qrow + e, acc[t] / l);");
-    os << "  if (lane == 0)\n    lse[(b * " << a.heads << " + h) * " << a.seq
-       << " + i] = m + logf(l);\n}\n";
     beginLauncher(name);
     unpack(t);
-    os << "  (void)workspace;\n  LLAMA_LAUNCH(" << name << "_k, dim3("
-       << llk::ceil_div(a.seq, kAttnWarps) << ", " << a.heads << ", " << a.batch
-       << "), dim3(" << 32 * kAttnWarps << "), stream, b0, b1, b2, b3, b4);\n}\n\n";
+    os << "  (void)workspace;\n  llk::attention_forward<act_t, " << a.dim
+       << ">(b0, b1, b2, b3, b4, " << a.batch << ", " << a.seq << ", " << a.heads << ", "
+       << a.kvHeads << ", " << litf(a.scale) << ", stream);\n}\n\n";
     add(*op, name, t, 0);
   }
 
-  /// Attention backward without atomics: one kernel per query row computes
-  /// D_i = dO_i . O_i and dQ_i; a second, per key row of a KV head, sums dK
-  /// and dV over the query rows i >= j of every query head in its group.
-  /// Probabilities are recomputed from the saved logsumexp in both.
   void emitAttentionGrad(AttentionGradOp op, const std::string &name) {
     AttnShape a = attnShape(op.getQuery(), op.getKey(), op.getScale().convertToDouble());
     // Buffers: dO, q, k, v, o, lse, dq, dk, dv.
     std::string t = types(*op, {false, false, false, false, false, true});
-    std::string sc = litf(a.scale);
-    os << "__global__ void __launch_bounds__(" << 32 * kAttnWarps << ") " << name
-       << "_dq(const act_t *__restrict__ dout, const act_t *__restrict__ q, const "
-          "act_t *__restrict__ k, const act_t *__restrict__ v, const act_t "
-          "*__restrict__ o, const float *__restrict__ lse, act_t *__restrict__ dq, "
-          "float *__restrict__ delta) {\n"
-       << "  const int lane = threadIdx.x & 31;\n"
-       << "  const int64_t i = int64_t(blockIdx.x) * " << kAttnWarps
-       << " + (threadIdx.x >> 5), h = blockIdx.y, b = blockIdx.z, g = h / " << a.group
-       << ";\n"
-       << "  if (i >= " << a.seq << ")\n    return;\n"
-       << "  const int64_t qrow = " << rowIndex(a, "i", "h", a.heads) << ";\n"
-       << "  const int64_t stat = (b * " << a.heads << " + h) * " << a.seq << " + i;\n"
-       << "  float qr[" << a.slots << "], dor[" << a.slots << "], acc[" << a.slots
-       << "];\n  float d = 0.0f;\n";
-    slots(a, "  ", "qr[t] = ld(q, qrow + e); dor[t] = ld(dout, qrow + e); d += dor[t] * ld(o, qrow + e);");
-    os << "  for (int t = 0; t < " << a.slots << "; ++t)\n    acc[t] = 0.0f;\n"
-       << "  d = warp_sum(d);\n"
-       << "  if (lane == 0)\n    delta[stat] = d;\n"
-       << "  const float L = lse[stat];\n"
-       << "  for (int64_t j = 0; j <= i; ++j) {\n"
-       << "    const int64_t krow = " << rowIndex(a, "j", "g", a.kvHeads) << ";\n"
-       << "    float s = 0.0f, dp = 0.0f;\n";
-    slots(a, "    ", "s += qr[t] * ld(k, krow + e); dp += dor[t] * ld(v, krow + e);");
-    os << "    const float p = __expf(warp_sum(s) * " << sc << " - L);\n"
-       << "    const float ds = p * (warp_sum(dp) - d);\n";
-    slots(a, "    ", "acc[t] += ds * ld(k, krow + e);");
-    os << "  }\n";
-    slots(a, "  ", "st(dq, qrow + e, acc[t] * " + sc + ");");
-    os << "}\n";
-    os << "__global__ void __launch_bounds__(" << 32 * kAttnWarps << ") " << name
-       << "_dkv(const act_t *__restrict__ dout, const act_t *__restrict__ q, const "
-          "act_t *__restrict__ k, const act_t *__restrict__ v, const float "
-          "*__restrict__ lse, const float *__restrict__ delta, act_t *__restrict__ dk, "
-          "act_t *__restrict__ dv) {\n"
-       << "  const int lane = threadIdx.x & 31;\n"
-       << "  const int64_t j = int64_t(blockIdx.x) * " << kAttnWarps
-       << " + (threadIdx.x >> 5), g = blockIdx.y, b = blockIdx.z;\n"
-       << "  if (j >= " << a.seq << ")\n    return;\n"
-       << "  const int64_t krow = " << rowIndex(a, "j", "g", a.kvHeads) << ";\n"
-       << "  float kr[" << a.slots << "], vr[" << a.slots << "], dkacc[" << a.slots
-       << "], dvacc[" << a.slots << "];\n";
-    slots(a, "  ", "kr[t] = ld(k, krow + e); vr[t] = ld(v, krow + e);");
-    os << "  for (int t = 0; t < " << a.slots << "; ++t)\n"
-       << "    dkacc[t] = dvacc[t] = 0.0f;\n"
-       << "  for (int64_t h = g * " << a.group << "; h < (g + 1) * " << a.group
-       << "; ++h)\n"
-       << "    for (int64_t i = j; i < " << a.seq << "; ++i) {\n"
-       << "      const int64_t qrow = " << rowIndex(a, "i", "h", a.heads) << ";\n"
-       << "      const int64_t stat = (b * " << a.heads << " + h) * " << a.seq
-       << " + i;\n"
-       << "      float s = 0.0f, dp = 0.0f;\n";
-    slots(a, "      ", "s += ld(q, qrow + e) * kr[t]; dp += ld(dout, qrow + e) * vr[t];");
-    os << "      const float p = __expf(warp_sum(s) * " << sc << " - lse[stat]);\n"
-       << "      const float ds = p * (warp_sum(dp) - delta[stat]);\n";
-    slots(a, "      ", "dkacc[t] += ds * ld(q, qrow + e); dvacc[t] += p * ld(dout, qrow + e);");
-    os << "    }\n";
-    slots(a, "  ", "st(dk, krow + e, dkacc[t] * " + sc + "); st(dv, krow + e, dvacc[t]);");
-    os << "}\n";
     beginLauncher(name);
     unpack(t);
-    os << "  float *delta = static_cast<float *>(workspace);\n"
-       << "  LLAMA_LAUNCH(" << name << "_dq, dim3(" << llk::ceil_div(a.seq, kAttnWarps)
-       << ", " << a.heads << ", " << a.batch << "), dim3(" << 32 * kAttnWarps
-       << "), stream, b0, b1, b2, b3, b4, b5, b6, delta);\n"
-       << "  LLAMA_LAUNCH(" << name << "_dkv, dim3(" << llk::ceil_div(a.seq, kAttnWarps)
-       << ", " << a.kvHeads << ", " << a.batch << "), dim3(" << 32 * kAttnWarps
-       << "), stream, b0, b1, b2, b3, b5, delta, b7, b8);\n}\n\n";
-    add(*op, name, t, a.batch * a.heads * a.seq * 4);
+    os << "  llk::attention_backward<act_t, " << a.dim
+       << ">(b0, b1, b2, b3, b4, b5, b6, b7, b8, " << a.batch << ", " << a.seq << ", "
+       << a.heads << ", " << a.kvHeads << ", " << litf(a.scale)
+       << ", workspace, stream);\n}\n\n";
+    add(*op, name, t, llk::attention_backward_workspace_bytes(a.batch, a.heads, a.seq));
   }
 
   raw_ostream &out; // gets the whole source once it is complete

@@ -29,6 +29,7 @@
 #include "runtime/cuda/session.h"
 
 #include "runtime/cuda/kernels/common.cuh"
+#include "runtime/cuda/kernels/optimizer.cuh"
 // ABFT checks of the GEMMs: the state the session hands the generated GEMM
 // calls (llama_abft::state).
 #include "runtime/cuda/gemm_check.inl"
@@ -61,154 +62,6 @@
 
 namespace llamart::cuda {
 
-namespace session_kernels {
-
-constexpr int kThreads = 256;
-// Elements per block of the norm's first pass and of the AdamW chunks.
-constexpr int64_t kChunk = SessionLayout::kSessionChunk;
-
-// dst += src.
-__global__ void __launch_bounds__(kThreads)
-    accumulate_k(float *__restrict__ dst, const float *__restrict__ src, int64_t n) {
-  const int64_t i = int64_t(blockIdx.x) * kThreads + threadIdx.x;
-  if (i < n)
-    dst[i] += src[i];
-}
-
-// A piece of the flat buffer: the gradient norm and AdamW run over tables of
-// these in one launch each (every tensor of the model in one kernel, the
-// multi-tensor apply of apex/torch's fused AdamW), one block per chunk.
-struct Chunk {
-  int64_t begin; // in the gradient/moment arrays (shard coordinates)
-  int64_t count;
-  int32_t decays;
-  int64_t flat; // the same elements in the flat local buffer (AdamW's weights)
-};
-static_assert(sizeof(Chunk) == SessionLayout::kChunkEntryBytes, "layout.h sizes the tables");
-
-// Block b: the sum of squares of chunk b of g in fp64, each thread over a
-// fixed stride, then a fixed tree over the threads.
-__global__ void __launch_bounds__(kThreads)
-    sumsq_k(const Chunk *__restrict__ chunks, const float *__restrict__ g,
-            double *__restrict__ partial) {
-  __shared__ double tree[kThreads];
-  const Chunk c = chunks[blockIdx.x];
-  double s = 0.0;
-  for (int64_t i = c.begin + threadIdx.x; i < c.begin + c.count; i += kThreads) {
-    const double x = g[i];
-    s += x * x;
-  }
-  tree[threadIdx.x] = s;
-  __syncthreads();
-  for (int half = kThreads / 2; half > 0; half >>= 1) {
-    if (int(threadIdx.x) < half)
-      tree[threadIdx.x] += tree[threadIdx.x + half];
-    __syncthreads();
-  }
-  if (threadIdx.x == 0)
-    partial[blockIdx.x] = tree[0];
-}
-
-// One block: the partials summed by a fixed stride per thread and a fixed
-// tree, into *total.
-__global__ void __launch_bounds__(kThreads)
-    sum_k(const double *__restrict__ partial, int64_t n, double *__restrict__ total) {
-  __shared__ double tree[kThreads];
-  double s = 0.0;
-  for (int64_t i = threadIdx.x; i < n; i += kThreads)
-    s += partial[i];
-  tree[threadIdx.x] = s;
-  __syncthreads();
-  for (int half = kThreads / 2; half > 0; half >>= 1) {
-    if (int(threadIdx.x) < half)
-      tree[threadIdx.x] += tree[threadIdx.x + half];
-    __syncthreads();
-  }
-  if (threadIdx.x == 0)
-    *total = tree[0];
-}
-
-struct AdamWArgs {
-  double beta1, beta2, eps, step_size, bias2_sqrt, decay_factor, grad_scale;
-};
-
-// The storage-type copy of the parameters (bf16 programs).
-template <typename act_t>
-__global__ void __launch_bounds__(kThreads)
-    to_storage_k(const float *__restrict__ src, act_t *__restrict__ dst, int64_t n) {
-  const int64_t i = int64_t(blockIdx.x) * kThreads + threadIdx.x;
-  if (i < n)
-    st(dst, i, src[i]);
-}
-
-// optimizer.h's arithmetic in fp64 for one element (so the update is the
-// CPU optimizer's to the bit); the fp64 math is far below the memory
-// traffic (16 bytes read and 12-14 written per element).
-__device__ __forceinline__ void adamw_update(const AdamWArgs &a, double decay, float g,
-                                             float &m, float &v, float &w) {
-  const double gi = double(g) * a.grad_scale;
-  m = float(a.beta1 * double(m) + (1.0 - a.beta1) * gi);
-  v = float(a.beta2 * double(v) + (1.0 - a.beta2) * gi * gi);
-  const double wi = double(w) * decay;
-  w = float(wi - a.step_size * double(m) / (sqrt(double(v)) / a.bias2_sqrt + a.eps));
-}
-
-// The multi-tensor AdamW: one block per chunk; with `w_copy` the updated
-// weight is also stored there in the storage type (flat coordinates). `w` is
-// in shard coordinates when `w_sharded` (the masters of the shard alone),
-// flat otherwise. Vectorized: elements go four at a time as 16-byte packs of
-// grad, m, v and w (8 bytes of a bf16 copy); a chunk's unaligned head and its
-// tail go one element at a time. Shard and flat coordinates of an element
-// agree modulo 4 (ZeRO-1 pieces start at multiples of 64 elements), so one
-// alignment test covers every array.
-template <typename act_t>
-__global__ void __launch_bounds__(kThreads)
-    adamw_k(const Chunk *__restrict__ chunks, AdamWArgs a, float *__restrict__ w,
-            bool w_sharded, const float *__restrict__ grad, float *__restrict__ m,
-            float *__restrict__ v, act_t *__restrict__ w_copy) {
-  constexpr int P = 4;
-  const Chunk c = chunks[blockIdx.x];
-  const double decay = c.decays ? a.decay_factor : 1.0;
-  const int64_t shift = w_sharded ? 0 : c.flat - c.begin; // w index - shard index
-  auto scalar = [&](int64_t j) {
-    const int64_t i = c.begin + j, f = c.flat + j;
-    float mi = m[i], vi = v[i], wi = w[i + shift];
-    adamw_update(a, decay, grad[i], mi, vi, wi);
-    m[i] = mi;
-    v[i] = vi;
-    w[i + shift] = wi;
-    if (w_copy)
-      st(w_copy, f, wi);
-  };
-  const bool aligned = (c.begin - c.flat) % P == 0;
-  const int64_t head = aligned ? llk::min_i64((P - c.begin % P) % P, c.count) : c.count;
-  const int64_t packs = (c.count - head) / P;
-  for (int64_t j = threadIdx.x; j < head; j += kThreads)
-    scalar(j);
-  for (int64_t k = threadIdx.x; k < packs; k += kThreads) {
-    const int64_t j = head + k * P, i = c.begin + j, f = c.flat + j;
-    const llk::Pack<float, P> g = llk::load<P>(grad + i);
-    llk::Pack<float, P> mp = llk::load<P>(m + i), vp = llk::load<P>(v + i),
-                        wp = llk::load<P>(w + i + shift);
-#pragma unroll
-    for (int e = 0; e < P; ++e)
-      adamw_update(a, decay, g.v[e], mp.v[e], vp.v[e], wp.v[e]);
-    llk::store<P>(m + i, mp);
-    llk::store<P>(v + i, vp);
-    llk::store<P>(w + i + shift, wp);
-    if (w_copy) {
-      llk::Floats<P> wf;
-#pragma unroll
-      for (int e = 0; e < P; ++e)
-        wf.v[e] = wp.v[e];
-      llk::store_floats<P>(w_copy + f, wf);
-    }
-  }
-  for (int64_t j = head + packs * P + threadIdx.x; j < c.count; j += kThreads)
-    scalar(j);
-}
-
-} // namespace session_kernels
 
 template <typename act_t>
 class CudaSession final : public DeviceSession,
@@ -237,12 +90,12 @@ public:
     // AdamW's chunk table: the parameters' parts inside this rank's ZeRO-1
     // shard (its piece of every gradient bucket; the whole buffer on one
     // device), in shard and in flat coordinates.
-    std::vector<session_kernels::Chunk> chunks, norm_chunks;
-    auto split = [](std::vector<session_kernels::Chunk> &out, int64_t begin,
+    std::vector<llk::optim::Chunk> chunks, norm_chunks;
+    auto split = [](std::vector<llk::optim::Chunk> &out, int64_t begin,
                     int64_t end, int32_t decays, int64_t flat) {
-      for (int64_t b = begin; b < end; b += session_kernels::kChunk)
+      for (int64_t b = begin; b < end; b += llk::optim::kChunk)
         out.push_back(
-            {b, std::min<int64_t>(session_kernels::kChunk, end - b), decays, flat + b - begin});
+            {b, std::min<int64_t>(llk::optim::kChunk, end - b), decays, flat + b - begin});
     };
     for (const train::DpShard::Piece &piece : shard_.pieces())
       for (int32_t p = 0; p < program.num_params; ++p) {
@@ -408,9 +261,9 @@ public:
     }
     LLAMA_CUDA_CALL(cudaMemcpy(params_, params, bytes, cudaMemcpyHostToDevice));
     if (kCopy) {
-      auto *convert = &session_kernels::to_storage_k<act_t>;
+      auto *convert = &llk::optim::to_storage_k<act_t>;
       LLAMA_LAUNCH(convert, dim3(blocks(pn_)),
-                   dim3(session_kernels::kThreads), stream_, params_, copy_, pn_);
+                   dim3(llk::optim::kThreads), stream_, params_, copy_, pn_);
       check_launch();
       sync();
     }
@@ -480,8 +333,8 @@ public:
                                    std::to_string(k) + " ready");
         comm_->wait(kReduceBucket + last_bucket_, stream_);
       } else if (accumulate) {
-        LLAMA_LAUNCH(session_kernels::accumulate_k, dim3(blocks(n_)),
-                     dim3(session_kernels::kThreads), stream_, grads_, grads2_, n_);
+        LLAMA_LAUNCH(llk::optim::accumulate_k, dim3(blocks(n_)),
+                     dim3(llk::optim::kThreads), stream_, grads_, grads2_, n_);
       }
     };
     run_graph(variant, body);
@@ -512,12 +365,12 @@ public:
       shard_current_ = true;
     }
     if (norm_blocks_ > 0) {
-      LLAMA_LAUNCH(session_kernels::sumsq_k, dim3(unsigned(norm_blocks_)),
-                   dim3(session_kernels::kThreads), stream_, norm_chunks_, shard_grads(),
+      LLAMA_LAUNCH(llk::optim::sumsq_k, dim3(unsigned(norm_blocks_)),
+                   dim3(llk::optim::kThreads), stream_, norm_chunks_, shard_grads(),
                    partial_);
       check_launch();
     }
-    LLAMA_LAUNCH(session_kernels::sum_k, dim3(1), dim3(session_kernels::kThreads),
+    LLAMA_LAUNCH(llk::optim::sum_k, dim3(1), dim3(llk::optim::kThreads),
                  stream_, partial_, norm_blocks_, partial_ + norm_blocks_);
     check_launch();
     double total = 0.0;
@@ -534,7 +387,7 @@ public:
              int64_t step, double lr, double grad_scale) override {
     if (step < 1)
       throw std::runtime_error("adamw: step must be >= 1");
-    session_kernels::AdamWArgs a;
+    llk::optim::AdamWArgs a;
     a.beta1 = beta1;
     a.beta2 = beta2;
     a.eps = eps;
@@ -543,9 +396,9 @@ public:
     a.decay_factor = 1.0 - lr * weight_decay;
     a.grad_scale = grad_scale;
     if (num_chunks_ > 0) {
-      auto *update = &session_kernels::adamw_k<act_t>;
+      auto *update = &llk::optim::adamw_k<act_t>;
       LLAMA_LAUNCH(update, dim3(unsigned(num_chunks_)),
-                   dim3(session_kernels::kThreads), stream_, chunks_, a,
+                   dim3(llk::optim::kThreads), stream_, chunks_, a,
                    params_, sharded_masters_, shard_grads(), m_, v_, copy_);
       check_launch();
     }
@@ -652,7 +505,7 @@ private:
     return kCopy ? copy_ : reinterpret_cast<const act_t *>(params_);
   }
   static unsigned blocks(int64_t n) {
-    return unsigned((n + session_kernels::kThreads - 1) / session_kernels::kThreads);
+    return unsigned((n + llk::optim::kThreads - 1) / llk::optim::kThreads);
   }
 
   int64_t gemm_workspace() const {
@@ -746,8 +599,8 @@ private:
       const int64_t b = shard_.bounds[size_t(k)],
                     e = std::min(shard_.bounds[size_t(k) + 1], n_);
       if (e > b)
-        LLAMA_LAUNCH(session_kernels::accumulate_k, dim3(blocks(e - b)),
-                     dim3(session_kernels::kThreads), stream, grads_ + b, grads2_ + b, e - b);
+        LLAMA_LAUNCH(llk::optim::accumulate_k, dim3(blocks(e - b)),
+                     dim3(llk::optim::kThreads), stream, grads_ + b, grads2_ + b, e - b);
     }
     start_bucket(k, stream);
   }
@@ -810,6 +663,9 @@ private:
   const train::DpShard shard_;
   const int64_t pn_, sn_; // padded local numel, shard numel
   const bool sharded_masters_ = kCopy && dp_ > 1;
+  static_assert(llk::optim::kChunk == SessionLayout::kSessionChunk &&
+                    sizeof(llk::optim::Chunk) == SessionLayout::kChunkEntryBytes,
+                "layout.h sizes the chunk tables");
   // The session's own collectives, numbered after any program's (one per
   // gradient bucket each).
   static constexpr int kReduceBucket = 1 << 24, kGatherParams = 1 << 25;
@@ -837,7 +693,7 @@ private:
         *v_ = nullptr, *loss_ = nullptr, *grad_shard_ = nullptr;
   char *arena_ = nullptr, *workspace_ = nullptr;
   int32_t *tokens_ = nullptr, *targets_ = nullptr;
-  session_kernels::Chunk *chunks_ = nullptr, *norm_chunks_ = nullptr;
+  llk::optim::Chunk *chunks_ = nullptr, *norm_chunks_ = nullptr;
   int64_t num_chunks_ = 0, norm_blocks_ = 0;
   double *partial_ = nullptr;
   llama_abft::State abft_;

@@ -79,6 +79,13 @@ LLK_HOST_DEVICE constexpr int64_t embedding_backward_workspace_bytes(int64_t tok
   return 16 * tokens + 4 * rows;
 }
 
+/// attention.cuh's backward: D_i = dO_i . O_i per (batch, head, query row).
+LLK_HOST_DEVICE constexpr int64_t attention_backward_workspace_bytes(int64_t batch,
+                                                                     int64_t heads,
+                                                                     int64_t seq) {
+  return batch * heads * seq * 4;
+}
+
 /// attention_cached.cuh: splits of the key range per (batch, query row, KV
 /// head, head chunk) block (flash-decoding); `rows` counts those blocks. A
 /// decode step at batch 1 has as few as KV heads (4 to 8): without splits a handful of SMs would read the whole

@@ -9,9 +9,7 @@
 // memory plan's offsets. The decisions are passes run on a copy of the
 // module first (llama-assign-precision, llama-schedule-collectives,
 // llama-plan-memory{storage-bytes}, llama-plan-grad-buckets); the emitter
-// checks its launchers against them. Still printed here as text: the
-// vocabulary-parallel cross-entropy pieces of partitioned programs (logits
-// max, partial sums, counts, combine), one thread per row.
+// checks its launchers against them; no kernel is printed as text.
 //===----------------------------------------------------------------------===//
 #include "compiler/EmitCuda.h"
 #include "compiler/EmitUtil.h"
@@ -55,15 +53,12 @@ std::string litf(double d) {
   return s + "f";
 }
 
-// The launch rules of runtime/cuda/kernels/shapes.h also size the kernels
-// still emitted here (one element per access: a "pack" of one).
-constexpr int64_t kElementwiseThreads = llk::kElementwiseThreads;
-
 // The kernel families (runtime/cuda/kernels/*.cuh) the launchers
 // instantiate, and the scalar helpers the kernels still emitted here use.
 const char *kPrelude = R"(#include "runtime/cuda/kernels/attention.cuh"
 #include "runtime/cuda/kernels/attention_cached.cuh"
 #include "runtime/cuda/kernels/cross_entropy.cuh"
+#include "runtime/cuda/kernels/cross_entropy_parallel.cuh"
 #include "runtime/cuda/kernels/elementwise.cuh"
 #include "runtime/cuda/kernels/embedding.cuh"
 #include "runtime/cuda/kernels/norms.cuh"
@@ -736,158 +731,75 @@ private:
   /// Vocabulary-parallel cross-entropy (Megatron's formulation; the CPU
   /// kernels are runtime/cpu/vocab_parallel.cpp). logits_max: one block per
   /// row; the row maxima are fp32 statistics.
+  /// The vocabulary-parallel cross-entropy pieces (partitioned programs):
+  /// llk::cep (runtime/cuda/kernels/cross_entropy_parallel.cuh), this rank's
+  /// vocabulary width a template argument, its column offset the rank's.
   void emitLogitsMax(LogitsMaxOp m, const std::string &name) {
     int64_t v = ranked(m.getLogits()).getShape().back(), rows = numel(m.getResult());
-    int64_t threads = llk::row_threads(v);
     std::string t = types(*m, {false, true});
-    os << "__global__ void __launch_bounds__(" << threads << ") " << name
-       << "_k(const act_t *__restrict__ x, float *__restrict__ mx) {\n"
-       << "  const int64_t row = int64_t(blockIdx.x) * " << v << ";\n"
-       << "  float m = -__int_as_float(0x7f800000);\n"
-       << "  for (int64_t j = threadIdx.x; j < " << v << "; j += " << threads
-       << ") {\n    const float e = ld(x, row + j);\n    m = e > m ? e : m;\n  }\n"
-       << "  m = block_max(m);\n"
-       << "  if (threadIdx.x == 0)\n    mx[blockIdx.x] = m;\n}\n";
     beginLauncher(name);
     unpack(t);
-    os << "  (void)workspace;\n  LLAMA_LAUNCH(" << name << "_k, dim3(" << rows
-       << "), dim3(" << threads << "), stream, b0, b1);\n}\n\n";
+    os << "  (void)workspace;\n  llk::cep::logits_max<act_t, " << v << ">(b0, b1, " << rows
+       << ", stream);\n}\n\n";
     add(*m, name, t, 0);
   }
 
-  /// (sum_v exp(l - max), the target's logit if this rank holds it, else 0)
-  /// per row, one block per row. A target outside the whole vocabulary
-  /// makes the row's sum NaN (so the loss is NaN and the trainer stops), as
-  /// the single-device cross-entropy does.
   void emitCEPartialSums(CEPartialSumsOp p, const std::string &name) {
     int64_t v = ranked(p.getLogits()).getShape().back(), rows = numel(p.getTargets());
     int64_t vocab = p.getVocabShard() ? (*p.getVocabShard())[1] : v;
-    int64_t ignore = p.getIgnoreIndexAttr().getInt();
-    int64_t threads = llk::row_threads(v);
     // Buffers: logits, max, targets, sums.
     std::string t = types(*p, {false, true, false, true});
-    os << "__global__ void __launch_bounds__(" << threads << ") " << name
-       << "_k(const act_t *__restrict__ x, const float *__restrict__ mx, const int32_t "
-          "*__restrict__ targets, float *__restrict__ sums, int64_t col0) {\n"
-       << "  const int64_t row = int64_t(blockIdx.x) * " << v << ";\n"
-       << "  const float m = mx[blockIdx.x];\n"
-       << "  float s = 0.0f;\n"
-       << "  for (int64_t j = threadIdx.x; j < " << v << "; j += " << threads
-       << ")\n    s += __expf(ld(x, row + j) - m);\n"
-       << "  s = block_sum(s);\n"
-       << "  if (threadIdx.x != 0)\n    return;\n"
-       << "  const int64_t t = targets[blockIdx.x], local = t - col0;\n"
-       << "  const bool bad = t != " << ignore << " && (t < 0 || t >= " << vocab << ");\n"
-       << "  sums[2 * blockIdx.x] = bad ? __int_as_float(0x7fc00000) : s;\n"
-       << "  sums[2 * blockIdx.x + 1] = t != " << ignore << " && local >= 0 && local < "
-       << v << " ? ld(x, row + local) : 0.0f;\n}\n";
     beginLauncher(name);
     unpack(t);
-    os << "  (void)workspace;\n  LLAMA_LAUNCH(" << name << "_k, dim3(" << rows
-       << "), dim3(" << threads << "), stream, b0, b1, b2, b3, "
-       << vocabOffset(p.getVocabShard(), v) << ");\n}\n\n";
+    os << "  (void)workspace;\n  llk::cep::partial_sums<act_t, " << v << ">(b0, b1, b2, b3, "
+       << rows << ", " << vocabOffset(p.getVocabShard(), v) << ", "
+       << p.getIgnoreIndexAttr().getInt() << ", " << vocab << ", stream);\n}\n\n";
     add(*p, name, t, 0);
   }
 
-  /// dlogits = dsums[r].0 * exp(l - max) (+ dsums[r].1 at the target's
-  /// column), one thread per element (dlogits may overwrite the logits).
   void emitCEPartialSumsGrad(CEPartialSumsGradOp p, const std::string &name) {
     int64_t v = ranked(p.getLogits()).getShape().back();
-    int64_t n = numel(p.getLogits());
-    int64_t ignore = p.getIgnoreIndexAttr().getInt();
+    int64_t rows = numel(p.getLogits()) / v;
     // Buffers: dsums, logits, max, targets, dlogits.
     std::string t = types(*p, {true, false, true, false, false});
-    os << "__global__ void __launch_bounds__(" << kElementwiseThreads << ") " << name
-       << "_k(const float *__restrict__ ds, const act_t *x, const float *__restrict__ mx, "
-          "const int32_t *__restrict__ targets, act_t *dx, int64_t col0) {\n"
-       << "  const int64_t i = int64_t(blockIdx.x) * " << kElementwiseThreads
-       << " + threadIdx.x;\n  if (i >= " << n << ")\n    return;\n"
-       << "  const int64_t r = i / " << v << ", j = i % " << v << ";\n"
-       << "  const int64_t t = targets[r];\n"
-       << "  float g = ds[2 * r] * __expf(ld(x, i) - mx[r]);\n"
-       << "  if (t != " << ignore << " && t - col0 == j)\n    g += ds[2 * r + 1];\n"
-       << "  st(dx, i, g);\n}\n";
     beginLauncher(name);
     unpack(t);
-    os << "  (void)workspace;\n  LLAMA_LAUNCH(" << name << "_k, dim3("
-       << llk::ceil_div(n, kElementwiseThreads) << "), dim3(" << kElementwiseThreads
-       << "), stream, b0, b1, b2, b3, b4, " << vocabOffset(p.getVocabShard(), v)
-       << ");\n}\n\n";
+    os << "  (void)workspace;\n  llk::cep::partial_sums_grad<act_t, " << v
+       << ">(b0, b1, b2, b3, b4, " << rows << ", " << vocabOffset(p.getVocabShard(), v) << ", "
+       << p.getIgnoreIndexAttr().getInt() << ", stream);\n}\n\n";
     add(*p, name, t, 0);
   }
 
-  /// The number of scored targets of this rank's batch, as fp32 (summed
-  /// over dp by the all-reduce after it). One block.
   void emitCountValid(CountValidOp c, const std::string &name) {
-    int64_t n = numel(c.getTargets());
     std::string t = types(*c, {false, true});
-    os << "__global__ void __launch_bounds__(1024) " << name
-       << "_k(const int32_t *__restrict__ targets, float *__restrict__ count) {\n"
-       << "  float k = 0.0f;\n"
-       << "  for (int64_t i = threadIdx.x; i < " << n << "; i += 1024)\n"
-       << "    k += targets[i] != " << c.getIgnoreIndexAttr().getInt() << " ? 1.0f : 0.0f;\n"
-       << "  k = block_sum(k);\n"
-       << "  if (threadIdx.x == 0)\n    count[0] = k;\n}\n";
     beginLauncher(name);
     unpack(t);
-    os << "  (void)workspace;\n  LLAMA_LAUNCH(" << name
-       << "_k, dim3(1), dim3(1024), stream, b0, b1);\n}\n\n";
+    os << "  (void)workspace;\n  llk::cep::count_valid(b0, b1, " << numel(c.getTargets())
+       << ", " << c.getIgnoreIndexAttr().getInt() << ", stream);\n}\n\n";
     add(*c, name, t, 0);
   }
 
-  /// loss = 1/count * sum over scored rows of (log S + max - target logit).
-  /// One block, rows in a fixed order per thread then block_sum.
   void emitCECombine(CECombineOp c, const std::string &name) {
-    int64_t rows = numel(c.getTargets());
-    int64_t ignore = c.getIgnoreIndexAttr().getInt();
     // Buffers: max, sums, targets, count, loss.
     std::string t = types(*c, {true, true, false, true, true});
-    os << "__global__ void __launch_bounds__(1024) " << name
-       << "_k(const float *__restrict__ mx, const float *__restrict__ sums, const "
-          "int32_t *__restrict__ targets, const float *__restrict__ count, float "
-          "*__restrict__ loss) {\n"
-       << "  float total = 0.0f;\n"
-       << "  for (int64_t r = threadIdx.x; r < " << rows << "; r += 1024)\n"
-       << "    if (targets[r] != " << ignore << ")\n"
-       << "      total += logf(sums[2 * r]) + mx[r] - sums[2 * r + 1];\n"
-       << "  total = block_sum(total);\n"
-       << "  if (threadIdx.x == 0)\n"
-       << "    loss[0] = count[0] > 0.0f ? total / count[0] : 0.0f;\n}\n";
     beginLauncher(name);
     unpack(t);
-    os << "  (void)workspace;\n  LLAMA_LAUNCH(" << name
-       << "_k, dim3(1), dim3(1024), stream, b0, b1, b2, b3, b4);\n}\n\n";
+    os << "  (void)workspace;\n  llk::cep::combine(b0, b1, b2, b3, b4, " << numel(c.getTargets())
+       << ", " << c.getIgnoreIndexAttr().getInt() << ", stream);\n}\n\n";
     add(*c, name, t, 0);
   }
 
-  /// dsums per row: (g / S, -g) for scored rows, g = dloss / count.
   void emitCECombineGrad(CECombineGradOp c, const std::string &name) {
-    int64_t rows = numel(c.getTargets());
-    int64_t ignore = c.getIgnoreIndexAttr().getInt();
     // Buffers: dloss, sums, targets, count, dsums.
     std::string t = types(*c, {true, true, false, true, true});
-    os << "__global__ void __launch_bounds__(" << kElementwiseThreads << ") " << name
-       << "_k(const float *__restrict__ dloss, const float *__restrict__ sums, const "
-          "int32_t *__restrict__ targets, const float *__restrict__ count, float "
-          "*__restrict__ ds) {\n"
-       << "  const int64_t r = int64_t(blockIdx.x) * " << kElementwiseThreads
-       << " + threadIdx.x;\n  if (r >= " << rows << ")\n    return;\n"
-       << "  const float g = count[0] > 0.0f ? dloss[0] / count[0] : 0.0f;\n"
-       << "  const bool scored = targets[r] != " << ignore << ";\n"
-       << "  ds[2 * r] = scored ? g / sums[2 * r] : 0.0f;\n"
-       << "  ds[2 * r + 1] = scored ? -g : 0.0f;\n}\n";
     beginLauncher(name);
     unpack(t);
-    os << "  (void)workspace;\n  LLAMA_LAUNCH(" << name << "_k, dim3("
-       << llk::ceil_div(rows, kElementwiseThreads) << "), dim3(" << kElementwiseThreads
-       << "), stream, b0, b1, b2, b3, b4);\n}\n\n";
+    os << "  (void)workspace;\n  llk::cep::combine_grad(b0, b1, b2, b3, b4, "
+       << numel(c.getTargets()) << ", " << c.getIgnoreIndexAttr().getInt()
+       << ", stream);\n}\n\n";
     add(*c, name, t, 0);
   }
 
-  /// bf16 storage: the memory plan (made for the module's fp32 tensors)
-  /// again with each buffer at the bytes of its storage type, so bf16
-  /// buffers take half the space. The types are those of the launchers
-  /// emitted for the ops (GEMM results: fp32 when kept in fp32).
   /// The arenas were planned from the IR's storage decisions
   /// (llama-assign-precision's `llama.fp32`, sized by
   /// llama-plan-memory{storage-bytes}); every launcher must store its

@@ -50,6 +50,7 @@
 #include <set>
 #include <stdexcept>
 #include <string>
+#include <tuple>
 #include <utility>
 #include <vector>
 
@@ -429,51 +430,58 @@ inline void record_shared(const void *p, size_t bytes) {
 
 } // namespace llama_emu
 
-// The counters as text, one kernel a line: "name<TAB>requests<TAB>sectors<TAB>
-// ideal sectors" (names demangled through the dynamic symbol table; the
-// kernels of a shared library have them). Returns the bytes the whole text
-// needs; writes at most `cap`. Weak: every translation unit may define it.
-extern "C" __attribute__((weak, used)) size_t llama_emu_coalescing_report(char *buf,
-                                                                          size_t cap) {
+namespace llama_emu {
+// A kernel's name, demangled through the dynamic symbol table (the kernels
+// of a shared library have one), or "?".
+inline std::string kernel_name(const void *kernel) {
+  std::string name = "?";
+  Dl_info info;
+  if (kernel && dladdr(kernel, &info) && info.dli_sname) {
+    int status = 0;
+    char *d = abi::__cxa_demangle(info.dli_sname, nullptr, nullptr, &status);
+    name = status == 0 && d ? d : info.dli_sname;
+    std::free(d);
+  }
+  return name;
+}
+// Counters as text, one kernel a line: "name<TAB>a<TAB>b<TAB>c" for the
+// fields `row` gives; writes at most `cap` bytes, returns the whole length.
+template <typename Map, typename Row>
+size_t counters_text(const Map &counters, Row row, char *buf, size_t cap) {
   std::string text;
-  for (const auto &[kernel, c] : llama_emu::coalescing()) {
-    std::string name = "?";
-    Dl_info info;
-    if (kernel && dladdr(kernel, &info) && info.dli_sname) {
-      int status = 0;
-      char *d = abi::__cxa_demangle(info.dli_sname, nullptr, nullptr, &status);
-      name = status == 0 && d ? d : info.dli_sname;
-      std::free(d);
-    }
-    text += name + "\t" + std::to_string(c.requests) + "\t" + std::to_string(c.sectors) +
-            "\t" + std::to_string(c.ideal_sectors) + "\n";
+  for (const auto &[kernel, c] : counters) {
+    const auto [requests, cost, ideal] = row(c);
+    if (!requests)
+      continue;
+    text += kernel_name(kernel) + "\t" + std::to_string(requests) + "\t" +
+            std::to_string(cost) + "\t" + std::to_string(ideal) + "\n";
   }
   if (buf && cap)
     std::memcpy(buf, text.data(), std::min(cap, text.size()));
   return text.size();
 }
+} // namespace llama_emu
 
-// The bank counters as text, one kernel a line: "name<TAB>requests<TAB>
-// wavefronts<TAB>ideal wavefronts". Returns the bytes the whole text needs.
+// The counters as text (extern "C" for the Python harnesses; weak: every
+// translation unit may define them). Coalescing: "name<TAB>requests<TAB>
+// sectors<TAB>ideal sectors"; banks: "name<TAB>requests<TAB>wavefronts<TAB>
+// ideal wavefronts". Kernels without requests are left out.
+extern "C" __attribute__((weak, used)) size_t llama_emu_coalescing_report(char *buf,
+                                                                          size_t cap) {
+  return llama_emu::counters_text(
+      llama_emu::coalescing(),
+      [](const llama_emu::Coalescing &c) {
+        return std::make_tuple(c.requests, c.sectors, c.ideal_sectors);
+      },
+      buf, cap);
+}
 extern "C" __attribute__((weak, used)) size_t llama_emu_bank_report(char *buf, size_t cap) {
-  std::string text;
-  for (const auto &[kernel, c] : llama_emu::banks()) {
-    if (!c.requests)
-      continue;
-    std::string name = "?";
-    Dl_info info;
-    if (kernel && dladdr(kernel, &info) && info.dli_sname) {
-      int status = 0;
-      char *d = abi::__cxa_demangle(info.dli_sname, nullptr, nullptr, &status);
-      name = status == 0 && d ? d : info.dli_sname;
-      std::free(d);
-    }
-    text += name + "\t" + std::to_string(c.requests) + "\t" + std::to_string(c.wavefronts) +
-            "\t" + std::to_string(c.ideal_wavefronts) + "\n";
-  }
-  if (buf && cap)
-    std::memcpy(buf, text.data(), std::min(cap, text.size()));
-  return text.size();
+  return llama_emu::counters_text(
+      llama_emu::banks(),
+      [](const llama_emu::Banks &c) {
+        return std::make_tuple(c.requests, c.wavefronts, c.ideal_wavefronts);
+      },
+      buf, cap);
 }
 
 inline void __syncthreads() { llama_emu::wait(llama_emu::State::AtBlockBarrier); }

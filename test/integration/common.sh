@@ -56,3 +56,23 @@ fortunes_corpus() {
   done
   [ ${#corpus[@]} -gt 10 ] || die "only ${#corpus[@]} fortune files in $dir"
 }
+
+# fortunes_gqa NAME: in the current dir, a SentencePiece tokenizer of the
+# fortunes corpus (tok.model, 512 pieces), its token shards (shards/, 5%
+# validation) and model.json: a small GQA LLaMA named NAME (2 layers, width
+# 64, 4 heads over 2 KV heads of 16, 64 positions).
+fortunes_gqa() {
+  fortunes_corpus
+  "$BIN/llama-tokenize" train --input "${corpus[@]}" --separator % --vocab-size 512 -o tok.model
+  "$BIN/llama-tokenize" encode --tokenizer tok.model --input "${corpus[@]}" --separator % \
+    --val-fraction 0.05 -o shards
+  "$BIN/llama-compile" --preset micro --emit hf-config -o micro.json
+  "$PY" - "$1" <<'PYEOF'
+import json, sys
+c = json.load(open("micro.json"))
+c.update({"_name_or_path": sys.argv[1], "vocab_size": 512, "hidden_size": 64,
+          "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
+          "head_dim": 16, "intermediate_size": 176, "max_position_embeddings": 64})
+json.dump(c, open("model.json", "w"), indent=1)
+PYEOF
+}

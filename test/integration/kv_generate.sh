@@ -10,20 +10,7 @@
 # Sampling with temperature / top-k / top-p and a seed is reproducible.
 source "$(dirname "$0")/common.sh" "$@"
 
-fortunes_corpus
-"$BIN/llama-tokenize" train --input "${corpus[@]}" --separator % --vocab-size 512 -o tok.model
-"$BIN/llama-tokenize" encode --tokenizer tok.model --input "${corpus[@]}" --separator % \
-  --val-fraction 0.05 -o shards
-
-"$BIN/llama-compile" --preset micro --emit hf-config -o micro.json
-"$PY" - <<'PYEOF'
-import json
-c = json.load(open("micro.json"))
-c.update({"_name_or_path": "fortunes-kv", "vocab_size": 512, "hidden_size": 64,
-          "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
-          "head_dim": 16, "intermediate_size": 176, "max_position_embeddings": 64})
-json.dump(c, open("model.json", "w"), indent=1)
-PYEOF
+fortunes_gqa fortunes-kv
 # Cache of 60 positions (not a multiple of the 8-token prefill chunk).
 compile --config model.json --batch 8 --seq-len 64 --gen-chunk 8 --kv-capacity 60 -o model
 compile --config model.json --seq-len 64 --gen-chunk 8 --kv-capacity 60 --mode generate -o model-gen

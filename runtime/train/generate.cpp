@@ -7,13 +7,13 @@
 
 #include <algorithm>
 #include <chrono>
-#include <functional>
-#include <memory>
-#include <type_traits>
 #include <cmath>
 #include <cstdio>
+#include <functional>
+#include <memory>
 #include <numeric>
 #include <stdexcept>
+#include <type_traits>
 
 namespace llamart::train {
 

@@ -50,46 +50,46 @@ struct Chunk {
 };
 static_assert(sizeof(Chunk) == 32, "runtime/cuda/layout.h sizes the tables by it");
 
+// The block's values summed by a fixed binary tree in fp64; thread 0 gets
+// the total (the order never depends on timing).
+__device__ __forceinline__ double tree_sum(double s) {
+  __shared__ double tree[kThreads];
+  tree[threadIdx.x] = s;
+  __syncthreads();
+  for (int half = kThreads / 2; half > 0; half >>= 1) {
+    if (int(threadIdx.x) < half)
+      tree[threadIdx.x] += tree[threadIdx.x + half];
+    __syncthreads();
+  }
+  return tree[0];
+}
+
 // Block b: the sum of squares of chunk b of g in fp64, each thread over a
 // fixed stride, then a fixed tree over the threads.
 __global__ void __launch_bounds__(kThreads)
     sumsq_k(const Chunk *__restrict__ chunks, const float *__restrict__ g,
             double *__restrict__ partial) {
-  __shared__ double tree[kThreads];
   const Chunk c = chunks[blockIdx.x];
   double s = 0.0;
   for (int64_t i = c.begin + threadIdx.x; i < c.begin + c.count; i += kThreads) {
     const double x = g[i];
     s += x * x;
   }
-  tree[threadIdx.x] = s;
-  __syncthreads();
-  for (int half = kThreads / 2; half > 0; half >>= 1) {
-    if (int(threadIdx.x) < half)
-      tree[threadIdx.x] += tree[threadIdx.x + half];
-    __syncthreads();
-  }
+  s = tree_sum(s);
   if (threadIdx.x == 0)
-    partial[blockIdx.x] = tree[0];
+    partial[blockIdx.x] = s;
 }
 
 // One block: the partials summed by a fixed stride per thread and a fixed
 // tree, into *total.
 __global__ void __launch_bounds__(kThreads)
     sum_k(const double *__restrict__ partial, int64_t n, double *__restrict__ total) {
-  __shared__ double tree[kThreads];
   double s = 0.0;
   for (int64_t i = threadIdx.x; i < n; i += kThreads)
     s += partial[i];
-  tree[threadIdx.x] = s;
-  __syncthreads();
-  for (int half = kThreads / 2; half > 0; half >>= 1) {
-    if (int(threadIdx.x) < half)
-      tree[threadIdx.x] += tree[threadIdx.x + half];
-    __syncthreads();
-  }
+  s = tree_sum(s);
   if (threadIdx.x == 0)
-    *total = tree[0];
+    *total = s;
 }
 
 struct AdamWArgs {

@@ -147,6 +147,23 @@ struct Block {
   std::vector<std::vector<std::pair<uintptr_t, uint32_t>>> trace;
   // ... and its shared-memory accesses (the kernels' shared_ld/shared_st).
   std::vector<std::vector<std::pair<uintptr_t, uint32_t>>> shared_trace;
+  // Each thread's cp.async copies: those issued since its last commit, and
+  // its committed groups, oldest first (see cp_async below).
+  struct Copy {
+    void *dst;
+    const void *src;
+    uint32_t bytes, src_bytes;
+  };
+  struct AsyncCopies {
+    std::vector<Copy> open;
+    std::vector<std::vector<Copy>> groups;
+  };
+  std::vector<AsyncCopies> copies;
+  // Dynamic shared memory (LLK_DYNAMIC_SHARED): the launch's size, 128-byte
+  // aligned, refilled with a NaN pattern before every block.
+  static constexpr size_t kMaxDynamicShared = 227 * 1024;
+  alignas(128) unsigned char dynamic_shared[kMaxDynamicShared];
+  size_t dynamic_bytes = 0;
 };
 
 // Coalescing counters per kernel (LLAMA_EMULATE_COUNT=1). A warp request is
@@ -227,6 +244,8 @@ inline void count_block(Block &b, unsigned threads) {
         if (d >= b.shared_trace[l].size())
           continue;
         const auto [addr, n] = b.shared_trace[l][d];
+        if (n == 0) // a lane that takes no part in a collective access
+          continue;
         for (uintptr_t word = addr >> 2; word <= (addr + n - 1) >> 2; ++word)
           words[word % 32].insert(word);
         for (uintptr_t a = addr; a < addr + n; ++a)
@@ -317,6 +336,10 @@ inline void run_block(Block &b, unsigned threads, uint64_t seed) {
   for (unsigned t = 0; t < threads; ++t)
     make_context(b.fibers[t].context, b.stacks.get() + t * Block::kStackBytes,
                  Block::kStackBytes);
+  b.copies.assign(threads, Block::AsyncCopies());
+  // 0xff bytes: a bf16 or fp32 NaN, so a read of shared memory that no
+  // thread of this block wrote shows in the results.
+  std::memset(b.dynamic_shared, 0xff, b.dynamic_bytes);
   std::vector<unsigned> &order = b.order;
   order.resize(threads);
   for (;;) {
@@ -362,6 +385,10 @@ inline void run_block(Block &b, unsigned threads, uint64_t seed) {
       }
     }
     if (!live) {
+      for (unsigned t = 0; t < threads; ++t)
+        if (!b.copies[t].open.empty() || !b.copies[t].groups.empty())
+          throw std::runtime_error("emulate: thread " + std::to_string(t) +
+                                   " exited with cp.async copies it never waited for");
       if (counting())
         count_block(b, threads);
       return;
@@ -384,7 +411,8 @@ inline void run_block(Block &b, unsigned threads, uint64_t seed) {
 // Runs `body` (the kernel call) for every block of `grid` with `block`
 // threads each.
 template <typename F>
-void launch(dim3 grid, dim3 block, F body, const void *kernel = nullptr) {
+void launch(dim3 grid, dim3 block, F body, const void *kernel = nullptr,
+            size_t dynamic_shared = 0) {
   if (block.y != 1 || block.z != 1 || block.x > 1024 || block.x == 0)
     throw std::runtime_error("emulate: blocks are 1-D with 1..1024 threads, got " +
                              std::to_string(block.x) + "x" + std::to_string(block.y) +
@@ -392,9 +420,15 @@ void launch(dim3 grid, dim3 block, F body, const void *kernel = nullptr) {
   if (block.x % 32 != 0)
     throw std::runtime_error("emulate: blocks are whole warps, got " +
                              std::to_string(block.x) + " threads");
-  static thread_local Block b;
+  static thread_local std::unique_ptr<Block> owned{new Block};
+  Block &b = *owned;
   if (running)
     throw std::runtime_error("emulate: a launch inside a kernel");
+  if (dynamic_shared > Block::kMaxDynamicShared)
+    throw std::runtime_error("emulate: " + std::to_string(dynamic_shared) +
+                             " bytes of dynamic shared memory, over the 227 KiB a block "
+                             "may have");
+  b.dynamic_bytes = dynamic_shared;
   gridDim = grid;
   blockDim = block;
   b.body = [](void *f) { (*static_cast<F *>(f))(); };
@@ -426,6 +460,144 @@ inline void record_shared(const void *p, size_t bytes) {
   if (running && counting())
     running->shared_trace[threadIdx.x].push_back(
         {reinterpret_cast<uintptr_t>(p), uint32_t(bytes)});
+}
+
+// ---- tensor cores and asynchronous copies (sm_80 and later) --------------
+// Warp-collective instructions, emulated as the PTX ISA defines them: every
+// lane of the warp calls them together (a warp barrier before and after),
+// each lane deposits its operands and takes its own part of the result. The
+// kernels reach them through runtime/cuda/kernels/mma.cuh.
+
+inline Block &running_block(const char *what) {
+  if (!running)
+    throw std::runtime_error(std::string("emulate: ") + what + " outside a kernel launch");
+  return *running;
+}
+
+// The launch's dynamic shared memory (LLK_DYNAMIC_SHARED).
+inline unsigned char *dynamic_shared() {
+  return running_block("dynamic shared memory").dynamic_shared;
+}
+
+inline float bf16_bits_to_float(uint32_t bits) {
+  const uint32_t u = (bits & 0xffffu) << 16;
+  float f;
+  std::memcpy(&f, &u, 4);
+  return f;
+}
+
+// mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32: D = A B + C for the
+// warp, A 16x16 (row-major), B 16x8 (column-major), C and D 16x8 fp32. With
+// g = lane / 4 and t = lane % 4, and the lower 16 bits of a register holding
+// the element of lower column (row for B) index:
+//   a[0] = A[g][2t..2t+1]     a[1] = A[g+8][2t..2t+1]
+//   a[2] = A[g][2t+8..2t+9]   a[3] = A[g+8][2t+8..2t+9]
+//   b[0] = B[2t..2t+1][g]     b[1] = B[2t+8..2t+9][g]
+//   c[0..1] = C[g][2t..2t+1]  c[2..3] = C[g+8][2t..2t+1]    (D likewise)
+// The products of bf16 values are exact in fp32; here they are summed in
+// double and added to C with one rounding, where the hardware's internal
+// order and width are its own: results agree to fp32 rounding of the sum.
+inline void mma_m16n8k16_bf16(float d[4], const uint32_t a[4], const uint32_t b[2],
+                              const float c[4]) {
+  struct Operands {
+    uint32_t a[4], b[2];
+  };
+  static Operands in[1024];
+  const unsigned t = threadIdx.x, base = t & ~31u, lane = t & 31u;
+  in[t] = {{a[0], a[1], a[2], a[3]}, {b[0], b[1]}};
+  const float c_in[4] = {c[0], c[1], c[2], c[3]};
+  warp_sync();
+  // Element (r, k) of A and (k, n) of B, from the lane and register that
+  // hold it.
+  auto A = [&](unsigned r, unsigned k) {
+    const uint32_t w = in[base + (r & 7u) * 4 + ((k & 7u) >> 1)].a[(r >> 3) + 2 * (k >> 3)];
+    return double(bf16_bits_to_float(k & 1u ? w >> 16 : w));
+  };
+  auto B = [&](unsigned k, unsigned n) {
+    const uint32_t w = in[base + n * 4 + ((k & 7u) >> 1)].b[k >> 3];
+    return double(bf16_bits_to_float(k & 1u ? w >> 16 : w));
+  };
+  for (unsigned i = 0; i < 4; ++i) {
+    const unsigned row = lane / 4 + 8 * (i / 2), col = 2 * (lane % 4) + (i & 1u);
+    double sum = c_in[i];
+    for (unsigned k = 0; k < 16; ++k)
+      sum += A(row, k) * B(k, col);
+    d[i] = float(sum);
+  }
+  warp_sync();
+}
+
+// ldmatrix.sync.aligned.m8n8.x{N}[.trans].shared.b16: N 8x8 matrices of
+// 16-bit elements; lane 8i + r gives the address of row r of matrix i (16
+// aligned bytes; lanes past 8N give none). Register i of lane l holds
+//   elements 2(l%4) and 2(l%4)+1 of row l/4 of matrix i, or with .trans,
+//   element l/4 of rows 2(l%4) and 2(l%4)+1 (the matrix transposed),
+// the first in the lower 16 bits. For the bank counters each matrix is
+// one request, as a GPU serves them: 8 rows of 16 bytes, one wavefront when
+// they fall in distinct banks (the lanes of the other matrices take no
+// part in it).
+template <int N> void ldmatrix(uint32_t (&r)[N], const void *row, bool trans) {
+  static_assert(N == 1 || N == 2 || N == 4, "ldmatrix loads 1, 2 or 4 matrices");
+  static const unsigned char *rows[1024];
+  const unsigned t = threadIdx.x, base = t & ~31u, lane = t & 31u;
+  if (lane < 8u * N) {
+    if (reinterpret_cast<uintptr_t>(row) % 16 != 0)
+      throw std::runtime_error("emulate: ldmatrix row address not 16-byte aligned");
+    rows[t] = static_cast<const unsigned char *>(row);
+  }
+  for (unsigned i = 0; i < unsigned(N); ++i)
+    record_shared(row, lane / 8 == i ? 16 : 0);
+  warp_sync();
+  auto element = [&](unsigned matrix, unsigned rr, unsigned cc) {
+    uint16_t e;
+    std::memcpy(&e, rows[base + 8 * matrix + rr] + 2 * cc, 2);
+    return uint32_t(e);
+  };
+  for (unsigned i = 0; i < unsigned(N); ++i)
+    r[i] = trans ? element(i, 2 * (lane % 4), lane / 4) |
+                       element(i, 2 * (lane % 4) + 1, lane / 4) << 16
+                 : element(i, lane / 4, 2 * (lane % 4)) |
+                       element(i, lane / 4, 2 * (lane % 4) + 1) << 16;
+  warp_sync();
+}
+
+// cp.async.cg.shared.global [dst], [src], 16, src_bytes: copies 16 bytes
+// (src_bytes of them from src, zeros after: 0 fills the destination with
+// zeros). The copy happens at the cp.async.wait_group that completes its
+// group, not before: a kernel that reads the destination without waiting,
+// or reads another thread's copy without a barrier after that thread's
+// wait, reads what was there (the NaN pattern of fresh shared memory).
+inline void cp_async(void *dst, const void *src, uint32_t bytes, uint32_t src_bytes) {
+  Block &b = running_block("cp.async");
+  if (reinterpret_cast<uintptr_t>(dst) % bytes || reinterpret_cast<uintptr_t>(src) % bytes)
+    throw std::runtime_error("emulate: cp.async of " + std::to_string(bytes) +
+                             " bytes at a misaligned address");
+  if (src_bytes > bytes)
+    throw std::runtime_error("emulate: cp.async source larger than the copy");
+  if (src_bytes)
+    record_global(src, src_bytes);
+  record_shared(dst, bytes);
+  b.copies[threadIdx.x].open.push_back({dst, src, bytes, src_bytes});
+}
+// cp.async.commit_group: the copies issued since the last commit form a
+// group (possibly empty).
+inline void cp_async_commit() {
+  Block::AsyncCopies &c = running_block("cp.async.commit_group").copies[threadIdx.x];
+  c.groups.push_back(std::move(c.open));
+  c.open.clear();
+}
+// cp.async.wait_group n: completes every committed group but the newest n.
+inline void cp_async_wait(unsigned pending) {
+  Block::AsyncCopies &c = running_block("cp.async.wait_group").copies[threadIdx.x];
+  while (c.groups.size() > pending) {
+    for (const Block::Copy &copy : c.groups.front()) {
+      if (copy.src_bytes)
+        std::memcpy(copy.dst, copy.src, copy.src_bytes);
+      std::memset(static_cast<unsigned char *>(copy.dst) + copy.src_bytes, 0,
+                  copy.bytes - copy.src_bytes);
+    }
+    c.groups.erase(c.groups.begin());
+  }
 }
 
 } // namespace llama_emu
@@ -617,3 +789,7 @@ inline cudaError_t cudaStreamSynchronize(cudaStream_t) { return cudaSuccess; }
 #define LLAMA_LAUNCH(kernel, grid, block, stream, ...)                          \
   ::llama_emu::launch((grid), (block), [&] { kernel(__VA_ARGS__); },             \
                       reinterpret_cast<const void *>(kernel))
+// A launch with `smem` bytes of dynamic shared memory (LLK_DYNAMIC_SHARED).
+#define LLAMA_LAUNCH_SMEM(kernel, grid, block, smem, stream, ...)               \
+  ::llama_emu::launch((grid), (block), [&] { kernel(__VA_ARGS__); },             \
+                      reinterpret_cast<const void *>(kernel), (smem))

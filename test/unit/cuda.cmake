@@ -9,9 +9,13 @@ if(LLAMA_HAVE_CUDA)
 endif()
 # The CUDA emulation layer (runtime/cuda/emulate.h) the GPU tests run on
 # without a GPU: fibers, barriers, shuffles, ballots, per-thread stacks and
-# floating-point state, on kernels written in the test.
-add_executable(emulate_test ${CMAKE_CURRENT_LIST_DIR}/emulate_test.cpp)
+# floating-point state, on kernels written in the test; and its tensor-core
+# and asynchronous-copy instructions (mma.sync, ldmatrix, cp.async) against
+# plain matrix products.
+add_executable(emulate_test ${CMAKE_CURRENT_LIST_DIR}/emulate_test.cpp
+  ${CMAKE_CURRENT_LIST_DIR}/emulate_mma_test.cpp)
 target_compile_definitions(emulate_test PRIVATE LLAMA_CUDA_EMULATE)
+target_include_directories(emulate_test PRIVATE ${PROJECT_SOURCE_DIR})
 target_link_libraries(emulate_test PRIVATE GTest::gtest_main)
 gtest_discover_tests(emulate_test)
 # The kernel families of runtime/cuda/kernels (norms, elementwise, rope)

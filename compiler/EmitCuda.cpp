@@ -32,6 +32,7 @@
 #include <cmath>
 #include <map>
 #include <optional>
+#include <set>
 
 using namespace mlir;
 using namespace mlir::llama;
@@ -57,6 +58,7 @@ std::string litf(double d) {
 // instantiate, and the scalar helpers the kernels still emitted here use.
 const char *kPrelude = R"(#include "runtime/cuda/kernels/attention.cuh"
 #include "runtime/cuda/kernels/attention_cached.cuh"
+#include "runtime/cuda/kernels/flash_attention.cuh"
 #include "runtime/cuda/kernels/cross_entropy.cuh"
 #include "runtime/cuda/kernels/cross_entropy_parallel.cuh"
 #include "runtime/cuda/kernels/elementwise.cuh"
@@ -1304,18 +1306,29 @@ private:
     return {qs[0], qs[1], qs[2], ranked(k).getDimSize(2), qs[3], scale};
   }
 
-  /// Causal attention forward and backward (training):
-  /// llk::attention_forward / llk::attention_backward
-  /// (runtime/cuda/kernels/attention.cuh), one warp per query row (the
-  /// CUDA-core version the tensor-core kernel replaces).
+  /// Causal attention forward (training). bf16 storage and a head dim that
+  /// is a multiple of 16: the tensor-core FlashAttention-2 forward
+  /// (runtime/cuda/kernels/flash_attention.cuh), tiles chosen by the head
+  /// dim (shapes.h: flash_*); otherwise (fp32 storage, micro's head dim 4)
+  /// llk::attention_forward (attention.cuh, CUDA cores, one warp per row).
+  /// Both save the same lse for the backward.
   void emitAttention(AttentionOp op, const std::string &name) {
     AttnShape a = attnShape(op.getQuery(), op.getKey(), op.getScale().convertToDouble());
     // Buffers: q, k, v, o, lse.
     std::string t = types(*op, {false, false, false, false, true});
+    const bool flash = actBytes() == 2 && t.substr(0, 4) == "aaaa" &&
+                       llk::flash_attention_supports(a.dim);
+    if (flash && flashDims.insert(a.dim).second)
+      // Read by tools/bench/kernel_audit (ptxas reports static shared memory only).
+      os << "// dynamic shared memory: llk::flash_attention_forward_kernel<" << a.dim << "> "
+         << llk::flash_smem_bytes(a.dim) << "\n";
     beginLauncher(name);
     unpack(t);
-    os << "  (void)workspace;\n  llk::attention_forward<act_t, " << a.dim
-       << ">(b0, b1, b2, b3, b4, " << a.batch << ", " << a.seq << ", " << a.heads << ", "
+    if (flash)
+      os << "  (void)workspace;\n  llk::flash_attention_forward<" << a.dim << ">(";
+    else
+      os << "  (void)workspace;\n  llk::attention_forward<act_t, " << a.dim << ">(";
+    os << "b0, b1, b2, b3, b4, " << a.batch << ", " << a.seq << ", " << a.heads << ", "
        << a.kvHeads << ", " << litf(a.scale) << ", stream);\n}\n\n";
     add(*op, name, t, 0);
   }
@@ -1351,6 +1364,7 @@ public:
 
 private:
   DenseSet<Value> fp32Values; // bf16 storage: what stays fp32 (llama.fp32)
+  std::set<int64_t> flashDims; // head dims of the tensor-core attention emitted
   DenseMap<Value, char> storage; // host functions: each result's buffer type
   DenseMap<Value, Range> ranges;  // host functions: each buffer's bytes
   std::vector<InFlight> pending;  // host functions: collectives in flight

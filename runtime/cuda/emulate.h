@@ -668,6 +668,10 @@ template <typename T> T __shfl_xor_sync(unsigned, T value, int lane_mask, int = 
   return other;
 }
 
+// The lanes of the calling warp wait for each other (shared-memory writes
+// of one lane are visible to the others after it).
+inline void __syncwarp(unsigned = 0xffffffffu) { llama_emu::warp_sync(); }
+
 // Bit l of the result: lane l's predicate, for the lanes of the calling warp.
 inline unsigned __ballot_sync(unsigned, int predicate) {
   static int votes[1024];

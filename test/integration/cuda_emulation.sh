@@ -3,7 +3,8 @@
 # float64 PyTorch (cuda_emulation.py), in fp32 and bf16 storage: micro at
 # 80 rows (the norm weight gradient's row chunks hold several rows) and a
 # wider model (rows of 384 and 1000 elements: multi-warp reductions; head_dim
-# 64 over two lane slots, GQA 6/2 heads, tied embeddings). Where nvcc exists the same sources also
+# 64 over two lane slots, GQA 6/2 heads, tied embeddings; in bf16 its
+# attention is the tensor-core kernel). Where nvcc exists the same sources also
 # compile for sm_90a. Proves the kernels' indexing, reductions, aliasing and
 # numerics, not their speed on a GPU; the emulator's coalescing counters
 # (LLAMA_EMULATE_COUNT=1) must show every kernel of runtime/cuda/kernels at
@@ -45,6 +46,10 @@ run() {  # NAME ACTIVATIONS SEED COMPILE_ARGS...
 run micro f32 1 --preset micro --batch 5 --seq-len 16
 run micro bf16 2 --preset micro --batch 2 --seq-len 8
 run wide f32 3 --config wide.json --batch 1 --seq-len 8 --remat full
+# bf16 with head_dim 64: the tensor-core flash attention forward
+# (flash_attention.cuh; mma, ldmatrix and cp.async emulated), a query tile
+# of 40 rows over one partial key tile.
+run wide bf16 6 --config wide.json --batch 1 --seq-len 40 --remat full
 # Without llama-fuse every op is its own kernel: rope, rope_grad, the norm
 # gradient recomputing rstd, the cross-entropy gradient from a device dloss.
 run unfused f32 4 --preset micro --batch 2 --seq-len 8 --no-fuse

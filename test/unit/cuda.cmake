@@ -36,3 +36,13 @@ target_compile_definitions(cuda_kernels_ce_embedding_test PRIVATE LLAMA_CUDA_EMU
 target_include_directories(cuda_kernels_ce_embedding_test PRIVATE ${PROJECT_SOURCE_DIR})
 target_link_libraries(cuda_kernels_ce_embedding_test PRIVATE GTest::gtest_main)
 gtest_discover_tests(cuda_kernels_ce_embedding_test)
+# The tensor-core flash attention (runtime/cuda/kernels/flash_attention.cuh)
+# under the emulator's mma/ldmatrix/cp.async against the CPU runtime's
+# attention in double.
+add_executable(cuda_kernels_attention_test
+  ${CMAKE_CURRENT_LIST_DIR}/cuda_kernels_attention_test.cpp)
+target_compile_definitions(cuda_kernels_attention_test PRIVATE LLAMA_CUDA_EMULATE)
+target_include_directories(cuda_kernels_attention_test PRIVATE ${PROJECT_SOURCE_DIR})
+target_link_libraries(cuda_kernels_attention_test PRIVATE llamart_cpu OpenMP::OpenMP_CXX
+  ${OPENBLAS_LIBRARY} GTest::gtest_main)
+gtest_discover_tests(cuda_kernels_attention_test)

@@ -86,6 +86,25 @@ LLK_HOST_DEVICE constexpr int64_t attention_backward_workspace_bytes(int64_t bat
   return batch * heads * seq * 4;
 }
 
+/// flash_attention.cuh's tile rule (bf16, sm_80 / sm_90), one place for the
+/// kernels and the compiler (which reports the shared memory): warps per
+/// block (16 query rows each), key rows per tile, and the dynamic shared
+/// memory: Q tile + 2 buffers x (K + V), rows padded by 8 elements.
+///   HD <= 64:  8 warps (128 query rows), 128 keys
+///   HD <= 128: 8 warps (128 query rows), 64 keys
+///   HD <= 256: 4 warps (64 query rows),  64 keys, Q read from shared memory
+LLK_HOST_DEVICE constexpr bool flash_attention_supports(int64_t head_dim) {
+  return head_dim % 16 == 0 && head_dim >= 16 && head_dim <= 256;
+}
+LLK_HOST_DEVICE constexpr int flash_warps(int64_t head_dim) { return head_dim <= 128 ? 8 : 4; }
+LLK_HOST_DEVICE constexpr int flash_query_rows(int64_t head_dim) {
+  return 16 * flash_warps(head_dim);
+}
+LLK_HOST_DEVICE constexpr int flash_key_rows(int64_t head_dim) { return head_dim <= 64 ? 128 : 64; }
+LLK_HOST_DEVICE constexpr int64_t flash_smem_bytes(int64_t head_dim) {
+  return 2 * (head_dim + 8) * (flash_query_rows(head_dim) + 4 * flash_key_rows(head_dim));
+}
+
 /// attention_cached.cuh: splits of the key range per (batch, query row, KV
 /// head, head chunk) block (flash-decoding); `rows` counts those blocks. A
 /// decode step at batch 1 has as few as KV heads (4 to 8): without splits a handful of SMs would read the whole

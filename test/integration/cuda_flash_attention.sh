@@ -1,0 +1,56 @@
+# The tensor-core flash attention (runtime/cuda/kernels/flash_attention.cuh)
+# in whole emulated train steps: llama-compile picks it for bf16 storage and
+# head dims that are multiples of 16, and the emulated binary's `verify`
+# step (loss and every gradient) must match the fp32 CPU binary's on the
+# same weights and batch within bf16's tolerance (relative L2 3e-2, as
+# cuda_train's micro bf16 check; measured ~1.3e-2, the same as the CUDA-core
+# attention gives on these models):
+#   - head_dim 128, 4 query heads over 1 KV head (GQA 4), 2 sequences of 80
+#     (128-row query tiles, 64-key tiles: partial tiles, a masked diagonal);
+#   - head_dim 64, 8 query heads over 1 KV head (GQA 8), one sequence of 136
+#     (two 128-row query tiles, the second of 8 rows).
+# fp32 storage keeps the CUDA-core kernel (checked by cuda_train and
+# cuda_step_emulation); the generated source says which one each launcher uses.
+source "$(dirname "$0")/common.sh" "$@"
+export OMP_WAIT_POLICY=passive
+REF="$PY $SRC/test/integration/llama_torch.py"
+
+"$BIN/llama-compile" --preset micro --emit hf-config -o base.json
+"$PY" - <<'PYEOF'
+import json
+c = json.load(open("base.json"))
+json.dump(dict(c, _name_or_path="hd128", hidden_size=256, intermediate_size=384,
+               num_hidden_layers=1, num_attention_heads=4, num_key_value_heads=1, head_dim=128,
+               max_position_embeddings=256), open("hd128.json", "w"))
+json.dump(dict(c, _name_or_path="hd64", hidden_size=128, intermediate_size=256,
+               num_hidden_layers=2, num_attention_heads=8, num_key_value_heads=1, head_dim=64,
+               max_position_embeddings=256), open("hd64.json", "w"))
+PYEOF
+
+step() {  # NAME HEAD_DIM BATCH SEQ
+  local name=$1 hd=$2 b=$3 s=$4
+  local shape=(--config $name.json --batch $b --seq-len $s)
+  compile "${shape[@]}" -o $name-cpu
+  compile "${shape[@]}" --target cuda --emit kernels -o $name.cu
+  grep -q "llk::flash_attention_forward<$hd>(" $name.cu ||
+    die "$name: the bf16 source does not use the tensor-core attention"
+  compile "${shape[@]}" --target cuda --cuda-activations f32 --emit kernels -o $name-f32.cu
+  ! grep -q "flash_attention_forward<" $name-f32.cu ||
+    die "$name: fp32 storage must keep the CUDA-core attention"
+  compile "${shape[@]}" --target cuda --cuda-emulate -o $name-emu
+  ./$name-cpu info --config-json > $name-model.json
+  $REF make-inputs --config $name-model.json --batch $b --seq $s --seed 5 --std 0.05 \
+    --weights $name-w.safetensors --batch-file $name-i.safetensors --dtype f32 > /dev/null
+  ./$name-cpu verify --weights $name-w.safetensors --batch-file $name-i.safetensors \
+    --out $name-cpu.safetensors > /dev/null
+  ./$name-emu verify --weights $name-w.safetensors --batch-file $name-i.safetensors \
+    --out $name-emu.safetensors > /dev/null 2> $name-emu.err ||
+    { cat $name-emu.err; die "$name: the emulated bf16 step failed"; }
+  $REF compare --grads $name-emu.safetensors --reference $name-cpu.safetensors --rtol 3e-2 \
+    --metric l2 --label "$name (GQA, bf16 flash attention) vs fp32 CPU step" ||
+    die "$name: the emulated flash-attention step differs from the CPU step"
+}
+
+step hd128 128 2 80
+step hd64 64 1 136
+echo "cuda_flash_attention: ok"

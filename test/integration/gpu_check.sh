@@ -22,8 +22,8 @@ need(r["schema"] == "llama-mlir/gpu-check/1", "schema")
 need(r["emulated"] is True and "meaningless" in r["note"], "emulated flag and note")
 need(r["finished_utc"] and r["run_s"] > 0, "finished_utc, run_s")
 s = r["sections"]
-names = ["device", "kernels_bf16", "train_ours", "train_hf", "attention_sdpa", "memcheck",
-         "kernels_f32", "train_hf_compile"]
+names = ["device", "kernels_bf16", "train_ours", "train_hf", "attention_sdpa", "attention_sweep",
+         "memcheck", "kernels_f32", "train_hf_compile"]
 need(list(s) == names, "sections %s" % list(s))
 for n in names:
     need(s[n]["status"] in ("ok", "skipped"), "%s: %s" % (n, s[n]))
@@ -57,6 +57,11 @@ t = s["train_ours"]
 need(len(t["records"]) >= 4 and t["tokens_per_s"] > 0 and t["mfu"] is not None, "train_ours numbers")
 need(t["flops_per_token"] == round(prepared["report"]["flops-per-token"]), "flops/token vs --report")
 need("CUDA emulated" in " ".join(t["output_head"]), "train_ours device line")
+w = s["attention_sweep"]  # the tensor-core forward through attention-bench.so vs float64
+need(w["status"] == "ok" and len(w["results"]) == 2, "attention sweep: %s" % w)
+for x in w["results"]:
+    need(x["correct"] and x["o_rel_l2_vs_float64"] < 1e-2 and x["lse_rel_l2_vs_float64"] < 1e-5,
+         "attention sweep numbers: %s" % x)
 m = s["memcheck"]
 need(m["checks"] and all(c["ok"] for c in m["checks"].values()), "memcheck checks")
 for n in ("train_hf", "train_hf_compile"):

@@ -22,7 +22,7 @@ def main(argv):
                                                  "the device, 900 emulated)")
     ap.add_argument("--json", action="append", default=[], help="run: also write the JSON here")
     ap.add_argument("--only", help="run: these sections alone (comma-separated: device, kernels_bf16, "
-                                   "train_ours, train_hf, attention_sdpa, memcheck, kernels_f32, "
+                                   "train_ours, train_hf, attention_sdpa, attention_sweep, memcheck, kernels_f32, "
                                    "train_hf_compile)")
     a = ap.parse_intermixed_args(argv)
     words = list(a.words)

@@ -414,6 +414,107 @@ def child_sdpa(a, emit):
     return {"status": "ok", "results": out}
 
 
+# ------------------------------------------------------- attention sweep --
+
+def child_attention_sweep(a, emit):
+    """Our tensor-core attention forward (attention-bench.so) beside torch SDPA
+    (flash backend) over sequence lengths and head dims, causal, bf16: TF/s
+    of both and our output against SDPA's (relative L2), our lse against
+    fp32 torch for the first (batch, head). Emulated: tiny shapes on the CPU
+    against float64 torch math, no timing."""
+    import ctypes
+    import torch
+    lib = ctypes.CDLL(a["library"])
+    lib.gpu_check_flash_forward.restype = ctypes.c_int
+    lib.gpu_check_flash_forward.argtypes = [ctypes.c_int] + [ctypes.c_void_p] * 5 + \
+        [ctypes.c_long] * 4 + [ctypes.c_float, ctypes.c_void_p]
+    emulate = a["emulate"]
+    dev = "cpu" if emulate else "cuda"
+    sdpa = None
+    if not emulate:
+        import torch.nn.functional as F
+        try:
+            from torch.nn.attention import SDPBackend, sdpa_kernel
+            ctx = lambda: sdpa_kernel([SDPBackend.FLASH_ATTENTION])  # noqa: E731
+        except Exception:  # noqa: BLE001
+            ctx = lambda: torch.backends.cuda.sdp_kernel(enable_flash=True, enable_math=False,  # noqa: E731
+                                                         enable_mem_efficient=False)
+        sdpa = lambda q, k, v, scale: F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=scale)  # noqa: E731
+        flush = torch.empty(256 << 20, dtype=torch.uint8, device="cuda")
+
+    def reference(q, k, v, scale, b=None, h=None):
+        """Causal attention in float64 (q [B,S,H,D], k/v [B,S,KV,D]); o and lse."""
+        B, S, H, D = q.shape
+        g = H // k.shape[2]
+        qd = q.double().permute(0, 2, 1, 3)
+        kd = k.double().repeat_interleave(g, dim=2).permute(0, 2, 1, 3)
+        vd = v.double().repeat_interleave(g, dim=2).permute(0, 2, 1, 3)
+        s = qd @ kd.transpose(-1, -2) * scale
+        s = s.masked_fill(torch.triu(torch.ones(S, S, dtype=torch.bool, device=q.device), 1), float("-inf"))
+        lse = torch.logsumexp(s, dim=-1)
+        return (torch.softmax(s, dim=-1) @ vd).permute(0, 2, 1, 3), lse
+
+    def rel(x, y):
+        return ((x.double() - y.double()).norm() / y.double().norm()).item()
+
+    out = []
+    for shp in a["shapes"]:
+        b, s, h, kv, d = shp["b"], shp["s"], shp["h"], shp["kv"], shp["d"]
+        scale = d ** -0.5
+        flops = 4.0 * b * s * s * h * d / 2
+        r = {"shape": shp, "flops_forward": flops}
+        try:
+            torch.manual_seed(0)
+            q = torch.randn(b, s, h, d, device=dev, dtype=torch.bfloat16)
+            k = torch.randn(b, s, kv, d, device=dev, dtype=torch.bfloat16)
+            v = torch.randn(b, s, kv, d, device=dev, dtype=torch.bfloat16)
+            o = torch.empty_like(q)
+            lse = torch.empty(b, h, s, device=dev, dtype=torch.float32)
+            stream = None if emulate else torch.cuda.current_stream().cuda_stream
+
+            def ours():
+                rc = lib.gpu_check_flash_forward(d, q.data_ptr(), k.data_ptr(), v.data_ptr(), o.data_ptr(),
+                                                 lse.data_ptr(), b, s, h, kv, scale, stream)
+                if rc != 0:
+                    raise RuntimeError("gpu_check_flash_forward: no kernel for head dim %d" % d)
+            ours()
+            if emulate:
+                want_o, want_lse = reference(q, k, v, scale)
+                r["o_rel_l2_vs_float64"] = round(rel(o, want_o), 6)
+                r["lse_rel_l2_vs_float64"] = round(rel(lse, want_lse), 9)
+                r["correct"] = r["o_rel_l2_vs_float64"] < 1e-2 and r["lse_rel_l2_vs_float64"] < 1e-5
+            else:
+                torch.cuda.synchronize()
+                err = lib.gpu_check_last_error()
+                if err:
+                    raise RuntimeError("launch error %d: %s" % (err, lib.gpu_check_error_string(err)))
+                qt = q.transpose(1, 2)
+                kt = k.repeat_interleave(h // kv, dim=2).transpose(1, 2)
+                vt = v.repeat_interleave(h // kv, dim=2).transpose(1, 2)
+                with ctx():
+                    ref = sdpa(qt, kt, vt, scale).transpose(1, 2)
+                    reps = 20 if s <= 2048 else 6
+                    for _ in range(2):
+                        ours()
+                    mine = _stats_us(_event_times(ours, reps, flush))
+                    for _ in range(2):
+                        sdpa(qt, kt, vt, scale)
+                    theirs = _stats_us(_event_times(lambda: sdpa(qt, kt, vt, scale), reps, flush))
+                one = reference(q[:1, :, :1], k[:1, :, :1], v[:1, :, :1], scale)[1]
+                r["o_rel_l2_vs_sdpa"] = round(rel(o, ref), 6)
+                r["lse_rel_l2_vs_float64_first_head"] = round(rel(lse[:1, :1], one), 9)
+                r["correct"] = r["o_rel_l2_vs_sdpa"] < 1e-2 and r["lse_rel_l2_vs_float64_first_head"] < 1e-5
+                mine["tflops"] = round(flops / (mine["median_us"] * 1e-6) / 1e12, 2)
+                theirs["tflops"] = round(flops / (theirs["median_us"] * 1e-6) / 1e12, 2)
+                r.update(ours=mine, sdpa=theirs,
+                         ours_time_over_sdpa=round(mine["median_us"] / theirs["median_us"], 3))
+        except Exception:  # noqa: BLE001
+            r["error"] = traceback.format_exc()[-2000:]
+        emit(event="shape_done", result=r)
+        out.append(r)
+    return {"status": "ok", "results": out}
+
+
 # -------------------------------------------------------------------- hf --
 
 def child_hf(a, emit):
@@ -507,7 +608,8 @@ def child_hf(a, emit):
     return dict(res, status="ok")
 
 
-CHILDREN = {"device": child_device, "kernels": child_kernels, "sdpa": child_sdpa, "hf": child_hf}
+CHILDREN = {"device": child_device, "kernels": child_kernels, "sdpa": child_sdpa, "hf": child_hf,
+            "attention_sweep": child_attention_sweep}
 
 
 def main(name, args_path, progress_path):

@@ -214,6 +214,21 @@ def prepare(dirpath, build, emulate):
                      "args": args, "launchers": len(table), "table": table,
                      "calls_per_train_step": calls, "gemms_per_train_step": gemms}
     manifest["kernel_libraries"] = libs
+
+    # The tensor-core attention forward alone, for the attention sweep.
+    bench = os.path.join(common.PKG, "attention_bench.cu")
+    so = d("attention-bench.so")
+    if emulate:
+        cpp = d("attention-bench.cpp")
+        shutil.copy(bench, cpp)
+        _run(manifest, [os.environ.get("CXX", "g++")] + EMU_FLAGS + ["-I" + ROOT, cpp, "-o", so],
+             "build the attention bench library (emulated)")
+        os.remove(cpp)
+    else:
+        _run(manifest, [common.find_nvcc()] + NVCC_FLAGS +
+             ["-I" + ROOT, bench, os.path.join(common.PKG, "launch_check.cu"), "-o", so],
+             "build the attention bench library (nvcc)")
+    manifest["attention_bench"] = {"library": os.path.basename(so), "head_dims": [64, 128]}
     if not emulate:
         shutil.copy(os.path.join(build, "runtime", "cuda", "libllamart_cuda.a"), d("libllamart_cuda.a"))
 

@@ -10,6 +10,8 @@ Sections, in order (a later one still runs when an earlier one failed):
   train_ours        our training binary: tokens/s and MFU on synthetic shards
   train_hf          HF LlamaForCausalLM, same config, batch and sequence
   attention_sdpa    torch SDPA (flash) at our attention launchers' shapes
+  attention_sweep   our tensor-core attention forward beside SDPA (flash), seq 1k-8k,
+                    head dims 64 and 128, causal: TF/s and correctness
   memcheck          the binary's measured memory against --report's estimate
   kernels_f32       the fp32-storage kernel library (small shape), checked
   train_hf_compile  the HF model under torch.compile (gets the time left)
@@ -429,6 +431,28 @@ class Run:
                              "for SDPA and ours")
         return dict(res, status="ok")
 
+    # the tensor-core attention forward over seq x head dim ----------------------
+    def sec_attention_sweep(self, box):
+        if self.emulate:  # the plumbing and the numbers on the CPU, at tiny shapes
+            shapes = [{"b": 1, "s": 40, "h": 2, "kv": 1, "d": 64},
+                      {"b": 1, "s": 24, "h": 4, "kv": 1, "d": 128}]
+        else:  # 16k tokens x 2048 model width per call; GQA 4 at 4k
+            shapes = [{"b": 16384 // s, "s": s, "h": 2048 // d, "kv": 2048 // d, "d": d}
+                      for d in (128, 64) for s in (1024, 2048, 4096, 8192)]
+            shapes.append({"b": 4, "s": 4096, "h": 16, "kv": 4, "d": 128})
+        lib = os.path.join(self.dir, self.manifest["attention_bench"]["library"])
+        r, ev = self.child("attention_sweep", "attention_sweep",
+                           {"emulate": self.emulate, "library": lib, "shapes": shapes}, box)
+        res = _result(ev)
+        done = [e["result"] for e in ev if e.get("event") == "shape_done"]
+        if res is None:
+            return dict(_failure(r, ev), results=done)
+        bad = [x["shape"] for x in res["results"] if "error" in x or not x.get("correct")]
+        res["rule"] = ("forward FLOPs 4*B*S^2*H*D / 2 (causal); ours: flash_attention.cuh through "
+                       "attention-bench.so on torch's stream; SDPA: flash backend, K/V expanded to H "
+                       "heads (not timed); L2 flushed before every timed call")
+        return dict(res, status="failed" if bad else "ok", **({"failed_shapes": bad} if bad else {}))
+
     # training -----------------------------------------------------------------
     def flops_per_token(self):
         c = self.hf_config
@@ -613,6 +637,13 @@ class Run:
                     key = "%s B%d S%d H%d D%d" % (which, shp["b"], shp["s"], shp["h"], shp["d"])
                     summ.setdefault("attention_tflops_ours_vs_sdpa", {})[key] = [
                         item["ours"][which]["tflops"], item[which]["tflops"]]
+        a = s.get("attention_sweep", {})
+        for item in a.get("results", []) if isinstance(a, dict) else []:
+            shp = item["shape"]
+            if item.get("ours") and item.get("sdpa"):
+                key = "forward B%d S%d H%d/%d D%d" % (shp["b"], shp["s"], shp["h"], shp["kv"], shp["d"])
+                summ.setdefault("attention_forward_sweep_tflops_ours_vs_sdpa", {})[key] = [
+                    item["ours"]["tflops"], item["sdpa"]["tflops"]]
         m = s.get("memcheck", {})
         if "checks" in m:
             summ["memcheck"] = "ok" if m["status"] == "ok" else "failed: " + ", ".join(
@@ -629,6 +660,7 @@ class Run:
             ("train_ours", self.sec_train_ours, 150, 30),
             ("train_hf", lambda box: self.sec_train_hf(box, False), 100, 30),
             ("attention_sdpa", self.sec_sdpa, 45, 15),
+            ("attention_sweep", self.sec_attention_sweep, 75, 20),
             ("memcheck", self.sec_memcheck, 90, 20),
             ("kernels_f32", lambda box: self.sec_kernels("f32", box), 60, 15),
             ("train_hf_compile", lambda box: self.sec_train_hf(box, True), 240, 60),

@@ -1,0 +1,33 @@
+// The tensor-core attention forward (runtime/cuda/kernels/flash_attention.cuh)
+// as a C entry point for gpu-check's attention sweep (children.py:
+// child_attention_sweep), which calls it through ctypes on torch's tensors
+// and stream: nvcc-built on the device; built as C++ against the emulator
+// (copied to .cpp, -DLLAMA_CUDA_EMULATE) for the emulated run.
+#include "runtime/cuda/kernels/flash_attention.cuh"
+
+/// q [batch, seq, heads, head_dim], k and v [batch, seq, kv_heads, head_dim]
+/// (bf16, contiguous), o like q, lse [batch, heads, seq] fp32. Returns 0, or
+/// -1 for a head dim without an instantiation here; a launch error shows as
+/// the library's last error (gpu_check_last_error, device builds).
+extern "C" int gpu_check_flash_forward(int head_dim, const void *q, const void *k,
+                                       const void *v, void *o, float *lse, long batch,
+                                       long seq, long heads, long kv_heads, float scale,
+                                       void *stream) {
+  using bf16 = __nv_bfloat16;
+  auto args = [&](auto launch) {
+    launch(static_cast<const bf16 *>(q), static_cast<const bf16 *>(k),
+           static_cast<const bf16 *>(v), static_cast<bf16 *>(o), lse, int64_t(batch),
+           int64_t(seq), int64_t(heads), int64_t(kv_heads), scale,
+           static_cast<cudaStream_t>(stream));
+  };
+  switch (head_dim) {
+  case 64:
+    args([](auto... a) { llk::flash_attention_forward<64>(a...); });
+    return 0;
+  case 128:
+    args([](auto... a) { llk::flash_attention_forward<128>(a...); });
+    return 0;
+  default:
+    return -1;
+  }
+}

@@ -1311,7 +1311,7 @@ private:
   /// (runtime/cuda/kernels/flash_attention.cuh), tiles chosen by the head
   /// dim (shapes.h: flash_*); otherwise (fp32 storage, micro's head dim 4)
   /// llk::attention_forward (attention.cuh, CUDA cores, one warp per row).
-  /// Both save the same lse for the backward.
+  /// Both save the same lse, so either backward can follow either forward.
   void emitAttention(AttentionOp op, const std::string &name) {
     AttnShape a = attnShape(op.getQuery(), op.getKey(), op.getScale().convertToDouble());
     // Buffers: q, k, v, o, lse.
@@ -1333,14 +1333,27 @@ private:
     add(*op, name, t, 0);
   }
 
+  /// Its backward: the tensor-core FlashAttention-2 backward (deterministic:
+  /// D pre-pass, a dQ kernel, a dK/dV kernel) for bf16 storage and head dims
+  /// that are multiples of 16 up to 128; otherwise llk::attention_backward.
   void emitAttentionGrad(AttentionGradOp op, const std::string &name) {
     AttnShape a = attnShape(op.getQuery(), op.getKey(), op.getScale().convertToDouble());
     // Buffers: dO, q, k, v, o, lse, dq, dk, dv.
     std::string t = types(*op, {false, false, false, false, false, true});
+    const bool flash = actBytes() == 2 && t == "aaaaafaaa" &&
+                       llk::flash_attention_backward_supports(a.dim);
+    if (flash && flashGradDims.insert(a.dim).second)
+      os << "// dynamic shared memory: llk::flash_attention_dq_kernel<" << a.dim << "> "
+         << llk::flash_bwd_dq_smem_bytes(a.dim)
+         << "\n// dynamic shared memory: llk::flash_attention_dkv_kernel<" << a.dim << "> "
+         << llk::flash_bwd_dkv_smem_bytes(a.dim) << "\n";
     beginLauncher(name);
     unpack(t);
-    os << "  llk::attention_backward<act_t, " << a.dim
-       << ">(b0, b1, b2, b3, b4, b5, b6, b7, b8, " << a.batch << ", " << a.seq << ", "
+    if (flash)
+      os << "  llk::flash_attention_backward<" << a.dim << ">(";
+    else
+      os << "  llk::attention_backward<act_t, " << a.dim << ">(";
+    os << "b0, b1, b2, b3, b4, b5, b6, b7, b8, " << a.batch << ", " << a.seq << ", "
        << a.heads << ", " << a.kvHeads << ", " << litf(a.scale)
        << ", workspace, stream);\n}\n\n";
     add(*op, name, t, llk::attention_backward_workspace_bytes(a.batch, a.heads, a.seq));
@@ -1364,7 +1377,7 @@ public:
 
 private:
   DenseSet<Value> fp32Values; // bf16 storage: what stays fp32 (llama.fp32)
-  std::set<int64_t> flashDims; // head dims of the tensor-core attention emitted
+  std::set<int64_t> flashDims, flashGradDims; // head dims of the tensor-core attention emitted
   DenseMap<Value, char> storage; // host functions: each result's buffer type
   DenseMap<Value, Range> ranges;  // host functions: each buffer's bytes
   std::vector<InFlight> pending;  // host functions: collectives in flight

@@ -77,6 +77,66 @@ void check_forward(int64_t batch, int64_t seq, int64_t heads, int64_t kv_heads) 
   EXPECT_LE(rel_l2(widen(lse), want_lse), 1e-6);
 }
 
+// The backward against the CPU runtime's in double, from the same inputs:
+// o is the reference forward's, rounded to bf16 (the stored activation), lse
+// its fp32 rounding. dO random.
+template <int HD>
+void check_backward(int64_t batch, int64_t seq, int64_t heads, int64_t kv_heads) {
+  SCOPED_TRACE("backward head_dim " + std::to_string(HD) + " seq " + std::to_string(seq) +
+               " heads " + std::to_string(heads) + "/" + std::to_string(kv_heads) + " batch " +
+               std::to_string(batch));
+  std::mt19937 rng{unsigned(HD * 977 + seq * 13 + heads * 3 + kv_heads)};
+  const size_t nq = size_t(batch * seq * heads * HD), nk = size_t(batch * seq * kv_heads * HD);
+  Bf16Buf q(nq, rng, 2.0f), k(nk, rng), v(nk, rng), dout(nq, rng);
+  const double scale = 1.0 / std::sqrt(double(HD));
+  std::vector<double> o_ref(nq), lse_ref(size_t(batch * heads * seq));
+  llamart::cpu::attention_forward<double>(q.ref.data(), k.ref.data(), v.ref.data(),
+                                          o_ref.data(), lse_ref.data(), batch, seq, heads,
+                                          kv_heads, HD, scale);
+  std::vector<bf16> o(nq);
+  std::vector<float> lse(lse_ref.size());
+  for (size_t i = 0; i < nq; ++i) {
+    o[i] = __float2bfloat16(float(o_ref[i]));
+    o_ref[i] = __bfloat162float(o[i]);
+  }
+  for (size_t i = 0; i < lse.size(); ++i) {
+    lse[i] = float(lse_ref[i]);
+    lse_ref[i] = lse[i];
+  }
+  const bf16 nan = __float2bfloat16(std::numeric_limits<float>::quiet_NaN());
+  std::vector<bf16> dq(nq, nan), dk(nk, nan), dv(nk, nan);
+  std::vector<float> workspace(size_t(llk::attention_backward_workspace_bytes(batch, heads, seq) / 4),
+                               std::numeric_limits<float>::quiet_NaN());
+  llk::flash_attention_backward<HD>(dout.dev.data(), q.dev.data(), k.dev.data(), v.dev.data(),
+                                    o.data(), lse.data(), dq.data(), dk.data(), dv.data(), batch,
+                                    seq, heads, kv_heads, float(scale), workspace.data(), nullptr);
+  std::vector<double> want_dq(nq), want_dk(nk), want_dv(nk);
+  llamart::cpu::attention_backward<double>(dout.ref.data(), q.ref.data(), k.ref.data(),
+                                           v.ref.data(), o_ref.data(), lse_ref.data(),
+                                           want_dq.data(), want_dk.data(), want_dv.data(), batch,
+                                           seq, heads, kv_heads, HD, scale);
+  EXPECT_LE(rel_l2(widen(dq), want_dq), 5e-3);
+  EXPECT_LE(rel_l2(widen(dk), want_dk), 5e-3);
+  EXPECT_LE(rel_l2(widen(dv), want_dv), 5e-3);
+}
+
+TEST(FlashAttention, BackwardHeadDim64) {
+  check_backward<64>(1, 128, 2, 2); // whole tiles, MHA
+  check_backward<64>(2, 100, 4, 1); // partial tiles, GQA 4, 2 sequences
+  check_backward<64>(1, 70, 8, 1);  // GQA 8
+}
+
+TEST(FlashAttention, BackwardHeadDim128) {
+  check_backward<128>(1, 96, 4, 1); // 32-query tiles, GQA 4
+  check_backward<128>(1, 75, 8, 1); // GQA 8, partial tiles
+  check_backward<128>(2, 64, 2, 2);
+}
+
+TEST(FlashAttention, BackwardOtherHeadDims) {
+  check_backward<80>(1, 50, 2, 1);
+  check_backward<16>(1, 33, 2, 2);
+}
+
 TEST(FlashAttention, ForwardHeadDim64) {
   check_forward<64>(1, 256, 2, 2);  // whole tiles (128 x 128), MHA
   check_forward<64>(2, 200, 4, 1);  // a partial query and key tile, GQA 4, 2 sequences

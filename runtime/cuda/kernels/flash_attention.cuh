@@ -1,7 +1,8 @@
 // Causal grouped-query attention for training on tensor cores, bf16
-// storage: the FlashAttention-2 forward (Dao 2023), specialized per head
-// dim at compile time. attention.cuh keeps the CUDA-core kernels for fp32
-// storage and for head dims that are not a multiple of 16; EmitCuda picks.
+// storage: the FlashAttention-2 forward and backward (Dao 2023),
+// specialized per head dim at compile time. attention.cuh keeps the
+// CUDA-core kernels for fp32 storage and for head dims that are not a
+// multiple of 16 (or, backward, above 128); EmitCuda picks.
 //
 //   q [batch, seq, heads, HD], k and v [batch, seq, kv_heads, HD] (bf16),
 //   query head h reads KV head h / (heads / kv_heads): the heads of a group
@@ -51,6 +52,29 @@
 // and shared memory (Q + 2 x (K + V), padded) is 90 KiB at HD 64, 102 KiB at
 // 128, 165 KiB at 256 (opt-in above 48 KiB): one block per SM. ptxas
 // (sm_90a): 237, 233 and 245 registers, no spills, no stack frame.
+//
+// Backward, deterministic (no atomics: the runtime's results are bitwise
+// reproducible, resume included). Three kernels:
+//   1. D_i = dO_i . O_i per (row, head), 16-byte loads, into the workspace;
+//   2. dQ: a block per (query tile of 64 rows, head, batch), the forward's
+//      loop over key tiles (K/V double-buffered): S = Q K^T and
+//      dP = dO V^T (Q and dO rows stay in shared memory), P = exp2(S scale
+//      log2 e - lse log2 e) from the saved lse, dS = P (dP - D),
+//      dQ += dS K (K through ldmatrix.trans), dQ scaled once at the end;
+//   3. dK, dV: a block per (key tile of 64 rows, KV head, batch), warp w
+//      owning keys 16w .. 16w + 15; it loops over every query head of the
+//      GQA group and every query tile at or below the diagonal (Q, dO, lse
+//      and D double-buffered), computing the transposed products
+//      S^T = K Q^T, dP^T = V dO^T, then dV += P^T dO and dK += dS^T Q:
+//      the group's sum is in registers, in a fixed order.
+// FlashAttention-2 computes dQ with fp32 atomics in the dK/dV loop (5
+// GEMMs of the tile, not 7 here); that order depends on timing. The price
+// of determinism is the second QK^T and dO V^T: the device run says what
+// it costs (tools/gpu-check).
+// Backward tiles (shapes.h: flash_bwd_*): 4 warps; dQ: 64 query rows x 64
+// keys; dK/dV: 64 keys x 64 query rows (HD <= 64) or 32 (HD <= 128: dK and
+// dV accumulators are HD / 2 registers each). Head dims above 128 keep the
+// CUDA-core backward (their two accumulators alone would fill the file).
 #pragma once
 
 #include "runtime/cuda/kernels/mma.cuh"
@@ -66,7 +90,6 @@ template <int HD> struct FlashTiles {
   static constexpr int kBc = flash_key_rows(HD);
   static constexpr bool kQInRegisters = HD <= 128;
   static constexpr int kStride = HD + 8; // elements per shared row (padded)
-  static constexpr int kChunks = HD / 8; // 16-byte chunks per row
   static constexpr size_t kSmemBytes = size_t(flash_smem_bytes(HD));
   static_assert(kSmemBytes == size_t(2) * kStride * (kBr + 4 * kBc));
 };
@@ -75,19 +98,122 @@ namespace flash {
 
 using bf16 = __nv_bfloat16;
 
+constexpr float kLog2e = 1.44269504088896341f;
+constexpr float kNegInf = -__builtin_huge_valf();
+
 /// cp.async of rows [r0, r0 + R) of a [seq, row_stride] matrix (HD
-/// elements each) into `dst` (kStride per row): 16-byte chunks over the
-/// block's threads, consecutive threads on consecutive chunks of a row
-/// (whole 32-byte sectors); rows at or past `seq` become zeros.
-template <int HD, int R>
+/// elements each) into `dst` (HD + 8 per row): 16-byte chunks over the
+/// block's kThreads threads, consecutive threads on consecutive chunks of a
+/// row (whole 32-byte sectors); rows at or past `seq` become zeros.
+template <int HD, int R, int kThreads>
 __device__ __forceinline__ void load_rows(bf16 *dst, const bf16 *src, int64_t row_stride,
                                           int64_t r0, int64_t seq) {
-  using C = FlashTiles<HD>;
-  for (int c = int(threadIdx.x); c < R * C::kChunks; c += 32 * C::kWarps) {
-    const int r = c / C::kChunks, ch = c % C::kChunks;
+  constexpr int kChunks = HD / 8;
+  for (int c = int(threadIdx.x); c < R * kChunks; c += kThreads) {
+    const int r = c / kChunks, ch = c % kChunks;
     const bool valid = r0 + r < seq;
-    cp_async16(dst + r * C::kStride + ch * 8, src + (valid ? r0 + r : 0) * row_stride + ch * 8,
+    cp_async16(dst + r * (HD + 8) + ch * 8, src + (valid ? r0 + r : 0) * row_stride + ch * 8,
                valid);
+  }
+}
+
+/// The A fragments (16 rows x 16 columns at column 16 kk) of 16 rows at
+/// `a` (stride S): lanes 0-15 address rows 0-15, lanes 16-31 the same rows
+/// 8 columns on.
+template <int S>
+__device__ __forceinline__ const bf16 *a_rows(const bf16 *a, int lane) {
+  return a + (lane % 16) * S + (lane / 16) * 8;
+}
+
+/// c[16 x N] += A[16 x K] B^T for the warp: B's N rows of K at `b` (stride
+/// S) in shared memory, two 8-row n-tiles per ldmatrix.x4 (lanes 0-7: rows
+/// 0-7 columns 0-7, 8-15: rows 0-7 columns 8-15, 16-31 rows 8-15 likewise).
+/// `a_frag(kk, a)` gives the A fragments of k-step kk.
+template <int N, int K, int S, typename AFrag>
+__device__ __forceinline__ void mma_abt(float (&c)[N / 8][4], AFrag a_frag, const bf16 *b,
+                                        int lane) {
+  static_assert(N % 16 == 0 && K % 16 == 0, "whole 16 x 16 steps");
+  const bf16 *const b_row = b + ((lane / 16) * 8 + lane % 8) * S + ((lane / 8) % 2) * 8;
+#pragma unroll
+  for (int kk = 0; kk < K / 16; ++kk) {
+    uint32_t a[4];
+    a_frag(kk, a);
+#pragma unroll
+    for (int np = 0; np < N / 16; ++np) {
+      uint32_t bf[4];
+      ldmatrix<4>(bf, b_row + 16 * np * S + 16 * kk);
+      const uint32_t b0[2] = {bf[0], bf[1]}, b1[2] = {bf[2], bf[3]};
+      mma_bf16_16816(c[2 * np], a, b0, c[2 * np]);
+      mma_bf16_16816(c[2 * np + 1], a, b1, c[2 * np + 1]);
+    }
+  }
+}
+
+/// The same with A's 16 rows at `a` (stride S) in shared memory.
+template <int N, int K, int S>
+__device__ __forceinline__ void mma_abt_shared(float (&c)[N / 8][4], const bf16 *a, const bf16 *b,
+                                               int lane) {
+  const bf16 *const a_row = a_rows<S>(a, lane);
+  mma_abt<N, K, S>(
+      c, [&](int kk, uint32_t(&f)[4]) { ldmatrix<4>(f, a_row + 16 * kk); }, b, lane);
+}
+
+/// c[16 x N] += P[16 x K] B for the warp: P as fp32 accumulator fragments
+/// (K / 8 n-tiles of a previous mma: their C layout is the A layout of the
+/// k-steps, rounded to bf16 here), B's K rows of N at `b` (stride S) in
+/// shared memory through ldmatrix.x4.trans (lanes 0-7: rows 0-7, 8-15: rows
+/// 8-15, at columns 0-7; 16-31 the same at columns 8-15).
+template <int N, int K, int S>
+__device__ __forceinline__ void mma_pb(float (&c)[N / 8][4], const float (&p)[K / 8][4],
+                                       const bf16 *b, int lane) {
+  static_assert(N % 16 == 0 && K % 16 == 0, "whole 16 x 16 steps");
+  const bf16 *const b_row = b + (lane % 16) * S + (lane / 16) * 8;
+#pragma unroll
+  for (int kk = 0; kk < K / 16; ++kk) {
+    const uint32_t pa[4] = {pack_bf16x2(p[2 * kk][0], p[2 * kk][1]),
+                            pack_bf16x2(p[2 * kk][2], p[2 * kk][3]),
+                            pack_bf16x2(p[2 * kk + 1][0], p[2 * kk + 1][1]),
+                            pack_bf16x2(p[2 * kk + 1][2], p[2 * kk + 1][3])};
+#pragma unroll
+    for (int dp = 0; dp < N / 16; ++dp) {
+      uint32_t bf[4];
+      ldmatrix_t<4>(bf, b_row + 16 * kk * S + 16 * dp);
+      const uint32_t b0[2] = {bf[0], bf[1]}, b1[2] = {bf[2], bf[3]};
+      mma_bf16_16816(c[2 * dp], pa, b0, c[2 * dp]);
+      mma_bf16_16816(c[2 * dp + 1], pa, b1, c[2 * dp + 1]);
+    }
+  }
+}
+
+template <int N> __device__ __forceinline__ void zero(float (&c)[N][4]) {
+#pragma unroll
+  for (int n = 0; n < N; ++n)
+    c[n][0] = c[n][1] = c[n][2] = c[n][3] = 0.0f;
+}
+
+/// Writes the warp's 16 x HD accumulator as bf16 rows, row g times
+/// scale[0] and row g + 8 times scale[1]: staged in `stage` (16 rows of
+/// stride HD + 8, the warp's own: no other warp touches them), then 16-byte
+/// stores of the first `valid` rows to dst + r * row_stride.
+template <int HD>
+__device__ __forceinline__ void store_rows(const float (&acc)[HD / 8][4], const float (&scale)[2],
+                                           bf16 *stage, bf16 *dst, int64_t row_stride,
+                                           int64_t valid, int lane) {
+  constexpr int S = HD + 8, kChunks = HD / 8;
+  const int g = lane / 4, t = lane % 4;
+#pragma unroll
+  for (int d = 0; d < HD / 8; ++d) {
+    shared_st(*reinterpret_cast<uint32_t *>(stage + g * S + 8 * d + 2 * t),
+              pack_bf16x2(acc[d][0] * scale[0], acc[d][1] * scale[0]));
+    shared_st(*reinterpret_cast<uint32_t *>(stage + (g + 8) * S + 8 * d + 2 * t),
+              pack_bf16x2(acc[d][2] * scale[1], acc[d][3] * scale[1]));
+  }
+  __syncwarp();
+  for (int c = lane; c < 16 * kChunks; c += 32) {
+    const int r = c / kChunks, ch = c % kChunks;
+    if (r < valid)
+      store<8>(dst + r * row_stride + 8 * ch,
+               shared_ld(*reinterpret_cast<const Pack<bf16, 8> *>(stage + r * S + 8 * ch)));
   }
 }
 
@@ -102,8 +228,8 @@ __global__ void __launch_bounds__(32 * FlashTiles<HD>::kWarps)
                                    int64_t seq, int64_t heads, int64_t kv_heads,
                                    float scale_log2) {
   using C = FlashTiles<HD>;
-  using flash::bf16;
-  constexpr int S = C::kStride, Br = C::kBr, Bc = C::kBc;
+  using namespace flash;
+  constexpr int S = C::kStride, Br = C::kBr, Bc = C::kBc, kThreads = 32 * C::kWarps;
   LLK_DYNAMIC_SHARED(smem);
   bf16 *const sq = reinterpret_cast<bf16 *>(smem); // Br rows
   bf16 *const sk = sq + Br * S;                     // 2 buffers of Bc rows
@@ -118,30 +244,28 @@ __global__ void __launch_bounds__(32 * FlashTiles<HD>::kWarps)
   const bf16 *const qb = q + (b * seq * heads + h) * HD;
   const bf16 *const kb = k + (b * seq * kv_heads + kvh) * HD;
   const bf16 *const vb = v + (b * seq * kv_heads + kvh) * HD;
-  const int64_t warp_row = q0 + 16 * warp;           // the warp's first row
+  const int64_t warp_row = q0 + 16 * warp;                  // the warp's first row
   const int64_t rows[2] = {warp_row + g, warp_row + g + 8}; // this lane's rows
   const int64_t key_tiles = (min_i64(q0 + Br, seq) - 1) / Bc + 1; // up to the diagonal
 
-  flash::load_rows<HD, Br>(sq, qb, q_stride, q0, seq);
-  flash::load_rows<HD, Bc>(sk, kb, kv_stride, 0, seq);
-  flash::load_rows<HD, Bc>(sv, vb, kv_stride, 0, seq);
+  load_rows<HD, Br, kThreads>(sq, qb, q_stride, q0, seq);
+  load_rows<HD, Bc, kThreads>(sk, kb, kv_stride, 0, seq);
+  load_rows<HD, Bc, kThreads>(sv, vb, kv_stride, 0, seq);
   cp_async_commit();
 
-  // This warp's 16 Q rows as A fragments, k-step kk (16 dims): lanes 0-15
-  // address rows 0-15 at column 16 kk, lanes 16-31 the same rows at + 8.
-  const bf16 *const q_frag_row = sq + (16 * warp + lane % 16) * S + (lane / 16) * 8;
+  // This warp's 16 Q rows as A fragments: in registers for the whole loop
+  // (HD <= 128), else read from shared memory at each tile.
+  const bf16 *const q_row = a_rows<S>(sq + 16 * warp * S, lane);
   uint32_t qf[C::kQInRegisters ? HD / 16 : 1][4];
   float acc[HD / 8][4];
-#pragma unroll
-  for (int d = 0; d < HD / 8; ++d)
-    acc[d][0] = acc[d][1] = acc[d][2] = acc[d][3] = 0.0f;
-  float m[2] = {-__int_as_float(0x7f800000), -__int_as_float(0x7f800000)}, l[2] = {0.0f, 0.0f};
+  zero(acc);
+  float m[2] = {kNegInf, kNegInf}, l[2] = {0.0f, 0.0f};
 
   for (int64_t j = 0; j < key_tiles; ++j) {
     const int buf = int(j & 1);
     if (j + 1 < key_tiles) {
-      flash::load_rows<HD, Bc>(sk + (buf ^ 1) * Bc * S, kb, kv_stride, (j + 1) * Bc, seq);
-      flash::load_rows<HD, Bc>(sv + (buf ^ 1) * Bc * S, vb, kv_stride, (j + 1) * Bc, seq);
+      load_rows<HD, Bc, kThreads>(sk + (buf ^ 1) * Bc * S, kb, kv_stride, (j + 1) * Bc, seq);
+      load_rows<HD, Bc, kThreads>(sv + (buf ^ 1) * Bc * S, vb, kv_stride, (j + 1) * Bc, seq);
       cp_async_commit();
       cp_async_wait<1>(); // tile j (and Q) landed; j + 1 may still fly
     } else {
@@ -152,37 +276,25 @@ __global__ void __launch_bounds__(32 * FlashTiles<HD>::kWarps)
       if (j == 0) {
 #pragma unroll
         for (int kk = 0; kk < HD / 16; ++kk)
-          ldmatrix<4>(qf[kk], q_frag_row + 16 * kk);
+          ldmatrix<4>(qf[kk], q_row + 16 * kk);
       }
     const int64_t key0 = j * Bc;
     if (key0 <= warp_row + 15) { // some key of the tile is visible to a row of the warp
       const bf16 *const ks = sk + buf * Bc * S, *const vs = sv + buf * Bc * S;
-      // S = Q K^T: n-tiles of 8 keys, two per ldmatrix.x4 (lanes 0-7: keys
-      // 0-7 dims 0-7, 8-15: keys 0-7 dims 8-15, 16-31: keys 8-15 likewise).
       float s[Bc / 8][4];
+      zero(s);
+      mma_abt<Bc, HD, S>(
+          s,
+          [&](int kk, uint32_t(&a)[4]) {
+            if constexpr (C::kQInRegisters) {
 #pragma unroll
-      for (int n = 0; n < Bc / 8; ++n)
-        s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.0f;
-      const bf16 *const k_frag_row = ks + ((lane / 16) * 8 + lane % 8) * S + ((lane / 8) % 2) * 8;
-#pragma unroll
-      for (int kk = 0; kk < HD / 16; ++kk) {
-        uint32_t a[4];
-        if constexpr (C::kQInRegisters) {
-#pragma unroll
-          for (int r = 0; r < 4; ++r)
-            a[r] = qf[kk][r];
-        } else {
-          ldmatrix<4>(a, q_frag_row + 16 * kk);
-        }
-#pragma unroll
-        for (int np = 0; np < Bc / 16; ++np) {
-          uint32_t kf[4];
-          ldmatrix<4>(kf, k_frag_row + 16 * np * S + 16 * kk);
-          const uint32_t b0[2] = {kf[0], kf[1]}, b1[2] = {kf[2], kf[3]};
-          mma_bf16_16816(s[2 * np], a, b0, s[2 * np]);
-          mma_bf16_16816(s[2 * np + 1], a, b1, s[2 * np + 1]);
-        }
-      }
+              for (int r = 0; r < 4; ++r)
+                a[r] = qf[kk][r];
+            } else {
+              ldmatrix<4>(a, q_row + 16 * kk);
+            }
+          },
+          ks, lane);
       // Scale into the log2 domain; mask keys past the row where the tile
       // crosses the warp's diagonal.
       const bool diagonal = key0 + Bc - 1 > warp_row;
@@ -193,7 +305,7 @@ __global__ void __launch_bounds__(32 * FlashTiles<HD>::kWarps)
         for (int i = 0; i < 4; ++i) {
           float x = s[n][i] * scale_log2;
           if (diagonal && key0 + 8 * n + 2 * t + (i & 1) > rows[i / 2])
-            x = -__int_as_float(0x7f800000);
+            x = kNegInf;
           s[n][i] = x;
           mx[i / 2] = x > mx[i / 2] ? x : mx[i / 2];
         }
@@ -223,33 +335,13 @@ __global__ void __launch_bounds__(32 * FlashTiles<HD>::kWarps)
           s[n][i] = p;
           l[i / 2] += p; // this lane's part of the row sum (quad-summed at the end)
         }
-      // O += P V: k-step kk covers keys 16 kk .. 16 kk + 15 (n-tiles 2kk,
-      // 2kk + 1 of S); ldmatrix.x4.trans gives the B fragments of two
-      // 8-dim n-tiles (lanes 0-7: keys 0-7, 8-15: keys 8-15, at dims 0-7;
-      // 16-31 the same at dims 8-15).
-      const bf16 *const v_frag_row = vs + (lane % 16) * S + (lane / 16) * 8;
-#pragma unroll
-      for (int kk = 0; kk < Bc / 16; ++kk) {
-        const uint32_t pa[4] = {pack_bf16x2(s[2 * kk][0], s[2 * kk][1]),
-                                pack_bf16x2(s[2 * kk][2], s[2 * kk][3]),
-                                pack_bf16x2(s[2 * kk + 1][0], s[2 * kk + 1][1]),
-                                pack_bf16x2(s[2 * kk + 1][2], s[2 * kk + 1][3])};
-#pragma unroll
-        for (int dp = 0; dp < HD / 16; ++dp) {
-          uint32_t vf[4];
-          ldmatrix_t<4>(vf, v_frag_row + 16 * kk * S + 16 * dp);
-          const uint32_t b0[2] = {vf[0], vf[1]}, b1[2] = {vf[2], vf[3]};
-          mma_bf16_16816(acc[2 * dp], pa, b0, acc[2 * dp]);
-          mma_bf16_16816(acc[2 * dp + 1], pa, b1, acc[2 * dp + 1]);
-        }
-      }
+      mma_pb<HD, Bc, S>(acc, s, vs, lane); // O += P V
     }
     __syncthreads(); // every warp is done with buffer `buf` before it is refilled
   }
 
-  // Epilogue: the row sums over the quad, O / l as bf16 into the warp's own
-  // 16 rows of the Q buffer (no other warp reads them), then 16-byte rows
-  // out; lse for the rows below seq.
+  // Epilogue: the row sums over the quad, O / l as bf16 through the warp's
+  // own 16 rows of the Q buffer; lse for the rows below seq.
   float inv[2];
 #pragma unroll
   for (int r = 0; r < 2; ++r) {
@@ -257,21 +349,8 @@ __global__ void __launch_bounds__(32 * FlashTiles<HD>::kWarps)
     l[r] += __shfl_xor_sync(0xffffffffu, l[r], 2);
     inv[r] = 1.0f / l[r];
   }
-  bf16 *const so = sq + 16 * warp * S;
-#pragma unroll
-  for (int d = 0; d < HD / 8; ++d) {
-    shared_st(*reinterpret_cast<uint32_t *>(so + g * S + 8 * d + 2 * t),
-              pack_bf16x2(acc[d][0] * inv[0], acc[d][1] * inv[0]));
-    shared_st(*reinterpret_cast<uint32_t *>(so + (g + 8) * S + 8 * d + 2 * t),
-              pack_bf16x2(acc[d][2] * inv[1], acc[d][3] * inv[1]));
-  }
-  __syncwarp();
-  for (int c = lane; c < 16 * C::kChunks; c += 32) {
-    const int r = c / C::kChunks, ch = c % C::kChunks;
-    if (warp_row + r < seq)
-      store<8>(o + ((b * seq + warp_row + r) * heads + h) * HD + 8 * ch,
-               shared_ld(*reinterpret_cast<const Pack<bf16, 8> *>(so + r * S + 8 * ch)));
-  }
+  store_rows<HD>(acc, inv, sq + 16 * warp * S, o + ((b * seq + warp_row) * heads + h) * HD,
+                 q_stride, seq - warp_row, lane);
   if (t == 0)
 #pragma unroll
     for (int r = 0; r < 2; ++r)
@@ -298,7 +377,287 @@ void flash_attention_forward(const __nv_bfloat16 *q, const __nv_bfloat16 *k,
                     dim3(unsigned(ceil_div(seq, int64_t(C::kBr))), unsigned(heads),
                          unsigned(batch)),
                     dim3(32 * C::kWarps), C::kSmemBytes, stream, q, k, v, o, lse, seq, heads,
-                    kv_heads, scale * 1.44269504088896341f);
+                    kv_heads, scale * flash::kLog2e);
+}
+
+// ---- backward ---------------------------------------------------------------
+
+template <int HD> struct FlashBwdTiles {
+  static_assert(flash_attention_backward_supports(HD),
+                "the tensor-core attention backward takes head dims that are multiples of "
+                "16, up to 128");
+  static constexpr int kWarps = 4;
+  static constexpr int kThreads = 32 * kWarps;
+  static constexpr int kStride = HD + 8;
+  static constexpr int kDqRows = 64;                         // dQ: query rows a block
+  static constexpr int kDqKeys = 64;                         // dQ: keys a tile
+  static constexpr int kKeys = 16 * kWarps;                  // dK/dV: keys a block
+  static constexpr int kQueries = flash_bwd_query_rows(HD);  // dK/dV: queries a tile
+  static constexpr size_t kDqSmemBytes = size_t(flash_bwd_dq_smem_bytes(HD));
+  static constexpr size_t kDkvSmemBytes = size_t(flash_bwd_dkv_smem_bytes(HD));
+  static_assert(kDqSmemBytes == size_t(2) * kStride * (2 * kDqRows + 4 * kDqKeys));
+  static_assert(kDkvSmemBytes ==
+                size_t(2) * kStride * (2 * kKeys + 4 * kQueries) + size_t(16) * kQueries);
+};
+
+/// Lanes per row of the D kernel: the row's 16-byte packs rounded up to a
+/// power of two (HD <= 128: at most 16).
+LLK_HOST_DEVICE constexpr int flash_delta_lanes(int packs) {
+  return packs <= 1 ? 1 : 2 * flash_delta_lanes((packs + 1) / 2);
+}
+
+/// D = rowsum(dO * O) per (batch, query row, head) into delta[(b * heads +
+/// h) * seq + i]: one 16-byte pack per lane (lanes past the row's packs
+/// idle), shuffle sum over the row's lanes.
+template <int HD>
+__global__ void __launch_bounds__(256)
+    flash_attention_delta_kernel(const __nv_bfloat16 *__restrict__ dout,
+                                 const __nv_bfloat16 *__restrict__ o,
+                                 float *__restrict__ delta, int64_t rows, int64_t seq,
+                                 int64_t heads) {
+  constexpr int kLanes = flash_delta_lanes(HD / 8);
+  static_assert(kLanes <= 32, "a row within one warp");
+  const int64_t row = (int64_t(blockIdx.x) * 256 + threadIdx.x) / kLanes;
+  const int part = int(threadIdx.x) % kLanes;
+  float d = 0.0f;
+  if (row < rows && part < HD / 8) {
+    const Floats<8> x = load_floats<8>(dout + row * HD + 8 * part);
+    const Floats<8> y = load_floats<8>(o + row * HD + 8 * part);
+#pragma unroll
+    for (int e = 0; e < 8; ++e)
+      d += x.v[e] * y.v[e];
+  }
+#pragma unroll
+  for (int off = kLanes / 2; off > 0; off >>= 1)
+    d += __shfl_xor_sync(0xffffffffu, d, off);
+  if (row < rows && part == 0) {
+    const int64_t h = row % heads, i = (row / heads) % seq, b = row / (heads * seq);
+    delta[(b * heads + h) * seq + i] = d;
+  }
+}
+
+/// dQ for a (query tile, head, batch): the forward's loop over key tiles.
+template <int HD>
+__global__ void __launch_bounds__(FlashBwdTiles<HD>::kThreads)
+    flash_attention_dq_kernel(const __nv_bfloat16 *__restrict__ dout,
+                              const __nv_bfloat16 *__restrict__ q,
+                              const __nv_bfloat16 *__restrict__ k,
+                              const __nv_bfloat16 *__restrict__ v,
+                              const float *__restrict__ lse, const float *__restrict__ delta,
+                              __nv_bfloat16 *__restrict__ dq, int64_t seq, int64_t heads,
+                              int64_t kv_heads, float scale, float scale_log2) {
+  using C = FlashBwdTiles<HD>;
+  using namespace flash;
+  constexpr int S = C::kStride, Br = C::kDqRows, Bc = C::kDqKeys;
+  LLK_DYNAMIC_SHARED(smem);
+  bf16 *const sq = reinterpret_cast<bf16 *>(smem); // Br rows
+  bf16 *const sdo = sq + Br * S;                    // Br rows
+  bf16 *const sk = sdo + Br * S;                    // 2 buffers of Bc rows
+  bf16 *const sv = sk + 2 * Bc * S;                 // 2 buffers of Bc rows
+
+  const int warp = int(threadIdx.x) / 32, lane = int(threadIdx.x) % 32;
+  const int g = lane / 4, t = lane % 4;
+  const int64_t q_tiles = ceil_div(seq, int64_t(Br));
+  const int64_t q0 = (q_tiles - 1 - int64_t(blockIdx.x)) * Br; // longest rows first
+  const int64_t h = blockIdx.y, b = blockIdx.z, kvh = h / (heads / kv_heads);
+  const int64_t q_stride = heads * HD, kv_stride = kv_heads * HD;
+  const int64_t q_off = (b * seq * heads + h) * HD, kv_off = (b * seq * kv_heads + kvh) * HD;
+  const int64_t warp_row = q0 + 16 * warp;
+  const int64_t rows[2] = {warp_row + g, warp_row + g + 8};
+  const int64_t key_tiles = (min_i64(q0 + Br, seq) - 1) / Bc + 1;
+
+  load_rows<HD, Br, C::kThreads>(sq, q + q_off, q_stride, q0, seq);
+  load_rows<HD, Br, C::kThreads>(sdo, dout + q_off, q_stride, q0, seq);
+  load_rows<HD, Bc, C::kThreads>(sk, k + kv_off, kv_stride, 0, seq);
+  load_rows<HD, Bc, C::kThreads>(sv, v + kv_off, kv_stride, 0, seq);
+  cp_async_commit();
+  // This lane's two rows: lse in the log2 domain and D (rows past seq: 0,
+  // their P is masked to 0).
+  float lse2[2], dr[2];
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    const int64_t stat = (b * heads + h) * seq + rows[r];
+    lse2[r] = rows[r] < seq ? lse[stat] * kLog2e : 0.0f;
+    dr[r] = rows[r] < seq ? delta[stat] : 0.0f;
+  }
+  float acc[HD / 8][4];
+  zero(acc);
+
+  for (int64_t j = 0; j < key_tiles; ++j) {
+    const int buf = int(j & 1);
+    if (j + 1 < key_tiles) {
+      load_rows<HD, Bc, C::kThreads>(sk + (buf ^ 1) * Bc * S, k + kv_off, kv_stride,
+                                     (j + 1) * Bc, seq);
+      load_rows<HD, Bc, C::kThreads>(sv + (buf ^ 1) * Bc * S, v + kv_off, kv_stride,
+                                     (j + 1) * Bc, seq);
+      cp_async_commit();
+      cp_async_wait<1>();
+    } else {
+      cp_async_wait<0>();
+    }
+    __syncthreads();
+    const int64_t key0 = j * Bc;
+    if (key0 <= warp_row + 15) {
+      const bf16 *const ks = sk + buf * Bc * S, *const vs = sv + buf * Bc * S;
+      float s[Bc / 8][4], dp[Bc / 8][4];
+      zero(s);
+      zero(dp);
+      mma_abt_shared<Bc, HD, S>(s, sq + 16 * warp * S, ks, lane);   // S = Q K^T
+      mma_abt_shared<Bc, HD, S>(dp, sdo + 16 * warp * S, vs, lane); // dP = dO V^T
+#pragma unroll
+      for (int n = 0; n < Bc / 8; ++n)
+#pragma unroll
+        for (int i = 0; i < 4; ++i) {
+          const int64_t key = key0 + 8 * n + 2 * t + (i & 1), row = rows[i / 2];
+          const float p =
+              key <= row && row < seq ? exp2f(s[n][i] * scale_log2 - lse2[i / 2]) : 0.0f;
+          s[n][i] = p * (dp[n][i] - dr[i / 2]); // dS
+        }
+      mma_pb<HD, Bc, S>(acc, s, ks, lane); // dQ += dS K
+    }
+    __syncthreads();
+  }
+  const float sc[2] = {scale, scale};
+  store_rows<HD>(acc, sc, sq + 16 * warp * S, dq + q_off + warp_row * q_stride, q_stride,
+                 seq - warp_row, lane);
+}
+
+/// dK and dV for a (key tile, KV head, batch): every query head of the
+/// group, every query tile at or below the diagonal.
+template <int HD>
+__global__ void __launch_bounds__(FlashBwdTiles<HD>::kThreads)
+    flash_attention_dkv_kernel(const __nv_bfloat16 *__restrict__ dout,
+                               const __nv_bfloat16 *__restrict__ q,
+                               const __nv_bfloat16 *__restrict__ k,
+                               const __nv_bfloat16 *__restrict__ v,
+                               const float *__restrict__ lse, const float *__restrict__ delta,
+                               __nv_bfloat16 *__restrict__ dk, __nv_bfloat16 *__restrict__ dv,
+                               int64_t seq, int64_t heads, int64_t kv_heads, float scale,
+                               float scale_log2) {
+  using C = FlashBwdTiles<HD>;
+  using namespace flash;
+  constexpr int S = C::kStride, Bk = C::kKeys, Bq = C::kQueries;
+  LLK_DYNAMIC_SHARED(smem);
+  bf16 *const sk = reinterpret_cast<bf16 *>(smem); // Bk rows
+  bf16 *const sv = sk + Bk * S;                     // Bk rows
+  bf16 *const sq = sv + Bk * S;                     // 2 buffers of Bq rows
+  bf16 *const sdo = sq + 2 * Bq * S;                // 2 buffers of Bq rows
+  float *const slse = reinterpret_cast<float *>(sdo + 2 * Bq * S); // 2 x Bq (log2 domain)
+  float *const sd = slse + 2 * Bq;                                 // 2 x Bq
+
+  const int warp = int(threadIdx.x) / 32, lane = int(threadIdx.x) % 32;
+  const int g = lane / 4, t = lane % 4;
+  const int64_t k0 = int64_t(blockIdx.x) * Bk; // key tile 0 (the most queries) first
+  const int64_t kvh = blockIdx.y, b = blockIdx.z, group = heads / kv_heads;
+  const int64_t q_stride = heads * HD, kv_stride = kv_heads * HD;
+  const int64_t kv_off = (b * seq * kv_heads + kvh) * HD;
+  const int64_t warp_key = k0 + 16 * warp;
+  const int64_t keys[2] = {warp_key + g, warp_key + g + 8};
+  const int64_t first = k0 / Bq, per_head = ceil_div(seq, int64_t(Bq)) - first;
+  const int64_t steps = group * per_head; // (head, query tile) pairs, head-major
+
+  // Q, dO, lse and D of step n into buffer `buf`.
+  auto load_step = [&](int64_t n, int buf) {
+    const int64_t h = kvh * group + n / per_head, q0 = (first + n % per_head) * Bq;
+    const int64_t q_off = (b * seq * heads + h) * HD;
+    load_rows<HD, Bq, C::kThreads>(sq + buf * Bq * S, q + q_off, q_stride, q0, seq);
+    load_rows<HD, Bq, C::kThreads>(sdo + buf * Bq * S, dout + q_off, q_stride, q0, seq);
+    for (int i = int(threadIdx.x); i < Bq; i += C::kThreads) {
+      const int64_t stat = (b * heads + h) * seq + q0 + i;
+      const bool valid = q0 + i < seq;
+      shared_st(slse[buf * Bq + i], valid ? lse[stat] * kLog2e : 0.0f);
+      shared_st(sd[buf * Bq + i], valid ? delta[stat] : 0.0f);
+    }
+  };
+  load_rows<HD, Bk, C::kThreads>(sk, k + kv_off, kv_stride, k0, seq);
+  load_rows<HD, Bk, C::kThreads>(sv, v + kv_off, kv_stride, k0, seq);
+  load_step(0, 0);
+  cp_async_commit();
+  float dkacc[HD / 8][4], dvacc[HD / 8][4];
+  zero(dkacc);
+  zero(dvacc);
+
+  for (int64_t n = 0; n < steps; ++n) {
+    const int buf = int(n & 1);
+    if (n + 1 < steps) {
+      load_step(n + 1, buf ^ 1);
+      cp_async_commit();
+      cp_async_wait<1>();
+    } else {
+      cp_async_wait<0>();
+    }
+    __syncthreads();
+    const int64_t q0 = (first + n % per_head) * Bq;
+    if (q0 + Bq - 1 >= warp_key) { // some query of the tile sees a key of the warp
+      const bf16 *const qs = sq + buf * Bq * S, *const dos = sdo + buf * Bq * S;
+      float st[Bq / 8][4], dpt[Bq / 8][4];
+      zero(st);
+      zero(dpt);
+      mma_abt_shared<Bq, HD, S>(st, sk + 16 * warp * S, qs, lane);   // S^T = K Q^T
+      mma_abt_shared<Bq, HD, S>(dpt, sv + 16 * warp * S, dos, lane); // dP^T = V dO^T
+#pragma unroll
+      for (int c = 0; c < Bq / 8; ++c)
+#pragma unroll
+        for (int i = 0; i < 4; ++i) {
+          const int col = 8 * c + 2 * t + (i & 1);
+          const int64_t query = q0 + col;
+          const float l2 = shared_ld(slse[buf * Bq + col]);
+          const float p = query >= keys[i / 2] && query < seq
+                              ? exp2f(st[c][i] * scale_log2 - l2)
+                              : 0.0f;
+          st[c][i] = p;                                               // P^T
+          dpt[c][i] = p * (dpt[c][i] - shared_ld(sd[buf * Bq + col])); // dS^T
+        }
+      mma_pb<HD, Bq, S>(dvacc, st, dos, lane); // dV += P^T dO
+      mma_pb<HD, Bq, S>(dkacc, dpt, qs, lane); // dK += dS^T Q
+    }
+    __syncthreads();
+  }
+  const float one[2] = {1.0f, 1.0f}, sc[2] = {scale, scale};
+  store_rows<HD>(dkacc, sc, sk + 16 * warp * S, dk + kv_off + warp_key * kv_stride, kv_stride,
+                 seq - warp_key, lane);
+  store_rows<HD>(dvacc, one, sv + 16 * warp * S, dv + kv_off + warp_key * kv_stride, kv_stride,
+                 seq - warp_key, lane);
+}
+
+/// The backward: dq [batch, seq, heads, HD], dk and dv [batch, seq,
+/// kv_heads, HD] overwritten; `workspace` holds D
+/// (attention_backward_workspace_bytes).
+template <int HD>
+void flash_attention_backward(const __nv_bfloat16 *dout, const __nv_bfloat16 *q,
+                              const __nv_bfloat16 *k, const __nv_bfloat16 *v,
+                              const __nv_bfloat16 *o, const float *lse, __nv_bfloat16 *dq,
+                              __nv_bfloat16 *dk, __nv_bfloat16 *dv, int64_t batch, int64_t seq,
+                              int64_t heads, int64_t kv_heads, float scale, void *workspace,
+                              cudaStream_t stream) {
+  using C = FlashBwdTiles<HD>;
+  float *delta = static_cast<float *>(workspace);
+  const int64_t rows = batch * seq * heads;
+  auto *d_kernel = &flash_attention_delta_kernel<HD>;
+  LLAMA_LAUNCH(d_kernel, dim3(unsigned(ceil_div(rows * flash_delta_lanes(HD / 8), 256))),
+               dim3(256), stream,
+               dout, o, delta, rows, seq, heads);
+  auto *dq_kernel = &flash_attention_dq_kernel<HD>;
+  auto *dkv_kernel = &flash_attention_dkv_kernel<HD>;
+#ifndef LLAMA_CUDA_EMULATE
+  static const cudaError_t opted_dq = cudaFuncSetAttribute(
+      dq_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(C::kDqSmemBytes));
+  static const cudaError_t opted_dkv = cudaFuncSetAttribute(
+      dkv_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(C::kDkvSmemBytes));
+  (void)opted_dq;
+  (void)opted_dkv;
+#endif
+  const float scale_log2 = scale * flash::kLog2e;
+  LLAMA_LAUNCH_SMEM(dq_kernel,
+                    dim3(unsigned(ceil_div(seq, int64_t(C::kDqRows))), unsigned(heads),
+                         unsigned(batch)),
+                    dim3(C::kThreads), C::kDqSmemBytes, stream, dout, q, k, v, lse, delta, dq,
+                    seq, heads, kv_heads, scale, scale_log2);
+  LLAMA_LAUNCH_SMEM(dkv_kernel,
+                    dim3(unsigned(ceil_div(seq, int64_t(C::kKeys))), unsigned(kv_heads),
+                         unsigned(batch)),
+                    dim3(C::kThreads), C::kDkvSmemBytes, stream, dout, q, k, v, lse, delta, dk,
+                    dv, seq, heads, kv_heads, scale, scale_log2);
 }
 
 } // namespace llk

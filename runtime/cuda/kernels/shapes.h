@@ -105,6 +105,25 @@ LLK_HOST_DEVICE constexpr int64_t flash_smem_bytes(int64_t head_dim) {
   return 2 * (head_dim + 8) * (flash_query_rows(head_dim) + 4 * flash_key_rows(head_dim));
 }
 
+/// flash_attention.cuh's backward (4 warps): dQ blocks of 64 query rows over
+/// 64-key tiles; dK/dV blocks of 64 keys over query tiles of 64 rows (HD <=
+/// 64) or 32 (HD <= 128), Q, dO, lse and D double-buffered.
+LLK_HOST_DEVICE constexpr bool flash_attention_backward_supports(int64_t head_dim) {
+  return head_dim % 16 == 0 && head_dim >= 16 && head_dim <= 128;
+}
+LLK_HOST_DEVICE constexpr int flash_bwd_query_rows(int64_t head_dim) {
+  return head_dim <= 64 ? 64 : 32;
+}
+/// Q, dO (64 rows each) + 2 buffers x (K + V) (64 rows each).
+LLK_HOST_DEVICE constexpr int64_t flash_bwd_dq_smem_bytes(int64_t head_dim) {
+  return 2 * (head_dim + 8) * (2 * 64 + 4 * 64);
+}
+/// K, V (64 rows each) + 2 buffers x (Q + dO) + 2 buffers x (lse + D).
+LLK_HOST_DEVICE constexpr int64_t flash_bwd_dkv_smem_bytes(int64_t head_dim) {
+  return 2 * (head_dim + 8) * (2 * 64 + 4 * flash_bwd_query_rows(head_dim)) +
+         16 * flash_bwd_query_rows(head_dim);
+}
+
 /// attention_cached.cuh: splits of the key range per (batch, query row, KV
 /// head, head chunk) block (flash-decoding); `rows` counts those blocks. A
 /// decode step at batch 1 has as few as KV heads (4 to 8): without splits a handful of SMs would read the whole

@@ -4,6 +4,7 @@
 
 #include "dialects/llama/IR/LlamaOps.h"
 #include "passes/remat/CostModel.h"
+#include "runtime/cuda/kernels/shapes.h"
 
 #include "mlir/Dialect/Func/IR/FuncOps.h"
 #include "llvm/Support/Format.h"
@@ -59,6 +60,15 @@ constexpr double kLinkFraction = 0.8;
 // instruction per scheduler per clock: an upper bound on that kernel's speed.
 constexpr double kAttnFwdPerSlot = 4, kAttnFwdFixed = 18;
 constexpr double kAttnBwdPerSlot = 12, kAttnBwdFixed = 52;
+// The tensor-core attention (runtime/cuda/kernels/flash_attention.cuh; bf16
+// storage, head dims that are multiples of 16: forward up to 256, backward
+// up to 128): its tile GEMMs at FlashAttention-2's measured H100 rate, about
+// 35% of peak (298-335 TF/s forward, FA3 paper), until tools/gpu-check
+// measures ours. The causal forward is 4 D FLOPs per (query, key) pair (QK^T
+// and PV); the deterministic backward runs 7 such tile GEMMs to the
+// forward's 2 (QK^T and dO V^T in both its kernels, then dV, dK, dQ): 3.5x.
+constexpr double kFlashFraction = 0.35;
+constexpr double kFlashBackwardOverForward = 3.5;
 // AdamW on fp32 state: the gradient norm reads the gradient (4 bytes), the
 // update reads gradient, both moments and the master weight (16) and writes
 // the moments, the master and the bf16 copy (14).
@@ -165,10 +175,18 @@ TrainingEstimate estimateTraining(ModuleOp module, const GpuSpec &gpu, int64_t m
       auto q = cast<RankedTensorType>(op.getOperand(isa<AttentionOp>(op) ? 0 : 1).getType())
                    .getShape();
       const double pairs = double(q[0]) * double(q[2]) * double(q[1]) * double(q[1] + 1) / 2;
-      const double slots = double((q[3] + 31) / 32);
-      const double perPair = isa<AttentionOp>(op) ? kAttnFwdPerSlot * slots + kAttnFwdFixed
-                                                  : kAttnBwdPerSlot * slots + kAttnBwdFixed;
-      seconds = pairs * perPair / issueRate;
+      const bool forward = isa<AttentionOp>(op);
+      if (forward ? llk::flash_attention_supports(q[3])
+                  : llk::flash_attention_backward_supports(q[3])) {
+        const double flops =
+            4.0 * double(q[3]) * pairs * (forward ? 1.0 : kFlashBackwardOverForward);
+        seconds = flops / (gpu.peakFlops * kFlashFraction);
+      } else {
+        const double slots = double((q[3] + 31) / 32);
+        const double perPair = forward ? kAttnFwdPerSlot * slots + kAttnFwdFixed
+                                       : kAttnBwdPerSlot * slots + kAttnBwdFixed;
+        seconds = pairs * perPair / issueRate;
+      }
       t.attention += seconds;
     } else {
       seconds = bytes / (gpu.bandwidth * kBandwidthFraction);
@@ -260,8 +278,10 @@ void printEstimate(const TrainingEstimate &e, const GpuSpec *gpu,
   os
      << "estimate-basis: the kernels as generated: GEMMs at "
      << llvm::format("%.1f", 100 * kGemmFraction)
-     << "% of peak (measured, H100 8192^3), attention on CUDA cores (issue-bound), other "
-        "kernels at "
+     << "% of peak (measured, H100 8192^3), attention on tensor cores at "
+     << llvm::format("%.0f", 100 * kFlashFraction)
+     << "% of peak (FlashAttention-2's H100 rate; CUDA cores, issue-bound, for head dims "
+        "the tensor-core kernels do not take), other kernels at "
      << llvm::format("%.0f", 100 * kBandwidthFraction) << "% of HBM bandwidth, "
      << llvm::format("%.0f", kKernelFloorSeconds * 1e6) << " us per kernel at least, "
      << "collectives at " << llvm::format("%.0f", 100 * kLinkFraction)

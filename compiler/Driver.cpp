@@ -8,10 +8,12 @@
 #include "compiler/Pipelines.h"
 #include "compiler/Registration.h"
 #include "compiler/Report.h"
+#include "dialects/llama/IR/LlamaOps.h"
 #include "models/LlamaBuilder.h"
 #include "models/LlamaConfig.h"
 #include "passes/Passes.h"
 #include "passes/remat/RematBudget.h"
+#include "runtime/cuda/kernels/shapes.h"
 #include "runtime/cuda/layout.h"
 
 #include "mlir/IR/MLIRContext.h"
@@ -267,6 +269,38 @@ int buildExecutable(StringRef source, StringRef out, StringRef cudaSource = "") 
   return runTool(compiler, link, out);
 }
 
+/// `--report --target cuda`: which attention kernels the training step uses
+/// (EmitCuda picks by storage and head dim), with the tile rule's sizes and
+/// dynamic shared memory (runtime/cuda/kernels/shapes.h; registers and
+/// occupancy need ptxas: tools/bench/kernel_audit).
+void printCudaAttention(ModuleOp module) {
+  int64_t hd = 0;
+  module.walk([&](mlir::llama::AttentionOp op) {
+    hd = cast<RankedTensorType>(op.getQuery().getType()).getDimSize(3);
+  });
+  if (!hd)
+    return;
+  const bool bf16 = cudaActivations == "bf16";
+  auto &os = llvm::outs();
+  os << "cuda-attention-forward: ";
+  if (bf16 && llk::flash_attention_supports(hd))
+    os << "tensor cores (flash_attention.cuh), head dim " << hd << ": "
+       << llk::flash_query_rows(hd) << " query rows x " << llk::flash_key_rows(hd)
+       << " keys a tile, " << llk::flash_warps(hd) << " warps, "
+       << llk::flash_smem_bytes(hd) << " bytes of shared memory a block\n";
+  else
+    os << "CUDA cores (attention.cuh), head dim " << hd << ": a warp per query row\n";
+  os << "cuda-attention-backward: ";
+  if (bf16 && llk::flash_attention_backward_supports(hd))
+    os << "tensor cores (flash_attention.cuh), head dim " << hd << ", deterministic: dQ 64 "
+       << "query rows x 64 keys (" << llk::flash_bwd_dq_smem_bytes(hd)
+       << " bytes of shared memory), dK/dV 64 keys x " << llk::flash_bwd_query_rows(hd)
+       << " query rows (" << llk::flash_bwd_dkv_smem_bytes(hd) << " bytes), 4 warps\n";
+  else
+    os << "CUDA cores (attention.cuh), head dim " << hd << ": a warp per query row, then per "
+       << "key row\n";
+}
+
 /// `--report --target cuda`: the device memory the binary's sessions will
 /// hold, from the plan the CUDA emitter makes and the layout functions the
 /// sessions allocate by (runtime/cuda/layout.h): the training session
@@ -288,6 +322,7 @@ LogicalResult printCudaMemory(ModuleOp module) {
   const int64_t local = ::llama::countParams(module);
   const int64_t cublasLt = int64_t(32) << 20;
   llvm::outs() << "cuda-storage: " << cudaActivations << "\n";
+  printCudaAttention(module);
   // Generation (@prefill / @decode): the device generator's allocations,
   // by the layout function the generator allocates with.
   if (f.genChunk > 0) {

@@ -22,7 +22,7 @@ need(r["schema"] == "llama-mlir/gpu-check/1", "schema")
 need(r["emulated"] is True and "meaningless" in r["note"], "emulated flag and note")
 need(r["finished_utc"] and r["run_s"] > 0, "finished_utc, run_s")
 s = r["sections"]
-names = ["device", "kernels_bf16", "train_ours", "train_hf", "attention_sdpa", "attention_sweep",
+names = ["device", "attention_sweep", "kernels_bf16", "train_ours", "train_hf", "attention_sdpa",
          "memcheck", "kernels_f32", "train_hf_compile"]
 need(list(s) == names, "sections %s" % list(s))
 for n in names:
@@ -60,7 +60,8 @@ need("CUDA emulated" in " ".join(t["output_head"]), "train_ours device line")
 w = s["attention_sweep"]  # the tensor-core forward through attention-bench.so vs float64
 need(w["status"] == "ok" and len(w["results"]) == 2, "attention sweep: %s" % w)
 for x in w["results"]:
-    need(x["correct"] and x["o_rel_l2_vs_float64"] < 1e-2 and x["lse_rel_l2_vs_float64"] < 1e-5,
+    need(x["correct"] and x["o_rel_l2_vs_float64"] < 1e-2 and x["lse_rel_l2_vs_float64"] < 1e-5
+         and len(x["grads_rel_l2_vs_float64"]) == 3 and max(x["grads_rel_l2_vs_float64"]) < 1e-2,
          "attention sweep numbers: %s" % x)
 m = s["memcheck"]
 need(m["checks"] and all(c["ok"] for c in m["checks"].values()), "memcheck checks")

@@ -1,5 +1,5 @@
-// The tensor-core attention forward (runtime/cuda/kernels/flash_attention.cuh)
-// as a C entry point for gpu-check's attention sweep (children.py:
+// The tensor-core attention forward and backward
+// (runtime/cuda/kernels/flash_attention.cuh) as C entry points for gpu-check's attention sweep (children.py:
 // child_attention_sweep), which calls it through ctypes on torch's tensors
 // and stream: nvcc-built on the device; built as C++ against the emulator
 // (copied to .cpp, -DLLAMA_CUDA_EMULATE) for the emulated run.
@@ -26,6 +26,33 @@ extern "C" int gpu_check_flash_forward(int head_dim, const void *q, const void *
     return 0;
   case 128:
     args([](auto... a) { llk::flash_attention_forward<128>(a...); });
+    return 0;
+  default:
+    return -1;
+  }
+}
+
+/// The backward: dout, o like q; lse from the forward; dq like q, dk and dv
+/// like k; `workspace` of batch * heads * seq floats (D). Returns 0 or -1.
+extern "C" int gpu_check_flash_backward(int head_dim, const void *dout, const void *q,
+                                        const void *k, const void *v, const void *o,
+                                        const float *lse, void *dq, void *dk, void *dv,
+                                        long batch, long seq, long heads, long kv_heads,
+                                        float scale, void *workspace, void *stream) {
+  using bf16 = __nv_bfloat16;
+  auto args = [&](auto launch) {
+    launch(static_cast<const bf16 *>(dout), static_cast<const bf16 *>(q),
+           static_cast<const bf16 *>(k), static_cast<const bf16 *>(v),
+           static_cast<const bf16 *>(o), lse, static_cast<bf16 *>(dq), static_cast<bf16 *>(dk),
+           static_cast<bf16 *>(dv), int64_t(batch), int64_t(seq), int64_t(heads),
+           int64_t(kv_heads), scale, workspace, static_cast<cudaStream_t>(stream));
+  };
+  switch (head_dim) {
+  case 64:
+    args([](auto... a) { llk::flash_attention_backward<64>(a...); });
+    return 0;
+  case 128:
+    args([](auto... a) { llk::flash_attention_backward<128>(a...); });
     return 0;
   default:
     return -1;

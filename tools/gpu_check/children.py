@@ -417,17 +417,23 @@ def child_sdpa(a, emit):
 # ------------------------------------------------------- attention sweep --
 
 def child_attention_sweep(a, emit):
-    """Our tensor-core attention forward (attention-bench.so) beside torch SDPA
-    (flash backend) over sequence lengths and head dims, causal, bf16: TF/s
-    of both and our output against SDPA's (relative L2), our lse against
-    fp32 torch for the first (batch, head). Emulated: tiny shapes on the CPU
-    against float64 torch math, no timing."""
+    """Our tensor-core attention forward and backward (attention-bench.so)
+    beside torch SDPA (flash backend) over sequence lengths and head dims,
+    causal, bf16: TF/s of both, our output and gradients against SDPA's
+    (relative L2), our lse against float64 torch for the first (batch,
+    head). Emulated: tiny shapes on the CPU against float64 torch autograd,
+    no timing."""
     import ctypes
     import torch
     lib = ctypes.CDLL(a["library"])
     lib.gpu_check_flash_forward.restype = ctypes.c_int
     lib.gpu_check_flash_forward.argtypes = [ctypes.c_int] + [ctypes.c_void_p] * 5 + \
         [ctypes.c_long] * 4 + [ctypes.c_float, ctypes.c_void_p]
+    if not a["emulate"]:
+        lib.gpu_check_error_string.restype = ctypes.c_char_p
+    lib.gpu_check_flash_backward.restype = ctypes.c_int
+    lib.gpu_check_flash_backward.argtypes = [ctypes.c_int] + [ctypes.c_void_p] * 9 + \
+        [ctypes.c_long] * 4 + [ctypes.c_float, ctypes.c_void_p, ctypes.c_void_p]
     emulate = a["emulate"]
     dev = "cpu" if emulate else "cuda"
     sdpa = None
@@ -457,6 +463,12 @@ def child_attention_sweep(a, emit):
     def rel(x, y):
         return ((x.double() - y.double()).norm() / y.double().norm()).item()
 
+    def reference_grads(q, k, v, do, scale):
+        """dq, dk, dv of the float64 reference by autograd."""
+        qd, kd, vd = (t.detach().double().requires_grad_() for t in (q, k, v))
+        o, _ = reference(qd, kd, vd, scale)
+        return torch.autograd.grad(o, (qd, kd, vd), do.double())
+
     out = []
     for shp in a["shapes"]:
         b, s, h, kv, d = shp["b"], shp["s"], shp["h"], shp["kv"], shp["d"]
@@ -477,37 +489,69 @@ def child_attention_sweep(a, emit):
                                                  lse.data_ptr(), b, s, h, kv, scale, stream)
                 if rc != 0:
                     raise RuntimeError("gpu_check_flash_forward: no kernel for head dim %d" % d)
+            do = torch.randn_like(q)
+            dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(k)
+            ws = torch.empty(b * h * s, device=dev, dtype=torch.float32)
+
+            def ours_bwd():
+                rc = lib.gpu_check_flash_backward(d, do.data_ptr(), q.data_ptr(), k.data_ptr(), v.data_ptr(),
+                                                  o.data_ptr(), lse.data_ptr(), dq.data_ptr(), dk.data_ptr(),
+                                                  dv.data_ptr(), b, s, h, kv, scale, ws.data_ptr(), stream)
+                if rc != 0:
+                    raise RuntimeError("gpu_check_flash_backward: no kernel for head dim %d" % d)
             ours()
+            ours_bwd()
             if emulate:
                 want_o, want_lse = reference(q, k, v, scale)
                 r["o_rel_l2_vs_float64"] = round(rel(o, want_o), 6)
                 r["lse_rel_l2_vs_float64"] = round(rel(lse, want_lse), 9)
-                r["correct"] = r["o_rel_l2_vs_float64"] < 1e-2 and r["lse_rel_l2_vs_float64"] < 1e-5
+                wq, wk, wv = reference_grads(q, k, v, do, scale)
+                r["grads_rel_l2_vs_float64"] = [round(rel(x, y), 6) for x, y in ((dq, wq), (dk, wk), (dv, wv))]
+                r["correct"] = (r["o_rel_l2_vs_float64"] < 1e-2 and r["lse_rel_l2_vs_float64"] < 1e-5
+                                and max(r["grads_rel_l2_vs_float64"]) < 1e-2)
             else:
                 torch.cuda.synchronize()
                 err = lib.gpu_check_last_error()
                 if err:
                     raise RuntimeError("launch error %d: %s" % (err, lib.gpu_check_error_string(err)))
-                qt = q.transpose(1, 2)
-                kt = k.repeat_interleave(h // kv, dim=2).transpose(1, 2)
-                vt = v.repeat_interleave(h // kv, dim=2).transpose(1, 2)
+                # SDPA on [B, H, S, D] views; K/V expanded to H heads from leaves of
+                # [B, S, KV, D], so autograd sums the group's gradients as ours does.
+                qs, ks, vs = (t.detach().requires_grad_() for t in (q, k, v))
+                qt = qs.transpose(1, 2)
+                kt = ks.repeat_interleave(h // kv, dim=2).transpose(1, 2)
+                vt = vs.repeat_interleave(h // kv, dim=2).transpose(1, 2)
+                reps = 20 if s <= 2048 else 6
                 with ctx():
-                    ref = sdpa(qt, kt, vt, scale).transpose(1, 2)
-                    reps = 20 if s <= 2048 else 6
+                    out_t = sdpa(qt, kt, vt, scale)
+                    ref = out_t.transpose(1, 2)
+                    gq, gk, gv = torch.autograd.grad(out_t, (qs, ks, vs), do.transpose(1, 2), retain_graph=True)
                     for _ in range(2):
                         ours()
                     mine = _stats_us(_event_times(ours, reps, flush))
                     for _ in range(2):
+                        ours_bwd()
+                    mine_bwd = _stats_us(_event_times(ours_bwd, reps, flush))
+                    for _ in range(2):
                         sdpa(qt, kt, vt, scale)
                     theirs = _stats_us(_event_times(lambda: sdpa(qt, kt, vt, scale), reps, flush))
+                    theirs_bwd = _stats_us(_event_times(
+                        lambda: torch.autograd.grad(out_t, (qt, kt, vt), do.transpose(1, 2), retain_graph=True),
+                        reps, flush))
+                torch.cuda.synchronize()
+                err = lib.gpu_check_last_error()
+                if err:
+                    raise RuntimeError("launch error %d: %s" % (err, lib.gpu_check_error_string(err)))
                 one = reference(q[:1, :, :1], k[:1, :, :1], v[:1, :, :1], scale)[1]
                 r["o_rel_l2_vs_sdpa"] = round(rel(o, ref), 6)
                 r["lse_rel_l2_vs_float64_first_head"] = round(rel(lse[:1, :1], one), 9)
-                r["correct"] = r["o_rel_l2_vs_sdpa"] < 1e-2 and r["lse_rel_l2_vs_float64_first_head"] < 1e-5
-                mine["tflops"] = round(flops / (mine["median_us"] * 1e-6) / 1e12, 2)
-                theirs["tflops"] = round(flops / (theirs["median_us"] * 1e-6) / 1e12, 2)
-                r.update(ours=mine, sdpa=theirs,
-                         ours_time_over_sdpa=round(mine["median_us"] / theirs["median_us"], 3))
+                r["grads_rel_l2_vs_sdpa"] = [round(rel(x, y), 6) for x, y in ((dq, gq), (dk, gk), (dv, gv))]
+                r["correct"] = (r["o_rel_l2_vs_sdpa"] < 1e-2 and r["lse_rel_l2_vs_float64_first_head"] < 1e-5
+                                and max(r["grads_rel_l2_vs_sdpa"]) < 2e-2)
+                for t, f in ((mine, flops), (theirs, flops), (mine_bwd, 2.5 * flops), (theirs_bwd, 2.5 * flops)):
+                    t["tflops"] = round(f / (t["median_us"] * 1e-6) / 1e12, 2)
+                r.update(ours=mine, sdpa=theirs, ours_backward=mine_bwd, sdpa_backward=theirs_bwd,
+                         ours_time_over_sdpa=round(mine["median_us"] / theirs["median_us"], 3),
+                         ours_backward_time_over_sdpa=round(mine_bwd["median_us"] / theirs_bwd["median_us"], 3))
         except Exception:  # noqa: BLE001
             r["error"] = traceback.format_exc()[-2000:]
         emit(event="shape_done", result=r)

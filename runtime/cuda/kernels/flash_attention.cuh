@@ -51,7 +51,8 @@
 // register file holds S (kBc / 2), O (HD / 2) and Q (HD / 4) per thread,
 // and shared memory (Q + 2 x (K + V), padded) is 90 KiB at HD 64, 102 KiB at
 // 128, 165 KiB at 256 (opt-in above 48 KiB): one block per SM. ptxas
-// (sm_90a): 237, 233 and 245 registers, no spills, no stack frame.
+// (sm_90a): 195, 231 and 242 registers, no spills, no stack frame; the
+// backward kernels 160-250 (docs/perf/kernel-audit.md).
 //
 // Backward, deterministic (no atomics: the runtime's results are bitwise
 // reproducible, resume included). Three kernels:

@@ -51,7 +51,7 @@
 // register file holds S (kBc / 2), O (HD / 2) and Q (HD / 4) per thread,
 // and shared memory (Q + 2 x (K + V), padded) is 90 KiB at HD 64, 102 KiB at
 // 128, 165 KiB at 256 (opt-in above 48 KiB): one block per SM. ptxas
-// (sm_90a): 195, 231 and 242 registers, no spills, no stack frame; the
+// (sm_90a): 219, 225 and 244 registers, no spills, no stack frame; the
 // backward kernels 160-250 (docs/perf/kernel-audit.md).
 //
 // Backward, deterministic (no atomics: the runtime's results are bitwise
@@ -218,6 +218,47 @@ __device__ __forceinline__ void store_rows(const float (&acc)[HD / 8][4], const 
   }
 }
 
+/// Where a block's query tile of Br rows (longest rows first) and this
+/// lane's rows are, for the forward and the dQ kernel (a block per
+/// (query tile, head, batch); Bc keys a tile).
+struct QueryTile {
+  int64_t q0, h, b, q_off, kv_off, warp_row, rows[2], key_tiles;
+};
+template <int HD, int Br, int Bc>
+__device__ __forceinline__ QueryTile query_tile(int64_t seq, int64_t heads, int64_t kv_heads,
+                                                int warp, int lane) {
+  QueryTile q;
+  q.q0 = (ceil_div(seq, int64_t(Br)) - 1 - int64_t(blockIdx.x)) * Br;
+  q.h = blockIdx.y;
+  q.b = blockIdx.z;
+  const int64_t kvh = q.h / (heads / kv_heads);
+  q.q_off = (q.b * seq * heads + q.h) * HD;
+  q.kv_off = (q.b * seq * kv_heads + kvh) * HD;
+  q.warp_row = q.q0 + 16 * warp; // the warp's first row
+  q.rows[0] = q.warp_row + lane / 4;
+  q.rows[1] = q.rows[0] + 8;
+  q.key_tiles = (min_i64(q.q0 + Br, seq) - 1) / Bc + 1; // up to the diagonal
+  return q;
+}
+
+/// The double-buffered K/V pipeline of the forward and the dQ kernel, at the
+/// top of key tile j: issues tile j + 1 into the other buffer, waits for
+/// tile j (and what was committed with it), barrier.
+template <int HD, int Bc, int kThreads>
+__device__ __forceinline__ void next_kv_tile(bf16 *sk, bf16 *sv, int buf, const bf16 *k,
+                                             const bf16 *v, int64_t kv_stride, int64_t j,
+                                             int64_t key_tiles, int64_t seq) {
+  if (j + 1 < key_tiles) {
+    load_rows<HD, Bc, kThreads>(sk + (buf ^ 1) * Bc * (HD + 8), k, kv_stride, (j + 1) * Bc, seq);
+    load_rows<HD, Bc, kThreads>(sv + (buf ^ 1) * Bc * (HD + 8), v, kv_stride, (j + 1) * Bc, seq);
+    cp_async_commit();
+    cp_async_wait<1>(); // tile j landed; j + 1 may still fly
+  } else {
+    cp_async_wait<0>();
+  }
+  __syncthreads();
+}
+
 } // namespace flash
 
 template <int HD>
@@ -236,20 +277,14 @@ __global__ void __launch_bounds__(32 * FlashTiles<HD>::kWarps)
   bf16 *const sk = sq + Br * S;                     // 2 buffers of Bc rows
   bf16 *const sv = sk + 2 * Bc * S;                 // 2 buffers of Bc rows
 
-  const int warp = int(threadIdx.x) / 32, lane = int(threadIdx.x) % 32;
-  const int g = lane / 4, t = lane % 4;
-  const int64_t q_tiles = ceil_div(seq, int64_t(Br));
-  const int64_t q0 = (q_tiles - 1 - int64_t(blockIdx.x)) * Br; // longest rows first
-  const int64_t h = blockIdx.y, b = blockIdx.z, kvh = h / (heads / kv_heads);
+  const int warp = int(threadIdx.x) / 32, lane = int(threadIdx.x) % 32, t = lane % 4;
+  const QueryTile tile = query_tile<HD, Br, Bc>(seq, heads, kv_heads, warp, lane);
   const int64_t q_stride = heads * HD, kv_stride = kv_heads * HD; // between positions
-  const bf16 *const qb = q + (b * seq * heads + h) * HD;
-  const bf16 *const kb = k + (b * seq * kv_heads + kvh) * HD;
-  const bf16 *const vb = v + (b * seq * kv_heads + kvh) * HD;
-  const int64_t warp_row = q0 + 16 * warp;                  // the warp's first row
-  const int64_t rows[2] = {warp_row + g, warp_row + g + 8}; // this lane's rows
-  const int64_t key_tiles = (min_i64(q0 + Br, seq) - 1) / Bc + 1; // up to the diagonal
+  const bf16 *const kb = k + tile.kv_off, *const vb = v + tile.kv_off;
+  const int64_t warp_row = tile.warp_row;
+  const int64_t *const rows = tile.rows; // this lane's two rows
 
-  load_rows<HD, Br, kThreads>(sq, qb, q_stride, q0, seq);
+  load_rows<HD, Br, kThreads>(sq, q + tile.q_off, q_stride, tile.q0, seq);
   load_rows<HD, Bc, kThreads>(sk, kb, kv_stride, 0, seq);
   load_rows<HD, Bc, kThreads>(sv, vb, kv_stride, 0, seq);
   cp_async_commit();
@@ -262,17 +297,9 @@ __global__ void __launch_bounds__(32 * FlashTiles<HD>::kWarps)
   zero(acc);
   float m[2] = {kNegInf, kNegInf}, l[2] = {0.0f, 0.0f};
 
-  for (int64_t j = 0; j < key_tiles; ++j) {
+  for (int64_t j = 0; j < tile.key_tiles; ++j) {
     const int buf = int(j & 1);
-    if (j + 1 < key_tiles) {
-      load_rows<HD, Bc, kThreads>(sk + (buf ^ 1) * Bc * S, kb, kv_stride, (j + 1) * Bc, seq);
-      load_rows<HD, Bc, kThreads>(sv + (buf ^ 1) * Bc * S, vb, kv_stride, (j + 1) * Bc, seq);
-      cp_async_commit();
-      cp_async_wait<1>(); // tile j (and Q) landed; j + 1 may still fly
-    } else {
-      cp_async_wait<0>();
-    }
-    __syncthreads();
+    next_kv_tile<HD, Bc, kThreads>(sk, sv, buf, kb, vb, kv_stride, j, tile.key_tiles, seq);
     if constexpr (C::kQInRegisters)
       if (j == 0) {
 #pragma unroll
@@ -350,13 +377,14 @@ __global__ void __launch_bounds__(32 * FlashTiles<HD>::kWarps)
     l[r] += __shfl_xor_sync(0xffffffffu, l[r], 2);
     inv[r] = 1.0f / l[r];
   }
-  store_rows<HD>(acc, inv, sq + 16 * warp * S, o + ((b * seq + warp_row) * heads + h) * HD,
-                 q_stride, seq - warp_row, lane);
+  store_rows<HD>(acc, inv, sq + 16 * warp * S, o + tile.q_off + warp_row * q_stride, q_stride,
+                 seq - warp_row, lane);
   if (t == 0)
 #pragma unroll
     for (int r = 0; r < 2; ++r)
       if (rows[r] < seq)
-        lse[(b * heads + h) * seq + rows[r]] = (m[r] + log2f(l[r])) * 0.69314718055994531f;
+        lse[(tile.b * heads + tile.h) * seq + rows[r]] =
+            (m[r] + log2f(l[r])) * 0.69314718055994531f;
 }
 
 /// Launches the forward for [batch, seq, heads, HD] bf16 q (k, v with
@@ -456,47 +484,33 @@ __global__ void __launch_bounds__(FlashBwdTiles<HD>::kThreads)
   bf16 *const sk = sdo + Br * S;                    // 2 buffers of Bc rows
   bf16 *const sv = sk + 2 * Bc * S;                 // 2 buffers of Bc rows
 
-  const int warp = int(threadIdx.x) / 32, lane = int(threadIdx.x) % 32;
-  const int g = lane / 4, t = lane % 4;
-  const int64_t q_tiles = ceil_div(seq, int64_t(Br));
-  const int64_t q0 = (q_tiles - 1 - int64_t(blockIdx.x)) * Br; // longest rows first
-  const int64_t h = blockIdx.y, b = blockIdx.z, kvh = h / (heads / kv_heads);
+  const int warp = int(threadIdx.x) / 32, lane = int(threadIdx.x) % 32, t = lane % 4;
+  const QueryTile tile = query_tile<HD, Br, Bc>(seq, heads, kv_heads, warp, lane);
   const int64_t q_stride = heads * HD, kv_stride = kv_heads * HD;
-  const int64_t q_off = (b * seq * heads + h) * HD, kv_off = (b * seq * kv_heads + kvh) * HD;
-  const int64_t warp_row = q0 + 16 * warp;
-  const int64_t rows[2] = {warp_row + g, warp_row + g + 8};
-  const int64_t key_tiles = (min_i64(q0 + Br, seq) - 1) / Bc + 1;
+  const bf16 *const kb = k + tile.kv_off, *const vb = v + tile.kv_off;
+  const int64_t warp_row = tile.warp_row;
+  const int64_t *const rows = tile.rows;
 
-  load_rows<HD, Br, C::kThreads>(sq, q + q_off, q_stride, q0, seq);
-  load_rows<HD, Br, C::kThreads>(sdo, dout + q_off, q_stride, q0, seq);
-  load_rows<HD, Bc, C::kThreads>(sk, k + kv_off, kv_stride, 0, seq);
-  load_rows<HD, Bc, C::kThreads>(sv, v + kv_off, kv_stride, 0, seq);
+  load_rows<HD, Br, C::kThreads>(sq, q + tile.q_off, q_stride, tile.q0, seq);
+  load_rows<HD, Br, C::kThreads>(sdo, dout + tile.q_off, q_stride, tile.q0, seq);
+  load_rows<HD, Bc, C::kThreads>(sk, kb, kv_stride, 0, seq);
+  load_rows<HD, Bc, C::kThreads>(sv, vb, kv_stride, 0, seq);
   cp_async_commit();
   // This lane's two rows: lse in the log2 domain and D (rows past seq: 0,
   // their P is masked to 0).
   float lse2[2], dr[2];
 #pragma unroll
   for (int r = 0; r < 2; ++r) {
-    const int64_t stat = (b * heads + h) * seq + rows[r];
+    const int64_t stat = (tile.b * heads + tile.h) * seq + rows[r];
     lse2[r] = rows[r] < seq ? lse[stat] * kLog2e : 0.0f;
     dr[r] = rows[r] < seq ? delta[stat] : 0.0f;
   }
   float acc[HD / 8][4];
   zero(acc);
 
-  for (int64_t j = 0; j < key_tiles; ++j) {
+  for (int64_t j = 0; j < tile.key_tiles; ++j) {
     const int buf = int(j & 1);
-    if (j + 1 < key_tiles) {
-      load_rows<HD, Bc, C::kThreads>(sk + (buf ^ 1) * Bc * S, k + kv_off, kv_stride,
-                                     (j + 1) * Bc, seq);
-      load_rows<HD, Bc, C::kThreads>(sv + (buf ^ 1) * Bc * S, v + kv_off, kv_stride,
-                                     (j + 1) * Bc, seq);
-      cp_async_commit();
-      cp_async_wait<1>();
-    } else {
-      cp_async_wait<0>();
-    }
-    __syncthreads();
+    next_kv_tile<HD, Bc, C::kThreads>(sk, sv, buf, kb, vb, kv_stride, j, tile.key_tiles, seq);
     const int64_t key0 = j * Bc;
     if (key0 <= warp_row + 15) {
       const bf16 *const ks = sk + buf * Bc * S, *const vs = sv + buf * Bc * S;
@@ -519,7 +533,7 @@ __global__ void __launch_bounds__(FlashBwdTiles<HD>::kThreads)
     __syncthreads();
   }
   const float sc[2] = {scale, scale};
-  store_rows<HD>(acc, sc, sq + 16 * warp * S, dq + q_off + warp_row * q_stride, q_stride,
+  store_rows<HD>(acc, sc, sq + 16 * warp * S, dq + tile.q_off + warp_row * q_stride, q_stride,
                  seq - warp_row, lane);
 }
 

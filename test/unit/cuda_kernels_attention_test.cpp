@@ -10,6 +10,7 @@
 #include "runtime/cuda/kernels/flash_attention.cuh"
 
 #include "runtime/cpu/kernels.h"
+#include "test/unit/cuda_test_util.h"
 
 #include <gtest/gtest.h>
 
@@ -23,35 +24,9 @@ namespace {
 
 using bf16 = __nv_bfloat16;
 
-struct Bf16Buf {
-  std::vector<bf16> dev;
-  std::vector<double> ref;
-  Bf16Buf(size_t n, std::mt19937 &rng, float scale = 1.0f) : dev(n), ref(n) {
-    std::normal_distribution<float> d(0.0f, scale);
-    for (size_t i = 0; i < n; ++i) {
-      dev[i] = __float2bfloat16(d(rng));
-      ref[i] = __bfloat162float(dev[i]);
-    }
-  }
-};
-
-template <typename T> std::vector<double> widen(const std::vector<T> &v) {
-  std::vector<double> out(v.size());
-  for (size_t i = 0; i < v.size(); ++i)
-    out[i] = llk::to_float(v[i]);
-  return out;
-}
-
-double rel_l2(const std::vector<double> &got, const std::vector<double> &want) {
-  double num = 0.0, den = 0.0;
-  for (size_t i = 0; i < want.size(); ++i) {
-    if (!std::isfinite(got[i]))
-      return std::numeric_limits<double>::infinity();
-    num += (got[i] - want[i]) * (got[i] - want[i]);
-    den += want[i] * want[i];
-  }
-  return std::sqrt(num / (den > 0.0 ? den : 1.0));
-}
+using Bf16Buf = cuda_test::Buf<bf16>;
+using cuda_test::rel_l2;
+using cuda_test::widen;
 
 template <int HD>
 void check_forward(int64_t batch, int64_t seq, int64_t heads, int64_t kv_heads) {

@@ -39,9 +39,6 @@ public:
               bool transpose_a, bool transpose_b, bool b_broadcast,
               bool accumulate = false, InType in = InType::BF16);
 
-  // Distinct shapes planned so far (tests: the cache is hit on repeats).
-  size_t planned_shapes() const { return plans_.size(); }
-
 private:
   struct Plan {
     cublasLtMatmulDesc_t desc = nullptr;

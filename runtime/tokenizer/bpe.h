@@ -41,7 +41,6 @@ public:
   // One past the largest id in the vocabulary.
   int32_t id_end() const { return static_cast<int32_t>(pieces_.size()); }
   std::optional<int32_t> unk_id() const { return unk_id_; }
-  size_t merge_count() const { return merges_.size(); }
 
 private:
   using Merge = PairIndex::Value;

@@ -89,10 +89,6 @@ bool glyph_pixel(char c, int x, int y) {
   return (kGlyphs[glyph_index(c)][x] >> y) & 1;
 }
 
-bool font_has(char c) {
-  return (c >= 0x20 && c <= 0x5F) || (c >= 'a' && c <= 'z');
-}
-
 int text_width(const std::string &text, int scale) {
   if (text.empty())
     return 0;

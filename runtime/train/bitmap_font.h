@@ -14,9 +14,6 @@ constexpr int kGlyphAdvance = kGlyphWidth + 1; // one blank column between glyph
 // the top. A character outside the font draws as '?'.
 bool glyph_pixel(char c, int x, int y);
 
-// Whether `c` has a glyph of its own (lowercase counts: it maps to capitals).
-bool font_has(char c);
-
 // Width in pixels of `text` drawn at `scale` (no trailing blank column).
 int text_width(const std::string &text, int scale = 1);
 

@@ -68,8 +68,6 @@ const char *dtype_name(DType dtype) {
   return "unknown";
 }
 
-size_t dtype_size(DType dtype) { return dtype == DType::F64 ? 8 : 4; }
-
 std::vector<int64_t> param_shape(const ParamInfo &param) {
   return std::vector<int64_t>(param.shape, param.shape + param.rank);
 }

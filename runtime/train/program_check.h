@@ -21,7 +21,6 @@ void validate_program(const ProgramInfo &program);
 
 // "f32" / "f64".
 const char *dtype_name(DType dtype);
-size_t dtype_size(DType dtype);
 
 // The param's shape as a vector (rank entries of ParamInfo::shape).
 std::vector<int64_t> param_shape(const ParamInfo &param);

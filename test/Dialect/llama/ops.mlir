@@ -52,3 +52,65 @@ func.func @backward_ops(%dh: tensor<2x8x16xf64>, %ids: tensor<2x8xi32>, %w: tens
   %dl = llama.cross_entropy_grad %one, %logits, %ids : (tensor<f64>, tensor<2x8x64xf64>, tensor<2x8xi32>) -> tensor<2x8x64xf64>
   return
 }
+
+// The ops the fusion pass (llama-fuse) creates.
+// CHECK-LABEL: func.func @fused_ops
+func.func @fused_ops(%x: tensor<2x8x16xf32>, %w: tensor<16xf32>, %r: tensor<2x8xf32>,
+                     %q: tensor<2x8x4x4xf32>, %k: tensor<2x8x2x4xf32>,
+                     %logits: tensor<2x8x64xf32>, %targets: tensor<2x8xi32>) {
+  // CHECK: llama.add_rms_norm %{{.*}}, %{{.*}}, %{{.*}} {eps = 1.000000e-05 : f64} : (tensor<2x8x16xf32>, tensor<2x8x16xf32>, tensor<16xf32>) -> (tensor<2x8x16xf32>, tensor<2x8x16xf32>, tensor<2x8xf32>)
+  %s, %n, %rs = llama.add_rms_norm %x, %x, %w {eps = 1.0e-05 : f64} : (tensor<2x8x16xf32>, tensor<2x8x16xf32>, tensor<16xf32>) -> (tensor<2x8x16xf32>, tensor<2x8x16xf32>, tensor<2x8xf32>)
+  // CHECK: llama.rms_norm_rstd %{{.*}}, %{{.*}} {eps = 1.000000e-05 : f64} : (tensor<2x8x16xf32>, tensor<16xf32>) -> (tensor<2x8x16xf32>, tensor<2x8xf32>)
+  %n2, %r2 = llama.rms_norm_rstd %x, %w {eps = 1.0e-05 : f64} : (tensor<2x8x16xf32>, tensor<16xf32>) -> (tensor<2x8x16xf32>, tensor<2x8xf32>)
+  // CHECK: llama.rms_norm_grad_rstd %{{.*}}, %{{.*}}, %{{.*}}, %{{.*}} accumulate %{{.*}} {eps = 1.000000e-05 : f64}
+  %dx, %dw = llama.rms_norm_grad_rstd %x, %x, %w, %r accumulate %x {eps = 1.0e-05 : f64} : (tensor<2x8x16xf32>, tensor<2x8x16xf32>, tensor<16xf32>, tensor<2x8xf32>, tensor<2x8x16xf32>) -> (tensor<2x8x16xf32>, tensor<16xf32>)
+  // CHECK: llama.rms_norm_grad_rstd %{{.*}}, %{{.*}}, %{{.*}}, %{{.*}} {eps = 1.000000e-05 : f64} : (tensor<2x8x16xf32>, tensor<2x8x16xf32>, tensor<16xf32>, tensor<2x8xf32>)
+  %dx2, %dw2 = llama.rms_norm_grad_rstd %x, %x, %w, %r {eps = 1.0e-05 : f64} : (tensor<2x8x16xf32>, tensor<2x8x16xf32>, tensor<16xf32>, tensor<2x8xf32>) -> (tensor<2x8x16xf32>, tensor<16xf32>)
+  // CHECK: llama.rope_qk %{{.*}}, %{{.*}} {theta = 1.000000e+04 : f64} : (tensor<2x8x4x4xf32>, tensor<2x8x2x4xf32>)
+  %qr, %kr = llama.rope_qk %q, %k {theta = 1.0e+04 : f64} : (tensor<2x8x4x4xf32>, tensor<2x8x2x4xf32>) -> (tensor<2x8x4x4xf32>, tensor<2x8x2x4xf32>)
+  // CHECK: llama.rope_qk %{{.*}}, %{{.*}} {inverse, theta = 1.000000e+04 : f64}
+  %qi, %ki = llama.rope_qk %q, %k {theta = 1.0e+04 : f64, inverse} : (tensor<2x8x4x4xf32>, tensor<2x8x2x4xf32>) -> (tensor<2x8x4x4xf32>, tensor<2x8x2x4xf32>)
+  // CHECK: llama.cross_entropy_fused %{{.*}}, %{{.*}} {grad_scale = 1.000000e+00 : f64} : (tensor<2x8x64xf32>, tensor<2x8xi32>) -> (tensor<f32>, tensor<2x8x64xf32>)
+  %loss, %dl = llama.cross_entropy_fused %logits, %targets {grad_scale = 1.0 : f64, ignore_index = -100 : i64} : (tensor<2x8x64xf32>, tensor<2x8xi32>) -> (tensor<f32>, tensor<2x8x64xf32>)
+  // CHECK: llama.sum %{{.*}}, %{{.*}}, %{{.*}} : (tensor<2x8x16xf32>, tensor<2x8x16xf32>, tensor<2x8x16xf32>) -> tensor<2x8x16xf32>
+  %sum = llama.sum %x, %n, %s : (tensor<2x8x16xf32>, tensor<2x8x16xf32>, tensor<2x8x16xf32>) -> tensor<2x8x16xf32>
+  return
+}
+
+// Generation (@prefill / @decode): RoPE at a position read from memory and
+// the attention over the KV cache it appends to.
+// CHECK-LABEL: func.func @generation_ops
+func.func @generation_ops(%q: tensor<1x1x4x4xf32>, %k: tensor<1x1x2x4xf32>,
+                          %kc: tensor<1x64x2x4xf32> {llama.kv_cache},
+                          %vc: tensor<1x64x2x4xf32> {llama.kv_cache},
+                          %pos: tensor<i32>) -> tensor<1x1x4x4xf32> {
+  // CHECK: llama.rope_at %{{.*}}, %{{.*}} {max_positions = 64 : i64, theta = 1.000000e+04 : f64} : (tensor<1x1x4x4xf32>, tensor<i32>) -> tensor<1x1x4x4xf32>
+  %qr = llama.rope_at %q, %pos {theta = 1.0e+04 : f64, max_positions = 64 : i64} : (tensor<1x1x4x4xf32>, tensor<i32>) -> tensor<1x1x4x4xf32>
+  %kr = llama.rope_at %k, %pos {theta = 1.0e+04 : f64, max_positions = 64 : i64} : (tensor<1x1x2x4xf32>, tensor<i32>) -> tensor<1x1x2x4xf32>
+  // CHECK: llama.attention_cached %{{.*}}, %{{.*}}, %{{.*}}, %{{.*}}, %{{.*}}, %{{.*}} {scale = 5.000000e-01 : f64} : (tensor<1x1x4x4xf32>, tensor<1x1x2x4xf32>, tensor<1x1x2x4xf32>, tensor<1x64x2x4xf32>, tensor<1x64x2x4xf32>, tensor<i32>) -> tensor<1x1x4x4xf32>
+  %o = llama.attention_cached %qr, %kr, %k, %kc, %vc, %pos {scale = 0.5 : f64} : (tensor<1x1x4x4xf32>, tensor<1x1x2x4xf32>, tensor<1x1x2x4xf32>, tensor<1x64x2x4xf32>, tensor<1x64x2x4xf32>, tensor<i32>) -> tensor<1x1x4x4xf32>
+  return %o : tensor<1x1x4x4xf32>
+}
+
+// The ops of partitioned programs (llama-shard): the vocabulary-parallel
+// cross-entropy's pieces and the gradient all-reduce of a replicated input.
+shard.grid @grid(shape = 2x2)
+// CHECK-LABEL: func.func @partitioned_ops
+func.func @partitioned_ops(%x: tensor<2x8x16xf32>, %logits: tensor<2x8x32xf32>,
+                           %targets: tensor<2x8xi32>) -> tensor<f32> {
+  // CHECK: llama.grad_all_reduce %{{.*}} on @grid grid_axes = [1] : tensor<2x8x16xf32>
+  %x1 = llama.grad_all_reduce %x on @grid grid_axes = [1] : tensor<2x8x16xf32>
+  // CHECK: llama.logits_max %{{.*}} : (tensor<2x8x32xf32>) -> tensor<2x8xf32>
+  %m = llama.logits_max %logits : (tensor<2x8x32xf32>) -> tensor<2x8xf32>
+  // CHECK: llama.ce_partial_sums %{{.*}}, %{{.*}}, %{{.*}} {vocab_shard = array<i64: 1, 64>}
+  %ps = llama.ce_partial_sums %logits, %m, %targets {vocab_shard = array<i64: 1, 64>} : (tensor<2x8x32xf32>, tensor<2x8xf32>, tensor<2x8xi32>) -> tensor<2x8x2xf32>
+  // CHECK: llama.count_valid %{{.*}} : (tensor<2x8xi32>) -> tensor<f32>
+  %n = llama.count_valid %targets {ignore_index = -100 : i64} : (tensor<2x8xi32>) -> tensor<f32>
+  // CHECK: llama.ce_combine %{{.*}}, %{{.*}}, %{{.*}}, %{{.*}} : (tensor<2x8xf32>, tensor<2x8x2xf32>, tensor<2x8xi32>, tensor<f32>) -> tensor<f32>
+  %l = llama.ce_combine %m, %ps, %targets, %n : (tensor<2x8xf32>, tensor<2x8x2xf32>, tensor<2x8xi32>, tensor<f32>) -> tensor<f32>
+  // CHECK: llama.ce_combine_grad %{{.*}}, %{{.*}}, %{{.*}}, %{{.*}} : (tensor<f32>, tensor<2x8x2xf32>, tensor<2x8xi32>, tensor<f32>) -> tensor<2x8x2xf32>
+  %ds = llama.ce_combine_grad %l, %ps, %targets, %n : (tensor<f32>, tensor<2x8x2xf32>, tensor<2x8xi32>, tensor<f32>) -> tensor<2x8x2xf32>
+  // CHECK: llama.ce_partial_sums_grad %{{.*}}, %{{.*}}, %{{.*}}, %{{.*}} : (tensor<2x8x2xf32>, tensor<2x8x32xf32>, tensor<2x8xf32>, tensor<2x8xi32>) -> tensor<2x8x32xf32>
+  %dl = llama.ce_partial_sums_grad %ds, %logits, %m, %targets : (tensor<2x8x2xf32>, tensor<2x8x32xf32>, tensor<2x8xf32>, tensor<2x8xi32>) -> tensor<2x8x32xf32>
+  return %l : tensor<f32>
+}

@@ -1,4 +1,4 @@
-# lit configuration: tests under Dialect/, Passes/, Pipelines/ and Tools/.
+# lit configuration: tests under Dialect/, Passes/ and Tools/.
 import os
 import lit.formats
 

@@ -528,6 +528,16 @@ struct LlamaShardPass : mlir::llama::impl::LlamaShardBase<LlamaShardPass> {
       module.emitError("llama-shard: the module has no func.func @forward");
       return signalPassFailure();
     }
+    // Generation runs unpartitioned (llama-compile builds a partitioned
+    // program without it): left in, @prefill / @decode would keep the full
+    // parameters beside @forward's shards.
+    for (StringRef name : {"prefill", "decode"})
+      if (auto fn = module.lookupSymbol<func::FuncOp>(name)) {
+        fn.emitError("llama-shard: @")
+            << name << " cannot be partitioned: generation runs on one process "
+            << "(llama-compile --dp/--tp builds the model without @prefill and @decode)";
+        return signalPassFailure();
+      }
     if (failed(Partitioner(module, forward, dp, tp, sp).run()))
       return signalPassFailure();
   }

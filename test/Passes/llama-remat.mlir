@@ -3,12 +3,22 @@
 // RUN: llama-opt %s -llama-remat=policy=full | FileCheck %s --check-prefix=FULL
 // RUN: not llama-opt %s -llama-remat=policy=bogus 2>&1 | FileCheck %s --check-prefix=BOGUS
 // RUN: llama-opt %s -llama-remat=policy=budget=1GiB | FileCheck %s --check-prefix=ROOMY
+// RUN: llama-opt %s -llama-remat=policy=budget=12000 | FileCheck %s --check-prefix=TIGHT
 
 // One layer (ops tagged llama.layer = 0) between an embedding and the loss.
 // A budget with room for everything recomputes nothing.
 // ROOMY-LABEL: func.func @forward
 // ROOMY-SAME: llama.remat_plan = "{{.*}}"
 // ROOMY-NOT: "recompute"
+// A budget under what saving everything needs (12,416 bytes of arena here)
+// but over the smallest arena reachable (11,328: the norm recomputed) forces
+// recomputation: the cheapest value to recompute, the norm, goes; the GEMM
+// output stays.
+// TIGHT-LABEL: func.func @forward
+// TIGHT-SAME: llama.remat_plan = "selective"
+// TIGHT: llama.embedding {{.*}}llama.remat = "save"
+// TIGHT: llama.rms_norm {{.*}}llama.remat = "recompute"
+// TIGHT: llama.matmul {{.*}}llama.remat = "save"
 // SEL-LABEL: func.func @forward
 // NONE-LABEL: func.func @forward
 // FULL-LABEL: func.func @forward

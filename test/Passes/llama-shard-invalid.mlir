@@ -36,3 +36,22 @@ func.func @forward(%emb: tensor<64x16xf32> {llama.param_name = "model.embed_toke
   %loss = llama.cross_entropy %l, %tgt : (tensor<2x8x64xf32>, tensor<2x8xi32>) -> tensor<f32>
   return %loss : tensor<f32>
 }
+
+// -----
+
+// Generation functions stay on one process: a module that has them cannot
+// be partitioned.
+// CHECK: error: llama-shard: @prefill cannot be partitioned: generation runs on one process
+func.func @forward(%emb: tensor<64x16xf32> {llama.param_name = "model.embed_tokens.weight"},
+                   %tok: tensor<2x8xi32> {llama.input = "tokens"},
+                   %tgt: tensor<2x8xi32> {llama.input = "targets"}) -> tensor<f32> {
+  %h = llama.embedding %emb, %tok : (tensor<64x16xf32>, tensor<2x8xi32>) -> tensor<2x8x16xf32>
+  %l = llama.matmul %h, %emb {transpose_rhs = true} : (tensor<2x8x16xf32>, tensor<64x16xf32>) -> tensor<2x8x64xf32>
+  %loss = llama.cross_entropy %l, %tgt : (tensor<2x8x64xf32>, tensor<2x8xi32>) -> tensor<f32>
+  return %loss : tensor<f32>
+}
+func.func @prefill(%emb: tensor<64x16xf32> {llama.param_name = "model.embed_tokens.weight"},
+                   %tok: tensor<1x4xi32>) -> tensor<1x4x16xf32> {
+  %h = llama.embedding %emb, %tok : (tensor<64x16xf32>, tensor<1x4xi32>) -> tensor<1x4x16xf32>
+  return %h : tensor<1x4x16xf32>
+}

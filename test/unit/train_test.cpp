@@ -11,6 +11,7 @@
 #include "runtime/train/generate.h"
 #include "runtime/train/optimizer.h"
 #include "runtime/train/param_store.h"
+#include "runtime/train/program.h"
 #include "runtime/train/rng.h"
 #include "runtime/train/run_lock.h"
 #include "runtime/train/schedule.h"
@@ -1351,6 +1352,20 @@ TEST(RunLock, ASecondTrainerOnTheSameRunDirIsRefused) {
   }
   const CliResult r = run_cli(bigram_f32(), train_args(data, tmp / "run", 2));
   EXPECT_EQ(r.code, 0) << r.err;
+}
+
+// docs/formats.md describes the program ABI of runtime/train/program.h: it
+// must name the version the runtime checks, so that a bump shows in the docs.
+TEST(ProgramAbi, DocsNameTheCurrentVersion) {
+  const std::string path = std::string(LLAMA_SOURCE_DIR) + "/docs/formats.md";
+  std::ifstream f(path);
+  ASSERT_TRUE(f) << "cannot read " << path;
+  std::stringstream text;
+  text << f.rdbuf();
+  const std::string want =
+      "Version " + std::to_string(llamart::kProgramAbiVersion) + " (`kProgramAbiVersion`)";
+  EXPECT_NE(text.str().find(want), std::string::npos)
+      << path << " does not say \"" << want << "\"";
 }
 
 } // namespace

@@ -6,11 +6,10 @@
 //   <dy, f(x + h e_i) - f(x - h e_i)> / 2h  ~=  analytic gradient_i,
 // to 1e-6 relative. The float kernels are compared with the double ones on
 // the same (float-representable) inputs. Attention runs once per ISA variant
-// the machine supports. A last test prints timings (not asserted).
+// the machine supports. Timings are tools/bench/cpu_kernels_timing's.
 #include "runtime/cpu/kernels.h"
 
 #include <algorithm>
-#include <chrono>
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
@@ -905,23 +904,11 @@ TEST(CrossEntropy, BadTargetThrowsNamingRowAndValue) {
                std::runtime_error);
 }
 
-// --------------------------------------------------------------- timing --
+// ------------------------------------------------------- spot checks --
+// Closed-form values at a larger shape than the reference tests use (the
+// timings of these calls are tools/bench/cpu_kernels_timing's).
 
-template <typename F> double best_ms(int reps, F &&f) {
-  double best = std::numeric_limits<double>::infinity();
-  for (int r = 0; r < reps; ++r) {
-    const auto t0 = std::chrono::steady_clock::now();
-    f();
-    const auto t1 = std::chrono::steady_clock::now();
-    best = std::min(best,
-                    std::chrono::duration<double, std::milli>(t1 - t0).count());
-  }
-  return best;
-}
-
-// Timings for the report, not asserted; the results are still checked so a
-// fast wrong kernel cannot pass unnoticed.
-TEST(Timing, AttentionAndSgemm) {
+TEST(SpotChecks, AttentionRowZeroAndSgemmEntries) {
   EachIsa each;
   std::mt19937_64 rng(16);
   const AttnShape s{4, 256, 6, 6, 64};
@@ -932,37 +919,29 @@ TEST(Timing, AttentionAndSgemm) {
   std::vector<float> out(s.q_size()), lse(s.lse_size()), dq(s.q_size()),
       dk(s.kv_size()), dv(s.kv_size());
   for (Isa isa : each.isas()) {
+    SCOPED_TRACE(isa_name(isa));
     set_isa_limit(isa);
-    const double ms = best_ms(5, [&] {
-      attention_forward(q.data(), k.data(), v.data(), out.data(), lse.data(),
-                        s.batch, s.seq, s.heads, s.kv_heads, s.d, s.scale());
-      attention_backward(dout.data(), q.data(), k.data(), v.data(), out.data(),
-                         lse.data(), dq.data(), dk.data(), dv.data(), s.batch,
-                         s.seq, s.heads, s.kv_heads, s.d, s.scale());
-    });
-    std::printf(
-        "[timing] attention fwd+bwd float B4 S256 H6 D64 (%s): %.2f ms\n",
-        isa_name(isa), ms);
+    attention_forward(q.data(), k.data(), v.data(), out.data(), lse.data(),
+                      s.batch, s.seq, s.heads, s.kv_heads, s.d, s.scale());
+    attention_backward(dout.data(), q.data(), k.data(), v.data(), out.data(),
+                       lse.data(), dq.data(), dk.data(), dv.data(), s.batch,
+                       s.seq, s.heads, s.kv_heads, s.d, s.scale());
+    // Row 0 attends only to key 0: out = v_0, lse = scale * q_0 . k_0.
+    double qk = 0.0;
+    for (int64_t c = 0; c < s.d; ++c) {
+      ASSERT_FLOAT_EQ(out[c], v[c]);
+      qk += double(q[c]) * k[c];
+    }
+    EXPECT_NEAR(lse[0], s.scale() * qk, 1e-5);
+    for (float x : dq)
+      ASSERT_TRUE(std::isfinite(x));
   }
-  // Row 0 attends only to key 0: out = v_0, lse = scale * q_0 . k_0.
-  double qk = 0.0;
-  for (int64_t c = 0; c < s.d; ++c) {
-    ASSERT_FLOAT_EQ(out[c], v[c]);
-    qk += double(q[c]) * k[c];
-  }
-  EXPECT_NEAR(lse[0], s.scale() * qk, 1e-5);
-  for (float x : dq)
-    ASSERT_TRUE(std::isfinite(x));
 
   const int64_t n = 1024;
   const std::vector<float> a = to<float>(random_vec(n * n, rng));
   const std::vector<float> b = to<float>(random_vec(n * n, rng));
   std::vector<float> c(n * n);
-  const double ms = best_ms(5, [&] {
-    matmul(a.data(), b.data(), c.data(), 1, n, n, n, false, false, false);
-  });
-  std::printf("[timing] sgemm 1024^3 via matmul(): %.2f ms, %.1f GFLOP/s\n", ms,
-              2.0 * n * n * n / (ms * 1e6));
+  matmul(a.data(), b.data(), c.data(), 1, n, n, n, false, false, false);
   for (int64_t i : {0, 517, 1023}) {
     double want = 0.0;
     for (int64_t p = 0; p < n; ++p)

@@ -34,6 +34,7 @@
 #ifndef LLAMA_CUDA_EMULATE
 #include "runtime/cuda/check.h"
 #include "runtime/cuda/device.h"
+#include "runtime/cuda/graph_replay.h"
 #include "runtime/cuda/lt_gemm.h"
 #endif
 
@@ -70,9 +71,6 @@ public:
 
   ~CudaGenerator() override {
 #ifndef LLAMA_CUDA_EMULATE
-    for (cudaGraphExec_t &e : graphs_)
-      if (e)
-        cudaGraphExecDestroy(e);
     delete gemm_;
     if (stream_)
       cudaStreamDestroy(stream_);
@@ -157,20 +155,7 @@ private:
 #ifdef LLAMA_CUDA_EMULATE
     body();
 #else
-    if (calls_[kind]++ == 0) {
-      body(); // eagerly: cuBLASLt plans its GEMM shapes outside a capture
-      LLAMART_CUDA_CHECK_LAUNCH();
-    } else {
-      if (!graphs_[kind]) {
-        cudaGraph_t graph = nullptr;
-        check(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal));
-        body();
-        check(cudaStreamEndCapture(stream_, &graph));
-        check(cudaGraphInstantiate(&graphs_[kind], graph, 0));
-        check(cudaGraphDestroy(graph));
-      }
-      check(cudaGraphLaunch(graphs_[kind], stream_));
-    }
+    graphs_[kind].run(stream_, body);
 #endif
     // The host's position word must outlive the copy: wait here (the
     // driver reads the logits right after anyway).
@@ -190,8 +175,7 @@ private:
   int32_t *tokens_ = nullptr, *position_ = nullptr;
   float *logits_ = nullptr;
 #ifndef LLAMA_CUDA_EMULATE
-  cudaGraphExec_t graphs_[2] = {};
-  int64_t calls_[2] = {};
+  GraphReplay graphs_[2]; // prefill, decode
 #endif
 };
 

@@ -56,6 +56,7 @@
 #else
 #include "runtime/cuda/check.h"
 #include "runtime/cuda/device.h"
+#include "runtime/cuda/graph_replay.h"
 #include "runtime/cuda/lt_gemm.h"
 #define LLAMA_CUDA_CALL(call) LLAMART_CUDA_CHECK(call)
 #endif
@@ -203,9 +204,6 @@ public:
       llama_coll::active = nullptr;
     comm_.reset();
 #ifndef LLAMA_CUDA_EMULATE
-    for (auto &g : graphs_)
-      if (g)
-        cudaGraphExecDestroy(g);
     delete gemm_;
     if (stream_)
       cudaStreamDestroy(stream_);
@@ -543,20 +541,7 @@ private:
       check_launch();
       return;
     }
-    if (calls_[variant]++ == 0) {
-      body();
-      check_launch();
-      return;
-    }
-    if (!graphs_[variant]) {
-      cudaGraph_t graph = nullptr;
-      LLAMA_CUDA_CALL(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal));
-      body();
-      LLAMA_CUDA_CALL(cudaStreamEndCapture(stream_, &graph));
-      LLAMA_CUDA_CALL(cudaGraphInstantiate(&graphs_[variant], graph, 0));
-      LLAMA_CUDA_CALL(cudaGraphDestroy(graph));
-    }
-    LLAMA_CUDA_CALL(cudaGraphLaunch(graphs_[variant], stream_));
+    graphs_[variant].run(stream_, body);
 #endif
   }
 
@@ -702,8 +687,7 @@ private:
 #ifndef LLAMA_CUDA_EMULATE
   // Per variant: overwrite / accumulate, without / with the bucket
   // reduction, without / with the parameter gathers.
-  cudaGraphExec_t graphs_[8] = {};
-  int64_t calls_[8] = {};
+  GraphReplay graphs_[8];
 #endif
 };
 

@@ -61,6 +61,12 @@ double max_error(const std::vector<float> &got, const std::vector<double> &want)
   return e;
 }
 
+/// Element (row, col) of a 16x8 fp32 C/D tile (row-major at d) held by
+/// fragment register i of `lane` (c0, c1: row g; c2, c3: row g + 8).
+template <typename F> __device__ F &c_element(F *d, int lane, int i) {
+  return d[(lane / 4 + 8 * (i / 2)) * 8 + 2 * (lane % 4) + (i & 1)];
+}
+
 // One warp: fragments straight from the PTX ISA's tables, then one MMA.
 // `swap` exchanges a1 and a2 (a plausible mistake: rows 8-15 vs columns
 // 8-15), which must give a wrong product.
@@ -72,14 +78,12 @@ __global__ void mma_direct(const Matrix *a, const Matrix *b, const float *c, flo
   if (swap)
     std::swap(af[1], af[2]);
   const uint32_t bf[2] = {b->pair_down(2 * t, g), b->pair_down(2 * t + 8, g)};
-  const float cf[4] = {c[g * 8 + 2 * t], c[g * 8 + 2 * t + 1], c[(g + 8) * 8 + 2 * t],
-                       c[(g + 8) * 8 + 2 * t + 1]};
-  float df[4];
+  float cf[4], df[4];
+  for (int i = 0; i < 4; ++i)
+    cf[i] = c_element(c, lane, i);
   llk::mma_bf16_16816(df, af, bf, cf);
-  d[g * 8 + 2 * t] = df[0];
-  d[g * 8 + 2 * t + 1] = df[1];
-  d[(g + 8) * 8 + 2 * t] = df[2];
-  d[(g + 8) * 8 + 2 * t + 1] = df[3];
+  for (int i = 0; i < 4; ++i)
+    c_element(d, lane, i) = df[i];
 }
 
 TEST(EmulateMma, M16N8K16MatchesTheProductWithThePtxLayouts) {
@@ -103,7 +107,7 @@ TEST(EmulateMma, M16N8K16MatchesTheProductWithThePtxLayouts) {
 // the same product, warp w with its operands at a different offset.
 __global__ void mma_ldmatrix(const Matrix *a, const Matrix *b, float *d, int mode) {
   alignas(16) __shared__ bf16 sa[16 * 24], sb[16 * 24], sbt[8 * 24];
-  const int lane = int(threadIdx.x) & 31, g = lane / 4, t = lane % 4;
+  const int lane = int(threadIdx.x) & 31;
   if (threadIdx.x < 32) {
     for (int i = lane; i < 256; i += 32)
       sa[(i / 16) * 24 + i % 16] = a->v[size_t(i)];
@@ -131,11 +135,8 @@ __global__ void mma_ldmatrix(const Matrix *a, const Matrix *b, float *d, int mod
   const float zero[4] = {0, 0, 0, 0};
   float df[4];
   llk::mma_bf16_16816(df, af, bf, zero);
-  float *dw = d + 128 * (threadIdx.x / 32);
-  dw[g * 8 + 2 * t] = df[0];
-  dw[g * 8 + 2 * t + 1] = df[1];
-  dw[(g + 8) * 8 + 2 * t] = df[2];
-  dw[(g + 8) * 8 + 2 * t + 1] = df[3];
+  for (int i = 0; i < 4; ++i)
+    c_element(d + 128 * (threadIdx.x / 32), lane, i) = df[i];
 }
 
 TEST(EmulateMma, LdmatrixFeedsTheMmaInEveryForm) {

@@ -304,13 +304,13 @@ private:
           auto s = ranked(r.getInput()).getShape();
           c << "k::rope_forward<T>(" << n(r.getInput()) << ", " << n(r.getResult())
             << ", " << s[0] << ", " << s[1] << ", " << s[2] << ", " << s[3] << ", "
-            << lit(r.getTheta().convertToDouble()) << ");";
+            << lit(r.getTheta().convertToDouble()) << ropeScaling(r) << ");";
         })
         .Case([&](RopeGradOp r) {
           auto s = ranked(r.getGrad()).getShape();
           c << "k::rope_backward<T>(" << n(r.getGrad()) << ", " << n(r.getResult())
             << ", " << s[0] << ", " << s[1] << ", " << s[2] << ", " << s[3] << ", "
-            << lit(r.getTheta().convertToDouble()) << ");";
+            << lit(r.getTheta().convertToDouble()) << ropeScaling(r) << ");";
         })
         .Case([&](AttentionOp a) {
           auto q = ranked(a.getQuery()).getShape();
@@ -362,7 +362,7 @@ private:
           c << "k::rope_forward_at<T>(" << n(r.getInput()) << ", " << n(r.getResult())
             << ", " << sh[0] << ", " << sh[1] << ", " << sh[2] << ", " << sh[3] << ", "
             << lit(r.getTheta().convertToDouble()) << ", " << n(r.getPosition()) << ", "
-            << r.getMaxPositionsAttr().getInt() << ");";
+            << r.getMaxPositionsAttr().getInt() << ropeScaling(r) << ");";
         })
         .Case([&](AttentionCachedOp a) {
           auto q = ranked(a.getQuery()).getShape();
@@ -457,7 +457,7 @@ private:
             auto sh = ranked(in).getShape();
             c << "k::" << kernel << "<T>(" << n(in) << ", " << n(out) << ", "
               << sh[0] << ", " << sh[1] << ", " << sh[2] << ", " << sh[3] << ", "
-              << lit(r.getTheta().convertToDouble()) << ");";
+              << lit(r.getTheta().convertToDouble()) << ropeScaling(r) << ");";
             if (in == r.getQuery())
               c << "\n  ";
           }
@@ -480,9 +480,36 @@ private:
       return failure();
     if (!handled)
       return op.emitOpError("has no CPU lowering");
+    os << declarations;
+    declarations.clear();
     if (!call.empty())
       os << "  " << call << "\n";
     return success();
+  }
+
+  /// The trailing arguments of a CPU RoPE call for a scaled rope op
+  /// (", inv_freq, attention_factor"; plain RoPE: none). Each distinct set
+  /// of frequencies becomes one static array of the function, declared
+  /// before its first call.
+  std::string ropeScaling(Operation *op) {
+    RopeFrequencies f = getRopeFrequencies(op);
+    if (!f.scaled)
+      return "";
+    std::string array = "nullptr";
+    if (op->hasAttr("inv_freq")) {
+      std::vector<double> key(f.invFreq.begin(), f.invFreq.end());
+      auto [it, inserted] =
+          ropeArrays.try_emplace(key, "rope_inv_freq_" + std::to_string(ropeArrays.size()));
+      if (inserted) {
+        llvm::raw_string_ostream d(declarations);
+        d << "  static const double " << it->second << "[] = {";
+        for (auto [i, v] : llvm::enumerate(key))
+          d << (i ? ", " : "") << lit(v);
+        d << "};\n";
+      }
+      array = it->second;
+    }
+    return ", " + array + ", " + lit(f.attentionFactor);
   }
 
   LogicalResult emitReturn(func::ReturnOp ret) {
@@ -516,6 +543,8 @@ private:
   bool isTrainStep;
   bool failed_ = false; // a case above reported an error
   DenseMap<Value, std::string> names;
+  std::map<std::vector<double>, std::string> ropeArrays; // frequencies -> array name
+  std::string declarations; // emitted before the next call
 };
 } // namespace
 

@@ -442,14 +442,14 @@ private:
                            x.getIgnoreIndexAttr().getInt(), std::nullopt);
         })
         .Case([&](RopeQKOp r) {
-          emitRope(op, name, r.getQuery(), r.getKey(), r.getTheta().convertToDouble(),
+          emitRope(op, name, r.getQuery(), r.getKey(),
                    r.getInverse());
         })
         .Case([&](RopeOp r) {
-          emitRope(op, name, r.getInput(), nullptr, r.getTheta().convertToDouble(), false);
+          emitRope(op, name, r.getInput(), nullptr, false);
         })
         .Case([&](RopeGradOp r) {
-          emitRope(op, name, r.getGrad(), nullptr, r.getTheta().convertToDouble(), true);
+          emitRope(op, name, r.getGrad(), nullptr, true);
         })
         .Case([&](RopeAtOp r) { emitRopeAt(r, name); })
         .Case([&](AttentionCachedOp a) { emitAttentionCached(a, name); })
@@ -561,12 +561,12 @@ private:
 
   /// rope_qk (q and k together), rope and rope_grad (one tensor; the
   /// gradient rotates back): llk::rope (runtime/cuda/kernels/rope.cuh). The
-  /// frequencies, in turns per position as float pairs, are computed here in
-  /// double (as the CPU runtime's table) and emitted once per (head_dim, theta).
-  void emitRope(Operation &op, const std::string &name, Value q, Value k, double theta,
-                bool inverse) {
+  /// frequencies (the op's inv_freq, or theta^(-2i/d)), in turns per
+  /// position as float pairs, are computed here in double (as the CPU
+  /// runtime's table) and emitted once per distinct set.
+  void emitRope(Operation &op, const std::string &name, Value q, Value k, bool inverse) {
     auto qs = ranked(q).getShape();
-    std::string turns = ropeTurns(qs[3], theta);
+    std::string turns = ropeTurns(&op);
     std::string t = types(op, {});
     beginLauncher(name);
     unpack(t);
@@ -581,7 +581,7 @@ private:
   /// rope_at (generation): llk::rope at the position in device memory.
   void emitRopeAt(RopeAtOp r, const std::string &name) {
     auto s = ranked(r.getInput()).getShape();
-    std::string turns = ropeTurns(s[3], r.getTheta().convertToDouble());
+    std::string turns = ropeTurns(r);
     std::string t = types(*r, {}); // x, position, y
     beginLauncher(name);
     unpack(t);
@@ -619,28 +619,38 @@ private:
     add(*a, name, t, llk::attention_cached_workspace_bytes(rows, group, hd, splits));
   }
 
-  /// The traits type whose at(i) gives RoPE frequency i of `dim` and `theta`
-  /// in turns per position (hi + lo floats), emitted on first use.
-  std::string ropeTurns(int64_t dim, double theta) {
-    std::string key = std::to_string(dim) + "/" + lit(theta);
+  /// The traits type whose at(i) gives frequency i of a rope op in turns per
+  /// position (hi + lo floats) and whose kScale is its cos/sin factor,
+  /// emitted on first use of each distinct set.
+  std::string ropeTurns(Operation *op) {
+    RopeFrequencies f = getRopeFrequencies(op);
+    std::string key = lit(f.attentionFactor);
+    for (double v : f.invFreq)
+      key += "/" + lit(v);
     auto [it, inserted] = ropeTables.try_emplace(key, "rope_turns_" + std::to_string(ropeTables.size()));
     if (!inserted)
       return it->second;
     const std::string &type = it->second;
-    const int64_t half = dim / 2;
+    const int64_t dim = ranked(op->getOperand(0)).getDimSize(3), half = dim / 2;
     std::string text;
     llvm::raw_string_ostream t(text);
-    t << "// RoPE frequencies of head_dim " << dim << ", theta " << lit(theta)
-      << ", in turns per position: theta^(-2i/d) / (2 pi) = hi + lo.\n"
+    t << "// RoPE frequencies of head_dim " << dim;
+    if (f.scaled)
+      t << " (scaled: the op's inv_freq, cos/sin factor " << lit(f.attentionFactor) << ")";
+    else
+      t << ", theta " << lit(op->getAttrOfType<FloatAttr>("theta").getValueAsDouble());
+    t << ", in turns per position: f_i / (2 pi) = hi + lo.\n"
       << "__constant__ float2 " << type << "_table[" << half << "] = {";
     for (int64_t i = 0; i < half; ++i) {
-      const double turns = std::pow(theta, -2.0 * double(i) / double(dim)) /
-                           (2.0 * 3.14159265358979323846);
+      const double turns = f.invFreq[size_t(i)] / (2.0 * 3.14159265358979323846);
       const float hi = float(turns), lo = float(turns - double(hi));
       t << (i ? ", " : "") << "{" << litf(hi) << ", " << litf(lo) << "}";
     }
     t << "};\nstruct " << type << " {\n  __device__ static float2 at(int i) { return "
-      << type << "_table[i]; }\n};\n\n";
+      << type << "_table[i]; }\n";
+    if (f.attentionFactor != 1.0)
+      t << "  static constexpr float kScale = " << litf(float(f.attentionFactor)) << ";\n";
+    t << "};\n\n";
     os << text;
     return type;
   }
@@ -1388,7 +1398,7 @@ private:
   int64_t trainComputeOps = 0, computeOpsAtFirstBucket = 0, opsAfterFirstBucket = 0,
           opsBeforeLastGather = 0;
 
-  std::map<std::string, std::string> ropeTables; // "dim/theta" -> traits type
+  std::map<std::string, std::string> ropeTables; // factor and frequencies -> traits type
 
   /// Bytes per element of the activation storage type.
   int actBytes() const { return options.activations == "f32" ? 4 : 2; }

@@ -6,6 +6,7 @@
 #include "models/LlamaConfig.h"
 
 #include <cerrno>
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <filesystem>
@@ -44,7 +45,17 @@ json readJsonObject(const std::string &path) {
 // HF writes e.g. "head_dim": null for "derive it".
 class Fields {
 public:
-  Fields(const std::string &path, const json &obj) : path_(path), obj_(obj) {}
+  // prefix names a nested object in messages ("rope_scaling.").
+  Fields(const std::string &path, const json &obj, std::string prefix = "")
+      : path_(path), obj_(obj), prefix_(std::move(prefix)) {}
+
+  // Every key of the object, to refuse the ones a reader does not know.
+  std::vector<std::string> keys() const {
+    std::vector<std::string> out;
+    for (auto it = obj_.begin(); it != obj_.end(); ++it)
+      out.push_back(it.key());
+    return out;
+  }
 
   bool has(const char *key) const { return obj_.contains(key) && !obj_.at(key).is_null(); }
 
@@ -102,12 +113,12 @@ public:
 private:
   void requirePresent(const char *key) const {
     if (!obj_.contains(key))
-      fail(path_, std::string("missing field '") + key + "'");
+      fail(path_, "missing field '" + prefix_ + key + "'");
     if (obj_.at(key).is_null())
-      fail(path_, std::string("field '") + key + "' is null");
+      fail(path_, "field '" + prefix_ + key + "' is null");
   }
   [[noreturn]] void wrongType(const char *key, const char *expected, const json &v) const {
-    fail(path_, std::string("field '") + key + "' must be " + expected + " (got " + v.dump() + ")");
+    fail(path_, "field '" + prefix_ + key + "' must be " + expected + " (got " + v.dump() + ")");
   }
   int64_t asInt(const char *key, const json &v) const {
     if (v.is_number_integer())
@@ -128,7 +139,76 @@ private:
 
   const std::string &path_;
   const json &obj_;
+  std::string prefix_;
 };
+
+// The keys each rope type defines (besides rope_type/type, and rope_theta in
+// transformers 5's rope_parameters).
+const std::vector<std::string> &ropeKeys(RopeType t) {
+  static const std::vector<std::string> none, factor{"factor"},
+      dynamic{"factor", "original_max_position_embeddings"},
+      yarn{"factor", "original_max_position_embeddings", "attention_factor", "beta_fast",
+           "beta_slow", "mscale", "mscale_all_dim", "truncate"},
+      llama3{"factor", "original_max_position_embeddings", "low_freq_factor", "high_freq_factor"};
+  switch (t) {
+  case RopeType::Default: return none;
+  case RopeType::Linear: return factor;
+  case RopeType::Dynamic: return dynamic;
+  case RopeType::Yarn: return yarn;
+  case RopeType::Llama3: return llama3;
+  }
+  return none;
+}
+
+// HF's rope_scaling object (or transformers 5's rope_parameters, `field`
+// names which). Types and keys that are not modelled are refused.
+RopeScaling parseRopeScaling(const std::string &path, const json &obj, const std::string &field) {
+  if (!obj.is_object())
+    fail(path, "field '" + field + "' must be an object or null (got " + obj.dump() + ")");
+  Fields r(path, obj, field + ".");
+  std::optional<std::string> name = r.optionalString("rope_type");
+  if (!name)
+    name = r.optionalString("type"); // the older spelling
+  if (!name)
+    fail(path, "field '" + field + "' has no rope_type");
+  RopeScaling s;
+  bool known = false;
+  for (RopeType t : {RopeType::Default, RopeType::Linear, RopeType::Dynamic, RopeType::Yarn,
+                     RopeType::Llama3})
+    if (*name == ropeTypeName(t)) {
+      s.type = t;
+      known = true;
+    }
+  if (!known)
+    fail(path, field + ".rope_type '" + *name +
+                   "' is not supported (supported: default, linear, dynamic, yarn, llama3)");
+  const std::vector<std::string> &allowed = ropeKeys(s.type);
+  for (const std::string &key : r.keys()) {
+    if (key == "rope_type" || key == "type" || key == "rope_theta")
+      continue;
+    if (std::find(allowed.begin(), allowed.end(), key) == allowed.end())
+      fail(path, field + "." + key + " is not defined for rope_type '" + *name +
+                     "' (it would change the math and is not modelled)");
+  }
+  if (s.type == RopeType::Default)
+    return s;
+  s.factor = r.requiredNumber("factor");
+  s.original_max_position_embeddings = r.optionalInt("original_max_position_embeddings");
+  if (s.type == RopeType::Llama3) {
+    s.original_max_position_embeddings = r.requiredInt("original_max_position_embeddings");
+    s.low_freq_factor = r.requiredNumber("low_freq_factor");
+    s.high_freq_factor = r.requiredNumber("high_freq_factor");
+  }
+  if (s.type == RopeType::Yarn) {
+    s.attention_factor = r.optionalNumber("attention_factor");
+    s.beta_fast = r.optionalNumber("beta_fast");
+    s.beta_slow = r.optionalNumber("beta_slow");
+    s.mscale = r.optionalNumber("mscale");
+    s.mscale_all_dim = r.optionalNumber("mscale_all_dim");
+    s.truncate = r.optionalBool("truncate");
+  }
+  return s;
+}
 
 // "models/TinyLlama-1.1B/config.json" -> "TinyLlama-1.1B"; "x/7b.json" -> "7b".
 std::string nameFromPath(const std::string &path) {
@@ -155,8 +235,6 @@ LlamaConfig fromHF(const std::string &path, const json &obj) {
     fail(path, "model_type '" + *type + "' is not supported (expected 'llama')");
   if (auto act = f.optionalString("hidden_act"); act && *act != "silu")
     fail(path, "hidden_act '" + *act + "' is not supported (LLaMA's SwiGLU uses 'silu')");
-  if (f.has("rope_scaling"))
-    fail(path, "rope_scaling is not supported yet (found " + f.raw("rope_scaling").dump() + ")");
   if (f.optionalBool("attention_bias").value_or(false))
     fail(path, "attention_bias true is not supported (LLaMA projections have no bias)");
   if (f.optionalBool("mlp_bias").value_or(false))
@@ -188,13 +266,17 @@ LlamaConfig fromHF(const std::string &path, const json &obj) {
     const json &rp = f.raw("rope_parameters");
     if (!rp.is_object())
       fail(path, "field 'rope_parameters' must be an object (got " + rp.dump() + ")");
-    Fields r(path, rp);
-    const std::string type = r.optionalString("rope_type").value_or("default");
-    if (type != "default")
-      fail(path, "rope_parameters.rope_type '" + type +
-                     "' is not supported yet (rope_scaling is not supported yet)");
+    Fields r(path, rp, "rope_parameters.");
     if (auto theta = r.optionalNumber("rope_theta"))
       c.rope_theta = *theta;
+    if (r.has("rope_type") || r.has("type"))
+      c.rope_scaling = parseRopeScaling(path, rp, "rope_parameters");
+  }
+  if (f.has("rope_scaling")) {
+    const RopeScaling s = parseRopeScaling(path, f.raw("rope_scaling"), "rope_scaling");
+    if (f.has("rope_parameters") && !(s == c.rope_scaling))
+      fail(path, "rope_scaling and rope_parameters disagree");
+    c.rope_scaling = s;
   }
   c.max_position_embeddings = f.optionalInt("max_position_embeddings").value_or(2048);
   c.tie_word_embeddings = f.optionalBool("tie_word_embeddings").value_or(false);
@@ -206,8 +288,6 @@ LlamaConfig fromHF(const std::string &path, const json &obj) {
 
 LlamaConfig fromMeta(const std::string &path, const json &obj, const MetaParamsOptions &opts) {
   Fields f(path, obj);
-  if (f.optionalBool("use_scaled_rope").value_or(false))
-    fail(path, "use_scaled_rope (Llama 3.1 RoPE scaling) is not supported yet");
 
   LlamaConfig c;
   c.name = nameFromPath(path);
@@ -250,6 +330,16 @@ LlamaConfig fromMeta(const std::string &path, const json &obj, const MetaParamsO
 
   c.rms_norm_eps = f.requiredNumber("norm_eps");
   c.rope_theta = f.optionalNumber("rope_theta").value_or(10000.0);
+  if (f.optionalBool("use_scaled_rope").value_or(false)) {
+    // As Meta's reference code (llama3 / llama-models) applies it.
+    c.rope_scaling.type = RopeType::Llama3;
+    c.rope_scaling.factor = f.optionalNumber("rope_scaling_factor").value_or(8.0);
+    c.rope_scaling.low_freq_factor = 1.0;
+    c.rope_scaling.high_freq_factor = f.optionalNumber("high_freq_factor").value_or(4.0);
+    c.rope_scaling.original_max_position_embeddings = 8192;
+  } else if (f.has("rope_scaling_factor") || f.has("high_freq_factor")) {
+    fail(path, "rope_scaling_factor / high_freq_factor are given but use_scaled_rope is not true");
+  }
   c.max_position_embeddings =
       f.optionalInt("max_seq_len").value_or(opts.maxPositionEmbeddings.value_or(2048));
   c.tie_word_embeddings = false; // Meta checkpoints always carry a separate `output`

@@ -159,18 +159,28 @@ private:
     Value k = reshape(linear(n1, param.at(p + "self_attn.k_proj.weight")), {B, T, KV, D});
     Value v = reshape(linear(n1, param.at(p + "self_attn.v_proj.weight")), {B, T, KV, D});
     auto theta = b.getF64FloatAttr(c.rope_theta);
+    // RoPE scaling: the frequencies as numbers in the IR (none: plain RoPE).
+    mlir::DenseF64ArrayAttr invFreq;
+    mlir::FloatAttr attentionFactor;
+    if (c.rope_scaling.type != ::llama::RopeType::Default) {
+      invFreq = b.getDenseF64ArrayAttr(::llama::ropeInverseFrequencies(c, position ? capacity : T));
+      if (double a = ::llama::ropeAttentionFactor(c); a != 1.0)
+        attentionFactor = b.getF64FloatAttr(a);
+    }
     auto scale = b.getF64FloatAttr(1.0 / std::sqrt(static_cast<double>(D)));
     Value attnOut;
     if (position) { // generation: rotate at the run-time position, use the cache
       auto capacityAttr = b.getI64IntegerAttr(capacity);
-      q = mlir::llama::RopeAtOp::create(b, loc, q.getType(), q, position, theta, capacityAttr);
-      k = mlir::llama::RopeAtOp::create(b, loc, k.getType(), k, position, theta, capacityAttr);
+      q = mlir::llama::RopeAtOp::create(b, loc, q.getType(), q, position, theta, capacityAttr,
+                                        invFreq, attentionFactor);
+      k = mlir::llama::RopeAtOp::create(b, loc, k.getType(), k, position, theta, capacityAttr,
+                                        invFreq, attentionFactor);
       attnOut = mlir::llama::AttentionCachedOp::create(
           b, loc, tensor({B, T, H, D}), q, k, v, caches[2 * l], caches[2 * l + 1],
           position, scale);
     } else {
-      q = mlir::llama::RopeOp::create(b, loc, q.getType(), q, theta);
-      k = mlir::llama::RopeOp::create(b, loc, k.getType(), k, theta);
+      q = mlir::llama::RopeOp::create(b, loc, q.getType(), q, theta, invFreq, attentionFactor);
+      k = mlir::llama::RopeOp::create(b, loc, k.getType(), k, theta, invFreq, attentionFactor);
       attnOut = mlir::llama::AttentionOp::create(b, loc, tensor({B, T, H, D}),
                                                  tensor({B, H, T}), q, k, v, scale)
                     .getResult();

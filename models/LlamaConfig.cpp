@@ -15,7 +15,8 @@ bool operator==(const LlamaConfig &a, const LlamaConfig &b) {
          a.intermediate_size == b.intermediate_size && a.num_layers == b.num_layers &&
          a.num_heads == b.num_heads && a.num_kv_heads == b.num_kv_heads &&
          a.head_dim == b.head_dim && a.rms_norm_eps == b.rms_norm_eps &&
-         a.rope_theta == b.rope_theta && a.max_position_embeddings == b.max_position_embeddings &&
+         a.rope_theta == b.rope_theta && a.rope_scaling == b.rope_scaling &&
+         a.max_position_embeddings == b.max_position_embeddings &&
          a.tie_word_embeddings == b.tie_word_embeddings && a.bos_token_id == b.bos_token_id &&
          a.eos_token_id == b.eos_token_id && a.init_std == b.init_std;
 }
@@ -106,6 +107,8 @@ std::optional<std::string> findConfigProblem(const LlamaConfig &c) {
     return "rms_norm_eps must be finite and > 0 (got " + std::to_string(c.rms_norm_eps) + ")";
   if (!(std::isfinite(c.rope_theta) && c.rope_theta > 0))
     return "rope_theta must be finite and > 0 (got " + std::to_string(c.rope_theta) + ")";
+  if (auto p = findRopeScalingProblem(c))
+    return p;
   if (!(std::isfinite(c.init_std) && c.init_std > 0))
     return "initializer_range must be finite and > 0 (got " + std::to_string(c.init_std) + ")";
   const std::pair<const char *, int64_t> tokens[] = {{"bos_token_id", c.bos_token_id},
@@ -162,6 +165,34 @@ std::vector<ParamSpec> paramTable(const LlamaConfig &c) {
   return table;
 }
 
+namespace {
+
+// config.json's rope_scaling: null for plain RoPE, else the fields the type
+// defines (optional ones only when given), as transformers writes them.
+nlohmann::ordered_json ropeScalingJson(const RopeScaling &s) {
+  if (s.type == RopeType::Default)
+    return nullptr;
+  nlohmann::ordered_json j;
+  j["rope_type"] = ropeTypeName(s.type);
+  j["factor"] = s.factor;
+  if (s.original_max_position_embeddings)
+    j["original_max_position_embeddings"] = *s.original_max_position_embeddings;
+  if (s.type == RopeType::Llama3) {
+    j["low_freq_factor"] = s.low_freq_factor;
+    j["high_freq_factor"] = s.high_freq_factor;
+  }
+  for (auto [name, v] : {std::pair("attention_factor", s.attention_factor),
+                         std::pair("beta_fast", s.beta_fast), std::pair("beta_slow", s.beta_slow),
+                         std::pair("mscale", s.mscale), std::pair("mscale_all_dim", s.mscale_all_dim)})
+    if (v)
+      j[name] = *v;
+  if (s.truncate)
+    j["truncate"] = *s.truncate;
+  return j;
+}
+
+} // namespace
+
 std::string toHFConfigJson(const LlamaConfig &c) {
   validate(c);
   // ordered_json keeps the fields in the order a reader expects.
@@ -180,7 +211,7 @@ std::string toHFConfigJson(const LlamaConfig &c) {
   j["head_dim"] = c.head_dim;
   j["rms_norm_eps"] = c.rms_norm_eps; // nlohmann prints the shortest exact form
   j["rope_theta"] = c.rope_theta;
-  j["rope_scaling"] = nullptr;
+  j["rope_scaling"] = ropeScalingJson(c.rope_scaling);
   j["max_position_embeddings"] = c.max_position_embeddings;
   j["tie_word_embeddings"] = c.tie_word_embeddings;
   // -1 (no such token) is written as HF writes it: null.

@@ -1,7 +1,8 @@
 // Named model sizes. The LLaMA ones follow the paper (Touvron et al. 2023,
 // Table 2): vocab 32000, SwiGLU width llamaFfnWidth(dim), RMSNorm eps 1e-6,
-// RoPE theta 1e4, context 2048, untied embeddings. Counts are in
-// /work/shared/REFERENCE.md and asserted by test/unit/models_test.cpp.
+// RoPE theta 1e4, context 2048, untied embeddings; the Llama 3 family follows
+// Meta's published configs. Exact parameter counts are asserted by
+// test/unit/models_test.cpp.
 #include "models/LlamaConfig.h"
 
 #include <stdexcept>
@@ -44,6 +45,37 @@ LlamaConfig tinyllama() {
   return c;
 }
 
+// Llama 3.1 / 3.2 (Meta's published HF config.json files): vocab 128256
+// (tiktoken BPE), GQA with 8 KV heads of 128 (64 for 3.2-1B), RMSNorm eps
+// 1e-5, RoPE theta 5e5 with llama3 scaling (factor 8 for 3.1, 32 for 3.2;
+// low/high frequency factors 1 and 4, original context 8192) to 131072
+// positions, bos 128000 and eos 128001 (the base models). 3.2's 1B and 3B tie
+// the embeddings.
+LlamaConfig llama3(const char *name, int64_t dim, int64_t ffn, int64_t heads, int64_t layers,
+                   bool tied, double ropeFactor) {
+  LlamaConfig c;
+  c.name = name;
+  c.vocab_size = 128256;
+  c.hidden_size = dim;
+  c.intermediate_size = ffn;
+  c.num_layers = layers;
+  c.num_heads = heads;
+  c.num_kv_heads = 8;
+  c.head_dim = dim / heads;
+  c.rms_norm_eps = 1e-5;
+  c.rope_theta = 500000.0;
+  c.rope_scaling.type = RopeType::Llama3;
+  c.rope_scaling.factor = ropeFactor;
+  c.rope_scaling.low_freq_factor = 1.0;
+  c.rope_scaling.high_freq_factor = 4.0;
+  c.rope_scaling.original_max_position_embeddings = 8192;
+  c.max_position_embeddings = 131072;
+  c.tie_word_embeddings = tied;
+  c.bos_token_id = 128000;
+  c.eos_token_id = 128001;
+  return c;
+}
+
 // 15.1M parameters: trains to a sensible loss on a laptop CPU in minutes.
 LlamaConfig tiny() {
   LlamaConfig c = llama1("tiny", 384, 6, 5);
@@ -79,6 +111,11 @@ const Entry kPresets[] = {
     {"llama-65b", [] { return llama1("llama-65b", 8192, 64, 80); }},
     {"llama2-7b", llama2_7b},
     {"tinyllama-1.1b", tinyllama},
+    {"llama3.2-1b", [] { return llama3("llama3.2-1b", 2048, 8192, 32, 16, true, 32.0); }},
+    {"llama3.2-3b", [] { return llama3("llama3.2-3b", 3072, 8192, 24, 28, true, 32.0); }},
+    {"llama3.1-8b", [] { return llama3("llama3.1-8b", 4096, 14336, 32, 32, false, 8.0); }},
+    {"llama3.1-70b", [] { return llama3("llama3.1-70b", 8192, 28672, 64, 80, false, 8.0); }},
+    {"llama3.1-405b", [] { return llama3("llama3.1-405b", 16384, 53248, 128, 126, false, 8.0); }},
     {"tiny", tiny},
     {"micro", micro},
 };

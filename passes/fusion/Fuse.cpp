@@ -241,7 +241,7 @@ struct Fuser {
   }
 
   /// Pairs rope ops of one attention (the first later rope of the same layer
-  /// with the same theta and batch/seq/head_dim that can share a place with
+  /// with the same angles and batch/seq/head_dim that can share a place with
   /// it). A query has more (or as many) heads as its key; the pair is
   /// ordered so.
   template <typename RopeT> void fuseRope(Block &block, bool inverse) {
@@ -254,8 +254,7 @@ struct Fuser {
         RopeT first = ropes[i], second = ropes[j];
         if (used.contains(second))
           continue;
-        if (first.getThetaAttr().getValueAsDouble() !=
-            second.getThetaAttr().getValueAsDouble())
+        if (!sameRopeAngles(first, second))
           continue;
         auto a = cast<RankedTensorType>(first->getOperand(0).getType());
         auto c = cast<RankedTensorType>(second->getOperand(0).getType());
@@ -281,7 +280,8 @@ struct Fuser {
         auto fused = RopeQKOp::create(
             b, first.getLoc(), q->getResult(0).getType(), k->getResult(0).getType(),
             q->getOperand(0), k->getOperand(0), first.getThetaAttr(),
-            inverse ? b.getUnitAttr() : UnitAttr());
+            inverse ? b.getUnitAttr() : UnitAttr(), first.getInvFreqAttr(),
+            first.getAttentionFactorAttr());
         copyTags(first, fused);
         q->getResult(0).replaceAllUsesWith(fused.getQueryResult());
         k->getResult(0).replaceAllUsesWith(fused.getKeyResult());

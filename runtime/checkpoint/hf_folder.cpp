@@ -24,6 +24,21 @@ bool is_plain_file_name(const std::string &name) {
          name.find('/') == std::string::npos && name.find('\\') == std::string::npos;
 }
 
+// rope_scaling in one spelling: "type" (older configs) read as "rope_type",
+// transformers 5's rope_theta beside it dropped, plain RoPE as null.
+json canonical_rope_scaling(const json &r) {
+  if (!r.is_object())
+    return r;
+  json out = r;
+  if (!out.contains("rope_type") && out.contains("type"))
+    out["rope_type"] = out["type"];
+  out.erase("type");
+  out.erase("rope_theta");
+  if (out.contains("rope_type") && out["rope_type"] == "default" && out.size() == 1)
+    return nullptr;
+  return out;
+}
+
 // A config's fields that decide whether weights fit a program; with
 // `hf_defaults`, completed by the defaults transformers' LlamaConfig applies
 // when a field is absent or null. A field without a value is left out.
@@ -41,14 +56,14 @@ json resolve_config_fields(const json &c, bool hf_defaults) {
     take(key);
   // rope_scaling null is a value (plain RoPE), not an absent field.
   if (c.contains("rope_scaling"))
-    out["rope_scaling"] = c.at("rope_scaling");
+    out["rope_scaling"] = canonical_rope_scaling(c.at("rope_scaling"));
   // transformers >= 5 nests RoPE settings in "rope_parameters".
   if (c.contains("rope_parameters") && c.at("rope_parameters").is_object()) {
     const json &rp = c.at("rope_parameters");
     if (rp.contains("rope_theta") && rp.at("rope_theta").is_number())
       out["rope_theta"] = rp.at("rope_theta");
-    if (rp.contains("rope_type") && rp.at("rope_type") != "default")
-      out["rope_scaling"] = rp;
+    if (rp.contains("rope_type") || rp.contains("type"))
+      out["rope_scaling"] = canonical_rope_scaling(rp);
   }
   if (!hf_defaults)
     return out;

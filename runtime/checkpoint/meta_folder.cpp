@@ -290,7 +290,10 @@ void check_meta_params_compatible(const MetaParams &params, const std::string &p
   check("rope_theta", params.rope_theta, "rope_theta");
 
   const json *scaling = program_field(program, "rope_scaling");
-  if (params.use_scaled_rope != (scaling != nullptr))
+  const bool llama3_scaling = scaling && scaling->is_object() &&
+                             scaling->value("rope_type", scaling->value("type", "")) == "llama3";
+  if (params.use_scaled_rope != (scaling != nullptr) ||
+      (params.use_scaled_rope && !llama3_scaling))
     mismatch("use_scaled_rope", params.use_scaled_rope ? "true" : "false", "rope_scaling",
              scaling ? *scaling : json(nullptr));
   // What every Meta LLaMA is, against programs that state otherwise.

@@ -43,15 +43,20 @@ void matmul(const T *a, const T *b, T *c, int64_t batch, int64_t m, int64_t n,
             int64_t k, bool transpose_a, bool transpose_b, bool b_broadcast);
 
 // Rotary embedding, Hugging Face pairing (rotate halves: i with i + d/2),
-// x is [batch, seq, heads, head_dim], position of token t is t,
-// inv_freq[i] = theta^(-2i/d), i < d/2.
+// x is [batch, seq, heads, head_dim], position of token t is t, pair i turns
+// by t * inv_freq[i] with inv_freq[i] = theta^(-2i/d), i < d/2, unless
+// inv_freq is given (RoPE scaling: d/2 frequencies); cos and sin are scaled
+// by attention_factor (YaRN).
 template <typename T>
 void rope_forward(const T *x, T *y, int64_t batch, int64_t seq, int64_t heads,
-                  int64_t head_dim, double theta);
-// The inverse rotation (transpose of the forward linear map).
+                  int64_t head_dim, double theta, const double *inv_freq = nullptr,
+                  double attention_factor = 1.0);
+// The transpose of the forward linear map (the inverse rotation, times
+// attention_factor).
 template <typename T>
 void rope_backward(const T *dy, T *dx, int64_t batch, int64_t seq,
-                   int64_t heads, int64_t head_dim, double theta);
+                   int64_t heads, int64_t head_dim, double theta,
+                   const double *inv_freq = nullptr, double attention_factor = 1.0);
 
 // Causal attention with grouped KV heads.
 // q, out: [batch, seq, n_heads, head_dim]; k, v: [batch, seq, n_kv_heads, head_dim]
@@ -125,7 +130,8 @@ void cross_entropy_fused(const T *logits, const int32_t *targets, T *loss,
 template <typename T>
 void rope_forward_at(const T *x, T *y, int64_t batch, int64_t chunk,
                      int64_t heads, int64_t head_dim, double theta, int64_t pos0,
-                     int64_t max_positions);
+                     int64_t max_positions, const double *inv_freq = nullptr,
+                     double attention_factor = 1.0);
 // Appends k, v [batch, chunk, kv_heads, head_dim] to the caches [batch,
 // capacity, kv_heads, head_dim] at rows pos0.., then out[b, i, h] = causal
 // attention of q[b, i, h] over cache rows 0 .. pos0 + i of KV head

@@ -7,9 +7,11 @@
 # cuda_train's micro bf16 check; measured 1.3e-2 and 1.5e-2, what the
 # CUDA-core attention gives on these models too):
 #   - head_dim 128, 4 query heads over 1 KV head (GQA 4), 2 sequences of 80
-#     (128-row query tiles, 64-key tiles: partial tiles, a masked diagonal);
+#     (128-row query tiles, 64-key tiles: partial tiles, a masked diagonal),
+#     with Llama 3's RoPE scaling (theta 5e5, the llama3 bands);
 #   - head_dim 64, 8 query heads over 1 KV head (GQA 8), one sequence of 136
-#     (two 128-row query tiles, the second of 8 rows).
+#     (two 128-row query tiles, the second of 8 rows), with YaRN's RoPE
+#     scaling (its ramp and its attention factor on cos and sin).
 # fp32 storage keeps the CUDA-core kernel (checked by cuda_train and
 # cuda_step_emulation); the generated source says which one each launcher uses.
 source "$(dirname "$0")/common.sh" "$@"
@@ -22,10 +24,15 @@ import json
 c = json.load(open("base.json"))
 json.dump(dict(c, _name_or_path="hd128", hidden_size=256, intermediate_size=384,
                num_hidden_layers=1, num_attention_heads=4, num_key_value_heads=1, head_dim=128,
-               max_position_embeddings=256), open("hd128.json", "w"))
+               max_position_embeddings=256, rope_theta=500000.0,
+               rope_scaling={"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
+                             "high_freq_factor": 4.0, "original_max_position_embeddings": 64}),
+          open("hd128.json", "w"))
 json.dump(dict(c, _name_or_path="hd64", hidden_size=128, intermediate_size=256,
                num_hidden_layers=2, num_attention_heads=8, num_key_value_heads=1, head_dim=64,
-               max_position_embeddings=256), open("hd64.json", "w"))
+               max_position_embeddings=256,
+               rope_scaling={"rope_type": "yarn", "factor": 4.0,
+                             "original_max_position_embeddings": 64}), open("hd64.json", "w"))
 PYEOF
 
 step() {  # NAME HEAD_DIM BATCH SEQ
@@ -36,6 +43,8 @@ step() {  # NAME HEAD_DIM BATCH SEQ
   grep -q "llk::flash_attention_forward<$hd>(" $name.cu &&
     grep -q "llk::flash_attention_backward<$hd>(" $name.cu ||
     die "$name: the bf16 source does not use the tensor-core attention"
+  grep -q "scaled: the op's inv_freq" $name.cu ||
+    die "$name: the CUDA RoPE does not use the IR's scaled frequencies"
   compile "${shape[@]}" --target cuda --cuda-activations f32 --emit kernels -o $name-f32.cu
   ! grep -q "flash_attention_forward<" $name-f32.cu ||
     die "$name: fp32 storage must keep the CUDA-core attention"
@@ -55,6 +64,8 @@ step() {  # NAME HEAD_DIM BATCH SEQ
 
 step hd128 128 2 80
 step hd64 64 1 136
+grep -q "static constexpr float kScale = 1.13862944f" hd64.cu ||
+  die "hd64: YaRN's attention factor (0.1 ln 4 + 1) is not on the CUDA RoPE"
 
 # Training through it: 12 updates of hd64 (seq 136) on patterned tokens, the
 # emulated bf16 binary against the fp32 CPU binary: the loss falls and

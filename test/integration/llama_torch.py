@@ -19,6 +19,7 @@ Command line (errors are one line on stderr, exit status 1; usage errors 2)
   check --config C --weights W --batch-file I --grads G [--rtol 1e-4] [--dtype f64]
   loss  --config C --weights W --batch-file I [--dtype f64]
   grads --config C --weights W --batch-file I --out G [--dtype f64]
+  rope-freqs --config C --mlir M --seq T [--rtol 1e-13]
 """
 import argparse
 import json
@@ -239,7 +240,7 @@ def parse_config(cfg):
     """Validates an HF LlamaForCausalLM config dict and fills HF defaults.
 
     Returns a plain dict with every field the model uses. Options that would
-    change the math and that this reference does not implement (rope_scaling,
+    change the math and that this reference does not implement (longrope,
     biases, another activation) are rejected rather than ignored.
     """
     if not isinstance(cfg, dict):
@@ -273,9 +274,8 @@ def parse_config(cfg):
     if not isinstance(tie, bool):
         raise ConfigError("'tie_word_embeddings' must be true or false, got %r" % tie)
     c["tie_word_embeddings"] = tie
-    if cfg.get("rope_scaling") is not None:
-        raise ConfigError("rope_scaling %r is not supported (only plain RoPE)"
-                          % (cfg["rope_scaling"],))
+    c["max_position_embeddings"] = _int_field(cfg, "max_position_embeddings", 2048)
+    c["rope_scaling"] = _rope_scaling(cfg)
     for key in ("attention_bias", "mlp_bias"):
         if cfg.get(key, False):
             raise ConfigError("'%s': true is not supported (LLaMA has no biases)" % key)
@@ -283,6 +283,106 @@ def parse_config(cfg):
     if act != "silu":
         raise ConfigError("hidden_act %r is not supported (LLaMA uses silu)" % act)
     return c
+
+
+# The keys each rope type reads (transformers' modeling_rope_utils).
+ROPE_KEYS = {
+    "default": set(),
+    "linear": {"factor"},
+    "dynamic": {"factor", "original_max_position_embeddings"},
+    "yarn": {"factor", "original_max_position_embeddings", "attention_factor", "beta_fast",
+             "beta_slow", "mscale", "mscale_all_dim", "truncate"},
+    "llama3": {"factor", "original_max_position_embeddings", "low_freq_factor",
+               "high_freq_factor"},
+}
+
+
+def _rope_scaling(cfg):
+    """rope_scaling (or transformers 5's rope_parameters) as a dict with
+    "rope_type"; None for plain RoPE."""
+    r = cfg.get("rope_scaling")
+    if r is None and isinstance(cfg.get("rope_parameters"), dict):
+        r = cfg["rope_parameters"]
+    if r is None:
+        return None
+    if not isinstance(r, dict):
+        raise ConfigError("rope_scaling must be an object, got %r" % (r,))
+    r = dict(r)
+    r.pop("rope_theta", None)
+    kind = r.pop("rope_type", r.pop("type", None))
+    if kind not in ROPE_KEYS:
+        raise ConfigError("rope_scaling type %r is not supported" % (kind,))
+    unknown = set(r) - ROPE_KEYS[kind]
+    if unknown:
+        raise ConfigError("rope_scaling keys %s are not defined for %r" % (sorted(unknown), kind))
+    if kind == "default":
+        return None
+    r["rope_type"] = kind
+    return r
+
+
+def rope_frequencies(c, seq_len):
+    """(inv_freq [head_dim/2] float64, attention factor) of config c for a
+    sequence of seq_len tokens: the published formulas, transcribed in
+    float64 from transformers' modeling_rope_utils (default, linear, dynamic
+    NTK, YaRN, Llama 3.1) independently of the compiler's C++."""
+    d = c["head_dim"]
+    base = c["rope_theta"]
+    expo = torch.arange(0, d, 2, dtype=torch.float64) / d
+    plain = 1.0 / torch.pow(torch.tensor(base, dtype=torch.float64), expo)
+    r = c["rope_scaling"]
+    if r is None:
+        return plain, 1.0
+    kind = r["rope_type"]
+    factor = float(r["factor"])
+    if kind == "linear":
+        return plain / factor, 1.0
+    if kind == "dynamic":
+        m = c["max_position_embeddings"]
+        n = seq_len if seq_len > m else m
+        grown = base * ((factor * n / m) - (factor - 1)) ** (d / (d - 2))
+        return 1.0 / torch.pow(torch.tensor(grown, dtype=torch.float64), expo), 1.0
+    if kind == "llama3":
+        old = r["original_max_position_embeddings"]
+        lo, hi = r["low_freq_factor"], r["high_freq_factor"]
+        out = []
+        for f in plain.tolist():
+            wavelen = 2 * math.pi / f
+            if wavelen < old / hi:
+                out.append(f)
+            elif wavelen > old / lo:
+                out.append(f / factor)
+            else:
+                smooth = (old / wavelen - lo) / (hi - lo)
+                out.append((1 - smooth) * f / factor + smooth * f)
+        return torch.tensor(out, dtype=torch.float64), 1.0
+    # yarn
+    original = r.get("original_max_position_embeddings")
+    if original is not None:
+        factor = c["max_position_embeddings"] / original
+    else:
+        original = c["max_position_embeddings"]
+
+    def mscale_of(scale, m=1.0):
+        return 1.0 if scale <= 1 else 0.1 * m * math.log(scale) + 1.0
+    attn = r.get("attention_factor")
+    if attn is None:
+        if r.get("mscale") and r.get("mscale_all_dim"):
+            attn = mscale_of(factor, r["mscale"]) / mscale_of(factor, r["mscale_all_dim"])
+        else:
+            attn = mscale_of(factor)
+
+    def turns_dim(rotations):
+        return d * math.log(original / (rotations * 2 * math.pi)) / (2 * math.log(base))
+    low, high = turns_dim(r.get("beta_fast") or 32), turns_dim(r.get("beta_slow") or 1)
+    if r.get("truncate", True):
+        low, high = math.floor(low), math.ceil(high)
+    low, high = max(low, 0), min(high, d - 1)
+    if low == high:
+        high += 0.001
+    ramp = ((torch.arange(d // 2, dtype=torch.float64) - low) / (high - low)).clamp(0, 1)
+    keep = 1 - ramp
+    return (plain / factor) * (1 - keep) + plain * keep, float(attn)
 
 
 def load_config(path):
@@ -309,18 +409,18 @@ def rms_norm(x, weight, eps):
     return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps) * weight
 
 
-def rope_tables(seq_len, head_dim, theta, dtype):
-    """cos, sin [seq_len, head_dim] for HF rotate-half RoPE.
+def rope_tables(seq_len, c, dtype):
+    """cos, sin [seq_len, head_dim] for HF rotate-half RoPE of config c.
 
-    inv_freq_i = theta^(-2i/d) and the angles are computed in float64 and only
-    then cast, so f32 and f64 models see the same rounded tables.
+    The frequencies (rope_frequencies), the angles and the attention factor
+    are applied in float64 and only then cast, so f32 and f64 models see the
+    same rounded tables.
     """
-    i = torch.arange(0, head_dim, 2, dtype=torch.float64)
-    inv_freq = torch.pow(torch.tensor(theta, dtype=torch.float64), -i / head_dim)
+    inv_freq, attn = rope_frequencies(c, seq_len)
     pos = torch.arange(seq_len, dtype=torch.float64)
     angles = torch.outer(pos, inv_freq)
     angles = torch.cat([angles, angles], dim=-1)
-    return angles.cos().to(dtype), angles.sin().to(dtype)
+    return (attn * angles.cos()).to(dtype), (attn * angles.sin()).to(dtype)
 
 
 def rotate_half(x):
@@ -460,7 +560,7 @@ class LlamaTorch(nn.Module):
         self._check_tokens(tokens, "tokens")
         tokens = tokens.long()
         c = self.config
-        cos, sin = rope_tables(tokens.shape[1], c["head_dim"], c["rope_theta"], self.dtype)
+        cos, sin = rope_tables(tokens.shape[1], c, self.dtype)
         h = F.embedding(tokens, self.model.embed_tokens.weight)
         for layer in self.model.layers:
             h = layer(h, cos, sin)
@@ -675,6 +775,39 @@ def cmd_compare(args):
     return 0 if worst < args.rtol else 1
 
 
+def cmd_rope_freqs(args):
+    """The IR's RoPE frequencies against rope_frequencies: every rope op of
+    an --emit mlir module (the inv_freq array, plain theta^(-2i/d) when it
+    has none, and attention_factor) within --rtol of the float64
+    transcription for this config at --seq."""
+    import re
+    c = load_config(args.config)
+    want, attn = rope_frequencies(c, args.seq)
+    text = open(args.mlir, encoding="utf-8").read()
+    ops = re.findall(r"llama\.rope(?:_at|_qk|_grad)? [^{]*\{([^}]*)\}", text)
+    if not ops:
+        print("%s: no rope op" % args.mlir)
+        return 1
+    worst = 0.0
+    for attrs in ops:
+        m = re.search(r"inv_freq = array<f64: ([^>]*)>", attrs)
+        if m:
+            have = torch.tensor([float(v) for v in m.group(1).split(",")], dtype=torch.float64)
+        else:
+            theta = float(re.search(r"theta = ([-0-9.eE+]+)", attrs).group(1))
+            have = rope_frequencies(dict(c, rope_theta=theta, rope_scaling=None), args.seq)[0]
+        a = re.search(r"attention_factor = ([-0-9.eE+]+)", attrs)
+        have_attn = float(a.group(1)) if a else 1.0
+        if have.shape != want.shape:
+            print("%s: %d frequencies, expected %d" % (args.mlir, have.numel(), want.numel()))
+            return 1
+        worst = max(worst, float(((have - want).abs() / want).max()),
+                    abs(have_attn - attn) / attn)
+    print("%s: %d rope ops, max relative difference %.2e from the float64 formulas "
+          "(attention factor %.17g)" % (args.mlir, len(ops), worst, attn))
+    return 0 if worst <= args.rtol else 1
+
+
 def build_parser():
     p = argparse.ArgumentParser(
         prog="llama_torch.py",
@@ -710,6 +843,13 @@ def build_parser():
     sp.add_argument("--metric", choices=["max", "l2"], default="max")
     sp.add_argument("--label", default="compare")
     sp.set_defaults(func=cmd_compare)
+
+    sp = sub.add_parser("rope-freqs", help="compare an IR's RoPE frequencies to the formulas")
+    sp.add_argument("--config", required=True, help="HF config.json")
+    sp.add_argument("--mlir", required=True, help="llama-compile --emit mlir output")
+    sp.add_argument("--seq", type=int, required=True)
+    sp.add_argument("--rtol", type=float, default=1e-13)
+    sp.set_defaults(func=cmd_rope_freqs)
 
     sp = sub.add_parser("loss", help="print the reference loss")
     common(sp, "f64")

@@ -248,7 +248,7 @@ class ComponentTest(unittest.TestCase):
         g = torch.Generator().manual_seed(3)
         T, D, theta = 7, 8, 10000.0
         x = torch.randn(2, T, D, generator=g, dtype=torch.float64)  # [heads, T, D]
-        cos, sin = lt.rope_tables(T, D, theta, torch.float64)
+        cos, sin = lt.rope_tables(T, plain_rope(D, theta), torch.float64)
         y = lt.apply_rope(x, cos, sin)
         for h in range(2):
             for t in range(T):
@@ -258,7 +258,7 @@ class ComponentTest(unittest.TestCase):
     def test_rope_invariants(self):
         g = torch.Generator().manual_seed(4)
         T, D = 9, 6
-        cos, sin = lt.rope_tables(T, D, 10000.0, torch.float64)
+        cos, sin = lt.rope_tables(T, plain_rope(D, 10000.0), torch.float64)
         q = torch.randn(T, D, generator=g, dtype=torch.float64)
         k = torch.randn(T, D, generator=g, dtype=torch.float64)
         rq = lt.apply_rope(q, cos, sin)
@@ -273,10 +273,16 @@ class ComponentTest(unittest.TestCase):
             self.assertAlmostEqual(d, dots[0], places=12)
 
     def test_f32_tables_are_rounded_f64(self):
-        c32, s32 = lt.rope_tables(100, 64, 10000.0, torch.float32)
-        c64, s64 = lt.rope_tables(100, 64, 10000.0, torch.float64)
+        c32, s32 = lt.rope_tables(100, plain_rope(64, 10000.0), torch.float32)
+        c64, s64 = lt.rope_tables(100, plain_rope(64, 10000.0), torch.float64)
         self.assertTrue(torch.equal(c32, c64.float()))
         self.assertTrue(torch.equal(s32, s64.float()))
+
+
+def plain_rope(head_dim, theta):
+    """The fields of a parsed config that rope_tables reads, without scaling."""
+    return {"head_dim": head_dim, "rope_theta": theta, "rope_scaling": None,
+            "max_position_embeddings": 2048}
 
 
 class ModelTest(unittest.TestCase):
@@ -383,7 +389,7 @@ class ModelTest(unittest.TestCase):
         del cfg["head_dim"], cfg["num_key_value_heads"]
         c = lt.parse_config(cfg)
         self.assertEqual((c["head_dim"], c["num_key_value_heads"]), (4, 4))
-        for bad, msg in (({"rope_scaling": {"type": "linear", "factor": 2.0}}, "rope_scaling"),
+        for bad, msg in (({"rope_scaling": {"type": "longrope", "factor": 2.0}}, "rope_scaling"),
                          ({"num_key_value_heads": 3}, "not a multiple"),
                          ({"hidden_size": 0}, "hidden_size"),
                          ({"hidden_act": "gelu"}, "hidden_act"),

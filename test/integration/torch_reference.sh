@@ -35,3 +35,35 @@ json.dump(tied, open("tied.json", "w"))
 PYEOF
 check_model mha --config mha.json --batch 2 --seq-len 24 --remat full
 check_model tied --config tied.json --batch 3 --seq-len 8 --remat none
+
+# RoPE scaling (Llama 3's bands, YaRN's ramp and attention factor): the IR's
+# frequencies against the float64 transcription of the published formulas
+# (every type), then a whole step's loss and gradients against PyTorch.
+"$PY" - <<'PYEOF'
+import json
+c = json.load(open("base.json"))
+shape = dict(hidden_size=64, intermediate_size=160, num_hidden_layers=2, num_attention_heads=4,
+             num_key_value_heads=2, head_dim=16, vocab_size=96, max_position_embeddings=128)
+scalings = {
+    "llama3": (500000.0, {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
+                          "high_freq_factor": 4.0, "original_max_position_embeddings": 64}),
+    "yarn": (10000.0, {"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 32}),
+    "yarnm": (10000.0, {"type": "yarn", "factor": 8.0, "beta_fast": 16.0, "mscale": 0.707,
+                        "mscale_all_dim": 1.0, "truncate": False}),
+    "linear": (10000.0, {"type": "linear", "factor": 2.0}),
+    "dynamic": (10000.0, {"rope_type": "dynamic", "factor": 4.0}),
+}
+for name, (theta, scaling) in scalings.items():
+    json.dump(dict(c, _name_or_path=name, rope_theta=theta, rope_scaling=scaling, **shape),
+              open(name + ".json", "w"))
+PYEOF
+for name in llama3 yarn yarnm linear dynamic; do
+  "$BIN/llama-compile" --config $name.json --batch 2 --seq-len 24 --emit mlir -o $name.mlir
+  $REF rope-freqs --config $name.json --mlir $name.mlir --seq 24 > $name-freqs.txt ||
+    { cat $name-freqs.txt; die "$name: RoPE frequencies differ from the formulas"; }
+  grep -q "inv_freq = array<f64" $name.mlir || die "$name: no inv_freq in the IR"
+  echo "$(cat $name-freqs.txt)"
+done
+grep -q "attention_factor = 1.1386" yarn.mlir || die "yarn: no attention_factor 0.1 ln 4 + 1 in the IR"
+check_model llama3 --config llama3.json --batch 2 --seq-len 24
+check_model yarn --config yarn.json --batch 2 --seq-len 24 --remat none

@@ -172,29 +172,48 @@ std::vector<float2> g_turns;
 struct TestTurns {
   __device__ static float2 at(int i) { return g_turns[size_t(i)]; }
 };
-void set_turns(int64_t dim, double theta) {
+// Scaled RoPE (YaRN): the cos/sin factor as the compiler emits it.
+struct ScaledTurns {
+  __device__ static float2 at(int i) { return g_turns[size_t(i)]; }
+  static constexpr float kScale = 1.25f;
+};
+void set_turns_from(const std::vector<double> &inv_freq) {
   g_turns.clear();
-  for (int64_t i = 0; i < dim / 2; ++i) {
-    const double t = std::pow(theta, -2.0 * double(i) / double(dim)) / (2.0 * M_PI);
+  for (double f : inv_freq) {
+    const double t = f / (2.0 * M_PI);
     const float hi = float(t);
     g_turns.push_back({hi, float(t - double(hi))});
   }
 }
+void set_turns(int64_t dim, double theta) {
+  std::vector<double> f;
+  for (int64_t i = 0; i < dim / 2; ++i)
+    f.push_back(std::pow(theta, -2.0 * double(i) / double(dim)));
+  set_turns_from(f);
+}
 
-template <typename T, int64_t HD> void check_rope(int64_t batch, int64_t seq, int64_t hq,
-                                                  int64_t hk, double theta) {
+// inv_freq null: plain RoPE of theta; else scaled frequencies (and the
+// factor of Turns).
+template <typename T, int64_t HD, typename Turns = TestTurns>
+void check_rope(int64_t batch, int64_t seq, int64_t hq, int64_t hk, double theta,
+                const std::vector<double> *inv_freq = nullptr) {
   SCOPED_TRACE("head_dim " + std::to_string(HD) + (sizeof(T) == 4 ? " fp32" : " bf16"));
-  set_turns(HD, theta);
+  if (inv_freq)
+    set_turns_from(*inv_freq);
+  else
+    set_turns(HD, theta);
+  const double factor = llk::RopeScale<Turns>::value;
   std::mt19937 rng{static_cast<unsigned>(HD + seq)};
   Buf<T> q(size_t(batch * seq * hq * HD), rng), k(size_t(batch * seq * hk * HD), rng);
   for (bool inverse : {false, true}) {
     auto qo = poisoned<T>(q.dev.size()), ko = poisoned<T>(k.dev.size());
-    llk::rope<T, HD, TestTurns>(q.dev.data(), k.dev.data(), qo.data(), ko.data(), batch, seq, hq,
-                                hk, 0, inverse, nullptr);
+    llk::rope<T, HD, Turns>(q.dev.data(), k.dev.data(), qo.data(), ko.data(), batch, seq, hq, hk,
+                            0, inverse, nullptr);
     std::vector<double> qr(q.ref.size()), kr(k.ref.size());
     auto ref = inverse ? llamart::cpu::rope_backward<double> : llamart::cpu::rope_forward<double>;
-    ref(q.ref.data(), qr.data(), batch, seq, hq, HD, theta);
-    ref(k.ref.data(), kr.data(), batch, seq, hk, HD, theta);
+    const double *f = inv_freq ? inv_freq->data() : nullptr;
+    ref(q.ref.data(), qr.data(), batch, seq, hq, HD, theta, f, factor);
+    ref(k.ref.data(), kr.data(), batch, seq, hk, HD, theta, f, factor);
     EXPECT_CLOSE(widen(qo), qr, tolerance<T>());
     EXPECT_CLOSE(widen(ko), kr, tolerance<T>());
   }
@@ -206,6 +225,18 @@ TEST(CudaKernels, Rope) {
   check_rope<bf16, 4>(1, 7, 4, 4, 10000.0);     // half 2: single elements
   check_rope<float, 128>(1, 33, 2, 2, 500000.0); // Llama 3's theta
   check_rope<bf16, 80>(1, 3, 2, 1, 10000.0);     // half 40: bf16 packs of 8
+}
+
+// Scaled RoPE: explicit frequencies (not powers of one theta) and a cos/sin
+// factor, in both directions, against the CPU kernel given the same ones.
+TEST(CudaKernels, RopeScaled) {
+  std::vector<double> f64, f4 = {0.9, 3.0e-4};
+  for (int i = 0; i < 32; ++i)
+    f64.push_back(std::pow(500000.0, -i / 32.0) / (i % 3 == 0 ? 8.0 : 1.0));
+  check_rope<float, 64, ScaledTurns>(2, 9, 4, 2, 500000.0, &f64);
+  check_rope<bf16, 64, ScaledTurns>(1, 17, 2, 1, 500000.0, &f64);
+  check_rope<float, 4, ScaledTurns>(1, 7, 2, 2, 10000.0, &f4);  // single elements
+  check_rope<float, 64, TestTurns>(1, 5, 2, 2, 500000.0, &f64); // no factor
 }
 
 // The fp32 angle reduction keeps cos/sin as accurate as the CPU's double

@@ -182,12 +182,77 @@ TEST(Presets, TinyAndMicro) {
 
 TEST(Presets, AllValidAndNamed) {
   const std::vector<std::string> names = presetNames();
-  EXPECT_EQ(names.size(), 8u);
+  EXPECT_EQ(names.size(), 13u);
   for (const std::string &n : names) {
     SCOPED_TRACE(n);
     const LlamaConfig c = preset(n);
     EXPECT_EQ(c.name, n);
     EXPECT_NO_THROW(validate(c));
+  }
+}
+
+// The Llama 3 family against the counts of Meta's published checkpoints
+// (model.safetensors.index.json metadata / model cards) and the closed form.
+TEST(Presets, Llama3CountsExact) {
+  struct Row {
+    const char *preset;
+    int64_t dim, ffn, heads, layers;
+    bool tied;
+    double ropeFactor;
+    int64_t params;
+  };
+  const Row rows[] = {{"llama3.2-1b", 2048, 8192, 32, 16, true, 32.0, 1235814400},
+                      {"llama3.2-3b", 3072, 8192, 24, 28, true, 32.0, 3212749824},
+                      {"llama3.1-8b", 4096, 14336, 32, 32, false, 8.0, 8030261248},
+                      {"llama3.1-70b", 8192, 28672, 64, 80, false, 8.0, 70553706496},
+                      {"llama3.1-405b", 16384, 53248, 128, 126, false, 8.0, 405853388800}};
+  for (const Row &r : rows) {
+    SCOPED_TRACE(r.preset);
+    const LlamaConfig c = preset(r.preset);
+    EXPECT_EQ(c.vocab_size, 128256);
+    EXPECT_EQ(c.num_kv_heads, 8);
+    EXPECT_EQ(c.head_dim, r.dim / r.heads);
+    EXPECT_EQ(c.rope_theta, 500000.0);
+    EXPECT_EQ(c.rms_norm_eps, 1e-5);
+    EXPECT_EQ(c.max_position_embeddings, 131072);
+    EXPECT_EQ(c.rope_scaling.type, RopeType::Llama3);
+    EXPECT_EQ(c.rope_scaling.factor, r.ropeFactor);
+    EXPECT_EQ(c.rope_scaling.low_freq_factor, 1.0);
+    EXPECT_EQ(c.rope_scaling.high_freq_factor, 4.0);
+    EXPECT_EQ(c.rope_scaling.original_max_position_embeddings, 8192);
+    EXPECT_EQ(c.tie_word_embeddings, r.tied);
+    EXPECT_EQ(closedFormParams(128256, r.dim, r.ffn, r.layers, r.heads, 8, r.dim / r.heads, r.tied),
+              r.params);
+    EXPECT_EQ(paramCount(c), r.params);
+  }
+}
+
+// Meta's Llama 3 params.json files (as published) give the same shapes and
+// counts as the presets (Meta checkpoints keep `output` apart: untied).
+TEST(MetaParams, Llama3PublishedFiles) {
+  TempDir tmp;
+  struct Row {
+    const char *preset, *json;
+    double factor;
+  };
+  const Row rows[] = {
+      {"llama3.1-8b", R"({"dim": 4096, "ffn_dim_multiplier": 1.3, "multiple_of": 1024, "n_heads": 32, "n_kv_heads": 8, "n_layers": 32, "norm_eps": 1e-05, "rope_theta": 500000.0, "use_scaled_rope": true, "vocab_size": 128256})", 8.0},
+      {"llama3.1-70b", R"({"dim": 8192, "ffn_dim_multiplier": 1.3, "multiple_of": 4096, "n_heads": 64, "n_kv_heads": 8, "n_layers": 80, "norm_eps": 1e-05, "rope_theta": 500000.0, "use_scaled_rope": true, "vocab_size": 128256})", 8.0},
+      {"llama3.1-405b", R"({"dim": 16384, "ffn_dim_multiplier": 1.2, "multiple_of": 4096, "n_heads": 128, "n_kv_heads": 8, "n_layers": 126, "norm_eps": 1e-05, "rope_theta": 500000.0, "use_scaled_rope": true, "vocab_size": 128256})", 8.0},
+      {"llama3.2-1b", R"({"dim": 2048, "ffn_dim_multiplier": 1.5, "multiple_of": 256, "n_heads": 32, "n_kv_heads": 8, "n_layers": 16, "norm_eps": 1e-05, "rope_theta": 500000.0, "use_scaled_rope": true, "rope_scaling_factor": 32, "vocab_size": 128256})", 32.0},
+      {"llama3.2-3b", R"({"dim": 3072, "ffn_dim_multiplier": 1.0, "multiple_of": 256, "n_heads": 24, "n_kv_heads": 8, "n_layers": 28, "norm_eps": 1e-05, "rope_theta": 500000.0, "use_scaled_rope": true, "vocab_size": 128256})", 8.0}};
+  for (const Row &r : rows) {
+    SCOPED_TRACE(r.preset);
+    const LlamaConfig c = loadMetaParams(tmp.write(std::string(r.preset) + ".json", r.json));
+    LlamaConfig p = preset(r.preset);
+    EXPECT_EQ(c.intermediate_size, p.intermediate_size);
+    EXPECT_EQ(c.num_kv_heads, 8);
+    EXPECT_EQ(c.head_dim, p.head_dim);
+    EXPECT_EQ(c.rope_scaling.type, RopeType::Llama3);
+    EXPECT_EQ(c.rope_scaling.factor, r.factor); // 8 unless the file says otherwise
+    EXPECT_EQ(c.rope_scaling.original_max_position_embeddings, 8192);
+    p.tie_word_embeddings = false;
+    EXPECT_EQ(paramCount(c), paramCount(p));
   }
 }
 
@@ -212,7 +277,7 @@ TEST(ParamTable, SumsToCountForEveryPreset) {
       EXPECT_TRUE(seen.insert(p.name).second) << "duplicate " << p.name;
     }
     EXPECT_EQ(sum, paramCount(c));
-    EXPECT_EQ(seen.size(), static_cast<size_t>(9 * c.num_layers + 3));
+    EXPECT_EQ(seen.size(), static_cast<size_t>(9 * c.num_layers + (c.tie_word_embeddings ? 2 : 3)));
   }
 }
 
@@ -425,6 +490,129 @@ TEST(HFConfig, TransformersV5RopeParametersAndEosList) {
   EXPECT_EQ(c.bos_token_id, 998);
 }
 
+// Meta's published Llama-3.2-1B config.json: llama3 RoPE scaling, tied
+// embeddings, explicit head_dim; equal to the preset but for the name.
+TEST(HFConfig, PublishedLlama32With_rope_scaling) {
+  TempDir tmp;
+  const LlamaConfig c = loadHFConfig(tmp.write("Llama-3.2-1B/config.json", R"({
+  "architectures": ["LlamaForCausalLM"], "attention_bias": false, "attention_dropout": 0.0,
+  "bos_token_id": 128000, "eos_token_id": 128001, "head_dim": 64, "hidden_act": "silu",
+  "hidden_size": 2048, "initializer_range": 0.02, "intermediate_size": 8192,
+  "max_position_embeddings": 131072, "mlp_bias": false, "model_type": "llama",
+  "num_attention_heads": 32, "num_hidden_layers": 16, "num_key_value_heads": 8,
+  "pretraining_tp": 1, "rms_norm_eps": 1e-05,
+  "rope_scaling": {"factor": 32.0, "high_freq_factor": 4.0, "low_freq_factor": 1.0,
+                   "original_max_position_embeddings": 8192, "rope_type": "llama3"},
+  "rope_theta": 500000.0, "tie_word_embeddings": true, "torch_dtype": "bfloat16",
+  "transformers_version": "4.45.0.dev0", "use_cache": true, "vocab_size": 128256})"));
+  LlamaConfig expected = preset("llama3.2-1b");
+  expected.name = "Llama-3.2-1B";
+  EXPECT_EQ(c, expected);
+}
+
+// Every rope type survives config.json: written by toHFConfigJson, read back
+// equal (optional yarn fields only when given); the older "type" spelling
+// and transformers 5's rope_parameters read the same.
+TEST(HFConfig, RopeScalingRoundTrips) {
+  TempDir tmp;
+  LlamaConfig base = preset("micro");
+  std::vector<RopeScaling> cases(5);
+  cases[1].type = RopeType::Linear;
+  cases[1].factor = 2.0;
+  cases[2].type = RopeType::Dynamic;
+  cases[2].factor = 4.0;
+  cases[3].type = RopeType::Yarn;
+  cases[3].factor = 4.0;
+  cases[3].beta_fast = 16.0;
+  cases[3].mscale = 0.707;
+  cases[3].mscale_all_dim = 1.0;
+  cases[3].original_max_position_embeddings = 16;
+  cases[3].truncate = false;
+  cases[4].type = RopeType::Llama3;
+  cases[4].factor = 8.0;
+  cases[4].low_freq_factor = 1.0;
+  cases[4].high_freq_factor = 4.0;
+  cases[4].original_max_position_embeddings = 32;
+  for (size_t i = 0; i < cases.size(); ++i) {
+    SCOPED_TRACE(ropeTypeName(cases[i].type));
+    LlamaConfig c = base;
+    c.rope_scaling = cases[i];
+    const std::string path = tmp.write("c" + std::to_string(i) + ".json", toHFConfigJson(c));
+    EXPECT_EQ(loadHFConfig(path), c);
+  }
+  const LlamaConfig older = loadHFConfig(tmp.write("old.json", R"({"vocab_size": 64,
+    "hidden_size": 16, "intermediate_size": 48, "num_hidden_layers": 1, "num_attention_heads": 4,
+    "rms_norm_eps": 1e-5, "rope_scaling": {"type": "linear", "factor": 2.0}})"));
+  EXPECT_EQ(older.rope_scaling, cases[1]);
+  const LlamaConfig v5 = loadHFConfig(tmp.write("v5.json", R"({"vocab_size": 64,
+    "hidden_size": 16, "intermediate_size": 48, "num_hidden_layers": 1, "num_attention_heads": 4,
+    "rms_norm_eps": 1e-5, "rope_parameters": {"rope_type": "dynamic", "factor": 4.0, "rope_theta": 5e5}})"));
+  EXPECT_EQ(v5.rope_scaling, cases[2]);
+  EXPECT_EQ(v5.rope_theta, 5e5);
+}
+
+// Closed-form properties of the frequencies (the float64 Python
+// transcription of the published formulas checks every value, through the
+// IR: test/integration/torch_reference.sh).
+TEST(RopeScaling, FrequenciesFollowTheirRules) {
+  LlamaConfig c = preset("llama3.1-8b");
+  LlamaConfig plain = c;
+  plain.rope_scaling = RopeScaling{};
+  const std::vector<double> base = ropeInverseFrequencies(plain, 2048);
+  ASSERT_EQ(base.size(), 64u);
+  for (size_t i = 0; i < base.size(); ++i)
+    EXPECT_EQ(base[i], std::pow(500000.0, -double(2 * i) / 128.0));
+  // llama3: wavelengths under 8192/4 keep their frequency, over 8192 are
+  // divided by 8, between them interpolated (so strictly between).
+  const std::vector<double> l3 = ropeInverseFrequencies(c, 2048);
+  int kept = 0, divided = 0, smoothed = 0;
+  for (size_t i = 0; i < base.size(); ++i) {
+    const double wave = 2 * M_PI / base[i];
+    if (wave < 2048.0) {
+      EXPECT_EQ(l3[i], base[i]);
+      ++kept;
+    } else if (wave > 8192.0) {
+      EXPECT_DOUBLE_EQ(l3[i], base[i] / 8.0);
+      ++divided;
+    } else {
+      EXPECT_LT(l3[i], base[i]);
+      EXPECT_GT(l3[i], base[i] / 8.0);
+      ++smoothed;
+    }
+  }
+  EXPECT_GT(kept, 0);
+  EXPECT_GT(divided, 0);
+  EXPECT_GT(smoothed, 0);
+  EXPECT_EQ(ropeAttentionFactor(c), 1.0);
+  // linear: every frequency over the factor.
+  c.rope_scaling = RopeScaling{};
+  c.rope_scaling.type = RopeType::Linear;
+  c.rope_scaling.factor = 4.0;
+  const std::vector<double> lin = ropeInverseFrequencies(c, 2048);
+  for (size_t i = 0; i < base.size(); ++i)
+    EXPECT_DOUBLE_EQ(lin[i], base[i] / 4.0);
+  // dynamic NTK: plain up to max_position_embeddings (HF's rule at the
+  // training length), a larger base past it.
+  c.rope_scaling.type = RopeType::Dynamic;
+  EXPECT_EQ(ropeInverseFrequencies(c, c.max_position_embeddings), base);
+  const std::vector<double> ntk = ropeInverseFrequencies(c, 2 * c.max_position_embeddings);
+  const double grown = 500000.0 * std::pow(4.0 * 2.0 - 3.0, 128.0 / 126.0);
+  EXPECT_DOUBLE_EQ(ntk[1], std::pow(grown, -2.0 / 128.0));
+  // yarn: the attention factor 0.1 ln(s) + 1, or the mscale ratio.
+  c.rope_scaling.type = RopeType::Yarn;
+  EXPECT_DOUBLE_EQ(ropeAttentionFactor(c), 0.1 * std::log(4.0) + 1.0);
+  c.rope_scaling.mscale = 2.0;
+  c.rope_scaling.mscale_all_dim = 1.0;
+  EXPECT_DOUBLE_EQ(ropeAttentionFactor(c),
+                   (0.2 * std::log(4.0) + 1.0) / (0.1 * std::log(4.0) + 1.0));
+  c.rope_scaling.attention_factor = 0.5;
+  EXPECT_EQ(ropeAttentionFactor(c), 0.5);
+  // The highest frequency extrapolates (unchanged), the lowest interpolates.
+  const std::vector<double> y = ropeInverseFrequencies(c, 2048);
+  EXPECT_EQ(y.front(), base.front());
+  EXPECT_DOUBLE_EQ(y.back(), base.back() / 4.0);
+}
+
 TEST(HFConfig, Errors) {
   TempDir tmp;
   const std::string missing = tmp.path("nope/config.json");
@@ -448,8 +636,26 @@ TEST(HFConfig, Errors) {
   const std::string noHidden = replaced("nohidden.json", "\"hidden_size\": 2048,", "");
   expectError([&] { loadHFConfig(noHidden); }, {noHidden + ": missing field 'hidden_size'"});
   const std::string rope = replaced("rope.json", "\"rope_scaling\": null",
-                                    R"("rope_scaling": {"type": "linear", "factor": 2.0})");
-  expectError([&] { loadHFConfig(rope); }, {rope + ": rope_scaling is not supported yet"});
+                                    R"("rope_scaling": {"type": "longrope", "factor": 2.0})");
+  expectError([&] { loadHFConfig(rope); },
+              {rope + ": rope_scaling.rope_type 'longrope' is not supported"});
+  const std::string extra = replaced("extra.json", "\"rope_scaling\": null",
+                                     R"("rope_scaling": {"type": "linear", "factor": 2.0, "beta_fast": 3})");
+  expectError([&] { loadHFConfig(extra); },
+              {extra + ": rope_scaling.beta_fast is not defined for rope_type 'linear'"});
+  const std::string noOriginal = replaced(
+      "noorig.json", "\"rope_scaling\": null",
+      R"("rope_scaling": {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0})");
+  expectError([&] { loadHFConfig(noOriginal); },
+              {noOriginal + ": missing field 'rope_scaling.original_max_position_embeddings'"});
+  const std::string badBand = replaced(
+      "band.json", "\"rope_scaling\": null",
+      R"("rope_scaling": {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 4.0, "high_freq_factor": 1.0, "original_max_position_embeddings": 8192})");
+  expectError([&] { loadHFConfig(badBand); },
+              {badBand + ": rope_scaling (llama3): needs 0 < low_freq_factor < high_freq_factor"});
+  const std::string noFactor = replaced("nofactor.json", "\"rope_scaling\": null",
+                                        R"("rope_scaling": {"rope_type": "dynamic"})");
+  expectError([&] { loadHFConfig(noFactor); }, {"missing field 'rope_scaling.factor'"});
   const std::string heads = replaced("heads.json", "\"num_attention_heads\": 32",
                                      "\"num_attention_heads\": 30");
   expectError([&] { loadHFConfig(heads); },
@@ -470,8 +676,8 @@ TEST(HFConfig, Errors) {
   const std::string bias = replaced("bias.json", "\"attention_bias\": false", "\"attention_bias\": true");
   expectError([&] { loadHFConfig(bias); }, {"attention_bias"});
   const std::string yarn = replaced("yarn.json", "\"rope_scaling\": null",
-                                    R"("rope_parameters": {"rope_type": "yarn", "factor": 4.0})");
-  expectError([&] { loadHFConfig(yarn); }, {"rope_type 'yarn'", "not supported yet"});
+                                    R"("rope_parameters": {"rope_type": "yarn", "factor": -4.0})");
+  expectError([&] { loadHFConfig(yarn); }, {"rope_scaling (yarn): factor must be finite and > 0"});
   const std::string eps = replaced("eps.json", "\"rms_norm_eps\": 1e-05", "\"rms_norm_eps\": 0");
   expectError([&] { loadHFConfig(eps); }, {eps + ": rms_norm_eps"});
   // Float that is an exact integer is accepted (some tools write 2048.0).
@@ -555,9 +761,10 @@ TEST(MetaParams, Errors) {
       "e.json", R"({"dim": 4096, "multiple_of": 256, "n_heads": 32, "n_layers": 32, "vocab_size": 32000})");
   expectError([&] { loadMetaParams(noEps); }, {noEps + ": missing field 'norm_eps'"});
 
-  const std::string scaled = tmp.write(
-      "f.json", R"({"dim": 4096, "multiple_of": 256, "n_heads": 32, "n_layers": 32, "norm_eps": 1e-06, "vocab_size": 32000, "use_scaled_rope": true})");
-  expectError([&] { loadMetaParams(scaled); }, {"use_scaled_rope", "not supported yet"});
+  const std::string unscaled = tmp.write(
+      "f.json", R"({"dim": 4096, "multiple_of": 256, "n_heads": 32, "n_layers": 32, "norm_eps": 1e-06, "vocab_size": 32000, "rope_scaling_factor": 32})");
+  expectError([&] { loadMetaParams(unscaled); },
+              {unscaled + ": rope_scaling_factor / high_freq_factor are given but use_scaled_rope is not true"});
 
   const std::string neither = tmp.write("g.json", R"({"n_layers": 2})");
   expectError([&] { loadConfigFile(neither); }, {neither + ": neither an HF config.json"});

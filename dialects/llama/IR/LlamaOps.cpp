@@ -222,6 +222,9 @@ LogicalResult ReshapeOp::verify() {
 
 //===----------------------------------------------------------------------===//
 
+static constexpr llvm::StringLiteral kInvFreqName = "inv_freq";
+static constexpr llvm::StringLiteral kAttentionFactorName = "attention_factor";
+
 static LogicalResult verifyRope(Operation *op, Value in, Value out,
                                 double theta) {
   if (failed(verifyCommon(op)))
@@ -235,7 +238,52 @@ static LogicalResult verifyRope(Operation *op, Value in, Value out,
     return op->emitOpError() << "head_dim must be even, got " << t.getDimSize(3);
   if (!(theta > 0.0))
     return op->emitOpError() << "theta must be positive, got " << theta;
+  if (auto f = op->getAttrOfType<DenseF64ArrayAttr>(kInvFreqName)) {
+    if (f.size() != t.getDimSize(3) / 2)
+      return op->emitOpError() << "inv_freq has " << f.size()
+                               << " frequencies, expected head_dim / 2 = "
+                               << t.getDimSize(3) / 2;
+    for (double v : f.asArrayRef())
+      if (!(std::isfinite(v) && v > 0.0))
+        return op->emitOpError() << "inv_freq must be finite and positive, got " << v;
+  }
+  if (auto a = op->getAttrOfType<FloatAttr>(kAttentionFactorName)) {
+    double v = a.getValueAsDouble();
+    if (!(std::isfinite(v) && v > 0.0))
+      return op->emitOpError() << "attention_factor must be finite and positive, got " << v;
+  }
   return expectShape(op, "result", out, t.getShape());
+}
+
+RopeFrequencies mlir::llama::getRopeFrequencies(Operation *op) {
+  RopeFrequencies r;
+  if (auto f = op->getAttrOfType<DenseF64ArrayAttr>(kInvFreqName)) {
+    r.invFreq.assign(f.asArrayRef().begin(), f.asArrayRef().end());
+    r.scaled = true;
+  } else {
+    const int64_t d = ranked(op->getOperand(0)).getDimSize(3);
+    const double theta = op->getAttrOfType<FloatAttr>("theta").getValueAsDouble();
+    for (int64_t i = 0; i < d / 2; ++i)
+      r.invFreq.push_back(std::pow(theta, -2.0 * double(i) / double(d)));
+  }
+  if (auto a = op->getAttrOfType<FloatAttr>(kAttentionFactorName)) {
+    r.attentionFactor = a.getValueAsDouble();
+    r.scaled = true;
+  }
+  return r;
+}
+
+void mlir::llama::copyRopeScaling(Operation *from, Operation *to) {
+  for (StringRef name : {kInvFreqName, kAttentionFactorName})
+    if (Attribute a = from->getAttr(name))
+      to->setAttr(name, a);
+}
+
+bool mlir::llama::sameRopeAngles(Operation *a, Operation *b) {
+  for (StringRef name : {StringRef("theta"), StringRef(kInvFreqName), StringRef(kAttentionFactorName)})
+    if (a->getAttr(name) != b->getAttr(name))
+      return false;
+  return true;
 }
 
 LogicalResult RopeOp::verify() {
@@ -340,11 +388,9 @@ LogicalResult CrossEntropyGradOp::verify() {
 //===----------------------------------------------------------------------===//
 
 LogicalResult RopeAtOp::verify() {
-  if (failed(verifyCommon(*this)))
+  if (failed(verifyRope(*this, getInput(), getResult(), getTheta().convertToDouble())))
     return failure();
   auto x = ranked(getInput());
-  if (x.getRank() != 4 || x.getDimSize(3) % 2 != 0)
-    return emitOpError() << "input must be [batch, chunk, heads, even head_dim]";
   if (getMaxPositions() < x.getDimSize(1))
     return emitOpError() << "max_positions " << getMaxPositions()
                          << " is smaller than the chunk " << x.getDimSize(1);

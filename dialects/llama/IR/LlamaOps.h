@@ -64,4 +64,20 @@ inline constexpr llvm::StringLiteral kFp32Attr = "llama.fp32";
 /// (llama-plan-grad-buckets).
 inline constexpr llvm::StringLiteral kGradBucketsAttr = "llama.grad_buckets";
 inline constexpr llvm::StringLiteral kGradsReadyAttr = "llama.grads_ready";
+
+/// The rotation of a rope op (rope, rope_grad, rope_at, rope_qk): pair i of a
+/// head row turns by t * invFreq[i] at position t, and cos and sin are scaled
+/// by attentionFactor. `scaled` is false for plain RoPE (no inv_freq
+/// attribute: invFreq is theta^(-2i/d), computed here in double).
+struct RopeFrequencies {
+  SmallVector<double> invFreq;
+  double attentionFactor = 1.0;
+  bool scaled = false;
+};
+RopeFrequencies getRopeFrequencies(Operation *op);
+/// Copies the RoPE scaling attributes (inv_freq, attention_factor) of one
+/// rope op to another (the VJP's rope_grad, fusion's rope_qk).
+void copyRopeScaling(Operation *from, Operation *to);
+/// Whether two rope ops rotate by the same angles.
+bool sameRopeAngles(Operation *a, Operation *b);
 } // namespace mlir::llama

@@ -152,18 +152,28 @@ def Llama_ReshapeOp : Llama_DiffOp<"reshape"> {
 // Rotary embedding
 //===----------------------------------------------------------------------===//
 
+// RoPE scaling on every rope op: the inverse frequency of each rotated pair
+// (head_dim / 2 of them) replacing theta^(-2i/d).
+def Llama_RopeScalingAttrs : OptionalAttr<DenseF64ArrayAttr>;
+
 def Llama_RopeOp : Llama_DiffOp<"rope"> {
   let summary = "Rotary position embedding, Hugging Face (rotate-half) pairing";
   let description = [{
     `x` is `[batch, seq, heads, head_dim]`; element `i < head_dim/2` is
-    rotated with element `i + head_dim/2` by the angle
-    `t * theta^(-2i/head_dim)` for the token at position `t`.
+    rotated with element `i + head_dim/2` by the angle `t * f_i` for the
+    token at position `t`, where `f_i = theta^(-2i/head_dim)`, or
+    `inv_freq[i]` when the op carries `inv_freq` (RoPE scaling: linear,
+    dynamic NTK, YaRN, Llama 3; the model builder computes the frequencies,
+    so every kernel and pass sees only these numbers). With
+    `attention_factor` (YaRN), cos and sin are scaled by it.
 
     ```mlir
     %qr = llama.rope %q4 {theta = 1.0e+04 : f64} : (tensor<2x8x4x4xf32>) -> tensor<2x8x4x4xf32>
+    %qs = llama.rope %q4 {theta = 1.0e+04 : f64, inv_freq = array<f64: 1.25e-01, 1.25e-03>, attention_factor = 1.2 : f64} : (tensor<2x8x4x4xf32>) -> tensor<2x8x4x4xf32>
     ```
   }];
-  let arguments = (ins Llama_FloatTensor:$input, F64Attr:$theta);
+  let arguments = (ins Llama_FloatTensor:$input, F64Attr:$theta, Llama_RopeScalingAttrs:$inv_freq,
+                       OptionalAttr<F64Attr>:$attention_factor);
   let results = (outs Llama_FloatTensor:$result);
   let assemblyFormat = "$input attr-dict `:` functional-type(operands, results)";
   let hasVerifier = 1;
@@ -176,7 +186,8 @@ def Llama_RopeGradOp : Llama_Op<"rope_grad", [Pure]> {
     %dq = llama.rope_grad %dqr {theta = 1.0e+04 : f64} : (tensor<2x8x4x4xf32>) -> tensor<2x8x4x4xf32>
     ```
   }];
-  let arguments = (ins Llama_FloatTensor:$grad, F64Attr:$theta);
+  let arguments = (ins Llama_FloatTensor:$grad, F64Attr:$theta, Llama_RopeScalingAttrs:$inv_freq,
+                       OptionalAttr<F64Attr>:$attention_factor);
   let results = (outs Llama_FloatTensor:$result);
   let assemblyFormat = "$grad attr-dict `:` functional-type(operands, results)";
   let hasVerifier = 1;
@@ -337,7 +348,8 @@ def Llama_RopeAtOp : Llama_Op<"rope_at", [Pure]> {
   let summary = "Rotary embedding of a chunk of tokens that starts at a run-time position";
   let description = [{
     `rope` for the tokens at positions `position .. position + chunk - 1`
-    (`x` is `[batch, chunk, heads, head_dim]`), with the same angles, so a
+    (`x` is `[batch, chunk, heads, head_dim]`), with the same angles
+    (`theta`, `inv_freq` and `attention_factor` as on `rope`), so a
     cached generation rotates exactly as training did. `max_positions`
     bounds `position + chunk` (the KV cache's capacity).
 
@@ -346,7 +358,8 @@ def Llama_RopeAtOp : Llama_Op<"rope_at", [Pure]> {
     ```
   }];
   let arguments = (ins Llama_FloatTensor:$input, Llama_PositionTensor:$position,
-                       F64Attr:$theta, I64Attr:$max_positions);
+                       F64Attr:$theta, I64Attr:$max_positions, Llama_RopeScalingAttrs:$inv_freq,
+                       OptionalAttr<F64Attr>:$attention_factor);
   let results = (outs Llama_FloatTensor:$result);
   let assemblyFormat = "$input `,` $position attr-dict `:` functional-type(operands, results)";
   let hasVerifier = 1;
@@ -607,7 +620,8 @@ def Llama_RopeQKOp : Llama_Op<"rope_qk", [Pure]> {
     ```
   }];
   let arguments = (ins Llama_FloatTensor:$query, Llama_FloatTensor:$key,
-                       F64Attr:$theta, UnitAttr:$inverse);
+                       F64Attr:$theta, UnitAttr:$inverse, Llama_RopeScalingAttrs:$inv_freq,
+                       OptionalAttr<F64Attr>:$attention_factor);
   let results = (outs Llama_FloatTensor:$query_result, Llama_FloatTensor:$key_result);
   let assemblyFormat = "$query `,` $key attr-dict `:` functional-type(operands, results)";
   let hasVerifier = 1;

@@ -99,9 +99,9 @@ LogicalResult ReshapeOp::buildVJP(OpBuilder &b, ForwardFn,
 LogicalResult RopeOp::buildVJP(OpBuilder &b, ForwardFn,
                                ArrayRef<Value> resultGrads,
                                SmallVectorImpl<Value> &operandGrads) {
-  Value dInput = RopeGradOp::create(b, getLoc(), getInput().getType(),
-                                    resultGrads[0], getThetaAttr());
-  operandGrads.assign({dInput});
+  auto grad = RopeGradOp::create(b, getLoc(), getInput().getType(), resultGrads[0],
+                                 getThetaAttr(), getInvFreqAttr(), getAttentionFactorAttr());
+  operandGrads.assign({grad.getResult()});
   return success();
 }
 

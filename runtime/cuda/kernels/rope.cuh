@@ -2,10 +2,12 @@
 // together, its inverse (the backward), and at a position read from device
 // memory (generation's rope_at).
 //
-//   for position t and i < d/2, angle a = t * theta^(-2i/d):
-//     y[i]       = x[i] cos a - x[i + d/2] sin a
-//     y[i + d/2] = x[i + d/2] cos a + x[i] sin a
-//   the inverse rotates by -a.
+//   for position t and i < d/2, angle a = t * f_i (f_i = theta^(-2i/d), or the
+//   scaled frequencies of the rope op's inv_freq):
+//     y[i]       = s (x[i] cos a - x[i + d/2] sin a)
+//     y[i + d/2] = s (x[i + d/2] cos a + x[i] sin a)
+//   the inverse rotates by -a (times s). s is YaRN's attention factor
+//   (Turns::kScale; 1 when the traits have none).
 //
 // Memory traffic: x read once, y written once; the angles cost no memory.
 // Each thread rotates one 16-byte pack of the first half of a head row
@@ -14,7 +16,7 @@
 //
 // Angles in fp32 without losing the CPU table's accuracy (runtime/cpu/rope.cpp
 // computes them in double): the compiler passes each frequency in turns per
-// position, f_i = theta^(-2i/d) / (2 pi), as a pair of floats (hi + lo, 48
+// position, f_i / (2 pi), as a pair of floats (hi + lo, 48
 // significant bits). For an integer position t < 2^24,
 //   t * hi = a + e exactly (a = fl(t * hi), e = fma(t, hi, -a)),
 //   frac   = (a - rint(a)) + (e + t * lo)   (a - rint(a) is exact),
@@ -28,6 +30,8 @@
 
 #include "runtime/cuda/kernels/common.cuh"
 
+#include <type_traits>
+
 namespace llk {
 
 /// sin and cos of 2 pi t f for the frequency f = turns.x + turns.y turns.
@@ -38,6 +42,15 @@ __device__ __forceinline__ void rope_sincos(int64_t t, float2 turns, float *s, f
   const float frac = (a - rintf(a)) + (e + pos * turns.y);
   sincospif(2.0f * frac, s, c);
 }
+
+/// The factor on cos and sin (YaRN's attention factor): Turns::kScale where
+/// the traits define it, else 1.
+template <typename Turns, typename = void> struct RopeScale {
+  static constexpr float value = 1.0f;
+};
+template <typename Turns> struct RopeScale<Turns, std::void_t<decltype(Turns::kScale)>> {
+  static constexpr float value = Turns::kScale;
+};
 
 /// Work items per head row: a pack of each half per item, or (half not a
 /// whole number of packs) one element per item.
@@ -60,6 +73,7 @@ __global__ void __launch_bounds__(kElementwiseThreads)
   constexpr int64_t kHalf = HD / 2;
   constexpr int P = kPackFor<T, kHalf>;
   constexpr int64_t kItems = RopeItems<T, HD>; // per head row
+  constexpr float kScale = RopeScale<Turns>::value;
   int64_t item = int64_t(blockIdx.x) * kElementwiseThreads + threadIdx.x;
   const T *in = q;
   T *out = qo;
@@ -84,7 +98,8 @@ __global__ void __launch_bounds__(kElementwiseThreads)
     const float partner = to_float(in[row * HD + (e < kHalf ? e + kHalf : e - kHalf)]);
     float s, c;
     rope_sincos(pos, Turns::at(int(i)), &s, &c);
-    s *= sign;
+    s *= sign * kScale;
+    c *= kScale;
     out[row * HD + e] = from_float<T>(e < kHalf ? x * c - partner * s : x * c + partner * s);
     return;
   }
@@ -97,7 +112,8 @@ __global__ void __launch_bounds__(kElementwiseThreads)
   for (int e = 0; e < P; ++e) {
     float s, c;
     rope_sincos(pos, Turns::at(int(i0) + e), &s, &c);
-    s *= sign;
+    s *= sign * kScale;
+    c *= kScale;
     y1.v[e] = x1.v[e] * c - x2.v[e] * s;
     y2.v[e] = x2.v[e] * c + x1.v[e] * s;
   }

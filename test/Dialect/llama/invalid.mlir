@@ -342,3 +342,27 @@ func.func @attention_grad_value_grad(%q: tensor<1x8x4x4xf32>, %k: tensor<1x8x2x4
   %0:3 = llama.attention_grad %q, %q, %k, %k, %q, %l {scale = 0.5 : f64} : (tensor<1x8x4x4xf32>, tensor<1x8x4x4xf32>, tensor<1x8x2x4xf32>, tensor<1x8x2x4xf32>, tensor<1x8x4x4xf32>, tensor<1x4x8xf32>) -> (tensor<1x8x4x4xf32>, tensor<1x8x2x4xf32>, tensor<1x8x4x4xf32>)
   return
 }
+
+// -----
+
+func.func @rope_inv_freq_count(%x: tensor<2x8x4x4xf32>) {
+  // expected-error @+1 {{inv_freq has 3 frequencies, expected head_dim / 2 = 2}}
+  %0 = llama.rope %x {theta = 1.0e+04 : f64, inv_freq = array<f64: 1.0, 0.1, 0.01>} : (tensor<2x8x4x4xf32>) -> tensor<2x8x4x4xf32>
+  return
+}
+
+// -----
+
+func.func @rope_inv_freq_positive(%x: tensor<2x8x4x4xf32>) {
+  // expected-error @+1 {{inv_freq must be finite and positive, got 0}}
+  %0 = llama.rope_grad %x {theta = 1.0e+04 : f64, inv_freq = array<f64: 1.0, 0.0>} : (tensor<2x8x4x4xf32>) -> tensor<2x8x4x4xf32>
+  return
+}
+
+// -----
+
+func.func @rope_attention_factor(%x: tensor<1x1x4x4xf32>, %pos: tensor<i32>) {
+  // expected-error @+1 {{attention_factor must be finite and positive, got -1}}
+  %0 = llama.rope_at %x, %pos {theta = 1.0e+04 : f64, max_positions = 8 : i64, attention_factor = -1.0 : f64} : (tensor<1x1x4x4xf32>, tensor<i32>) -> tensor<1x1x4x4xf32>
+  return
+}

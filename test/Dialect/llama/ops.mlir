@@ -16,6 +16,8 @@ func.func @forward_ops(%table: tensor<64x16xf32>, %ids: tensor<2x8xi32>, %w: ten
   %k4 = llama.reshape %k : (tensor<2x8x8xf32>) -> tensor<2x8x2x4xf32>
   // CHECK: llama.rope %{{.*}} {theta = 1.000000e+04 : f64} : (tensor<2x8x4x4xf32>) -> tensor<2x8x4x4xf32>
   %qr = llama.rope %q4 {theta = 1.0e+04 : f64} : (tensor<2x8x4x4xf32>) -> tensor<2x8x4x4xf32>
+  // CHECK: llama.rope %{{.*}} {inv_freq = array<f64: 5.000000e-01, 2.500000e-03>, theta = 1.000000e+04 : f64}
+  %qs = llama.rope %q4 {theta = 1.0e+04 : f64, inv_freq = array<f64: 0.5, 2.5e-3>} : (tensor<2x8x4x4xf32>) -> tensor<2x8x4x4xf32>
   // CHECK: %{{.*}}, %{{.*}} = llama.attention %{{.*}}, %{{.*}}, %{{.*}} {scale = 5.000000e-01 : f64} : (tensor<2x8x4x4xf32>, tensor<2x8x2x4xf32>, tensor<2x8x2x4xf32>) -> (tensor<2x8x4x4xf32>, tensor<2x4x8xf32>)
   %o, %lse = llama.attention %qr, %k4, %k4 {scale = 0.5 : f64} : (tensor<2x8x4x4xf32>, tensor<2x8x2x4xf32>, tensor<2x8x2x4xf32>) -> (tensor<2x8x4x4xf32>, tensor<2x4x8xf32>)
   %o3 = llama.reshape %o : (tensor<2x8x4x4xf32>) -> tensor<2x8x16xf32>
@@ -41,6 +43,9 @@ func.func @backward_ops(%dh: tensor<2x8x16xf64>, %ids: tensor<2x8xi32>, %w: tens
   %mm = llama.matmul %dh, %dh {transpose_lhs = true} : (tensor<2x8x16xf64>, tensor<2x8x16xf64>) -> tensor<2x16x16xf64>
   // CHECK: llama.rope_grad %{{.*}} {theta = 5.000000e+05 : f64}
   %dq = llama.rope_grad %q {theta = 5.0e+05 : f64} : (tensor<2x8x4x4xf64>) -> tensor<2x8x4x4xf64>
+  // RoPE scaling: the frequencies and the cos/sin factor as attributes.
+  // CHECK: llama.rope_grad %{{.*}} {attention_factor = 1.250000e+00 : f64, inv_freq = array<f64: 1.000000e+00, 1.250000e-04>, theta = 5.000000e+05 : f64}
+  %dqs = llama.rope_grad %q {theta = 5.0e+05 : f64, inv_freq = array<f64: 1.0, 1.25e-4>, attention_factor = 1.25 : f64} : (tensor<2x8x4x4xf64>) -> tensor<2x8x4x4xf64>
   // CHECK: llama.attention_grad
   %gq, %gk, %gv = llama.attention_grad %q, %q, %kv, %kv, %q, %lse {scale = 0.5 : f64} : (tensor<2x8x4x4xf64>, tensor<2x8x4x4xf64>, tensor<2x8x2x4xf64>, tensor<2x8x2x4xf64>, tensor<2x8x4x4xf64>, tensor<2x4x8xf64>) -> (tensor<2x8x4x4xf64>, tensor<2x8x2x4xf64>, tensor<2x8x2x4xf64>)
   // CHECK: llama.swiglu_grad
@@ -70,6 +75,8 @@ func.func @fused_ops(%x: tensor<2x8x16xf32>, %w: tensor<16xf32>, %r: tensor<2x8x
   %qr, %kr = llama.rope_qk %q, %k {theta = 1.0e+04 : f64} : (tensor<2x8x4x4xf32>, tensor<2x8x2x4xf32>) -> (tensor<2x8x4x4xf32>, tensor<2x8x2x4xf32>)
   // CHECK: llama.rope_qk %{{.*}}, %{{.*}} {inverse, theta = 1.000000e+04 : f64}
   %qi, %ki = llama.rope_qk %q, %k {theta = 1.0e+04 : f64, inverse} : (tensor<2x8x4x4xf32>, tensor<2x8x2x4xf32>) -> (tensor<2x8x4x4xf32>, tensor<2x8x2x4xf32>)
+  // CHECK: llama.rope_qk %{{.*}}, %{{.*}} {attention_factor = 2.000000e+00 : f64, inv_freq = array<f64: 1.000000e+00, 3.000000e-01>, theta = 1.000000e+04 : f64}
+  %qq, %kk = llama.rope_qk %q, %k {theta = 1.0e+04 : f64, inv_freq = array<f64: 1.0, 0.3>, attention_factor = 2.0 : f64} : (tensor<2x8x4x4xf32>, tensor<2x8x2x4xf32>) -> (tensor<2x8x4x4xf32>, tensor<2x8x2x4xf32>)
   // CHECK: llama.cross_entropy_fused %{{.*}}, %{{.*}} {grad_scale = 1.000000e+00 : f64} : (tensor<2x8x64xf32>, tensor<2x8xi32>) -> (tensor<f32>, tensor<2x8x64xf32>)
   %loss, %dl = llama.cross_entropy_fused %logits, %targets {grad_scale = 1.0 : f64, ignore_index = -100 : i64} : (tensor<2x8x64xf32>, tensor<2x8xi32>) -> (tensor<f32>, tensor<2x8x64xf32>)
   // CHECK: llama.sum %{{.*}}, %{{.*}}, %{{.*}} : (tensor<2x8x16xf32>, tensor<2x8x16xf32>, tensor<2x8x16xf32>) -> tensor<2x8x16xf32>
@@ -86,6 +93,8 @@ func.func @generation_ops(%q: tensor<1x1x4x4xf32>, %k: tensor<1x1x2x4xf32>,
                           %pos: tensor<i32>) -> tensor<1x1x4x4xf32> {
   // CHECK: llama.rope_at %{{.*}}, %{{.*}} {max_positions = 64 : i64, theta = 1.000000e+04 : f64} : (tensor<1x1x4x4xf32>, tensor<i32>) -> tensor<1x1x4x4xf32>
   %qr = llama.rope_at %q, %pos {theta = 1.0e+04 : f64, max_positions = 64 : i64} : (tensor<1x1x4x4xf32>, tensor<i32>) -> tensor<1x1x4x4xf32>
+  // CHECK: llama.rope_at %{{.*}}, %{{.*}} {attention_factor = 1.100000e+00 : f64, inv_freq = array<f64: 1.000000e+00, 1.000000e-02>, max_positions = 64 : i64, theta = 1.000000e+04 : f64}
+  %qs = llama.rope_at %q, %pos {theta = 1.0e+04 : f64, max_positions = 64 : i64, inv_freq = array<f64: 1.0, 1.0e-2>, attention_factor = 1.1 : f64} : (tensor<1x1x4x4xf32>, tensor<i32>) -> tensor<1x1x4x4xf32>
   %kr = llama.rope_at %k, %pos {theta = 1.0e+04 : f64, max_positions = 64 : i64} : (tensor<1x1x2x4xf32>, tensor<i32>) -> tensor<1x1x2x4xf32>
   // CHECK: llama.attention_cached %{{.*}}, %{{.*}}, %{{.*}}, %{{.*}}, %{{.*}}, %{{.*}} {scale = 5.000000e-01 : f64} : (tensor<1x1x4x4xf32>, tensor<1x1x2x4xf32>, tensor<1x1x2x4xf32>, tensor<1x64x2x4xf32>, tensor<1x64x2x4xf32>, tensor<i32>) -> tensor<1x1x4x4xf32>
   %o = llama.attention_cached %qr, %kr, %k, %kc, %vc, %pos {scale = 0.5 : f64} : (tensor<1x1x4x4xf32>, tensor<1x1x2x4xf32>, tensor<1x1x2x4xf32>, tensor<1x64x2x4xf32>, tensor<1x64x2x4xf32>, tensor<i32>) -> tensor<1x1x4x4xf32>

@@ -22,6 +22,7 @@
 #include "mlir/Pass/PassManager.h"
 #include "mlir/Support/FileUtilities.h"
 #include "llvm/Support/CommandLine.h"
+#include "llvm/Support/Format.h"
 #include "llvm/Support/FileSystem.h"
 #include "llvm/Support/Path.h"
 #include "llvm/Support/Program.h"
@@ -97,6 +98,10 @@ cl::opt<int64_t> gridDp("dp",
                         cl::init(1), cl::cat(category));
 cl::opt<int64_t> gridTp("tp", cl::desc("tensor-parallel ranks (Megatron: heads, FFN width, vocabulary)"),
                         cl::init(1), cl::cat(category));
+cl::opt<int64_t> gridPp(
+    "pp", cl::desc("pipeline-parallel stages: not built (accepted only as 1, so that a "
+                   "published grid's missing axis is named, not ignored)"),
+    cl::init(1), cl::cat(category));
 cl::opt<bool> sequenceParallel(
     "sp", cl::desc("sequence parallelism: norms and residuals split along the "
                    "sequence over the --tp ranks"),
@@ -309,7 +314,7 @@ void printCudaAttention(ModuleOp module) {
 /// workspaces, the batch, chunk tables, ABFT rows, collective staging) and
 /// the generator; then cuBLASLt's 32 MiB workspace. `memcheck` on the
 /// binary reports the bytes the session holds: the same number.
-LogicalResult printCudaMemory(ModuleOp module) {
+LogicalResult printCudaMemory(ModuleOp module, const ::llama::GpuSpec *gpu) {
   std::string discard;
   llvm::raw_string_ostream os(discard);
   ::llama::CudaEmitOptions options;
@@ -367,6 +372,24 @@ LogicalResult printCudaMemory(ModuleOp module) {
                << "cuda-state-bytes: " << layout.state_bytes() << "\n"
                << "cuda-session-bytes: " << layout.total() << "\n"
                << "cuda-device-bytes: " << layout.total() + cublasLt << "\n";
+  if (gpu) {
+    // Plainly whether this grid fits the GPU, and when the state alone does
+    // not, the axis that would: pipeline stages, which are not built.
+    const double need = double(layout.total() + cublasLt), have = gpu->memoryBytes;
+    llvm::outs() << "cuda-fits-" << gpu->name << ": "
+                 << (need <= have ? "yes" : "no") << " ("
+                 << llvm::format("%.1f", need / 1e9) << " of " << llvm::format("%.1f", have / 1e9)
+                 << " GB)";
+    if (need > have && double(layout.state_bytes()) > have)
+      llvm::outs() << "; parameters, gradients and optimizer state alone are "
+                   << llvm::format("%.1f", double(layout.state_bytes()) / 1e9)
+                   << " GB a rank: more --tp, or layers split over pipeline stages "
+                      "(pipeline parallelism is not built)";
+    else if (need > have)
+      llvm::outs() << "; activations dominate: --remat full or selective, --sp, a smaller "
+                      "--batch, or --fit-memory";
+    llvm::outs() << "\n";
+  }
   if (f.collectives)
     llvm::outs() << "cuda-collectives: " << f.collectives << " (" << f.overlappedCollectives
                  << " overlapping " << f.overlappedOps << " kernels and GEMMs)\n"
@@ -393,6 +416,7 @@ void validateGrid(const ::llama::LlamaConfig &c, int64_t globalBatch,
   auto bad = [](const std::string &m) { throw std::runtime_error(m); };
   if (gridDp < 1 || gridTp < 1)
     bad("--dp and --tp must be >= 1");
+
   if (sequenceParallel && gridTp < 2)
     bad("--sp splits the sequence over the tensor-parallel ranks: it needs --tp >= 2");
   std::string tp = "--tp " + std::to_string(gridTp) + ": ";
@@ -574,7 +598,7 @@ int run(int argc, char **argv) {
   // command with two presets or two remat policies is a mistake.
   for (cl::Option *opt : std::initializer_list<cl::Option *>{
            &presetName, &configFile, &target, &batch, &seqLen, &remat, &dtype,
-           &emit, &outputFile, &cxx, &fitMemory, &vocabSize, &gridDp, &gridTp, &cudaActivations,
+           &emit, &outputFile, &cxx, &fitMemory, &vocabSize, &gridDp, &gridTp, &gridPp, &cudaActivations,
            &genChunk, &kvCapacity, &mode, &gradBucket})
     if (opt->getNumOccurrences() > 1)
       return fail("--" + opt->ArgStr + " given more than once");
@@ -583,6 +607,11 @@ int run(int argc, char **argv) {
       llvm::outs() << name << "\n";
     return 0;
   }
+  if (gridPp != 1)
+    return fail("--pp " + std::to_string(gridPp) +
+                ": pipeline parallelism is not built (the grid has data, tensor and sequence "
+                "parallelism: --dp, --tp, --sp); --report --gpu says what a grid without it "
+                "needs per GPU");
   if (target != "cpu" && target != "cuda")
     return fail("unknown --target '" + target + "' (expected cpu or cuda)");
   if (target == "cuda" && !emit.empty() && emit != "kernels" && emit != "mlir" &&
@@ -694,9 +723,6 @@ int run(int argc, char **argv) {
     return fail("compilation failed (see the errors above)");
   }
   if (report) {
-    ::llama::printReport(::llama::computeMemoryReport(*module), llvm::outs());
-    if (target == "cuda" && failed(printCudaMemory(*module)))
-      return fail("CUDA emission failed (see the errors above)");
     const ::llama::GpuSpec *gpu = nullptr;
     if (!gpuName.empty() && !(gpu = ::llama::findGpu(gpuName))) {
       std::string known;
@@ -704,6 +730,9 @@ int run(int argc, char **argv) {
         known += (known.empty() ? "" : ", ") + g.name;
       return fail("unknown --gpu '" + gpuName + "' (known: " + known + ")");
     }
+    ::llama::printReport(::llama::computeMemoryReport(*module), llvm::outs());
+    if (target == "cuda" && failed(printCudaMemory(*module, gpu)))
+      return fail("CUDA emission failed (see the errors above)");
     std::optional<double> tokens;
     if (!tokenBudget.empty()) {
       StringRef t(tokenBudget);

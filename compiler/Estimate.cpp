@@ -24,12 +24,13 @@ namespace llama {
 // DGX A100 has one 200 Gb/s HDR port per GPU (25 GB/s), a DGX H100 one
 // 400 Gb/s NDR port per GPU (50 GB/s).
 const std::vector<GpuSpec> &knownGpus() {
+  constexpr double kGiB = 1024.0 * 1024.0 * 1024.0;
   static const std::vector<GpuSpec> gpus = {
-      {"a100-40gb", 312e12, 1.555e12, 108, 1.41e9, 300e9, 25e9, 8},
-      {"a100-80gb", 312e12, 2.039e12, 108, 1.41e9, 300e9, 25e9, 8},
-      {"h100-sxm", 989e12, 3.35e12, 132, 1.98e9, 450e9, 50e9, 8},
-      {"h100-pcie", 756e12, 2.0e12, 114, 1.755e9, 0, 50e9, 8},
-      {"h200", 989e12, 4.8e12, 132, 1.98e9, 450e9, 50e9, 8},
+      {"a100-40gb", 312e12, 1.555e12, 108, 1.41e9, 300e9, 25e9, 8, 40.0 * kGiB},
+      {"a100-80gb", 312e12, 2.039e12, 108, 1.41e9, 300e9, 25e9, 8, 80.0 * kGiB},
+      {"h100-sxm", 989e12, 3.35e12, 132, 1.98e9, 450e9, 50e9, 8, 80.0 * kGiB},
+      {"h100-pcie", 756e12, 2.0e12, 114, 1.755e9, 0, 50e9, 8, 80.0 * kGiB},
+      {"h200", 989e12, 4.8e12, 132, 1.98e9, 450e9, 50e9, 8, 141e9},
   };
   return gpus;
 }

@@ -20,6 +20,7 @@ struct GpuSpec {
   double nvlinkBw;      // NVLink per GPU and direction, bytes/s (0: none)
   double networkBw;     // the GPU's share of its node's InfiniBand, bytes/s
   int gpusPerNode;      // GPUs that share NVLink (DGX/HGX: 8)
+  double memoryBytes;   // HBM capacity
 };
 
 /// Known GPUs (REFERENCE.md peaks; HBM bandwidth from the vendors' sheets).

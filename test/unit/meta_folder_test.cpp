@@ -485,6 +485,21 @@ TEST(MetaParams, CompatibilityWithTheProgram) {
   json other_vocab = good;
   other_vocab["vocab_size"] = 99;
   EXPECT_NO_THROW(ckpt::check_meta_params_compatible(no_vocab, params, other_vocab, "m"));
+  // use_scaled_rope (Llama 3.1+) is llama3 RoPE scaling, in either spelling
+  // of its type; another type is a mismatch.
+  ckpt::MetaParams scaled = p;
+  scaled.use_scaled_rope = true;
+  json llama3 = good;
+  llama3["rope_scaling"] = json{{"rope_type", "llama3"}, {"factor", 8.0}};
+  EXPECT_NO_THROW(ckpt::check_meta_params_compatible(scaled, params, llama3, "m"));
+  llama3["rope_scaling"] = json{{"type", "llama3"}, {"factor", 8.0}};
+  EXPECT_NO_THROW(ckpt::check_meta_params_compatible(scaled, params, llama3, "m"));
+  json yarn = good;
+  yarn["rope_scaling"] = json{{"rope_type", "yarn"}, {"factor", 8.0}};
+  EXPECT_ERROR(ckpt::check_meta_params_compatible(scaled, params, yarn, "m"),
+               params + ": use_scaled_rope is true, but model m was compiled with rope_scaling");
+  EXPECT_ERROR(ckpt::check_meta_params_compatible(scaled, params, good, "m"),
+               params + ": use_scaled_rope is true, but model m was compiled with rope_scaling null");
 }
 
 // --- load_model_weights on broken folders ------------------------------------------

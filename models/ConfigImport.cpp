@@ -5,8 +5,8 @@
 // model.
 #include "models/LlamaConfig.h"
 
-#include <cerrno>
 #include <algorithm>
+#include <cerrno>
 #include <cmath>
 #include <cstring>
 #include <filesystem>
@@ -269,7 +269,8 @@ LlamaConfig fromHF(const std::string &path, const json &obj) {
     Fields r(path, rp, "rope_parameters.");
     if (auto theta = r.optionalNumber("rope_theta"))
       c.rope_theta = *theta;
-    if (r.has("rope_type") || r.has("type"))
+    // Anything beside rope_theta is RoPE scaling, and must say its type.
+    if (rp.size() > (rp.contains("rope_theta") ? 1u : 0u))
       c.rope_scaling = parseRopeScaling(path, rp, "rope_parameters");
   }
   if (f.has("rope_scaling")) {

@@ -60,7 +60,7 @@ fortunes_corpus() {
 # fortunes_gqa NAME: in the current dir, a SentencePiece tokenizer of the
 # fortunes corpus (tok.model, 512 pieces), its token shards (shards/, 5%
 # validation) and model.json: a small GQA LLaMA named NAME (2 layers, width
-# 64, 4 heads over 2 KV heads of 16, 64 positions).
+# 64, 4 heads over 2 KV heads of 16, 64 positions, Llama 3 RoPE scaling).
 fortunes_gqa() {
   fortunes_corpus
   "$BIN/llama-tokenize" train --input "${corpus[@]}" --separator % --vocab-size 512 -o tok.model
@@ -72,7 +72,13 @@ import json, sys
 c = json.load(open("micro.json"))
 c.update({"_name_or_path": sys.argv[1], "vocab_size": 512, "hidden_size": 64,
           "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
-          "head_dim": 16, "intermediate_size": 176, "max_position_embeddings": 64})
+          "head_dim": 16, "intermediate_size": 176, "max_position_embeddings": 64,
+          # Llama 3's RoPE (theta 5e5, the llama3 bands scaled from 48
+          # positions: pair 0 kept, pair 1 smoothed, the rest divided), so
+          # generation's rope_at runs scaled frequencies.
+          "rope_theta": 500000.0,
+          "rope_scaling": {"rope_type": "llama3", "factor": 4.0, "low_freq_factor": 1.0,
+                           "high_freq_factor": 4.0, "original_max_position_embeddings": 48}})
 json.dump(c, open("model.json", "w"), indent=1)
 PYEOF
 }

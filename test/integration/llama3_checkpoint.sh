@@ -17,7 +17,7 @@ export OMP_WAIT_POLICY=passive
 REF="$PY $SRC/test/integration/llama_torch.py"
 DATA=${LLAMA_TOKENIZER_DATA:-${LLAMA_DATA_DIR:-$HOME/.cache/llama-mlir}/tokenizers}
 [ -f "$DATA/llama3/tokenizer.json" ] ||
-  die "$DATA/llama3/tokenizer.json: missing (Meta's tokenizer data is not in the repository); run tools/fetch-tokenizer-data"
+  die "$DATA/llama3/tokenizer.json: missing (Meta's tokenizer data is not in the repository); run tools/install-deps --tests or tools/fetch-tokenizer-data"
 
 "$PY" - "$DATA/llama3/tokenizer.json" "$SRC/test/unit/Inputs/tokenizer/llama3" <<'PYEOF'
 import json, os, shutil, sys

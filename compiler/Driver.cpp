@@ -360,7 +360,7 @@ LogicalResult printCudaMemory(ModuleOp module, const ::llama::GpuSpec *gpu) {
   sizes.collective_staging = f.stagingBytes;
   if (auto fn = module.lookupSymbol<func::FuncOp>("forward"))
     for (BlockArgument arg : fn.getArguments()) {
-      if (fn.getArgAttr(arg.getArgNumber(), "llama.param_name"))
+      if (fn.getArgAttr(arg.getArgNumber(), mlir::llama::kParamNameAttr))
         ++sizes.num_params;
       else if (auto rt = dyn_cast<RankedTensorType>(arg.getType());
                rt && isa<IntegerType>(rt.getElementType()) && !sizes.tokens)
@@ -461,8 +461,8 @@ OwningOpRef<ModuleOp> loadModel(MLIRContext &ctx, llvm::SourceMgr &sourceMgr,
     auto module = parseSourceFile<ModuleOp>(sourceMgr, &ctx);
     if (!module)
       throw std::runtime_error(inputFile + ": not a valid llama module (see the errors above)");
-    if (!(*module)->hasAttr("llama.model_name"))
-      (*module)->setAttr("llama.model_name",
+    if (!(*module)->hasAttr(mlir::llama::kModelNameAttr))
+      (*module)->setAttr(mlir::llama::kModelNameAttr,
                          StringAttr::get(&ctx, llvm::sys::path::stem(inputFile)));
     return module;
   }
@@ -537,7 +537,7 @@ OwningOpRef<ModuleOp> fitToMemory(MLIRContext &ctx, llvm::SourceMgr &sourceMgr,
   if (!inputFile.empty())
     if (auto fwd = loaded.lookupSymbol<func::FuncOp>("forward"))
       for (BlockArgument arg : fwd.getArguments())
-        if (fwd.getArgAttr(arg.getArgNumber(), "llama.input"))
+        if (fwd.getArgAttr(arg.getArgNumber(), mlir::llama::kInputAttr))
           if (auto t = dyn_cast<RankedTensorType>(arg.getType()); t && t.getRank() > 0)
             globalBatch = t.getDimSize(0);
   std::vector<int64_t> microBatches{globalBatch};
@@ -559,7 +559,7 @@ OwningOpRef<ModuleOp> fitToMemory(MLIRContext &ctx, llvm::SourceMgr &sourceMgr,
     // If even that does not fit, try a smaller micro-batch.
     OwningOpRef<ModuleOp> probe = build();
     bool layered = false;
-    probe->walk([&](Operation *op) { layered |= op->hasAttr("llama.layer"); });
+    probe->walk([&](Operation *op) { layered |= op->hasAttr(mlir::llama::kLayerAttr); });
     if (failed(compileWith(*probe, layered ? "full" : "selective")))
       return nullptr;
     ::llama::MemoryReport minimal = ::llama::computeMemoryReport(*probe);
@@ -680,7 +680,7 @@ int run(int argc, char **argv) {
   if (printParams)
     llvm::outs() << "params: " << ::llama::countParams(*module) << "\n";
   if (emit == "hf-config") {
-    auto config = (*module)->getAttrOfType<StringAttr>("llama.config");
+    auto config = (*module)->getAttrOfType<StringAttr>(mlir::llama::kConfigAttr);
     if (!config)
       return fail("the model carries no llama.config attribute (HF config.json text)");
     if (outputFile.empty()) {

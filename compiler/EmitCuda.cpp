@@ -41,6 +41,7 @@ namespace {
 
 using ::llama::emit::cString;
 using ::llama::emit::lit;
+using ::llama::emit::product;
 using ::llama::emit::numel;
 using ::llama::emit::ranked;
 
@@ -638,7 +639,7 @@ private:
     if (f.scaled)
       t << " (scaled: the op's inv_freq, cos/sin factor " << lit(f.attentionFactor) << ")";
     else
-      t << ", theta " << lit(op->getAttrOfType<FloatAttr>("theta").getValueAsDouble());
+      t << ", theta " << lit(f.theta);
     t << ", in turns per position: f_i / (2 pi) = hi + lo.\n"
       << "__constant__ float2 " << type << "_table[" << half << "] = {";
     for (int64_t i = 0; i < half; ++i) {
@@ -842,10 +843,7 @@ private:
     return failure(r.wasInterrupted());
   }
 
-  static int64_t arenaBytes(func::FuncOp fn) {
-    auto arena = fn->getAttrOfType<IntegerAttr>("llama.arena_bytes");
-    return arena ? arena.getInt() : 0;
-  }
+  static int64_t arenaBytes(func::FuncOp fn) { return getArenaBytes(fn).value_or(0); }
 
   /// The host side of @train_step (train) or @forward (its loss alone):
   /// every op in program order on one stream, buffers at the memory plan's
@@ -878,7 +876,7 @@ private:
       }
       // Generation's KV cache: every layer's keys and values in one device
       // buffer KV (storage type), each at a multiple of 16 elements.
-      if (generate && fn.getArgAttr(i, "llama.kv_cache")) {
+      if (generate && fn.getArgAttr(i, kKvCacheAttr)) {
         names[arg] = "(KV + " + std::to_string(kvElements) + ")";
         storage[arg] = options.activations == "f32" ? 'f' : 'a';
         ranges[arg] = {'K', kvElements * typeBytes('a'),
@@ -995,8 +993,8 @@ private:
         ranges[op.getResult(0)] = ranges.lookup(op.getOperand(0));
         continue;
       }
-      auto offsets = op.getAttrOfType<DenseI64ArrayAttr>("llama.offset");
-      auto outputs = op.getAttrOfType<DenseI64ArrayAttr>("llama.output");
+      auto offsets = op.getAttrOfType<DenseI64ArrayAttr>(kOffsetAttr);
+      auto outputs = op.getAttrOfType<DenseI64ArrayAttr>(kOutputAttr);
       if (!offsets)
         return op.emitOpError("has no memory plan (run llama-plan-memory)");
       auto launcher = launcherOf.find(&op);
@@ -1149,7 +1147,7 @@ private:
   /// copied there at the return.
   static bool writtenInPlace(Value v, size_t result) {
     Operation *def = v.getDefiningOp();
-    auto outs = def ? def->getAttrOfType<DenseI64ArrayAttr>("llama.output")
+    auto outs = def ? def->getAttrOfType<DenseI64ArrayAttr>(kOutputAttr)
                     : DenseI64ArrayAttr();
     return outs && llvm::is_contained(outs.asArrayRef(), int64_t(result));
   }
@@ -1297,13 +1295,6 @@ private:
       << ", stream);\n";
     pending.push_back({index, {ranges.lookup(in)}, {ranges.lookup(out)}, 0});
     return success();
-  }
-
-  static int64_t product(ArrayRef<int64_t> dims) {
-    int64_t p = 1;
-    for (int64_t d : dims)
-      p *= d;
-    return p;
   }
 
   /// Attention geometry shared by the forward and backward kernels.

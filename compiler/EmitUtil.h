@@ -15,6 +15,12 @@ inline mlir::RankedTensorType ranked(mlir::Value v) {
   return mlir::cast<mlir::RankedTensorType>(v.getType());
 }
 inline int64_t numel(mlir::Value v) { return ranked(v).getNumElements(); }
+inline int64_t product(llvm::ArrayRef<int64_t> dims) {
+  int64_t p = 1;
+  for (int64_t d : dims)
+    p *= d;
+  return p;
+}
 
 /// A double literal that round-trips (17 significant digits).
 inline std::string lit(double d) {

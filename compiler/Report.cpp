@@ -111,15 +111,15 @@ MemoryReport computeMemoryReport(ModuleOp module) {
   auto logits = module.lookupSymbol<func::FuncOp>("logits");
   if (!step)
     return r;
-  r.arenaPeakBytes = intAttr(step, "llama.arena_bytes");
-  r.liveLowerBoundBytes = intAttr(step, "llama.live_lower_bound_bytes");
+  r.arenaPeakBytes = getArenaBytes(step).value_or(0);
+  r.liveLowerBoundBytes = intAttr(step, kLiveLowerBoundAttr);
   if (logits)
-    r.logitsArenaBytes = intAttr(logits, "llama.arena_bytes");
+    r.logitsArenaBytes = getArenaBytes(logits).value_or(0);
   if (auto forward = module.lookupSymbol<func::FuncOp>("forward"))
-    r.evalArenaBytes = intAttr(forward, "llama.arena_bytes");
+    r.evalArenaBytes = getArenaBytes(forward).value_or(0);
 
   if (auto fwd = module.lookupSymbol<func::FuncOp>("forward"))
-    if (auto plan = fwd->getAttrOfType<StringAttr>("llama.remat_plan"))
+    if (auto plan = fwd->getAttrOfType<StringAttr>(kRematPlanAttr))
       r.rematPlan = plan.getValue().str();
   step.walk([&](Operation *op) {
     if (isa<shard::AllReduceOp, shard::AllGatherOp, shard::ReduceScatterOp>(op))

@@ -75,9 +75,9 @@ public:
 
   OwningOpRef<ModuleOp> build() {
     auto module = ModuleOp::create(loc);
-    module->setAttr("llama.model_name", b.getStringAttr(c.name));
-    module->setAttr("llama.config", b.getStringAttr(::llama::toHFConfigJson(c)));
-    module->setAttr("llama.init_std", b.getF64FloatAttr(c.init_std));
+    module->setAttr(mlir::llama::kModelNameAttr, b.getStringAttr(c.name));
+    module->setAttr(mlir::llama::kConfigAttr, b.getStringAttr(::llama::toHFConfigJson(c)));
+    module->setAttr(mlir::llama::kInitStdAttr, b.getF64FloatAttr(c.init_std));
 
     // Arguments: parameters in HF order, then tokens and targets.
     SmallVector<Type> argTypes;

@@ -54,7 +54,7 @@ LogicalResult mlir::llama::planGradBuckets(func::FuncOp fn, int64_t dp,
            << params.size() << "), the function returns " << ret.getNumOperands();
   auto writtenInPlace = [](Value v, size_t result) {
     Operation *def = v.getDefiningOp();
-    auto outs = def ? def->getAttrOfType<DenseI64ArrayAttr>("llama.output") : nullptr;
+    auto outs = def ? def->getAttrOfType<DenseI64ArrayAttr>(kOutputAttr) : nullptr;
     return outs && llvm::is_contained(outs.asArrayRef(), int64_t(result));
   };
   // The last op writing each parameter's gradient: its producer when the
@@ -70,7 +70,7 @@ LogicalResult mlir::llama::planGradBuckets(func::FuncOp fn, int64_t dp,
           lastWrite[i - 1] = int64_t(pos);
       continue;
     }
-    if (auto outs = op->getAttrOfType<DenseI64ArrayAttr>("llama.output"))
+    if (auto outs = op->getAttrOfType<DenseI64ArrayAttr>(kOutputAttr))
       for (int64_t out : outs.asArrayRef())
         if (out >= 1)
           lastWrite[size_t(out - 1)] = std::max(lastWrite[size_t(out - 1)], int64_t(pos));

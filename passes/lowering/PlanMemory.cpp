@@ -287,11 +287,11 @@ mlir::llama::planFunctionMemory(func::FuncOp fn, int64_t alignment,
       outputs.push_back(buf ? buf->output : -1);
       anyOutput |= buf && buf->output >= 0;
     }
-    op.setAttr("llama.offset", b.getDenseI64ArrayAttr(offsets));
+    op.setAttr(kOffsetAttr, b.getDenseI64ArrayAttr(offsets));
     if (anyOutput)
-      op.setAttr("llama.output", b.getDenseI64ArrayAttr(outputs));
+      op.setAttr(kOutputAttr, b.getDenseI64ArrayAttr(outputs));
   }
-  fn->setAttr("llama.arena_bytes", b.getI64IntegerAttr(arenaBytes));
-  fn->setAttr("llama.live_lower_bound_bytes", b.getI64IntegerAttr(lowerBound));
+  fn->setAttr(kArenaBytesAttr, b.getI64IntegerAttr(arenaBytes));
+  fn->setAttr(kLiveLowerBoundAttr, b.getI64IntegerAttr(lowerBound));
   return MemoryPlanStats{arenaBytes, lowerBound};
 }

@@ -92,8 +92,8 @@ struct LlamaRematPass : mlir::llama::impl::LlamaRematBase<LlamaRematPass> {
                                   std::move(fixed), &chosen)))
       return failure();
     Builder b(module.getContext());
-    forward->setAttr("llama.remat_plan", b.getStringAttr(chosen.origin));
-    forward->setAttr("llama.remat_plan_arena_bytes", b.getI64IntegerAttr(chosen.arenaBytes));
+    forward->setAttr(kRematPlanAttr, b.getStringAttr(chosen.origin));
+    forward->setAttr(kRematPlanArenaBytesAttr, b.getI64IntegerAttr(chosen.arenaBytes));
     for (bool s : chosen.save)
       ++(s ? numSaved : numRecomputed);
     return success();

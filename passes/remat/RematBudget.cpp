@@ -340,7 +340,7 @@ std::optional<int64_t> mlir::llama::parseByteSize(StringRef text) {
     return std::nullopt;
   StringRef unit = text.drop_front(digits).trim();
   double scale = llvm::StringSwitch<double>(unit.lower())
-                     .Cases("", "b", 1.0)
+                     .Cases({"", "b"}, 1.0)
                      .Case("k", 1024.0).Case("kib", 1024.0).Case("kb", 1e3)
                      .Case("m", 1048576.0).Case("mib", 1048576.0).Case("mb", 1e6)
                      .Case("g", 1073741824.0).Case("gib", 1073741824.0).Case("gb", 1e9)

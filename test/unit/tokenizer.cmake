@@ -2,7 +2,7 @@
 # against golden ids of the real Llama-2/3 files and against libsentencepiece.
 # The golden ids and configs are in Inputs/tokenizer; the tokenizer.json files
 # themselves are Meta's and not redistributed: tools/fetch-tokenizer-data
-# (run by tools/install-deps) builds them into LLAMA_TOKENIZER_DATA_DIR, its
+# (run by tools/install-deps --tests) builds them into LLAMA_TOKENIZER_DATA_DIR, its
 # default folder. The environment variable LLAMA_TOKENIZER_DATA, when set at
 # run time, names another folder.
 find_package(Threads REQUIRED)

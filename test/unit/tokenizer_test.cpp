@@ -3,7 +3,7 @@
 //     (Inputs/tokenizer/golden.json), computed by Hugging Face's tokenizers.js
 //     and confirmed by llama-tokenizer-js / llama3-tokenizer-js
 //     (Inputs/tokenizer/make_golden.mjs says where everything comes from).
-//     The files are Meta's and not in the repository: tools/install-deps
+//     The files are Meta's and not in the repository: tools/install-deps --tests
 //     builds them (tools/fetch-tokenizer-data); the tests that need them fail
 //     without them, saying so;
 //   - libsentencepiece itself: a LLaMA-style SentencePiece BPE model trained
@@ -68,8 +68,8 @@ std::string missing_llama_data() {
   for (const char *model : {"llama2", "llama3"})
     if (!fs::is_regular_file(llama_data_file(model)))
       return llama_data_file(model) +
-             ": missing (Meta's tokenizer data is not in the repository); run tools/install-deps "
-             "or tools/fetch-tokenizer-data " + llama_data_dir();
+             ": missing (Meta's tokenizer data is not in the repository); run "
+             "tools/install-deps --tests or tools/fetch-tokenizer-data " + llama_data_dir();
   return {};
 }
 

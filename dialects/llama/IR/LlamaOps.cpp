@@ -222,6 +222,9 @@ LogicalResult ReshapeOp::verify() {
 
 //===----------------------------------------------------------------------===//
 
+// The rope ops' attribute names (ODS defines them per op; these serve the
+// helpers that treat the four alike).
+static constexpr llvm::StringLiteral kThetaName = "theta";
 static constexpr llvm::StringLiteral kInvFreqName = "inv_freq";
 static constexpr llvm::StringLiteral kAttentionFactorName = "attention_factor";
 
@@ -257,14 +260,14 @@ static LogicalResult verifyRope(Operation *op, Value in, Value out,
 
 RopeFrequencies mlir::llama::getRopeFrequencies(Operation *op) {
   RopeFrequencies r;
+  r.theta = op->getAttrOfType<FloatAttr>(kThetaName).getValueAsDouble();
   if (auto f = op->getAttrOfType<DenseF64ArrayAttr>(kInvFreqName)) {
     r.invFreq.assign(f.asArrayRef().begin(), f.asArrayRef().end());
-    r.scaled = true;
+    r.explicitFrequencies = r.scaled = true;
   } else {
     const int64_t d = ranked(op->getOperand(0)).getDimSize(3);
-    const double theta = op->getAttrOfType<FloatAttr>("theta").getValueAsDouble();
     for (int64_t i = 0; i < d / 2; ++i)
-      r.invFreq.push_back(std::pow(theta, -2.0 * double(i) / double(d)));
+      r.invFreq.push_back(std::pow(r.theta, -2.0 * double(i) / double(d)));
   }
   if (auto a = op->getAttrOfType<FloatAttr>(kAttentionFactorName)) {
     r.attentionFactor = a.getValueAsDouble();
@@ -280,7 +283,7 @@ void mlir::llama::copyRopeScaling(Operation *from, Operation *to) {
 }
 
 bool mlir::llama::sameRopeAngles(Operation *a, Operation *b) {
-  for (StringRef name : {StringRef("theta"), StringRef(kInvFreqName), StringRef(kAttentionFactorName)})
+  for (StringRef name : {kThetaName, kInvFreqName, kAttentionFactorName})
     if (a->getAttr(name) != b->getAttr(name))
       return false;
   return true;

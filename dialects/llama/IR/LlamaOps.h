@@ -7,6 +7,8 @@
 #include "mlir/Interfaces/InferTypeOpInterface.h"
 #include "mlir/Interfaces/SideEffectInterfaces.h"
 
+#include <optional>
+
 #include "dialects/llama/IR/LlamaInterfaces.h.inc"
 
 #define GET_OP_CLASSES
@@ -64,14 +66,40 @@ inline constexpr llvm::StringLiteral kFp32Attr = "llama.fp32";
 /// (llama-plan-grad-buckets).
 inline constexpr llvm::StringLiteral kGradBucketsAttr = "llama.grad_buckets";
 inline constexpr llvm::StringLiteral kGradsReadyAttr = "llama.grads_ready";
+/// Module: the model's name, its HF config.json text, the initializer's
+/// standard deviation (models/LlamaBuilder).
+inline constexpr llvm::StringLiteral kModelNameAttr = "llama.model_name";
+inline constexpr llvm::StringLiteral kConfigAttr = "llama.config";
+inline constexpr llvm::StringLiteral kInitStdAttr = "llama.init_std";
+/// @forward after llama-remat: the plan chosen ("selective", "budget", ...)
+/// and the arena bytes it was chosen for.
+inline constexpr llvm::StringLiteral kRematPlanAttr = "llama.remat_plan";
+inline constexpr llvm::StringLiteral kRematPlanArenaBytesAttr = "llama.remat_plan_arena_bytes";
+/// The memory plan (llama-plan-memory): on a function its arena size and the
+/// lower bound of any plan's peak; on an op the arena offset of each result
+/// (-1: not in the arena) and, where one is returned, its index among the
+/// function's results (-1: not returned).
+inline constexpr llvm::StringLiteral kArenaBytesAttr = "llama.arena_bytes";
+inline constexpr llvm::StringLiteral kLiveLowerBoundAttr = "llama.live_lower_bound_bytes";
+inline constexpr llvm::StringLiteral kOffsetAttr = "llama.offset";
+inline constexpr llvm::StringLiteral kOutputAttr = "llama.output";
+/// A function's planned arena bytes; nullopt before llama-plan-memory ran.
+inline std::optional<int64_t> getArenaBytes(Operation *fn) {
+  if (auto a = fn->getAttrOfType<IntegerAttr>(kArenaBytesAttr))
+    return a.getInt();
+  return std::nullopt;
+}
 
 /// The rotation of a rope op (rope, rope_grad, rope_at, rope_qk): pair i of a
 /// head row turns by t * invFreq[i] at position t, and cos and sin are scaled
-/// by attentionFactor. `scaled` is false for plain RoPE (no inv_freq
-/// attribute: invFreq is theta^(-2i/d), computed here in double).
+/// by attentionFactor. Without an inv_freq attribute (explicit false),
+/// invFreq is theta^(-2i/d), computed here in double; `scaled` is false for
+/// plain RoPE (neither attribute).
 struct RopeFrequencies {
   SmallVector<double> invFreq;
+  double theta = 0.0;
   double attentionFactor = 1.0;
+  bool explicitFrequencies = false;
   bool scaled = false;
 };
 RopeFrequencies getRopeFrequencies(Operation *op);

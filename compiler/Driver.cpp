@@ -30,6 +30,7 @@
 #include "llvm/Support/ToolOutputFile.h"
 #include "llvm/Support/raw_ostream.h"
 
+#include <optional>
 #include <stdexcept>
 
 namespace cl = llvm::cl;
@@ -197,11 +198,50 @@ int makeBuildFile(BuildFile &f, StringRef out, StringRef suffix, bool keep) {
   return 0;
 }
 
+/// This executable's path (set first thing in run()).
+std::string mainExecutable;
+
+/// What training binaries are built from, found relative to this executable
+/// (PREFIX/bin/llama-compile): the runtime headers under
+/// PREFIX/include/llama-mlir and the runtime archives in PREFIX/lib/llama-mlir.
+/// The build tree has the same layout of links, and `cmake --install` writes
+/// it as files, so an installed tree works wherever it is moved. Empty
+/// (after an error message) when the layout is not there.
+struct ToolchainDirs {
+  std::string include, lib;
+};
+std::optional<ToolchainDirs> findToolchain() {
+  SmallString<256> prefix(mainExecutable);
+  llvm::sys::path::remove_filename(prefix); // bin/
+  llvm::sys::path::remove_filename(prefix); // PREFIX
+  ToolchainDirs d;
+  SmallString<256> p(prefix);
+  llvm::sys::path::append(p, "include", "llama-mlir");
+  d.include = p.str().str();
+  p = prefix;
+  llvm::sys::path::append(p, "lib", "llama-mlir");
+  d.lib = p.str().str();
+  for (const std::string &need :
+       {d.include + "/runtime/train/program.h", d.lib + "/" LLAMA_RUNTIME_LIB})
+    if (!llvm::sys::fs::exists(need)) {
+      fail(need + ": missing (llama-compile finds its runtime relative to itself, in "
+                  "../include/llama-mlir and ../lib/llama-mlir; reinstall, or run it from "
+                  "its build or install tree)");
+      return std::nullopt;
+    }
+  return d;
+}
+
 /// Compiles the emitted source and links libllamart into an executable.
 /// With `cudaSource`, a --target cuda binary: the CUDA source is compiled by
 /// nvcc for sm_90a (or as C++ under --cuda-emulate) and linked with the
 /// runtime's CUDA library, cuBLASLt and the CUDA runtime.
 int buildExecutable(StringRef source, StringRef out, StringRef cudaSource = "") {
+  const std::optional<ToolchainDirs> dirs = findToolchain();
+  if (!dirs)
+    return 1;
+  const std::string include = "-I" + dirs->include;
+  auto lib = [&](StringRef name) { return dirs->lib + "/" + name.str(); };
   BuildFile src, cu, obj;
   if (makeBuildFile(src, out, ".cpp", keepSource) || !writeFile(src.path, source))
     return 1;
@@ -211,8 +251,8 @@ int buildExecutable(StringRef source, StringRef out, StringRef cudaSource = "") 
       compiler = env;
   if (compiler.empty())
     compiler = "c++";
-  std::vector<std::string> link = {"-std=c++17", "-O2", "-fopenmp",
-                                   "-I" LLAMA_RUNTIME_INCLUDE, src.path.str().str()};
+  std::vector<std::string> link = {"-std=c++17", "-O2", "-fopenmp", include,
+                                   src.path.str().str()};
   if (!cudaSource.empty()) {
     if (makeBuildFile(cu, out, ".cu", keepSource) || !writeFile(cu.path, cudaSource) ||
         makeBuildFile(obj, out, ".cuda.o", false))
@@ -220,7 +260,7 @@ int buildExecutable(StringRef source, StringRef out, StringRef cudaSource = "") 
     if (cudaEmulate) {
       if (int rc = runTool(compiler,
                            {"-std=c++17", "-O2", "-fopenmp", "-x", "c++",
-                            "-DLLAMA_CUDA_EMULATE", "-I" LLAMA_RUNTIME_INCLUDE, "-c",
+                            "-DLLAMA_CUDA_EMULATE", include, "-c",
                             cu.path.str().str(), "-o", obj.path.str().str()},
                            out + " (emulated CUDA source)"))
         return rc;
@@ -231,7 +271,7 @@ int buildExecutable(StringRef source, StringRef out, StringRef cudaSource = "") 
                     "(no nvcc at build time); --cuda-emulate builds a CPU-emulated binary");
       if (int rc = runTool(nvcc,
                            {"-std=c++17", "-O3", "-arch=" + cudaArch.getValue(), "-Xcompiler", "-fPIC",
-                            "-I" LLAMA_RUNTIME_INCLUDE, "-c", cu.path.str().str(), "-o",
+                            include, "-c", cu.path.str().str(), "-o",
                             obj.path.str().str()},
                            out + " (CUDA source)"))
         return rc;
@@ -242,18 +282,18 @@ int buildExecutable(StringRef source, StringRef out, StringRef cudaSource = "") 
     // compiled against the emulator for --cuda-emulate; on the GPU the
     // session's library and, for a partitioned binary, NCCL collectives.
     if (cudaEmulate) {
-      link.push_back(LLAMA_CUDA_EMU_LIB);
+      link.push_back(lib(LLAMA_CUDA_EMU_LIB));
     } else {
       if (gridDp * gridTp > 1) {
         if (StringRef(LLAMA_CUDA_NCCL_LIB).empty())
           return fail("--target cuda --dp/--tp: this llama-compile was built without NCCL "
                       "(no nccl.h beside nvcc); --cuda-emulate builds an emulated binary");
-        link.push_back(LLAMA_CUDA_NCCL_LIB);
+        link.push_back(lib(LLAMA_CUDA_NCCL_LIB));
       }
-      link.push_back(LLAMA_CUDA_RUNTIME_LIB); // the session, cuBLASLt GEMMs, device probe
+      link.push_back(lib(LLAMA_CUDA_RUNTIME_LIB)); // the session, cuBLASLt GEMMs, device probe
     }
   }
-  link.insert(link.end(), {"-o", out.str(), LLAMA_RUNTIME_LIB});
+  link.insert(link.end(), {"-o", out.str(), lib(LLAMA_RUNTIME_LIB)});
   if (!cudaSource.empty() && !cudaEmulate) {
     SmallVector<StringRef> libs;
     StringRef(LLAMA_CUDA_LINK_LIBS).split(libs, ',', -1, /*KeepEmpty=*/false);
@@ -591,6 +631,7 @@ OwningOpRef<ModuleOp> fitToMemory(MLIRContext &ctx, llvm::SourceMgr &sourceMgr,
 }
 
 int run(int argc, char **argv) {
+  mainExecutable = llvm::sys::fs::getMainExecutable(argv[0], reinterpret_cast<void *>(&run));
   cl::HideUnrelatedOptions(category);
   cl::ParseCommandLineOptions(argc, argv,
                               "llama-compile: a LLaMA config or model in, a training binary out\n");

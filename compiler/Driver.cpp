@@ -7,6 +7,7 @@
 #include "compiler/InputGuard.h"
 #include "compiler/Pipelines.h"
 #include "compiler/Registration.h"
+#include "compiler/Toolchain.h"
 #include "compiler/Report.h"
 #include "dialects/llama/IR/LlamaOps.h"
 #include "models/LlamaBuilder.h"
@@ -25,7 +26,6 @@
 #include "llvm/Support/Format.h"
 #include "llvm/Support/FileSystem.h"
 #include "llvm/Support/Path.h"
-#include "llvm/Support/Program.h"
 #include "llvm/Support/SourceMgr.h"
 #include "llvm/Support/ToolOutputFile.h"
 #include "llvm/Support/raw_ostream.h"
@@ -160,158 +160,73 @@ bool writeFile(StringRef path, StringRef text) {
   return true;
 }
 
-/// Runs a build command; a failure names the tool and its exit status.
-int runTool(const std::string &tool, std::vector<std::string> args, const llvm::Twine &what) {
-  auto found = llvm::sys::findProgramByName(tool);
-  if (!found)
-    return fail("'" + tool + "' not found (building " + what + ")");
-  args.insert(args.begin(), *found);
-  std::vector<StringRef> argRefs(args.begin(), args.end());
-  std::string errMsg;
-  int rc = llvm::sys::ExecuteAndWait(*found, argRefs, std::nullopt, {}, 0, 0, &errMsg);
-  if (rc != 0)
-    return fail("building " + what + " failed (" + tool + " exited with " +
-                std::to_string(rc) + (errMsg.empty() ? "" : ": " + errMsg) + ")");
-  return 0;
-}
-
-/// A source file of the build: OUT<suffix> with --keep-source, else a
-/// temporary file removed when the build ends.
-struct BuildFile {
-  SmallString<128> path;
-  bool temporary = false;
-  ~BuildFile() {
-    if (temporary && !path.empty())
-      llvm::sys::fs::remove(path);
-  }
+/// The string options as typed values, parsed once by parseOptions() at the
+/// start of run() (which also checks each value); the code after reads
+/// these, never the strings.
+enum class Target { Cpu, Cuda };
+enum class Emit { None, Mlir, TrainMlir, Source, Kernels, HfConfig };
+enum class Mode { Train, Generate };
+struct TypedOptions {
+  Target target = Target::Cpu;
+  Emit emit = Emit::None; // None: build an executable (or only report)
+  Mode mode = Mode::Train;
+  ::llama::CudaStorage storage = ::llama::CudaStorage::BF16;
+  bool float64 = false; // --dtype f64
 };
-int makeBuildFile(BuildFile &f, StringRef out, StringRef suffix, bool keep) {
-  if (keep) {
-    f.path = out;
-    f.path += suffix;
-    return 0;
-  }
-  if (auto ec = llvm::sys::fs::createTemporaryFile("llama-program", suffix.drop_front(),
-                                                   f.path))
-    return fail("cannot create a temporary file: " + ec.message());
-  f.temporary = true;
+TypedOptions opts;
+
+int parseOptions() {
+  if (target == "cpu")
+    opts.target = Target::Cpu;
+  else if (target == "cuda")
+    opts.target = Target::Cuda;
+  else
+    return fail("unknown --target '" + target + "' (expected cpu or cuda)");
+  static const std::pair<const char *, Emit> emits[] = {
+      {"", Emit::None},          {"mlir", Emit::Mlir},       {"train-mlir", Emit::TrainMlir},
+      {"source", Emit::Source},  {"kernels", Emit::Kernels}, {"hf-config", Emit::HfConfig}};
+  auto e = llvm::find_if(emits, [](const auto &p) { return emit == p.first; });
+  if (e == std::end(emits))
+    return fail("unknown --emit '" + emit +
+                "' (expected mlir, train-mlir, source, kernels or hf-config)");
+  opts.emit = e->second;
+  if (mode == "train")
+    opts.mode = Mode::Train;
+  else if (mode == "generate")
+    opts.mode = Mode::Generate;
+  else
+    return fail("unknown --mode '" + mode + "' (expected train or generate)");
+  if (cudaActivations == "bf16")
+    opts.storage = ::llama::CudaStorage::BF16;
+  else if (cudaActivations == "f32")
+    opts.storage = ::llama::CudaStorage::F32;
+  else
+    return fail("unknown --cuda-activations '" + cudaActivations + "' (expected bf16 or f32)");
+  if (dtype != "f32" && dtype != "f64")
+    return fail("--dtype must be f32 or f64, got '" + dtype + "'");
+  opts.float64 = dtype == "f64";
+  if (remat != "none" && remat != "selective" && remat != "full" &&
+      !StringRef(remat).starts_with("budget="))
+    return fail("unknown --remat '" + remat +
+                "' (expected none, selective, full or budget=BYTES)");
   return 0;
 }
 
 /// This executable's path (set first thing in run()).
 std::string mainExecutable;
 
-/// What training binaries are built from, found relative to this executable
-/// (PREFIX/bin/llama-compile): the runtime headers under
-/// PREFIX/include/llama-mlir and the runtime archives in PREFIX/lib/llama-mlir.
-/// The build tree has the same layout of links, and `cmake --install` writes
-/// it as files, so an installed tree works wherever it is moved. Empty
-/// (after an error message) when the layout is not there.
-struct ToolchainDirs {
-  std::string include, lib;
-};
-std::optional<ToolchainDirs> findToolchain() {
-  SmallString<256> prefix(mainExecutable);
-  llvm::sys::path::remove_filename(prefix); // bin/
-  llvm::sys::path::remove_filename(prefix); // PREFIX
-  ToolchainDirs d;
-  SmallString<256> p(prefix);
-  llvm::sys::path::append(p, "include", "llama-mlir");
-  d.include = p.str().str();
-  p = prefix;
-  llvm::sys::path::append(p, "lib", "llama-mlir");
-  d.lib = p.str().str();
-  for (const std::string &need :
-       {d.include + "/runtime/train/program.h", d.lib + "/" LLAMA_RUNTIME_LIB})
-    if (!llvm::sys::fs::exists(need)) {
-      fail(need + ": missing (llama-compile finds its runtime relative to itself, in "
-                  "../include/llama-mlir and ../lib/llama-mlir; reinstall, or run it from "
-                  "its build or install tree)");
-      return std::nullopt;
-    }
-  return d;
-}
-
-/// Compiles the emitted source and links libllamart into an executable.
-/// With `cudaSource`, a --target cuda binary: the CUDA source is compiled by
-/// nvcc for sm_90a (or as C++ under --cuda-emulate) and linked with the
-/// runtime's CUDA library, cuBLASLt and the CUDA runtime.
+/// Builds OUT from the emitted source(s) with the options above
+/// (compiler/Toolchain.h).
 int buildExecutable(StringRef source, StringRef out, StringRef cudaSource = "") {
-  const std::optional<ToolchainDirs> dirs = findToolchain();
-  if (!dirs)
-    return 1;
-  const std::string include = "-I" + dirs->include;
-  auto lib = [&](StringRef name) { return dirs->lib + "/" + name.str(); };
-  BuildFile src, cu, obj;
-  if (makeBuildFile(src, out, ".cpp", keepSource) || !writeFile(src.path, source))
-    return 1;
-  std::string compiler = cxx;
-  if (compiler.empty())
-    if (const char *env = std::getenv("CXX"))
-      compiler = env;
-  if (compiler.empty())
-    compiler = "c++";
-  std::vector<std::string> link = {"-std=c++17", "-O2", "-fopenmp", include,
-                                   src.path.str().str()};
-  if (!cudaSource.empty()) {
-    if (makeBuildFile(cu, out, ".cu", keepSource) || !writeFile(cu.path, cudaSource) ||
-        makeBuildFile(obj, out, ".cuda.o", false))
-      return 1;
-    if (cudaEmulate) {
-      if (int rc = runTool(compiler,
-                           {"-std=c++17", "-O2", "-fopenmp", "-x", "c++",
-                            "-DLLAMA_CUDA_EMULATE", include, "-c",
-                            cu.path.str().str(), "-o", obj.path.str().str()},
-                           out + " (emulated CUDA source)"))
-        return rc;
-    } else {
-      std::string nvcc = nvccPath.empty() ? std::string(LLAMA_NVCC) : nvccPath.getValue();
-      if (nvcc.empty() || StringRef(LLAMA_CUDA_RUNTIME_LIB).empty())
-        return fail("--target cuda: this llama-compile was built without CUDA "
-                    "(no nvcc at build time); --cuda-emulate builds a CPU-emulated binary");
-      if (int rc = runTool(nvcc,
-                           {"-std=c++17", "-O3", "-arch=" + cudaArch.getValue(), "-Xcompiler", "-fPIC",
-                            include, "-c", cu.path.str().str(), "-o",
-                            obj.path.str().str()},
-                           out + " (CUDA source)"))
-        return rc;
-    }
-    link.push_back(obj.path.str().str());
-    // The CUDA runtime library, ahead of the runtime archive whose MPI layer
-    // and ZeRO-1 partition it calls: the session and the collectives
-    // compiled against the emulator for --cuda-emulate; on the GPU the
-    // session's library and, for a partitioned binary, NCCL collectives.
-    if (cudaEmulate) {
-      link.push_back(lib(LLAMA_CUDA_EMU_LIB));
-    } else {
-      if (gridDp * gridTp > 1) {
-        if (StringRef(LLAMA_CUDA_NCCL_LIB).empty())
-          return fail("--target cuda --dp/--tp: this llama-compile was built without NCCL "
-                      "(no nccl.h beside nvcc); --cuda-emulate builds an emulated binary");
-        link.push_back(lib(LLAMA_CUDA_NCCL_LIB));
-      }
-      link.push_back(lib(LLAMA_CUDA_RUNTIME_LIB)); // the session, cuBLASLt GEMMs, device probe
-    }
-  }
-  link.insert(link.end(), {"-o", out.str(), lib(LLAMA_RUNTIME_LIB)});
-  if (!cudaSource.empty() && !cudaEmulate) {
-    SmallVector<StringRef> libs;
-    StringRef(LLAMA_CUDA_LINK_LIBS).split(libs, ',', -1, /*KeepEmpty=*/false);
-    for (StringRef lib : libs)
-      link.push_back(lib.str());
-    // Partitioned programs talk NCCL (runtime/cuda/collectives_nccl.cu).
-    if (gridDp * gridTp > 1)
-      link.insert(link.end(), {"-L" LLAMA_CUDA_LIB_DIR, "-lnccl"});
-    link.push_back("-Wl,-rpath," LLAMA_CUDA_LIB_DIR);
-    link.insert(link.end(), {"-ldl", "-lrt", "-lpthread"});
-  }
-  SmallVector<StringRef> libs;
-  StringRef(LLAMA_RUNTIME_LINK_LIBS).split(libs, ',', -1, /*KeepEmpty=*/false);
-  for (StringRef lib : libs)
-    link.push_back(lib.str());
-  if (StringRef(LLAMA_RUNTIME_RPATH).size())
-    link.push_back("-Wl,-rpath," LLAMA_RUNTIME_RPATH);
-  return runTool(compiler, link, out);
+  ::llama::ToolchainOptions t;
+  t.mainExecutable = mainExecutable;
+  t.cxx = cxx;
+  t.nvcc = nvccPath;
+  t.cudaArch = cudaArch;
+  t.keepSource = keepSource;
+  t.cudaEmulate = cudaEmulate;
+  t.partitioned = gridDp * gridTp > 1;
+  return ::llama::buildExecutable(source, out, cudaSource, t);
 }
 
 /// `--report --target cuda`: which attention kernels the training step uses
@@ -325,7 +240,7 @@ void printCudaAttention(ModuleOp module) {
   });
   if (!hd)
     return;
-  const bool bf16 = cudaActivations == "bf16";
+  const bool bf16 = opts.storage == ::llama::CudaStorage::BF16;
   auto &os = llvm::outs();
   os << "cuda-attention-forward: ";
   if (bf16 && llk::flash_attention_supports(hd))
@@ -358,7 +273,7 @@ LogicalResult printCudaMemory(ModuleOp module, const ::llama::GpuSpec *gpu) {
   std::string discard;
   llvm::raw_string_ostream os(discard);
   ::llama::CudaEmitOptions options;
-  options.activations = cudaActivations;
+  options.activations = opts.storage;
   options.session = true;
   options.gradBucketElements = gradBucket;
   ::llama::CudaPlanFigures f;
@@ -366,13 +281,13 @@ LogicalResult printCudaMemory(ModuleOp module, const ::llama::GpuSpec *gpu) {
     return failure();
   const int64_t local = ::llama::countParams(module);
   const int64_t cublasLt = int64_t(32) << 20;
-  llvm::outs() << "cuda-storage: " << cudaActivations << "\n";
+  llvm::outs() << "cuda-storage: " << ::llama::storageName(opts.storage) << "\n";
   printCudaAttention(module);
   // Generation (@prefill / @decode): the device generator's allocations,
   // by the layout function the generator allocates with.
   if (f.genChunk > 0) {
     const llamart::cuda::GeneratorLayout g = llamart::cuda::generator_layout(
-        local, cudaActivations == "bf16" ? 2 : 4, f.kvCacheElements, f.prefillArenaBytes,
+        local, ::llama::storageBytes(opts.storage), f.kvCacheElements, f.prefillArenaBytes,
         f.decodeArenaBytes, f.workspaceBytes, f.genRows, f.genChunk, f.vocab);
     llvm::outs() << "cuda-generate-weights-bytes: " << g.weights << "\n"
                  << "cuda-kv-cache-bytes: " << g.kv_cache << "\n"
@@ -391,7 +306,7 @@ LogicalResult printCudaMemory(ModuleOp module, const ::llama::GpuSpec *gpu) {
   llamart::cuda::SessionSizes sizes;
   sizes.param_numel = local;
   sizes.dp = gridDp;
-  sizes.act_bytes = cudaActivations == "bf16" ? 2 : 4;
+  sizes.act_bytes = ::llama::storageBytes(opts.storage);
   sizes.buckets = f.gradBucketBounds.empty() ? 1 : int64_t(f.gradBucketBounds.size()) - 1;
   sizes.train_arena = f.trainArenaBytes;
   sizes.eval_arena = f.evalArenaBytes;
@@ -513,13 +428,11 @@ OwningOpRef<ModuleOp> loadModel(MLIRContext &ctx, llvm::SourceMgr &sourceMgr,
     meta.vocabSize = vocabSize;
   ::llama::LlamaConfig config = presetName.empty() ? ::llama::loadConfigFile(configFile, meta)
                                                  : ::llama::preset(presetName);
-  if (dtype != "f32" && dtype != "f64")
-    throw std::runtime_error("--dtype must be f32 or f64, got '" + dtype + "'");
   ::llama::BuildOptions options;
   options.batch = batchOverride.value_or(batch);
   options.seqLen = seqLen ? int64_t(seqLen)
                           : std::min<int64_t>(256, config.max_position_embeddings);
-  options.float64 = dtype == "f64";
+  options.float64 = opts.float64;
   loadedConfig = config;
   validateGrid(config, options.batch, options.seqLen);
   auto module = ::llama::buildForward(ctx, config, options);
@@ -540,7 +453,7 @@ OwningOpRef<ModuleOp> loadModel(MLIRContext &ctx, llvm::SourceMgr &sourceMgr,
 /// generate: no train step, only the memory plan of the forward functions).
 LogicalResult compileWith(ModuleOp module, const std::string &rematPolicy) {
   PassManager pm(module.getContext());
-  if (mode == "generate") {
+  if (opts.mode == Mode::Generate) {
     if (!noFuse)
       pm.addPass(mlir::llama::createLlamaFuse());
     pm.addPass(mlir::llama::createLlamaPlanMemory());
@@ -653,17 +566,17 @@ int run(int argc, char **argv) {
                 ": pipeline parallelism is not built (the grid has data, tensor and sequence "
                 "parallelism: --dp, --tp, --sp); --report --gpu says what a grid without it "
                 "needs per GPU");
-  if (target != "cpu" && target != "cuda")
-    return fail("unknown --target '" + target + "' (expected cpu or cuda)");
-  if (target == "cuda" && !emit.empty() && emit != "kernels" && emit != "mlir" &&
-      emit != "train-mlir" && emit != "hf-config")
+  if (int rc = parseOptions())
+    return rc;
+  const bool cuda = opts.target == Target::Cuda;
+  if (cuda && opts.emit == Emit::Source)
     return fail("--target cuda: --emit " + emit +
                 " is CPU source; --emit kernels writes the CUDA source");
-  if (cudaEmulate && target != "cuda")
+  if (cudaEmulate && !cuda)
     return fail("--cuda-emulate needs --target cuda");
-  if (cudaArch.getNumOccurrences() && target != "cuda")
+  if (cudaArch.getNumOccurrences() && !cuda)
     return fail("--arch needs --target cuda");
-  if (gradBucket.getNumOccurrences() && (target != "cuda" || gridDp < 2))
+  if (gradBucket.getNumOccurrences() && (!cuda || gridDp < 2))
     return fail("--grad-bucket sizes the gradient buckets of --target cuda on a --dp grid");
   if (gradBucket < 0 || (gradBucket.getNumOccurrences() && gradBucket == 0))
     return fail("--grad-bucket must be a positive number of elements");
@@ -671,17 +584,15 @@ int run(int argc, char **argv) {
     return fail("--arch " + cudaArch +
                 ": the runtime's CUDA library (cuBLASLt GEMMs, device probe) is built "
                 "for sm_90a only; Hopper (H100, H200) is the supported GPU");
-  const bool cudaBinary = target == "cuda" && emit.empty() && !outputFile.empty();
+  const bool cudaBinary = cuda && opts.emit == Emit::None && !outputFile.empty();
   if (cudaBinary) {
-    if (dtype != "f32")
+    if (opts.float64)
       return fail("--target cuda: --dtype " + dtype + " is not available on the GPU "
                   "(fp32 master weights; --cuda-activations picks bf16 or fp32 storage)");
   }
-  if (emit == "kernels" && target != "cuda")
+  if (opts.emit == Emit::Kernels && !cuda)
     return fail("--emit kernels needs --target cuda");
-  if (mode != "train" && mode != "generate")
-    return fail("unknown --mode '" + mode + "' (expected train or generate)");
-  if (mode == "generate") {
+  if (opts.mode == Mode::Generate) {
     if (gridDp * gridTp > 1)
       return fail("--mode generate builds a single-process program; drop --dp/--tp "
                   "(checkpoints of partitioned runs load into it as they are)");
@@ -692,15 +603,7 @@ int run(int argc, char **argv) {
       if (opt->getNumOccurrences())
         return fail("--" + opt->ArgStr + " applies to training; --mode generate has no backward");
   }
-  if (!emit.empty() && emit != "mlir" && emit != "train-mlir" &&
-      emit != "source" && emit != "hf-config" && emit != "kernels")
-    return fail("unknown --emit '" + emit +
-                "' (expected mlir, train-mlir, source, kernels or hf-config)");
-  if (remat != "none" && remat != "selective" && remat != "full" &&
-      !StringRef(remat).starts_with("budget="))
-    return fail("unknown --remat '" + remat +
-                "' (expected none, selective, full or budget=BYTES)");
-  if (emit.empty() && !report && !printParams && outputFile.empty())
+  if (opts.emit == Emit::None && !report && !printParams && outputFile.empty())
     return fail("nothing to do: give -o OUT, --emit, --report or --print-params");
 
   DialectRegistry registry;
@@ -720,7 +623,7 @@ int run(int argc, char **argv) {
 
   if (printParams)
     llvm::outs() << "params: " << ::llama::countParams(*module) << "\n";
-  if (emit == "hf-config") {
+  if (opts.emit == Emit::HfConfig) {
     auto config = (*module)->getAttrOfType<StringAttr>(mlir::llama::kConfigAttr);
     if (!config)
       return fail("the model carries no llama.config attribute (HF config.json text)");
@@ -730,7 +633,7 @@ int run(int argc, char **argv) {
     }
     return writeFile(outputFile, config.getValue().str() + "\n") ? 0 : 1;
   }
-  if (emit == "mlir") {
+  if (opts.emit == Emit::Mlir) {
     if (failed(partitionOnly(*module)))
       return fail("partitioning failed (see the errors above)");
     if (outputFile.empty()) {
@@ -744,7 +647,7 @@ int run(int argc, char **argv) {
     os << "\n";
     return writeFile(outputFile, text) ? 0 : 1;
   }
-  if (!report && emit.empty() && outputFile.empty())
+  if (!report && opts.emit == Emit::None && outputFile.empty())
     return 0;
 
   if (!fitMemory.empty()) {
@@ -772,7 +675,7 @@ int run(int argc, char **argv) {
       return fail("unknown --gpu '" + gpuName + "' (known: " + known + ")");
     }
     ::llama::printReport(::llama::computeMemoryReport(*module), llvm::outs());
-    if (target == "cuda" && failed(printCudaMemory(*module, gpu)))
+    if (cuda && failed(printCudaMemory(*module, gpu)))
       return fail("CUDA emission failed (see the errors above)");
     std::optional<double> tokens;
     if (!tokenBudget.empty()) {
@@ -805,12 +708,12 @@ int run(int argc, char **argv) {
 
   std::string text;
   llvm::raw_string_ostream os(text);
-  if (emit == "train-mlir") {
+  if (opts.emit == Emit::TrainMlir) {
     module->print(os);
     os << "\n";
-  } else if (emit == "kernels") {
+  } else if (opts.emit == Emit::Kernels) {
     ::llama::CudaEmitOptions cudaOptions;
-    cudaOptions.activations = cudaActivations;
+    cudaOptions.activations = opts.storage;
     cudaOptions.gradBucketElements = gradBucket;
     if (failed(::llama::emitCudaKernels(*module, os, cudaOptions)))
       return fail("CUDA emission failed (see the errors above)");
@@ -820,7 +723,7 @@ int run(int argc, char **argv) {
     std::string cudaText;
     llvm::raw_string_ostream cos(cudaText);
     ::llama::CudaEmitOptions cudaOptions;
-    cudaOptions.activations = cudaActivations;
+    cudaOptions.activations = opts.storage;
     cudaOptions.session = true;
     cudaOptions.gradBucketElements = gradBucket;
     ::llama::CudaPlanFigures figures;
@@ -829,13 +732,13 @@ int run(int argc, char **argv) {
     if (failed(::llama::emitCpuSource(*module, os, true, figures.gradBucketBounds)))
       return fail("emission failed (see the errors above)");
     return buildExecutable(text, outputFile, cudaText);
-  } else if (emit == "source" || !outputFile.empty()) {
+  } else if (opts.emit == Emit::Source || !outputFile.empty()) {
     if (failed(::llama::emitCpuSource(*module, os)))
       return fail("emission failed (see the errors above)");
   } else {
     return 0;
   }
-  if (!emit.empty()) {
+  if (opts.emit != Emit::None) {
     if (outputFile.empty()) {
       llvm::outs() << text;
       return 0;

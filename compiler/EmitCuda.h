@@ -10,11 +10,17 @@
 
 namespace llama {
 
+/// Storage type of activations and weights in the CUDA kernels.
+/// Statistics (rstd, loss) and norm-weight gradients stay fp32; arithmetic
+/// is fp32 throughout.
+enum class CudaStorage { BF16, F32 };
+/// "bf16" / "f32", as --cuda-activations spells them.
+inline const char *storageName(CudaStorage s) { return s == CudaStorage::F32 ? "f32" : "bf16"; }
+/// Bytes of one stored activation.
+inline int storageBytes(CudaStorage s) { return s == CudaStorage::F32 ? 4 : 2; }
+
 struct CudaEmitOptions {
-  /// Storage type of activations and weights in the kernels: "f32" or
-  /// "bf16". Statistics (rstd, loss) and norm-weight gradients stay fp32;
-  /// arithmetic is fp32 throughout.
-  std::string activations = "bf16";
+  CudaStorage activations = CudaStorage::BF16;
   /// Also emit @forward's host function and `llama_cuda_open_device`, the
   /// device session of a training binary (runtime/cuda/session.cu), for
   /// linking with the CPU source emitted with `cudaDevice` set.

@@ -1,6 +1,6 @@
 # One train step of a partitioned program = the single-process step: the
-# loss and every parameter gradient of `micro` (GQA) and a tied-embedding
-# variant, run through `verify` on 4 MPI ranks (full weights and the global
+# loss and every parameter gradient of `micro` (GQA), a tied-embedding
+# variant with Llama 3's RoPE scaling and an MHA one with YaRN's, run through `verify` on 4 MPI ranks (full weights and the global
 # batch in, full gradients out from rank 0), against
 #   - the PyTorch float64 reference (llama_torch.py check): f64 programs
 #     within 1e-10, f32 within 1e-4 (as torch_reference.sh),
@@ -16,8 +16,14 @@ RUN="$BIN/llama-run"
 "$PY" - <<'PYEOF'
 import json
 c = json.load(open("micro.json"))
-json.dump(dict(c, _name_or_path="tied", tie_word_embeddings=True), open("tied.json", "w"))
-json.dump(dict(c, _name_or_path="mha", num_key_value_heads=4), open("mha.json", "w"))
+# With RoPE scaling (issue 20): the partitioned rope ops keep the IR's
+# frequencies (llama3 bands) and YaRN's cos/sin factor.
+json.dump(dict(c, _name_or_path="tied", tie_word_embeddings=True,
+               rope_scaling={"rope_type": "llama3", "factor": 4.0, "low_freq_factor": 1.0,
+                             "high_freq_factor": 4.0, "original_max_position_embeddings": 64}),
+          open("tied.json", "w"))
+json.dump(dict(c, _name_or_path="mha", num_key_value_heads=4,
+               rope_scaling={"rope_type": "yarn", "factor": 4.0}), open("mha.json", "w"))
 PYEOF
 
 check() {  # CONFIG DTYPE GRID_ARGS...

@@ -872,7 +872,10 @@ private:
         StringRef r = role.getValue();
         (r == "tokens" ? tokens : r == "position" ? position : targets) = arg;
         storage[arg] = 'i';
-        ranges[arg] = {r == "tokens" ? 'T' : r == "position" ? 'Q' : 'U', 0, numel(arg) * 4};
+        ranges[arg] = {r == "tokens"     ? Space::Tokens
+                       : r == "position" ? Space::Position
+                                         : Space::Targets,
+                       0, numel(arg) * 4};
         continue;
       }
       // Generation's KV cache: every layer's keys and values in one device
@@ -880,7 +883,7 @@ private:
       if (generate && fn.getArgAttr(i, kKvCacheAttr)) {
         names[arg] = "(KV + " + std::to_string(kvElements) + ")";
         storage[arg] = options.activations == CudaStorage::F32 ? 'f' : 'a';
-        ranges[arg] = {'K', kvElements * typeBytes('a'),
+        ranges[arg] = {Space::KvCache, kvElements * typeBytes('a'),
                        (kvElements + numel(arg)) * typeBytes('a')};
         kvElements += (numel(arg) + 15) / 16 * 16;
         continue;
@@ -891,7 +894,8 @@ private:
       params.push_back({pname.getValue().str(), numel(arg), offset});
       names[arg] = "(P + " + std::to_string(offset) + ")";
       storage[arg] = options.activations == CudaStorage::F32 ? 'f' : 'a';
-      ranges[arg] = {'P', offset * typeBytes('a'), (offset + numel(arg)) * typeBytes('a')};
+      ranges[arg] = {Space::Params, offset * typeBytes('a'),
+                     (offset + numel(arg)) * typeBytes('a')};
       offset += numel(arg);
     }
     if (!tokens || (generate ? !position : !targets))
@@ -924,10 +928,10 @@ private:
     auto needParams = [&](Operation &op) {
       for (Value v : op.getOperands()) {
         const Range r = ranges.lookup(v);
-        if (r.space != 'P')
+        if (r.space != Space::Params)
           continue;
         for (size_t k = 0; k < gatherWaited.size(); ++k) {
-          const Range bucket{'P', bucketBounds[k] * paramBytes,
+          const Range bucket{Space::Params, bucketBounds[k] * paramBytes,
                              bucketBounds[k + 1] * paramBytes};
           if (!gatherWaited[k] && bucket.overlaps(r))
             waitGather(k);
@@ -944,7 +948,8 @@ private:
       // it, where the compiler placed that wait anyway.
       for (size_t j = 0; j < deferred.size();) {
         const int k = deferred[j];
-        const Range g{'G', bucketBounds[size_t(k)] * 4, bucketBounds[size_t(k) + 1] * 4};
+        const Range g{Space::Gradients, bucketBounds[size_t(k)] * 4,
+                      bucketBounds[size_t(k) + 1] * 4};
         if (llvm::any_of(pending, [&](const InFlight &c) {
               return llvm::any_of(c.writes, [&](const Range &w) { return w.overlaps(g); });
             })) {
@@ -1018,15 +1023,16 @@ private:
           if (type != 'f')
             return op.emitOpError("writes generation's logits, which are not stored in fp32");
           names[r] = "logits";
-          ranges[r] = Range{'L', 0, numel(r) * 4};
+          ranges[r] = Range{Space::Logits, 0, numel(r) * 4};
           continue;
         }
         names[r] = out >= 1 ? "(G + " + std::to_string(params[out - 1].offset) + ")"
                             : "reinterpret_cast<" + hostType(type) + " *>(A + " +
                                   std::to_string(offsets[i]) + ")";
-        ranges[r] = out >= 1 ? Range{'G', params[out - 1].offset * 4,
+        ranges[r] = out >= 1 ? Range{Space::Gradients, params[out - 1].offset * 4,
                                      (params[out - 1].offset + numel(r)) * 4}
-                             : Range{'A', offsets[i], offsets[i] + numel(r) * typeBytes(type)};
+                             : Range{Space::Arena, offsets[i],
+                                     offsets[i] + numel(r) * typeBytes(type)};
       }
       if (gatherParams)
         needParams(op);
@@ -1076,7 +1082,9 @@ private:
         if (storage.lookup(v) != 'i' && r.begin % 16 != 0)
           return op.emitOpError("buffer #")
                  << i << " starts at byte " << r.begin << " of the "
-                 << (r.space == 'P' ? "parameters" : r.space == 'G' ? "gradients" : "arena")
+                 << (r.space == Space::Params      ? "parameters"
+                     : r.space == Space::Gradients ? "gradients"
+                                                   : "arena")
                  << ", not a multiple of 16: the CUDA kernels use 16-byte accesses, so "
                     "the CUDA target needs model widths that are multiples of 8";
       }
@@ -1179,10 +1187,11 @@ private:
     return success();
   }
 
-  /// A buffer as bytes of one space: 'A' the arena, 'G' the gradient
-  /// buffer, 'P' the parameters, 'T'/'U' tokens/targets.
+  /// The device buffers of a step: a value's bytes lie in one of them.
+  enum class Space { None, Arena, Gradients, Params, Tokens, Targets, Position, KvCache, Logits };
+  /// A buffer as bytes of one space.
   struct Range {
-    char space = 0;
+    Space space = Space::None;
     int64_t begin = 0, end = 0;
     bool overlaps(const Range &o) const {
       return space == o.space && begin < o.end && o.begin < end;

@@ -175,33 +175,38 @@ struct TypedOptions {
 };
 TypedOptions opts;
 
+/// The value a string option names among `choices`; false (after the error
+/// line, which lists `expected`) when it names none.
+template <typename T>
+bool choose(const cl::opt<std::string> &option, ArrayRef<std::pair<StringRef, T>> choices,
+            const char *expected, T &out) {
+  for (const auto &[name, value] : choices)
+    if (option.getValue() == name) {
+      out = value;
+      return true;
+    }
+  fail("unknown --" + option.ArgStr + " '" + option.getValue() + "' (expected " + expected + ")");
+  return false;
+}
+
 int parseOptions() {
-  if (target == "cpu")
-    opts.target = Target::Cpu;
-  else if (target == "cuda")
-    opts.target = Target::Cuda;
-  else
-    return fail("unknown --target '" + target + "' (expected cpu or cuda)");
-  static const std::pair<const char *, Emit> emits[] = {
-      {"", Emit::None},          {"mlir", Emit::Mlir},       {"train-mlir", Emit::TrainMlir},
-      {"source", Emit::Source},  {"kernels", Emit::Kernels}, {"hf-config", Emit::HfConfig}};
-  auto e = llvm::find_if(emits, [](const auto &p) { return emit == p.first; });
-  if (e == std::end(emits))
-    return fail("unknown --emit '" + emit +
-                "' (expected mlir, train-mlir, source, kernels or hf-config)");
-  opts.emit = e->second;
-  if (mode == "train")
-    opts.mode = Mode::Train;
-  else if (mode == "generate")
-    opts.mode = Mode::Generate;
-  else
-    return fail("unknown --mode '" + mode + "' (expected train or generate)");
-  if (cudaActivations == "bf16")
-    opts.storage = ::llama::CudaStorage::BF16;
-  else if (cudaActivations == "f32")
-    opts.storage = ::llama::CudaStorage::F32;
-  else
-    return fail("unknown --cuda-activations '" + cudaActivations + "' (expected bf16 or f32)");
+  using ::llama::CudaStorage;
+  if (!choose<Target>(target, {{"cpu", Target::Cpu}, {"cuda", Target::Cuda}}, "cpu or cuda",
+                      opts.target) ||
+      !choose<Emit>(emit,
+                    {{"", Emit::None},
+                     {"mlir", Emit::Mlir},
+                     {"train-mlir", Emit::TrainMlir},
+                     {"source", Emit::Source},
+                     {"kernels", Emit::Kernels},
+                     {"hf-config", Emit::HfConfig}},
+                    "mlir, train-mlir, source, kernels or hf-config", opts.emit) ||
+      !choose<Mode>(mode, {{"train", Mode::Train}, {"generate", Mode::Generate}},
+                    "train or generate", opts.mode) ||
+      !choose<CudaStorage>(cudaActivations,
+                           {{"bf16", CudaStorage::BF16}, {"f32", CudaStorage::F32}},
+                           "bf16 or f32", opts.storage))
+    return 1;
   if (dtype != "f32" && dtype != "f64")
     return fail("--dtype must be f32 or f64, got '" + dtype + "'");
   opts.float64 = dtype == "f64";

@@ -488,7 +488,7 @@ private:
   /// before its first call.
   std::string ropeScaling(Operation *op) {
     RopeFrequencies f = getRopeFrequencies(op);
-    if (!f.scaled)
+    if (!f.scaled())
       return "";
     std::string array = "nullptr";
     if (f.explicitFrequencies) {

@@ -637,7 +637,7 @@ private:
     std::string text;
     llvm::raw_string_ostream t(text);
     t << "// RoPE frequencies of head_dim " << dim;
-    if (f.scaled)
+    if (f.scaled())
       t << " (scaled: the op's inv_freq, cos/sin factor " << lit(f.attentionFactor) << ")";
     else
       t << ", theta " << lit(f.theta);

@@ -263,23 +263,15 @@ RopeFrequencies mlir::llama::getRopeFrequencies(Operation *op) {
   r.theta = op->getAttrOfType<FloatAttr>(kThetaName).getValueAsDouble();
   if (auto f = op->getAttrOfType<DenseF64ArrayAttr>(kInvFreqName)) {
     r.invFreq.assign(f.asArrayRef().begin(), f.asArrayRef().end());
-    r.explicitFrequencies = r.scaled = true;
+    r.explicitFrequencies = true;
   } else {
     const int64_t d = ranked(op->getOperand(0)).getDimSize(3);
     for (int64_t i = 0; i < d / 2; ++i)
       r.invFreq.push_back(std::pow(r.theta, -2.0 * double(i) / double(d)));
   }
-  if (auto a = op->getAttrOfType<FloatAttr>(kAttentionFactorName)) {
+  if (auto a = op->getAttrOfType<FloatAttr>(kAttentionFactorName))
     r.attentionFactor = a.getValueAsDouble();
-    r.scaled = true;
-  }
   return r;
-}
-
-void mlir::llama::copyRopeScaling(Operation *from, Operation *to) {
-  for (StringRef name : {kInvFreqName, kAttentionFactorName})
-    if (Attribute a = from->getAttr(name))
-      to->setAttr(name, a);
 }
 
 bool mlir::llama::sameRopeAngles(Operation *a, Operation *b) {

@@ -93,19 +93,16 @@ inline std::optional<int64_t> getArenaBytes(Operation *fn) {
 /// The rotation of a rope op (rope, rope_grad, rope_at, rope_qk): pair i of a
 /// head row turns by t * invFreq[i] at position t, and cos and sin are scaled
 /// by attentionFactor. Without an inv_freq attribute (explicit false),
-/// invFreq is theta^(-2i/d), computed here in double; `scaled` is false for
-/// plain RoPE (neither attribute).
+/// invFreq is theta^(-2i/d), computed here in double.
 struct RopeFrequencies {
   SmallVector<double> invFreq;
   double theta = 0.0;
   double attentionFactor = 1.0;
   bool explicitFrequencies = false;
-  bool scaled = false;
+  /// False for plain RoPE: powers of theta, no factor.
+  bool scaled() const { return explicitFrequencies || attentionFactor != 1.0; }
 };
 RopeFrequencies getRopeFrequencies(Operation *op);
-/// Copies the RoPE scaling attributes (inv_freq, attention_factor) of one
-/// rope op to another (the VJP's rope_grad, fusion's rope_qk).
-void copyRopeScaling(Operation *from, Operation *to);
 /// Whether two rope ops rotate by the same angles.
 bool sameRopeAngles(Operation *a, Operation *b);
 } // namespace mlir::llama

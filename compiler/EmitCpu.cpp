@@ -52,7 +52,7 @@ FailureOr<std::string> commAxis(Operation *op, ArrayRef<int16_t> axes) {
 }
 
 
-/// The three entry points of a program (runtime/train/program.h).
+/// The three entry points of a program (runtime/program/program.h).
 enum class EntryKind { TrainStep, Logits, EvalLoss, Prefill, Decode };
 
 class FunctionEmitter {
@@ -666,7 +666,7 @@ LogicalResult emitCpuSource(ModuleOp module, raw_ostream &os, bool cudaDevice,
   os << ". Do not edit: regenerate.\n"
         "#include \"runtime/comm/comm.h\"\n"
         "#include \"runtime/cpu/kernels.h\"\n"
-        "#include \"runtime/train/program.h\"\n\n"
+        "#include \"runtime/program/program.h\"\n\n"
         "#include <algorithm>\n#include <cstring>\n\n"
         "namespace {\n"
         "using T = " << (elem.isF64() ? "double" : "float") << ";\n"

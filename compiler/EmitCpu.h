@@ -8,7 +8,7 @@ namespace llama {
 
 /// Emits the C++ translation unit of a training program from a module that
 /// went through buildTrainingPipeline (planned @train_step and @logits).
-/// The source defines `llamart_program()` (runtime/train/program.h) and
+/// The source defines `llamart_program()` (runtime/program/program.h) and
 /// calls runtime/cpu/kernels.h with constant shapes and arena offsets.
 /// Deterministic: the same module gives the same bytes. With `cudaDevice`
 /// the program trains on a GPU: its ProgramInfo names target "cuda" and

@@ -95,7 +95,7 @@ std::optional<ToolchainDirs> findToolchain(const std::string &mainExecutable) {
   llvm::sys::path::append(p, "lib", "llama-mlir");
   d.lib = p.str().str();
   for (const std::string &need :
-       {d.include + "/runtime/train/program.h", d.lib + "/" LLAMA_RUNTIME_LIB})
+       {d.include + "/runtime/program/program.h", d.lib + "/" LLAMA_RUNTIME_LIB})
     if (!llvm::sys::fs::exists(need)) {
       fail(need + ": missing (llama-compile finds its runtime relative to itself, in "
                   "../include/llama-mlir and ../lib/llama-mlir; reinstall, or run it from "

@@ -250,7 +250,7 @@ def LlamaPlanGradBuckets : Pass<"llama-plan-grad-buckets", "::mlir::ModuleOp"> {
   let summary = "ZeRO-1 gradient buckets of a data-parallel @train_step and where each is ready";
   let description = [{
     With `dp > 1` (the module's `llama.grid`) every data-parallel rank owns
-    1/dp of each gradient bucket (runtime/train/partition.h, DpShard), and
+    1/dp of each gradient bucket (runtime/program/partition.h, DpShard), and
     the CUDA runtime reduce-scatters a bucket as soon as the backward has
     written its last gradient (Megatron's overlap_grad_reduce). The buckets
     are contiguous ranges of the flat gradient buffer (parameters in

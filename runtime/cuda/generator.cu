@@ -1,4 +1,4 @@
-// Generation on the device (runtime/train/device_session.h: DeviceGenerator;
+// Generation on the device (runtime/program/device_session.h: DeviceGenerator;
 // the interface the generated source calls is runtime/cuda/generator.h, with
 // its prefill and decode host functions, llama_cuda_prefill and
 // llama_cuda_decode). Compiled once for each storage type into
@@ -22,8 +22,8 @@
 #include "runtime/cuda/kernels/common.cuh"
 #include "runtime/cuda/bytes_text.h"
 #include "runtime/cuda/layout.h"
-#include "runtime/train/device_session.h"
-#include "runtime/train/program.h"
+#include "runtime/program/device_session.h"
+#include "runtime/program/program.h"
 
 #include <algorithm>
 #include <cstdint>

@@ -5,8 +5,8 @@
 // compiled once into the runtime libraries, for both storage types.
 #pragma once
 
-#include "runtime/train/device_session.h"
-#include "runtime/train/program.h"
+#include "runtime/program/device_session.h"
+#include "runtime/program/program.h"
 
 #include <cstddef>
 #include <cstdint>

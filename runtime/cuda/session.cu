@@ -1,4 +1,4 @@
-// The device side of a CUDA training binary (runtime/train/device_session.h;
+// The device side of a CUDA training binary (runtime/program/device_session.h;
 // the interface the generated source calls is runtime/cuda/session.h).
 // Compiled once for each storage type (act_t: float, __nv_bfloat16) into
 // libllamart_cuda by nvcc, and as C++ with -DLLAMA_CUDA_EMULATE into
@@ -37,9 +37,9 @@
 #include "runtime/comm/comm.h"
 #include "runtime/cuda/bytes_text.h"
 #include "runtime/cuda/layout.h"
-#include "runtime/train/device_session.h"
-#include "runtime/train/partition.h"
-#include "runtime/train/program.h"
+#include "runtime/program/device_session.h"
+#include "runtime/program/partition.h"
+#include "runtime/program/program.h"
 
 #include <cmath>
 #include <cstdio>
@@ -73,10 +73,10 @@ public:
       : program_(program), step_(step), n_(program.param_numel),
         dp_(step.partitioned ? llamart::comm::size(llamart::comm::Axis::DP) : 1),
         tp_rank_(step.partitioned ? llamart::comm::rank(llamart::comm::Axis::TP) : 0),
-        shard_(train::dp_shard(program.param_numel, dp_,
+        shard_(dp_shard(program.param_numel, dp_,
                                step.partitioned ? llamart::comm::rank(llamart::comm::Axis::DP)
                                                 : 0,
-                               train::grad_bucket_bounds(program))),
+                               grad_bucket_bounds(program))),
         pn_(shard_.padded_numel), sn_(shard_.size) {
 #ifdef LLAMA_CUDA_EMULATE
     device_ = "CUDA emulated on the CPU (LLAMA_CUDA_EMULATE)";
@@ -98,7 +98,7 @@ public:
         out.push_back(
             {b, std::min<int64_t>(llk::optim::kChunk, end - b), decays, flat + b - begin});
     };
-    for (const train::DpShard::Piece &piece : shard_.pieces())
+    for (const DpShard::Piece &piece : shard_.pieces())
       for (int32_t p = 0; p < program.num_params; ++p) {
         const ParamInfo &info = program.params[p];
         const int64_t begin = std::max(info.offset, piece.flat),
@@ -110,7 +110,7 @@ public:
     // The gradient norm's: every element of the model once over the grid
     // (partition.h: norm_ranges), or the whole buffer on one device.
     if (step.partitioned)
-      for (const auto &[begin, end] : train::norm_ranges(program, shard_, tp_rank_))
+      for (const auto &[begin, end] : norm_ranges(program, shard_, tp_rank_))
         split(norm_chunks, begin, end, 0, 0);
     else
       split(norm_chunks, 0, n_, 0, 0);
@@ -246,7 +246,7 @@ public:
       // The shard's masters, and the bf16 copy of the whole local buffer
       // rounded here (as to_storage_k rounds on the device).
       LLAMA_CUDA_CALL(cudaMemset(params_, 0, sbytes));
-      for (const train::DpShard::Piece &p : shard_.pieces())
+      for (const DpShard::Piece &p : shard_.pieces())
         if (const int64_t own = std::min(p.flat_end(), n_) - p.flat; own > 0)
           LLAMA_CUDA_CALL(cudaMemcpy(params_ + p.shard, params + p.flat,
                                      size_t(own) * sizeof(float), cudaMemcpyHostToDevice));
@@ -273,7 +273,7 @@ public:
     sync();
     const size_t bytes = size_t(n_) * sizeof(float), sbytes = size_t(sn_) * sizeof(float);
     if (sharded_masters_) {
-      for (const train::DpShard::Piece &p : shard_.pieces())
+      for (const DpShard::Piece &p : shard_.pieces())
         if (const int64_t own = std::min(p.flat_end(), n_) - p.flat; own > 0)
           LLAMA_CUDA_CALL(cudaMemcpy(params + p.flat, params_ + p.shard,
                                      size_t(own) * sizeof(float), cudaMemcpyDeviceToHost));
@@ -564,7 +564,7 @@ private:
   // Bucket k's reduce-scatter over dp: grads_[b_k, b_k+1) summed into this
   // rank's piece of the shard, on the gradient lane.
   void start_bucket(int k, cudaStream_t stream) {
-    const train::DpShard::Piece p = shard_.piece(k);
+    const DpShard::Piece p = shard_.piece(k);
     comm_->start({kReduceBucket + k, llama_coll::Kind::ReduceScatter,
                   grads_ + shard_.bounds[size_t(k)], grad_shard_ + p.shard, 1, p.count, 4, 0,
                   "gradient reduce-scatter (ZeRO-1 bucket)", /*lane=*/1},
@@ -596,7 +596,7 @@ private:
   // With bf16 storage on a dp grid that is the bf16 copy (the fp32 masters
   // exist for the shard alone): half the bytes of gathering fp32.
   void start_gather(int k, cudaStream_t stream, int lane) {
-    const train::DpShard::Piece p = shard_.piece(k);
+    const DpShard::Piece p = shard_.piece(k);
     if (sharded_masters_)
       comm_->start({kGatherParams + k, llama_coll::Kind::AllGather, copy_ + p.flat,
                     copy_ + shard_.bounds[size_t(k)], 1, p.count, int(sizeof(act_t)), 0,
@@ -645,7 +645,7 @@ private:
   const int64_t n_;
   // The grid (1 x 1 unpartitioned): ZeRO-1 shards the moments over dp.
   const int dp_, tp_rank_;
-  const train::DpShard shard_;
+  const DpShard shard_;
   const int64_t pn_, sn_; // padded local numel, shard numel
   const bool sharded_masters_ = kCopy && dp_ > 1;
   static_assert(llk::optim::kChunk == SessionLayout::kSessionChunk &&

@@ -7,8 +7,8 @@
 #pragma once
 
 #include "runtime/cuda/collectives.h"
-#include "runtime/train/device_session.h"
-#include "runtime/train/program.h"
+#include "runtime/program/device_session.h"
+#include "runtime/program/program.h"
 
 #include <cstddef>
 #include <cstdint>

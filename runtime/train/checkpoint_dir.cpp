@@ -4,9 +4,9 @@
 
 #include "runtime/checkpoint/meta_folder.h"
 #include "runtime/checkpoint/safetensors.h"
-#include "runtime/train/hf_weights.h"
-#include "runtime/train/param_store.h"
-#include "runtime/train/program_check.h"
+#include "runtime/interop/hf_weights.h"
+#include "runtime/program/param_store.h"
+#include "runtime/program/program_check.h"
 
 #include <algorithm>
 #include <cerrno>
@@ -590,9 +590,9 @@ std::string load_model_weights(const ProgramInfo &program,
   // neither, so they cannot be confused. A folder with both (an HF repo with
   // Meta's files next to its own) reads as HF.
   if (!fs::exists(p / kStateFile, ec) && ckpt::is_hf_model_folder(path))
-    return load_hf_folder_weights<T>(program, path, params);
+    return interop::load_hf_folder_weights<T>(program, path, params);
   if (!fs::exists(p / kStateFile, ec) && ckpt::is_meta_model_folder(path))
-    return load_meta_folder_weights<T>(program, path, params);
+    return interop::load_meta_folder_weights<T>(program, path, params);
 
   std::string dir;
   if (fs::exists(p / kStateFile, ec)) {

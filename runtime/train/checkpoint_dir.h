@@ -23,8 +23,8 @@
 #pragma once
 #include "runtime/train/anomaly.h"
 #include "runtime/train/optimizer.h"
-#include "runtime/train/program.h"
-#include "runtime/train/rng.h"
+#include "runtime/program/program.h"
+#include "runtime/program/rng.h"
 #include "runtime/train/schedule.h"
 
 #include <nlohmann/json.hpp>

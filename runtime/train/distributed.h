@@ -8,8 +8,8 @@
 // On a 1 x 1 grid (GridPlace::partitioned false) every function here returns
 // its input without calling comm: a single-rank binary never touches MPI.
 #pragma once
-#include "runtime/train/partition.h"
-#include "runtime/train/program.h"
+#include "runtime/program/partition.h"
+#include "runtime/program/program.h"
 
 #include <cstdint>
 #include <string>

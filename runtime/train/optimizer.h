@@ -12,7 +12,7 @@
 // independent of the thread count, so a run is bit-reproducible, which exact
 // resume from checkpoints relies on.
 #pragma once
-#include "runtime/train/program.h"
+#include "runtime/program/program.h"
 
 #include <cstdint>
 

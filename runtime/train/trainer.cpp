@@ -3,17 +3,18 @@
 #include "runtime/comm/comm.h"
 #include "runtime/cpu/gemm_check.h"
 #include "runtime/data/shards.h"
-#include "runtime/train/aligned_buffer.h"
+#include "runtime/program/aligned_buffer.h"
 #include "runtime/train/checkpoint_dir.h"
 #include "runtime/train/distributed.h"
-#include "runtime/train/metrics.h"
-#include "runtime/train/plot.h"
-#include "runtime/train/param_store.h"
-#include "runtime/train/partition.h"
-#include "runtime/train/program_check.h"
-#include "runtime/train/rng.h"
+#include "runtime/observe/metrics.h"
+#include "runtime/observe/plot.h"
+#include "runtime/program/param_store.h"
+#include "runtime/program/partition.h"
+#include "runtime/program/program_check.h"
+#include "runtime/program/rng.h"
 #include "runtime/train/run_lock.h"
 #include "runtime/train/schedule.h"
+#include "runtime/train/session.h"
 #include "runtime/train/zero_optimizer.h"
 
 #include <algorithm>
@@ -27,11 +28,15 @@
 #include <memory>
 #include <sstream>
 #include <stdexcept>
-#include <type_traits>
 
 namespace llamart::train {
 
 namespace fs = std::filesystem;
+using observe::MetricsLog;
+using observe::plot_run;
+using observe::Progress;
+using observe::RollbackRecord;
+using observe::SkipRecord;
 
 bool has_split(const std::string &dir, const std::string &split) {
   std::error_code ec;
@@ -172,21 +177,11 @@ public:
         batch_first_(static_cast<int64_t>(grid_.dp_rank) * program.batch),
         optimizer_(program, grid_.dp_rank, grid_.tp_rank),
         params_(static_cast<size_t>(optimizer_.shard().padded_numel)),
-        // A device program's gradients stay on the device; the host buffer
-        // is made only when a fault is injected into them.
-        grads_(static_cast<size_t>(program.open_device ? 0
-                                                       : optimizer_.shard().padded_numel)),
-        // A device program's arenas are on the device.
-        arena_(static_cast<size_t>(program.open_device ? 0 : program.train_arena_bytes)),
-        eval_arena_(static_cast<size_t>(program.open_device ? 0 : program.eval_arena_bytes)),
+        session_(open_step_session<T>(program, params_.data(), optimizer_)),
         tokens_(static_cast<size_t>(program.batch * program.seq_len)),
         targets_(static_cast<size_t>(program.batch * program.seq_len)) {
-    if (options.grad_accum > 1 && !program.open_device)
-      micro_grads_ = AlignedBuffer<T>(numel_);
     if (grid_.partitioned)
       full_view_ = std::make_unique<FullProgramView>(program);
-    if (program.open_device)
-      device_.reset(program.open_device(program));
   }
 
   TrainResult run();
@@ -201,9 +196,18 @@ private:
   void note(const std::string &message) const;
   void write_plot() const;
   double elapsed_s() const;
-  double micro_step(T *grads, bool accumulate, bool last);
-  void to_device();
-  void from_device();
+  // One update, as run() reads it: step -> judge -> apply -> log.
+  struct Update {
+    int64_t step;
+    data::Dataset::Position batch_position; // where its first batch began
+    double loss, grad_norm;                 // agreed over the grid
+    int64_t gemm_failures;                  // of the (re)computation kept
+    std::chrono::steady_clock::time_point start;
+  };
+  Update step_update(int64_t step);
+  Verdict judge(const Update &u);
+  void apply(const Update &u, double lr);
+  bool log_update(const Update &u, const Verdict &verdict, double lr, TrainResult &result);
   double compute_update();
   double compute_checked_update(int64_t step, data::Dataset::Position batch_position,
                                 int64_t &gemm_failures);
@@ -219,17 +223,15 @@ private:
   // This dp rank's sequences within a global batch (the data stream is the
   // single-rank run's with batch = global_batch).
   const int64_t batch_first_;
+  // params_ and the optimizer's moments are what checkpoints save and load:
+  // the session's own state on the host, its host copies on a device
+  // (session.h).
   ZeroAdamW<T> optimizer_;
-  AlignedBuffer<T> params_, grads_, micro_grads_;
-  AlignedBuffer<uint8_t> arena_;
-  AlignedBuffer<uint8_t> eval_arena_;
+  AlignedBuffer<T> params_;
+  std::unique_ptr<StepSession<T>> session_;
   AlignedBuffer<int32_t> tokens_, targets_; // this dp rank's part of a batch
   // Partitioned programs: the full model as checkpoints hold it.
   std::unique_ptr<FullProgramView> full_view_;
-  // A device program (--target cuda): the run's params, gradients, moments
-  // and arenas live on the device; params_ and the optimizer's moments are
-  // host copies, brought up to date only around checkpoint saves and loads.
-  std::unique_ptr<DeviceSession> device_;
 
   std::string checkpoint_root_;
   TrainState state_;
@@ -397,34 +399,19 @@ template <typename T> void Trainer<T>::init_weights() {
   slice_params(program_, *full_view_, grid_.tp_rank, full_params.data(), params_.data());
 }
 
-// One train_step on the next batch; gradients overwrite `grads`. Every rank
-// advances over the whole global batch and reads only its dp rank's part. On a
-// device the gradients stay there: overwritten, or added when `accumulate`.
-template <typename T>
-double Trainer<T>::micro_step(T *grads, bool accumulate, bool last) {
-  train_data_->next_batch(program_.global_batch, batch_first_, program_.batch,
-                          tokens_.data(), targets_.data());
-  if (device_)
-    return device_->train_step(tokens_.data(), targets_.data(), accumulate, last);
-  double loss = 0.0;
-  program_.train_step(params_.data(), grads, tokens_.data(), targets_.data(),
-                      arena_.data(), &loss);
-  return loss;
-}
-
-// All micro-steps of one update: summed gradients in grads_, mean loss.
+// All micro-steps of one update, each on the next batch: the session holds
+// their summed gradients; returns the mean loss. Every rank advances over the
+// whole global batch and reads only its dp rank's part.
 template <typename T> double Trainer<T>::compute_update() {
   const int64_t n = options_.grad_accum;
-  double loss_sum = micro_step(grads_.data(), false, n == 1);
-  for (int64_t a = 1; a < n; ++a) {
-    if (device_) {
-      loss_sum += micro_step(nullptr, true, a == n - 1);
-      continue;
-    }
-    loss_sum += micro_step(micro_grads_.data(), false, a == n - 1);
-    accumulate(grads_.data(), micro_grads_.data(), numel_);
+  double loss_sum = 0.0;
+  for (int64_t a = 0; a < n; ++a) {
+    train_data_->next_batch(program_.global_batch, batch_first_, program_.batch,
+                            tokens_.data(), targets_.data());
+    loss_sum += session_->micro_step(tokens_.data(), targets_.data(),
+                                     /*accumulate=*/a > 0, /*last=*/a == n - 1);
   }
-  return loss_sum * (1.0 / static_cast<double>(options_.grad_accum));
+  return loss_sum * (1.0 / static_cast<double>(n));
 }
 
 // compute_update under ABFT checks (every K-th update, and one that has a
@@ -456,21 +443,9 @@ double Trainer<T>::compute_checked_update(int64_t step,
     const bool flip = inject && pass == 0;
     const uint64_t flip_seed = derive_seed(state_.seed, "llamart.bitflip") ^
                                static_cast<uint64_t>(state_.attempts);
-    cpu::GemmCheckStats stats;
-    if (device_) { // the device checks its own GEMMs (runtime/cuda/gemm_check.inl)
-      device_->gemm_check_begin(verify, flip, flip_seed);
-      loss = compute_update();
-      const DeviceGemmCheck d = device_->gemm_check_end();
-      stats.checked = d.checked;
-      stats.failed = d.failed;
-      stats.bitflip_delivered = d.bitflip_delivered;
-    } else {
-      cpu::gemm_check_begin(verify);
-      if (flip)
-        cpu::gemm_inject_bitflip(flip_seed);
-      loss = compute_update();
-      stats = cpu::gemm_check_end();
-    }
+    session_->gemm_check_begin(verify, flip, flip_seed);
+    loss = compute_update();
+    const cpu::GemmCheckStats stats = session_->gemm_check_end();
     if (inject && pass == 0 && !stats.bitflip_delivered)
       note("--inject bitflip@" + std::to_string(state_.attempts) +
            ": the update ran too few GEMMs; nothing was flipped");
@@ -481,9 +456,7 @@ double Trainer<T>::compute_checked_update(int64_t step,
     r.step = step;
     r.reason = skip_reason_name(SkipReason::GemmChecksum);
     r.loss = loss;
-    r.grad_norm =
-        device_ ? device_->grad_norm(1.0 / options_.grad_accum)
-                : optimizer_.reduce_gradients(grads_.data(), 1.0 / options_.grad_accum);
+    r.grad_norm = session_->reduce_gradients(1.0 / options_.grad_accum);
     r.lr = state_.schedule.at(step);
     r.loss_z = r.grad_norm_z = NAN;
     r.attempt = state_.attempts;
@@ -515,28 +488,9 @@ template <typename T> double Trainer<T>::evaluate() {
   for (int64_t b = 0; b < batches; ++b) {
     val_data_->next_batch(program_.global_batch, batch_first_, program_.batch,
                           tokens_.data(), targets_.data());
-    double loss = 0.0;
-    if (device_)
-      loss = device_->eval_loss(tokens_.data(), targets_.data());
-    else
-      program_.eval_loss(params_.data(), tokens_.data(), targets_.data(),
-                         eval_arena_.data(), &loss);
-    sum += loss;
+    sum += session_->eval_loss(tokens_.data(), targets_.data());
   }
   return sum / static_cast<double>(batches);
-}
-
-// The host copies of params and moments (restored or initialized) to the
-// device, and back before a save. No-ops without a device.
-template <typename T> void Trainer<T>::to_device() {
-  if constexpr (std::is_same_v<T, float>)
-    if (device_)
-      device_->upload(params_.data(), optimizer_.exp_avg(), optimizer_.exp_avg_sq());
-}
-template <typename T> void Trainer<T>::from_device() {
-  if constexpr (std::is_same_v<T, float>)
-    if (device_)
-      device_->download(params_.data(), optimizer_.exp_avg(), optimizer_.exp_avg_sq());
 }
 
 template <typename T> double Trainer<T>::elapsed_s() const {
@@ -560,7 +514,7 @@ template <typename T> TrainState Trainer<T>::current_state() const {
 // slices of the dp-rank-0 group onto world rank 0, which writes the
 // single-rank format.
 template <typename T> std::string Trainer<T>::save() {
-  from_device();
+  session_->pull_state();
   if (!grid_.partitioned)
     return save_checkpoint<T>(program_, checkpoint_root_, current_state(),
                               params_.data(), optimizer_.exp_avg(),
@@ -584,7 +538,7 @@ template <typename T> std::string Trainer<T>::save() {
   // A device that keeps the fp32 masters of its shard alone (bf16 on a dp
   // grid) has the weights sharded like the moments; otherwise every dp rank
   // holds all of its local weights.
-  const bool sharded_weights = device_ && device_->shards_params();
+  const bool sharded_weights = session_->shards_params();
   auto gather_one = [&](const CheckpointTensor &t) -> const T * {
     const ParamInfo &info = program_.params[t.param];
     const T *slice = params_.data() + info.offset;
@@ -680,7 +634,7 @@ template <typename T> void Trainer<T>::rollback(int64_t step) {
 
   const data::Dataset::Position position = train_data_->position();
   const TrainState saved = load_state(ref->path);
-  to_device();
+  session_->push_state();
   // Rank 0 deletes only checkpoints newer than the one the others may still
   // be reading.
   const std::vector<CheckpointRef> discarded =
@@ -720,6 +674,106 @@ template <typename T> void Trainer<T>::rollback(int64_t step) {
        std::to_string(saved.data_index) + ")");
 }
 
+// The update's gradients and loss: the micro-steps (under ABFT when due),
+// injected faults, then the reduction over the grid with the global norm.
+// Every rank returns rank 0's loss and norm, on which the verdict is taken.
+template <typename T> typename Trainer<T>::Update Trainer<T>::step_update(int64_t step) {
+  Update u{};
+  u.step = step;
+  u.start = std::chrono::steady_clock::now();
+  u.batch_position = train_data_->position();
+  ++state_.attempts;
+  double loss = compute_checked_update(step, u.batch_position, u.gemm_failures);
+  const std::vector<FaultKind> faults = faults_at(options_.faults, state_.attempts);
+  if (!faults.empty())
+    session_->edit_gradients([&](T *grads) {
+      for (const FaultKind fault : faults)
+        apply_fault(fault, grads, numel_, loss);
+    });
+  double grad_norm =
+      session_->reduce_gradients(1.0 / static_cast<double>(options_.grad_accum));
+  // The verdict steers every rank: all judge rank 0's numbers (the loss and
+  // the norm can differ in the last bit between ranks).
+  double judged[2] = {loss, grad_norm};
+  broadcast_from_root(grid_, judged, sizeof judged, "loss and gradient norm");
+  u.loss = judged[0];
+  u.grad_norm = judged[1];
+  return u;
+}
+
+// Corrupted twice: judged like a non-finite update (skipped, counted, part of
+// a burst that rolls back), whatever its loss looks like.
+template <typename T> Verdict Trainer<T>::judge(const Update &u) {
+  if (u.gemm_failures > 0) {
+    Verdict verdict;
+    verdict.reason = SkipReason::GemmChecksum;
+    return verdict;
+  }
+  return state_.anomaly.judge(u.loss, u.grad_norm);
+}
+
+template <typename T> void Trainer<T>::apply(const Update &u, double lr) {
+  // Bias correction counts applied updates (TrainState::optimizer_updates).
+  ++state_.optimizer_updates;
+  const double inv_accum = 1.0 / static_cast<double>(options_.grad_accum);
+  const double scale = inv_accum * clip_scale(u.grad_norm, options_.grad_clip);
+  session_->adamw(options_.adamw, state_.optimizer_updates, lr, scale);
+}
+
+// Counts the update, tells the spike detector, and records it: a step line
+// and metrics.jsonl entry, or the skip. Returns whether the detector's burst
+// is full (the caller rolls back).
+template <typename T>
+bool Trainer<T>::log_update(const Update &u, const Verdict &verdict, double lr,
+                            TrainResult &result) {
+  const int64_t step = u.step;
+  const double loss = u.loss, grad_norm = u.grad_norm;
+  const double step_s =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - u.start).count();
+  const bool applied = verdict.reason == SkipReason::None;
+  state_.step = step;
+  state_.tokens_seen += tokens_per_update_;
+  const bool burst_full = state_.anomaly.record(step, loss, grad_norm, verdict);
+  if (applied) {
+    state_.last_loss = loss;
+    const double tokens_per_s =
+        step_s > 0 ? static_cast<double>(tokens_per_update_) / step_s : 0.0;
+    if (metrics_)
+      metrics_->log_step(step, loss, lr, grad_norm, tokens_per_s, elapsed_s());
+    progress_->update(step, loss, lr, tokens_per_s);
+    result.final_train_loss = loss;
+    return burst_full;
+  }
+  // A twice-corrupted update counts with the non-finite ones (state.json
+  // keeps two counters; both mean "values that cannot be trusted").
+  ++(verdict.reason == SkipReason::Spike ? state_.skipped_spike : state_.skipped_nonfinite);
+  SkipRecord r{};
+  r.step = step;
+  r.reason = skip_reason_name(verdict.reason);
+  r.loss = loss;
+  r.grad_norm = grad_norm;
+  r.lr = lr;
+  r.loss_z = verdict.loss_z;
+  r.grad_norm_z = verdict.grad_norm_z;
+  r.attempt = state_.attempts;
+  r.data_epoch = u.batch_position.epoch;
+  r.data_index = u.batch_position.index;
+  r.elapsed_s = elapsed_s();
+  if (verdict.reason == SkipReason::GemmChecksum)
+    r.gemm_failures = u.gemm_failures;
+  if (metrics_)
+    metrics_->log_skip(r);
+  char line[320];
+  std::snprintf(line, sizeof line,
+                "step %" PRId64 ": update skipped (%s: loss %.6g, grad norm %.6g, "
+                "z-scores %.3g / %.3g); its batch began at epoch %" PRIu64
+                ", index %" PRIu64,
+                step, r.reason, loss, grad_norm, verdict.loss_z, verdict.grad_norm_z,
+                u.batch_position.epoch, u.batch_position.index);
+  note(line);
+  return burst_full;
+}
+
 template <typename T> TrainResult Trainer<T>::run() {
   const int64_t end_step = options_.stop_at > 0 ? options_.stop_at : options_.steps;
   const bool quiet = options_.quiet || !grid_.root();
@@ -735,9 +789,9 @@ template <typename T> TrainResult Trainer<T>::run() {
     lock.emplace(options_.run_dir);
   }
   restore_or_init();
-  to_device();
-  if (device_)
-    progress_->message(device_->describe());
+  session_->push_state();
+  if (const std::string where = session_->describe(); !where.empty())
+    progress_->message(where);
   const int64_t start_step = state_.step;
   progress_ = std::make_unique<Progress>(start_step, end_step, quiet);
 
@@ -790,7 +844,6 @@ template <typename T> TrainResult Trainer<T>::run() {
   }
 
   const LrSchedule &schedule = state_.schedule;
-  const double inv_accum = 1.0 / static_cast<double>(options_.grad_accum);
   run_start_ = std::chrono::steady_clock::now();
   StopSignalGuard signal_guard;
   TrainResult result;
@@ -805,96 +858,12 @@ template <typename T> TrainResult Trainer<T>::run() {
   // counter reaches the end, not over a fixed range.
   while (state_.step < end_step) {
     const int64_t step = state_.step + 1;
-    const auto t0 = std::chrono::steady_clock::now();
-    const data::Dataset::Position batch_position = train_data_->position();
-    ++state_.attempts;
-    int64_t gemm_failures = 0;
-    double loss = compute_checked_update(step, batch_position, gemm_failures);
-    const std::vector<FaultKind> faults = faults_at(options_.faults, state_.attempts);
-    if (device_ && !faults.empty())
-      if constexpr (std::is_same_v<T, float>) {
-        if (grads_.size() < static_cast<size_t>(numel_))
-          grads_ = AlignedBuffer<T>(static_cast<size_t>(numel_));
-        device_->read_grads(grads_.data());
-      }
-    for (const FaultKind fault : faults)
-      apply_fault(fault, grads_.data(), numel_, loss);
-    if (device_ && !faults.empty())
-      if constexpr (std::is_same_v<T, float>)
-        device_->write_grads(grads_.data());
-    double grad_norm = device_ ? device_->grad_norm(inv_accum)
-                               : optimizer_.reduce_gradients(grads_.data(), inv_accum);
-    // The verdict below steers every rank: all judge rank 0's numbers (the
-    // loss and the norm can differ in the last bit between ranks).
-    double judged[2] = {loss, grad_norm};
-    broadcast_from_root(grid_, judged, sizeof judged, "loss and gradient norm");
-    loss = judged[0];
-    grad_norm = judged[1];
+    const Update update = step_update(step);
+    const Verdict verdict = judge(update);
     const double lr = schedule.at(step);
-    // Corrupted twice: judged like a non-finite update (skipped, counted,
-    // part of a burst that rolls back), whatever its loss looks like.
-    Verdict verdict;
-    if (gemm_failures > 0)
-      verdict.reason = SkipReason::GemmChecksum;
-    else
-      verdict = state_.anomaly.judge(loss, grad_norm);
-    const bool apply = verdict.reason == SkipReason::None;
-    if (apply) {
-      // Bias correction counts applied updates (TrainState::optimizer_updates).
-      ++state_.optimizer_updates;
-      const double scale = inv_accum * clip_scale(grad_norm, options_.grad_clip);
-      if (device_)
-        device_->adamw(options_.adamw.beta1, options_.adamw.beta2, options_.adamw.eps,
-                       options_.adamw.weight_decay, state_.optimizer_updates, lr,
-                       scale);
-      else
-        optimizer_.update(options_.adamw, state_.optimizer_updates, lr, scale,
-                          grads_.data(), params_.data());
-    }
-    const double step_s =
-        std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-
-    state_.step = step;
-    state_.tokens_seen += tokens_per_update_;
-    const bool burst_full = state_.anomaly.record(step, loss, grad_norm, verdict);
-    if (apply) {
-      state_.last_loss = loss;
-      const double tokens_per_s =
-          step_s > 0 ? static_cast<double>(tokens_per_update_) / step_s : 0.0;
-      if (metrics_)
-        metrics_->log_step(step, loss, lr, grad_norm, tokens_per_s, elapsed_s());
-      progress_->update(step, loss, lr, tokens_per_s);
-      result.final_train_loss = loss;
-    } else {
-      // A twice-corrupted update counts with the non-finite ones (state.json
-      // keeps two counters; both mean "values that cannot be trusted").
-      ++(verdict.reason == SkipReason::Spike ? state_.skipped_spike
-                                             : state_.skipped_nonfinite);
-      SkipRecord r{};
-      r.step = step;
-      r.reason = skip_reason_name(verdict.reason);
-      r.loss = loss;
-      r.grad_norm = grad_norm;
-      r.lr = lr;
-      r.loss_z = verdict.loss_z;
-      r.grad_norm_z = verdict.grad_norm_z;
-      r.attempt = state_.attempts;
-      r.data_epoch = batch_position.epoch;
-      r.data_index = batch_position.index;
-      r.elapsed_s = elapsed_s();
-      if (verdict.reason == SkipReason::GemmChecksum)
-        r.gemm_failures = gemm_failures;
-      if (metrics_)
-        metrics_->log_skip(r);
-      char line[320];
-      std::snprintf(line, sizeof line,
-                    "step %" PRId64 ": update skipped (%s: loss %.6g, grad norm %.6g, "
-                    "z-scores %.3g / %.3g); its batch began at epoch %" PRIu64
-                    ", index %" PRIu64,
-                    step, r.reason, loss, grad_norm, verdict.loss_z,
-                    verdict.grad_norm_z, batch_position.epoch, batch_position.index);
-      note(line);
-    }
+    if (verdict.reason == SkipReason::None)
+      apply(update, lr);
+    const bool burst_full = log_update(update, verdict, lr, result);
     if (burst_full)
       rollback(step);
     result.step = state_.step;

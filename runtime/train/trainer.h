@@ -37,7 +37,7 @@
 #include "runtime/train/anomaly.h"
 #include "runtime/train/fault_inject.h"
 #include "runtime/train/optimizer.h"
-#include "runtime/train/program.h"
+#include "runtime/program/program.h"
 
 #include <cstdint>
 #include <optional>

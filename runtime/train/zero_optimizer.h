@@ -16,10 +16,10 @@
 // calls are exactly grad_l2_norm and adamw_update, so a single-rank run is
 // bit-for-bit what it was before ZeRO existed.
 #pragma once
-#include "runtime/train/aligned_buffer.h"
+#include "runtime/program/aligned_buffer.h"
 #include "runtime/train/optimizer.h"
-#include "runtime/train/partition.h"
-#include "runtime/train/program.h"
+#include "runtime/program/partition.h"
+#include "runtime/program/program.h"
 
 #include <cstdint>
 #include <utility>

@@ -1,5 +1,5 @@
-// Training on a dp x tp grid (runtime/train: partition.h, zero_optimizer.h,
-// distributed.h and the partitioned paths of the trainer and the CLI).
+// Training on a dp x tp grid (runtime/program/partition.h, runtime/train:
+// zero_optimizer.h, distributed.h and the partitioned paths of the trainer and the CLI).
 //
 // In-process, without MPI: the ZeRO-1 range update against the full AdamW
 // update (bit for bit), tp slicing against index arithmetic and against the
@@ -14,12 +14,12 @@
 // run in this process (the reference: same data, same init, one process).
 #include "runtime/checkpoint/safetensors.h"
 #include "runtime/train/checkpoint_dir.h"
-#include "runtime/train/cli.h"
+#include "runtime/cli/cli.h"
 #include "runtime/train/optimizer.h"
-#include "runtime/train/param_store.h"
-#include "runtime/train/partition.h"
-#include "runtime/train/program_check.h"
-#include "runtime/train/rng.h"
+#include "runtime/program/param_store.h"
+#include "runtime/program/partition.h"
+#include "runtime/program/program_check.h"
+#include "runtime/program/rng.h"
 #include "runtime/train/trainer.h"
 #include "runtime/train/zero_optimizer.h"
 #include "test/unit/train_fixture.h"
@@ -47,6 +47,7 @@ using llamart::ParamInfo;
 using llamart::ParamInit;
 using llamart::ProgramInfo;
 using nlohmann::json;
+using namespace llamart;
 using namespace llamart::train;
 
 namespace {
@@ -650,7 +651,7 @@ TEST(Trainer, PartitionedProgramOutsideItsGridIsRefused) {
   o.steps = 2;
   o.quiet = true;
   try {
-    train(*llamart::testing::bigram_grid_program<float, kV, 4, 8, 2, 2>(), o);
+    llamart::train::train(*llamart::testing::bigram_grid_program<float, kV, 4, 8, 2, 2>(), o);
     FAIL() << "trained outside the grid";
   } catch (const std::runtime_error &e) {
     EXPECT_NE(std::string(e.what()).find(

@@ -1,5 +1,5 @@
 // Interop with Hugging Face folders and evaluation (runtime/checkpoint/hf_folder,
-// runtime/train/{hf_weights,export,eval,eval_tasks}), against the hand-written
+// runtime/interop/hf_weights, runtime/cli/{export,eval,eval_tasks}), against the hand-written
 // bigram program of train_fixture.h: shard plans against transformers' rule
 // worked out by hand, export/import round trips bit for bit, bf16/f16
 // rounding against a brute-force nearest-value search, every import error,
@@ -10,13 +10,13 @@
 #include "runtime/checkpoint/safetensors.h"
 #include "runtime/data/shards.h"
 #include "runtime/train/checkpoint_dir.h"
-#include "runtime/train/cli.h"
-#include "runtime/train/eval.h"
-#include "runtime/train/eval_tasks.h"
-#include "runtime/train/export.h"
-#include "runtime/train/hf_weights.h"
-#include "runtime/train/param_store.h"
-#include "runtime/train/rng.h"
+#include "runtime/cli/cli.h"
+#include "runtime/cli/eval.h"
+#include "runtime/cli/eval_tasks.h"
+#include "runtime/cli/export.h"
+#include "runtime/interop/hf_weights.h"
+#include "runtime/program/param_store.h"
+#include "runtime/program/rng.h"
 #include "test/unit/train_fixture.h"
 
 #include <gtest/gtest.h>
@@ -37,6 +37,9 @@
 namespace fs = std::filesystem;
 using llamart::ProgramInfo;
 using nlohmann::json;
+using namespace llamart;
+using namespace llamart::cli;
+using namespace llamart::interop;
 using namespace llamart::train;
 namespace ckpt = llamart::ckpt;
 

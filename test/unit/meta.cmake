@@ -1,5 +1,5 @@
 # Meta checkpoint folders (runtime/checkpoint/{torch_pickle,torch_zip,
-# meta_folder}, the Meta import of runtime/train/hf_weights). The inputs are
+# meta_folder}, the Meta import of runtime/interop/hf_weights). The inputs are
 # written by real PyTorch: ctest's setup test meta_folder_fixtures runs the
 # script once and the tests read LLAMA_META_FIXTURES; run by hand, the test
 # binary runs the script itself.

@@ -1,5 +1,5 @@
 // Meta checkpoint folders (runtime/checkpoint/{torch_pickle,torch_zip,
-// meta_folder}, runtime/train/hf_weights' load_meta_folder_weights) against
+// meta_folder}, runtime/interop/hf_weights' load_meta_folder_weights) against
 // files written by real PyTorch (meta_folder_fixtures.py: torch.save over 2
 // and 4 model-parallel files, f32/bf16/f16, views, zip64, big-endian) and
 // the HF layout of the same files computed the way transformers'
@@ -12,7 +12,7 @@
 #include "runtime/checkpoint/torch_pickle.h"
 #include "runtime/checkpoint/torch_zip.h"
 #include "runtime/train/checkpoint_dir.h"
-#include "runtime/train/hf_weights.h"
+#include "runtime/interop/hf_weights.h"
 #include "test/unit/train_fixture.h"
 
 #include <gtest/gtest.h>
@@ -32,6 +32,8 @@ namespace fs = std::filesystem;
 using llamart::ParamInfo;
 using llamart::ProgramInfo;
 using nlohmann::json;
+using namespace llamart;
+using namespace llamart::interop;
 using namespace llamart::train;
 namespace ckpt = llamart::ckpt;
 

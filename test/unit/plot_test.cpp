@@ -1,13 +1,13 @@
-// metrics.png and TensorBoard event files (runtime/train/plot.h,
+// metrics.png and TensorBoard event files (runtime/observe/plot.h,
 // png_writer.h, bitmap_font.h, tensorboard.h). Checksums against published
 // vectors; compressed streams and PNG files decoded by Python's zlib (an
 // independent inflate) and a PNG chunk parser; the plot checked by where its
 // pixels are for series of known shape.
-#include "runtime/train/bitmap_font.h"
-#include "runtime/train/metrics.h"
-#include "runtime/train/plot.h"
-#include "runtime/train/png_writer.h"
-#include "runtime/train/tensorboard.h"
+#include "runtime/observe/bitmap_font.h"
+#include "runtime/observe/metrics.h"
+#include "runtime/observe/plot.h"
+#include "runtime/observe/png_writer.h"
+#include "runtime/observe/tensorboard.h"
 
 #include <gtest/gtest.h>
 
@@ -22,7 +22,7 @@
 #include <string>
 #include <unistd.h>
 
-namespace llamart::train {
+namespace llamart::observe {
 namespace {
 
 namespace fs = std::filesystem;
@@ -517,4 +517,4 @@ TEST(PlotRun, WritesAPngAtomically) {
 }
 
 } // namespace
-} // namespace llamart::train
+} // namespace llamart::observe

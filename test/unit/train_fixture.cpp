@@ -1,9 +1,9 @@
 #include "test/unit/train_fixture.h"
 
 #include "runtime/comm/comm.h"
-#include "runtime/train/cli.h"
+#include "runtime/cli/cli.h"
 #include "runtime/data/shards.h"
-#include "runtime/train/rng.h"
+#include "runtime/program/rng.h"
 
 #include <algorithm>
 #include <cmath>
@@ -17,7 +17,7 @@ std::atomic<int64_t> bigram_train_calls{0};
 std::atomic<int64_t> raise_sigterm_at_call{0};
 
 std::vector<int32_t> bigram_chain_tokens(int64_t n, uint64_t seed, int vocab) {
-  train::Rng rng(seed);
+  Rng rng(seed);
   std::vector<int32_t> out(static_cast<size_t>(n));
   int32_t tok = 0;
   for (auto &t : out) {

@@ -7,7 +7,7 @@
 // both init kinds and the decay rule are exercised. train_step and logits are
 // written out by hand in double; targets equal to -1 are not scored.
 #pragma once
-#include "runtime/train/program.h"
+#include "runtime/program/program.h"
 
 #include <atomic>
 #include <cstdint>

@@ -1,4 +1,4 @@
-// Tests of the training driver (runtime/train) against the hand-written
+// Tests of the training driver (runtime/train, runtime/cli) against the hand-written
 // bigram program of train_fixture.h: optimizer, schedule and clipping against
 // closed forms; the train/verify/generate/info subcommands end to end through
 // run_main(), including bit-exact resume and corrupted-checkpoint fallback.
@@ -6,13 +6,13 @@
 #include "runtime/data/shards.h"
 #include "runtime/train/anomaly.h"
 #include "runtime/train/checkpoint_dir.h"
-#include "runtime/train/cli.h"
+#include "runtime/cli/cli.h"
 #include "runtime/train/fault_inject.h"
-#include "runtime/train/generate.h"
+#include "runtime/cli/generate.h"
 #include "runtime/train/optimizer.h"
-#include "runtime/train/param_store.h"
-#include "runtime/train/program.h"
-#include "runtime/train/rng.h"
+#include "runtime/program/param_store.h"
+#include "runtime/program/program.h"
+#include "runtime/program/rng.h"
 #include "runtime/train/run_lock.h"
 #include "runtime/train/schedule.h"
 #include "test/unit/train_fixture.h"
@@ -35,6 +35,8 @@ namespace fs = std::filesystem;
 using llamart::ParamInfo;
 using llamart::ProgramInfo;
 using nlohmann::json;
+using namespace llamart;
+using namespace llamart::cli;
 using namespace llamart::train;
 
 namespace {
@@ -1354,7 +1356,7 @@ TEST(RunLock, ASecondTrainerOnTheSameRunDirIsRefused) {
   EXPECT_EQ(r.code, 0) << r.err;
 }
 
-// docs/formats.md describes the program ABI of runtime/train/program.h: it
+// docs/formats.md describes the program ABI of runtime/program/program.h: it
 // must name the version the runtime checks, so that a bump shows in the docs.
 TEST(ProgramAbi, DocsNameTheCurrentVersion) {
   const std::string path = std::string(LLAMA_SOURCE_DIR) + "/docs/formats.md";

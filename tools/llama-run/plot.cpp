@@ -1,7 +1,7 @@
 #include "tools/llama-run/plot.h"
 
-#include "runtime/train/plot.h"
+#include "runtime/observe/plot.h"
 
 int run_plot(int argc, char **argv) {
-  return llamart::train::run_plot_command(argc, argv, "llama-run");
+  return llamart::observe::run_plot_command(argc, argv, "llama-run");
 }

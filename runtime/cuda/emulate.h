@@ -74,7 +74,7 @@ inline thread_local dim3 blockDim, gridDim;
 
 namespace llama_emu {
 
-enum class State { Ready, AtBlockBarrier, AtWarpBarrier, Done };
+enum class State { Ready, AtBlockBarrier, AtWarpBarrier, AtWarpgroupBarrier, Done };
 
 #if defined(__x86_64__)
 // llama_emu_switch(&from_sp, to_sp): pushes the callee-saved registers and
@@ -159,10 +159,26 @@ struct Block {
     std::vector<std::vector<Copy>> groups;
   };
   std::vector<AsyncCopies> copies;
-  // Dynamic shared memory (LLK_DYNAMIC_SHARED): the launch's size, 128-byte
-  // aligned, refilled with a NaN pattern before every block.
+  // Each thread's share of its warpgroup's wgmma operations: those issued
+  // since its last commit, and its committed groups, oldest first (see
+  // wgmma below).
+  struct Wgmma {
+    uint64_t desc_a, desc_b;
+    uint32_t a[4];     // this thread's A fragment when A is in registers
+    bool a_in_regs, trans_a, trans_b, accumulate;
+    unsigned n;
+    float *d;          // this thread's N/2 accumulators
+  };
+  struct WgmmaQueue {
+    std::vector<Wgmma> open;
+    std::vector<std::vector<Wgmma>> groups;
+  };
+  std::vector<WgmmaQueue> wgmma;
+  // Dynamic shared memory (LLK_DYNAMIC_SHARED): the launch's size, 1024-byte
+  // aligned (wgmma's 128-byte swizzle repeats every 1024 bytes of address),
+  // refilled with a NaN pattern before every block.
   static constexpr size_t kMaxDynamicShared = 227 * 1024;
-  alignas(128) unsigned char dynamic_shared[kMaxDynamicShared];
+  alignas(1024) unsigned char dynamic_shared[kMaxDynamicShared];
   size_t dynamic_bytes = 0;
 };
 
@@ -324,6 +340,9 @@ inline void wait(State at) {
   switch_to(b.fibers[b.current].context, b.scheduler);
 }
 inline void warp_sync() { wait(State::AtWarpBarrier); }
+// The four warps of the calling thread's warpgroup (threads 128k..128k+127)
+// wait for each other (wgmma's warpgroup-collective operations).
+inline void warpgroup_sync() { wait(State::AtWarpgroupBarrier); }
 
 // Runs every thread of one block to completion.
 // `seed` picks the order the threads run in between barriers.
@@ -337,6 +356,7 @@ inline void run_block(Block &b, unsigned threads, uint64_t seed) {
     make_context(b.fibers[t].context, b.stacks.get() + t * Block::kStackBytes,
                  Block::kStackBytes);
   b.copies.assign(threads, Block::AsyncCopies());
+  b.wgmma.assign(threads, Block::WgmmaQueue());
   // 0xff bytes: a bf16 or fp32 NaN, so a read of shared memory that no
   // thread of this block wrote shows in the results.
   std::memset(b.dynamic_shared, 0xff, b.dynamic_bytes);
@@ -384,11 +404,31 @@ inline void run_block(Block &b, unsigned threads, uint64_t seed) {
         released = true;
       }
     }
+    for (unsigned g = 0; g < threads / 128; ++g) {
+      bool group_live = false, all_at_group = true;
+      for (unsigned l = 128 * g; l < 128 * g + 128; ++l) {
+        const State s = b.fibers[l].state;
+        if (s == State::Done)
+          continue;
+        group_live = true;
+        all_at_group &= s == State::AtWarpgroupBarrier;
+      }
+      if (group_live && all_at_group) {
+        for (unsigned l = 128 * g; l < 128 * g + 128; ++l)
+          if (b.fibers[l].state == State::AtWarpgroupBarrier)
+            b.fibers[l].state = State::Ready;
+        released = true;
+      }
+    }
     if (!live) {
-      for (unsigned t = 0; t < threads; ++t)
+      for (unsigned t = 0; t < threads; ++t) {
         if (!b.copies[t].open.empty() || !b.copies[t].groups.empty())
           throw std::runtime_error("emulate: thread " + std::to_string(t) +
                                    " exited with cp.async copies it never waited for");
+        if (!b.wgmma[t].open.empty() || !b.wgmma[t].groups.empty())
+          throw std::runtime_error("emulate: thread " + std::to_string(t) +
+                                   " exited with wgmma operations it never waited for");
+      }
       if (counting())
         count_block(b, threads);
       return;
@@ -598,6 +638,164 @@ inline void cp_async_wait(unsigned pending) {
     }
     c.groups.erase(c.groups.begin());
   }
+}
+
+
+// ---- warpgroup MMA (sm_90a) -----------------------------------------------
+// The byte offset of `p` in the launch's dynamic shared memory: what a shared
+// memory descriptor holds (a GPU's shared-window address; the dynamic shared
+// memory starts at 0 there when the kernel has no static shared memory, as
+// the wgmma kernels have none).
+inline uint32_t shared_offset(const void *p) {
+  Block &b = running_block("a shared memory address");
+  const auto *q = static_cast<const unsigned char *>(p);
+  if (q < b.dynamic_shared || q >= b.dynamic_shared + b.dynamic_bytes)
+    throw std::runtime_error("emulate: a shared memory descriptor for an address outside "
+                             "the launch's dynamic shared memory");
+  return uint32_t(q - b.dynamic_shared);
+}
+
+// The element (mn, k) of a 64-bit wgmma shared memory matrix descriptor's
+// operand (bf16; mn a row of A or a column of B, k < 16), as the PTX ISA's
+// canonical layouts place it ("Shared memory matrix layout"; the same as
+// CUTLASS's GMMA::Layout_{K,MN}_{INTER,SW32,SW64,SW128}_Atom tiled by the
+// descriptor's strides). Descriptor: bits 0-13 start address >> 4, 16-29
+// leading dimension byte offset (LBO) >> 4, 32-45 stride dimension byte
+// offset (SBO) >> 4, 49-51 base offset (0 here), 62-63 swizzle (0 none,
+// 1 128-byte, 2 64-byte, 3 32-byte). In 16-byte chunks of 8 elements:
+//   K-major (rows of mn, k contiguous): 8-row core matrices; row r of one
+//     at r chunks (no swizzle) or r * W chunks (W = 8, 4, 2 chunks a row
+//     for 128/64/32-byte swizzles) from its start; the next 8 rows at SBO;
+//     the second 8 of k at LBO (no swizzle) or the next chunk;
+//   MN-major (mn contiguous, "transposed"): chunk j of mn and k row kk at
+//     j * SBO + kk + (k / 8) * LBO chunks (no swizzle), or, swizzled,
+//     (j % W) + (j / W) * LBO + kk * W chunks + (k / 8) * SBO;
+// then a swizzle XORs address bits [4, 4 + log2 W) with bits [7, 7 + log2 W)
+// (the 16-byte chunk within a 128-byte line with the line within 1024
+// bytes: Swizzle<3,4,3> for 128 bytes), on the shared address itself, so
+// swizzled operands start 1024-byte aligned (or 512, 256).
+inline uint32_t wgmma_element_offset(uint64_t desc, bool mn_major, unsigned mn, unsigned k) {
+  const uint32_t start = uint32_t(desc & 0x3fff) << 4;
+  const uint32_t lbo = uint32_t((desc >> 16) & 0x3fff) << 4;
+  const uint32_t sbo = uint32_t((desc >> 32) & 0x3fff) << 4;
+  if ((desc >> 49) & 7)
+    throw std::runtime_error("emulate: wgmma descriptor with a nonzero base offset");
+  const unsigned mode = unsigned(desc >> 62);
+  const uint32_t w = mode == 0 ? 0 : mode == 1 ? 8 : mode == 2 ? 4 : 2;
+  uint32_t off;
+  if (!mn_major) {
+    const uint32_t r = mn % 8, g = mn / 8, c = k / 8, e = k % 8;
+    off = w == 0 ? start + r * 16 + g * sbo + c * lbo + e * 2
+                 : start + r * w * 16 + g * sbo + c * 16 + e * 2;
+  } else {
+    const uint32_t e = mn % 8, j = mn / 8, kk = k % 8, c = k / 8;
+    off = w == 0 ? start + j * sbo + kk * 16 + c * lbo + e * 2
+                 : start + (j % w) * 16 + (j / w) * lbo + kk * w * 16 + c * sbo + e * 2;
+  }
+  if (w)
+    off ^= ((off >> 7) & (w - 1)) << 4;
+  return off;
+}
+
+// wgmma.mma_async.sync.aligned.m64nNk16.f32.bf16.bf16: D (64 x N fp32) =
+// A (64 x 16) B (16 x N) (+ D when `accumulate`), issued by the 128 threads
+// of a warpgroup together. A comes from shared memory (desc_a; trans_a: the
+// MN-major layout) or from registers (a_regs: warp w of the group holds rows
+// 16w..16w+15 in mma.m16n8k16's A layout); B from shared memory (desc_b, an
+// N x 16 K-major operand, or MN-major with trans_b). Thread (warp w, lane l;
+// g = l / 4, t = l % 4) holds D[16w + g + 8 ((i / 2) % 2)][8 (i / 4) + 2t +
+// i % 2] in d[i], i < N / 2.
+// Asynchronous, as on a GPU: the operation is queued, and the shared memory
+// operands are read and D written only at the wgmma.wait_group that completes
+// its group, so a kernel that reads D before waiting sees what was there, and
+// one that overwrites an operand tile before waiting multiplies the new data.
+inline void wgmma_bf16(float *d, unsigned n, const uint32_t *a_regs, uint64_t desc_a,
+                       uint64_t desc_b, bool trans_a, bool trans_b, bool accumulate) {
+  Block &b = running_block("wgmma");
+  if (blockDim.x % 128 != 0)
+    throw std::runtime_error("emulate: wgmma in a block that is not whole warpgroups");
+  if (n < 8 || n > 256 || n % 8 != 0)
+    throw std::runtime_error("emulate: wgmma N must be a multiple of 8 in [8, 256]");
+  Block::Wgmma op{};
+  op.desc_a = desc_a;
+  op.desc_b = desc_b;
+  op.a_in_regs = a_regs != nullptr;
+  if (a_regs)
+    std::memcpy(op.a, a_regs, sizeof op.a);
+  op.trans_a = trans_a;
+  op.trans_b = trans_b;
+  op.accumulate = accumulate;
+  op.n = n;
+  op.d = d;
+  b.wgmma[threadIdx.x].open.push_back(op);
+}
+// wgmma.commit_group: the operations issued since the last commit form a
+// group.
+inline void wgmma_commit() {
+  Block::WgmmaQueue &q = running_block("wgmma.commit_group").wgmma[threadIdx.x];
+  q.groups.push_back(std::move(q.open));
+  q.open.clear();
+}
+// wgmma.wait_group n: completes every committed group but the newest n, in
+// issue order. Warpgroup-collective: every thread of the warpgroup must have
+// issued the same operations (the same descriptors, N and flags).
+inline void wgmma_wait(unsigned pending) {
+  Block &b = running_block("wgmma.wait_group");
+  const unsigned t = threadIdx.x, first = t & ~127u, w = (t & 127u) / 32,
+                 lane = t & 31u;
+  warpgroup_sync();
+  Block::WgmmaQueue &q = b.wgmma[t];
+  const Block::WgmmaQueue &q0 = b.wgmma[first];
+  auto same = [](const Block::Wgmma &x, const Block::Wgmma &y) {
+    return x.desc_a == y.desc_a && x.desc_b == y.desc_b && x.a_in_regs == y.a_in_regs &&
+           x.trans_a == y.trans_a && x.trans_b == y.trans_b &&
+           x.accumulate == y.accumulate && x.n == y.n;
+  };
+  bool agree = q.groups.size() == q0.groups.size();
+  for (size_t gi = 0; agree && gi < q.groups.size(); ++gi) {
+    agree = q.groups[gi].size() == q0.groups[gi].size();
+    for (size_t j = 0; agree && j < q.groups[gi].size(); ++j)
+      agree = same(q.groups[gi][j], q0.groups[gi][j]);
+  }
+  if (!agree)
+    throw std::runtime_error("emulate: the threads of a warpgroup issued different wgmma "
+                             "operations (wgmma is warpgroup-collective)");
+  const size_t done = q.groups.size() > pending ? q.groups.size() - pending : 0;
+  const unsigned char *smem = b.dynamic_shared;
+  auto bf16_at = [&](uint32_t off) {
+    if (off + 2 > b.dynamic_bytes)
+      throw std::runtime_error("emulate: a wgmma operand reaches past the dynamic shared "
+                               "memory");
+    uint16_t e;
+    std::memcpy(&e, smem + off, 2);
+    return double(bf16_bits_to_float(e));
+  };
+  for (size_t gi = 0; gi < done; ++gi)
+    for (size_t j = 0; j < q.groups[gi].size(); ++j) {
+      const Block::Wgmma &op = q.groups[gi][j];
+      // A[row][k] from the registers of the lane that holds it (the
+      // mma.m16n8k16 A layout in each warp) or from shared memory.
+      auto A = [&](unsigned row, unsigned k) {
+        if (!op.a_in_regs)
+          return bf16_at(wgmma_element_offset(op.desc_a, op.trans_a, row, k));
+        const unsigned rr = row % 16;
+        const uint32_t reg = b.wgmma[first + 32 * (row / 16) + (rr % 8) * 4 + (k % 8) / 2]
+                                 .groups[gi][j]
+                                 .a[rr / 8 + 2 * (k / 8)];
+        return double(bf16_bits_to_float(k & 1u ? reg >> 16 : reg));
+      };
+      for (unsigned i = 0; i < op.n / 2; ++i) {
+        const unsigned row = 16 * w + lane / 4 + 8 * ((i / 2) % 2);
+        const unsigned col = 8 * (i / 4) + 2 * (lane % 4) + i % 2;
+        double sum = op.accumulate ? double(op.d[i]) : 0.0;
+        for (unsigned k = 0; k < 16; ++k)
+          sum += A(row, k) * bf16_at(wgmma_element_offset(op.desc_b, op.trans_b, col, k));
+        op.d[i] = float(sum);
+      }
+    }
+  // No thread drops its operations before every thread has read them.
+  warpgroup_sync();
+  q.groups.erase(q.groups.begin(), q.groups.begin() + long(done));
 }
 
 } // namespace llama_emu

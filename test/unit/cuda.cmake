@@ -10,10 +10,12 @@ endif()
 # The CUDA emulation layer (runtime/cuda/emulate.h) the GPU tests run on
 # without a GPU: fibers, barriers, shuffles, ballots, per-thread stacks and
 # floating-point state, on kernels written in the test; and its tensor-core
-# and asynchronous-copy instructions (mma.sync, ldmatrix, cp.async) against
-# plain matrix products.
+# and asynchronous-copy instructions (mma.sync, ldmatrix, cp.async, and
+# sm_90a's wgmma with its shared memory descriptors) against plain matrix
+# products.
 add_executable(emulate_test ${CMAKE_CURRENT_LIST_DIR}/emulate_test.cpp
-  ${CMAKE_CURRENT_LIST_DIR}/emulate_mma_test.cpp)
+  ${CMAKE_CURRENT_LIST_DIR}/emulate_mma_test.cpp
+  ${CMAKE_CURRENT_LIST_DIR}/emulate_wgmma_test.cpp)
 target_compile_definitions(emulate_test PRIVATE LLAMA_CUDA_EMULATE)
 target_include_directories(emulate_test PRIVATE ${PROJECT_SOURCE_DIR})
 target_link_libraries(emulate_test PRIVATE GTest::gtest_main)

@@ -11,6 +11,13 @@
 //                    the source is out of bounds
 //   cp_async_commit, cp_async_wait<N>
 //
+// and, for sm_90a (the warpgroup MMA of the FA3-style kernels), with the
+// shared memory layouts described at wgmma_desc:
+//   wgmma_desc       a 64-bit shared memory matrix descriptor
+//   wgmma_rs<N, TB>  wgmma.mma_async m64nNk16 bf16 -> fp32, A in registers
+//   wgmma_ss<N, TA, TB>  the same, A in shared memory
+//   wgmma_fence, wgmma_commit, wgmma_wait<N>, fence_proxy_async
+//
 // Fragment layouts (PTX ISA, "Matrix fragments for mma.m16n8k16"), with
 // g = lane / 4, t = lane % 4, the lower half of a 32-bit register holding the
 // element of lower index:
@@ -141,5 +148,194 @@ template <int N> __device__ __forceinline__ void cp_async_wait() {
   asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
 #endif
 }
+
+// ---- warpgroup MMA (sm_90a) -------------------------------------------------
+// wgmma is issued by the 128 threads of a warpgroup together and runs
+// asynchronously: wgmma_fence() before the first wgmma that reads registers
+// written since (its accumulators, an A fragment), wgmma_commit() to close a
+// group, wgmma_wait<N>() until at most N groups are in flight; only then may
+// the accumulators be read, or the shared memory operands be overwritten.
+// Shared memory written by ordinary stores must be made visible to the
+// tensor cores (the async proxy) with fence_proxy_async() and a barrier.
+//
+// Accumulator layout, m64nNk16: thread (warp w of the warpgroup, lane l;
+// g = l / 4, t = l % 4) holds D[16w + g + 8 ((i / 2) % 2)][8 (i / 4) + 2t + i % 2]
+// in d[i], i < N / 2: each 16-row slice of a warp is mma.m16n8k16's C layout
+// repeated over N / 8 column blocks, so an S tile from Q K^T converts to the
+// A fragments of P V in registers as with mma.sync. An A fragment in
+// registers (wgmma_rs) is mma.m16n8k16's A layout for rows 16w..16w+15.
+// Only sm_90a has these instructions. nvcc -arch=sm_90a also compiles a
+// compute_90 pass (the PTX embedded for JIT) without __CUDA_ARCH_FEAT_SM90_ALL:
+// there the wrappers trap, and an H100 runs the sm_90a code.
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+#define LLK_SM90A 1
+#endif
+
+/// Swizzle modes of a shared memory operand (descriptor bits 62-63).
+enum class SmemSwizzle : uint32_t { None = 0, B128 = 1, B64 = 2, B32 = 3 };
+
+/// The descriptor of a bf16 operand at `smem` (dynamic shared memory, 16-byte
+/// aligned; swizzled operands 1024-byte aligned for B128). In 16-byte chunks
+/// of 8 elements (PTX ISA "Shared memory matrix layout"; CUTLASS's
+/// GMMA::Layout_{K,MN}_*_Atom):
+///   K-major (rows of M or N, K contiguous; trans = false):
+///     None:  8-row core matrices of 8 x 16 contiguous bytes; the next 8 rows
+///            `sbo` bytes on, the next 8 of K `lbo` bytes on;
+///     B128:  rows of 128 bytes (64 elements of K), 8 rows = 1024 bytes, the
+///            next 8 rows `sbo` bytes on (1024 when packed); a k-step of 16
+///            starts 32 bytes further (lbo unused);
+///   MN-major (M or N contiguous; trans = true):
+///     None:  core matrices of 8 k-rows x 16 bytes of MN; the next 8 of MN
+///            `sbo` bytes on, the next 8 of K `lbo` bytes on;
+///     B128:  k-rows of 128 bytes (64 elements of MN), the next 64 of MN
+///            `lbo` bytes on, the next 8 of K `sbo` bytes on;
+///   the swizzle: within every 1024 bytes the 16-byte chunk c of 128-byte
+///   line r sits at chunk c ^ (r % 8) (B64, B32: the same over 512 and 256
+///   bytes, 4 and 2 chunks) - the layout TMA's SWIZZLE_128B writes.
+__device__ __forceinline__ uint64_t wgmma_desc(const void *smem, uint32_t lbo_bytes,
+                                               uint32_t sbo_bytes, SmemSwizzle swizzle) {
+#ifdef LLAMA_CUDA_EMULATE
+  const uint32_t addr = llama_emu::shared_offset(smem);
+#else
+  const uint32_t addr = shared_address(smem);
+#endif
+  return uint64_t((addr >> 4) & 0x3fffu) | uint64_t((lbo_bytes >> 4) & 0x3fffu) << 16 |
+         uint64_t((sbo_bytes >> 4) & 0x3fffu) << 32 | uint64_t(swizzle) << 62;
+}
+
+#ifdef LLK_SM90A
+#define LLK_WGMMA_D8(i)                                                          \
+  "+f"(d[(i) + 0]), "+f"(d[(i) + 1]), "+f"(d[(i) + 2]), "+f"(d[(i) + 3]),        \
+      "+f"(d[(i) + 4]), "+f"(d[(i) + 5]), "+f"(d[(i) + 6]), "+f"(d[(i) + 7])
+namespace detail {
+
+template <bool TransB>
+__device__ __forceinline__ void wgmma_rs_64(float (&d)[32], const uint32_t (&a)[4],
+                                           uint64_t desc_b, bool accumulate) {
+  asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %37, 0;\n"
+                 "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 "
+                 "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31}, "
+                 "{%32, %33, %34, %35}, %36, p, 1, 1, %38;\n}\n"
+               : LLK_WGMMA_D8(0), LLK_WGMMA_D8(8), LLK_WGMMA_D8(16), LLK_WGMMA_D8(24)
+               : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc_b),
+                 "r"(int(accumulate)), "n"(int(TransB)));
+}
+template <bool TransA, bool TransB>
+__device__ __forceinline__ void wgmma_ss_64(float (&d)[32], uint64_t desc_a, uint64_t desc_b,
+                                           bool accumulate) {
+  asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %34, 0;\n"
+                 "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 "
+                 "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31}, "
+                 "%32, %33, p, 1, 1, %35, %36;\n}\n"
+               : LLK_WGMMA_D8(0), LLK_WGMMA_D8(8), LLK_WGMMA_D8(16), LLK_WGMMA_D8(24)
+               : "l"(desc_a), "l"(desc_b), "r"(int(accumulate)), "n"(int(TransA)),
+                 "n"(int(TransB)));
+}
+
+template <bool TransB>
+__device__ __forceinline__ void wgmma_rs_128(float (&d)[64], const uint32_t (&a)[4],
+                                           uint64_t desc_b, bool accumulate) {
+  asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %69, 0;\n"
+                 "wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 "
+                 "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63}, "
+                 "{%64, %65, %66, %67}, %68, p, 1, 1, %70;\n}\n"
+               : LLK_WGMMA_D8(0), LLK_WGMMA_D8(8), LLK_WGMMA_D8(16), LLK_WGMMA_D8(24), LLK_WGMMA_D8(32), LLK_WGMMA_D8(40), LLK_WGMMA_D8(48), LLK_WGMMA_D8(56)
+               : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc_b),
+                 "r"(int(accumulate)), "n"(int(TransB)));
+}
+template <bool TransA, bool TransB>
+__device__ __forceinline__ void wgmma_ss_128(float (&d)[64], uint64_t desc_a, uint64_t desc_b,
+                                           bool accumulate) {
+  asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %66, 0;\n"
+                 "wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 "
+                 "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63}, "
+                 "%64, %65, p, 1, 1, %67, %68;\n}\n"
+               : LLK_WGMMA_D8(0), LLK_WGMMA_D8(8), LLK_WGMMA_D8(16), LLK_WGMMA_D8(24), LLK_WGMMA_D8(32), LLK_WGMMA_D8(40), LLK_WGMMA_D8(48), LLK_WGMMA_D8(56)
+               : "l"(desc_a), "l"(desc_b), "r"(int(accumulate)), "n"(int(TransA)),
+                 "n"(int(TransB)));
+}
+} // namespace detail
+#undef LLK_WGMMA_D8
+#endif
+
+/// d (+)= A B for the warpgroup: A (64 x 16) from this thread's fragment `a`,
+/// B (16 x N) from shared memory (desc_b: N x 16 K-major, or MN-major when
+/// TransB). N is 64 or 128 on a GPU.
+template <int N, bool TransB>
+__device__ __forceinline__ void wgmma_rs(float (&d)[N / 2], const uint32_t (&a)[4],
+                                         uint64_t desc_b, bool accumulate) {
+#ifdef LLAMA_CUDA_EMULATE
+  llama_emu::wgmma_bf16(d, N, a, 0, desc_b, false, TransB, accumulate);
+#else
+  static_assert(N == 64 || N == 128, "wgmma_rs: N is 64 or 128");
+#ifdef LLK_SM90A
+  if constexpr (N == 64)
+    detail::wgmma_rs_64<TransB>(d, a, desc_b, accumulate);
+  else
+    detail::wgmma_rs_128<TransB>(d, a, desc_b, accumulate);
+#else
+  __trap();
+#endif
+#endif
+}
+/// The same with A (64 x 16) from shared memory (desc_a: K-major, or
+/// MN-major when TransA).
+template <int N, bool TransA, bool TransB>
+__device__ __forceinline__ void wgmma_ss(float (&d)[N / 2], uint64_t desc_a, uint64_t desc_b,
+                                         bool accumulate) {
+#ifdef LLAMA_CUDA_EMULATE
+  llama_emu::wgmma_bf16(d, N, nullptr, desc_a, desc_b, TransA, TransB, accumulate);
+#else
+  static_assert(N == 64 || N == 128, "wgmma_ss: N is 64 or 128");
+#ifdef LLK_SM90A
+  if constexpr (N == 64)
+    detail::wgmma_ss_64<TransA, TransB>(d, desc_a, desc_b, accumulate);
+  else
+    detail::wgmma_ss_128<TransA, TransB>(d, desc_a, desc_b, accumulate);
+#else
+  __trap();
+#endif
+#endif
+}
+
+/// wgmma.fence.sync.aligned: orders this warpgroup's register accesses before
+/// the wgmma operations that follow.
+__device__ __forceinline__ void wgmma_fence() {
+#ifdef LLK_SM90A
+  asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory");
+#endif
+}
+__device__ __forceinline__ void wgmma_commit() {
+#ifdef LLAMA_CUDA_EMULATE
+  llama_emu::wgmma_commit();
+#elif defined(LLK_SM90A)
+  asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory");
+#endif
+}
+/// Waits until at most N of the warpgroup's committed groups are in flight.
+template <int N> __device__ __forceinline__ void wgmma_wait() {
+#ifdef LLAMA_CUDA_EMULATE
+  llama_emu::wgmma_wait(N);
+#elif defined(LLK_SM90A)
+  asm volatile("wgmma.wait_group.sync.aligned %0;\n" ::"n"(N) : "memory");
+#endif
+}
+/// Keeps the compiler from moving accesses of `d` across the asynchronous
+/// wgmma operations that write it (a no-op instruction-wise).
+template <int M> __device__ __forceinline__ void wgmma_fence_operands(float (&d)[M]) {
+#ifndef LLAMA_CUDA_EMULATE
+#pragma unroll
+  for (int i = 0; i < M; ++i)
+    asm volatile("" : "+f"(d[i])::"memory");
+#endif
+}
+/// fence.proxy.async.shared::cta: this thread's ordinary shared memory
+/// stores become visible to the tensor cores' reads (after a barrier).
+__device__ __forceinline__ void fence_proxy_async() {
+#ifdef LLK_SM90A
+  asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
+#endif
+}
+
 
 } // namespace llk

@@ -1,0 +1,49 @@
+// sm_90a's warpgroup MMA wrappers of runtime/cuda/kernels/mma.cuh, as the
+// FA3-style kernels use them, for the static audit (kernel_audit.sh): S =
+// Q K^T over a 64-wide K in four k-steps with both operands in 128-byte
+// swizzled shared memory (m64n128k16, K-major), then O += P V with P's A
+// fragment in registers and V MN-major (m64n64k16, transposed B). P's
+// k-step ks (keys 16ks..16ks+15) is S's accumulators 8ks..8ks+7, in order:
+// wgmma's accumulator layout is mma.m16n8k16's C layout per 8 columns.
+#include "runtime/cuda/kernels/mma.cuh"
+
+// dynamic shared memory: wgmma_probe 32768
+__global__ void __launch_bounds__(128) wgmma_probe(float *out, const uint4 *in) {
+  LLK_DYNAMIC_SHARED(smem);
+  for (int i = threadIdx.x; i < 32768 / 16; i += 128)
+    reinterpret_cast<uint4 *>(smem)[i] = in[i];
+  llk::fence_proxy_async();
+  __syncthreads();
+  float s[64];
+  llk::wgmma_fence();
+#pragma unroll
+  for (int ks = 0; ks < 4; ++ks) {
+    const uint64_t dq = llk::wgmma_desc(smem + 32 * ks, 0, 1024, llk::SmemSwizzle::B128);
+    const uint64_t dk = llk::wgmma_desc(smem + 8192 + 32 * ks, 0, 1024, llk::SmemSwizzle::B128);
+    llk::wgmma_ss<128, false, false>(s, dq, dk, ks > 0);
+  }
+  llk::wgmma_commit();
+  llk::wgmma_wait<0>();
+  llk::wgmma_fence_operands(s);
+  float o[32];
+#pragma unroll
+  for (int i = 0; i < 32; ++i)
+    o[i] = 0.0f;
+  llk::wgmma_fence();
+#pragma unroll
+  for (int ks = 0; ks < 8; ++ks) {
+    const uint32_t p[4] = {llk::pack_bf16x2(s[8 * ks], s[8 * ks + 1]),
+                           llk::pack_bf16x2(s[8 * ks + 2], s[8 * ks + 3]),
+                           llk::pack_bf16x2(s[8 * ks + 4], s[8 * ks + 5]),
+                           llk::pack_bf16x2(s[8 * ks + 6], s[8 * ks + 7])};
+    // V: 128 rows of keys of 128 bytes (64 dims), 16 keys a k-step.
+    const uint64_t dv = llk::wgmma_desc(smem + 16384 + 2048 * ks, 0, 1024, llk::SmemSwizzle::B128);
+    llk::wgmma_rs<64, true>(o, p, dv, true);
+  }
+  llk::wgmma_commit();
+  llk::wgmma_wait<0>();
+  llk::wgmma_fence_operands(o);
+#pragma unroll
+  for (int i = 0; i < 32; ++i)
+    out[threadIdx.x * 32 + i] = o[i];
+}

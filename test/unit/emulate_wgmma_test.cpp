@@ -1,0 +1,288 @@
+// The emulator's warpgroup MMA (runtime/cuda/emulate.h through
+// runtime/cuda/kernels/mma.cuh: wgmma_desc, wgmma_ss, wgmma_rs and their
+// fence/commit/wait) against plain matrix products. The shared memory images
+// are built here from the layouts as the PTX ISA and TMA describe them,
+// independently of the emulator's address function:
+//   - K-major without swizzle: 8 x 16-byte core matrices at the descriptor's
+//     leading (K) and stride (M/N) byte offsets;
+//   - K-major with the 128-byte swizzle: the tile as TMA's SWIZZLE_128B
+//     writes it (row r of 128 bytes, 16-byte chunk c stored at c ^ (r % 8)),
+//     walked over K = 64 in four k-steps of 32 bytes;
+//   - MN-major (transposed) with the 128-byte swizzle: a V-like tile, rows of
+//     K holding 64 elements of N, the second 64 columns LBO bytes on;
+//   - A from registers in mma.m16n8k16's A layout per warp;
+// and D is read back through the accumulator layout of the PTX ISA's table.
+// A descriptor that misnames the layout (no swizzle on swizzled data, LBO and
+// SBO swapped) gives a wrong product; D is untouched until the wait; a warp
+// that issues a different operation, or a group never waited for, throws.
+#include "runtime/cuda/kernels/mma.cuh"
+
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstring>
+#include <random>
+#include <stdexcept>
+#include <vector>
+
+namespace {
+
+using bf16 = __nv_bfloat16;
+
+/// A rows x cols matrix of random bf16 values, with their exact values.
+struct Matrix {
+  int rows, cols;
+  std::vector<bf16> v;
+  Matrix(int r, int c, unsigned seed) : rows(r), cols(c), v(size_t(r * c)) {
+    std::mt19937 rng{seed};
+    std::normal_distribution<float> n(0.0f, 1.0f);
+    for (bf16 &x : v)
+      x = __float2bfloat16(n(rng));
+  }
+  double at(int r, int c) const { return __bfloat162float(v[size_t(r * cols + c)]); }
+  uint16_t bits(int r, int c) const { return v[size_t(r * cols + c)].bits; }
+};
+
+/// A (M x K) times B given as Bt (N x K), in double.
+std::vector<double> product(const Matrix &a, const Matrix &bt) {
+  std::vector<double> d(size_t(a.rows * bt.rows));
+  for (int m = 0; m < a.rows; ++m)
+    for (int n = 0; n < bt.rows; ++n) {
+      double s = 0;
+      for (int k = 0; k < a.cols; ++k)
+        s += a.at(m, k) * bt.at(n, k);
+      d[size_t(m * bt.rows + n)] = s;
+    }
+  return d;
+}
+
+double max_error(const std::vector<float> &got, const std::vector<double> &want) {
+  double e = 0.0;
+  for (size_t i = 0; i < want.size(); ++i)
+    e = std::max(e, std::isfinite(got[i]) ? std::fabs(got[i] - want[i]) : INFINITY);
+  return e;
+}
+
+void put(std::vector<uint8_t> &image, size_t offset, uint16_t bits) {
+  ASSERT_LE(offset + 2, image.size());
+  std::memcpy(image.data() + offset, &bits, 2);
+}
+
+// 16-byte chunk c of 128-byte line r, as TMA's SWIZZLE_128B stores it.
+size_t sw128(size_t line, size_t chunk) { return line * 128 + ((chunk ^ (line % 8)) * 16); }
+
+/// What a test kernel does: operand placement and descriptors.
+struct Plan {
+  enum Kind {
+    KMajorNone,     // A and Bt K-major core matrices, K = 16, N = 64
+    KMajorSw128,    // A (64 x 64) and Bt (N x 64) as TMA writes them, 4 k-steps
+    MnMajorSw128,   // A K-major sw128; B (K x N) MN-major sw128, N = 128
+    RegsA           // A from registers; Bt K-major sw128, K = 64, N = 64
+  } kind;
+  bool lie = false;     // describe the data wrongly (the test expects failure)
+  int stray_warp = -1;  // this warp issues another descriptor (must throw)
+  bool read_early = false; // copy D out before the wait as well
+  bool no_wait = false; // never wait (must throw)
+};
+
+constexpr uint32_t kBBase = 16384; // B's image starts here (1024-aligned)
+
+/// The accumulators of thread (w, lane) to row-major D (64 x N).
+__device__ void store_d(const float *acc, int n, float *d) {
+  const int t = int(threadIdx.x), w = t / 32, lane = t % 32, g = lane / 4, q = lane % 4;
+  for (int i = 0; i < n / 2; ++i)
+    d[(16 * w + g + 8 * ((i / 2) % 2)) * n + 8 * (i / 4) + 2 * q + i % 2] = acc[i];
+}
+
+template <int N>
+__global__ void wgmma_kernel(const uint8_t *image, size_t image_bytes, const Matrix *a,
+                             Plan plan, float *d, float *early) {
+  LLK_DYNAMIC_SHARED(smem);
+  const int t = int(threadIdx.x), w = t / 32, lane = t % 32, g = lane / 4, q = lane % 4;
+  for (size_t i = size_t(t); i < image_bytes; i += 128)
+    smem[i] = image[i];
+  llk::fence_proxy_async();
+  __syncthreads();
+  float acc[N / 2];
+  for (float &x : acc)
+    x = -7.0f; // overwritten by the first (non-accumulating) step
+  const uint8_t *A = smem, *B = smem + kBBase;
+  using llk::SmemSwizzle;
+  llk::wgmma_fence();
+  switch (plan.kind) {
+  case Plan::KMajorNone: {
+    // Core matrices: the two K halves 1024 bytes apart (LBO), 8-row groups
+    // 128 bytes apart (SBO).
+    uint64_t da = llk::wgmma_desc(A, 1024, 128, SmemSwizzle::None);
+    uint64_t db = llk::wgmma_desc(B, 1024, 128, SmemSwizzle::None);
+    if (plan.lie) { // LBO and SBO swapped
+      da = llk::wgmma_desc(A, 128, 1024, SmemSwizzle::None);
+      db = llk::wgmma_desc(B, 128, 1024, SmemSwizzle::None);
+    }
+    if (w == plan.stray_warp)
+      db = llk::wgmma_desc(B + 16, 1024, 128, SmemSwizzle::None);
+    llk::wgmma_ss<N, false, false>(acc, da, db, false);
+    break;
+  }
+  case Plan::KMajorSw128:
+  case Plan::MnMajorSw128: {
+    const SmemSwizzle sw = plan.lie ? SmemSwizzle::None : SmemSwizzle::B128;
+    for (int ks = 0; ks < 4; ++ks) {
+      const uint64_t da = llk::wgmma_desc(A + 32 * ks, 0, 1024, sw);
+      if (plan.kind == Plan::KMajorSw128) {
+        const uint64_t db = llk::wgmma_desc(B + 32 * ks, 0, 1024, sw);
+        llk::wgmma_ss<N, false, false>(acc, da, db, ks > 0);
+      } else {
+        // 16 rows of K (2048 bytes) a k-step; the next 8 rows of K at SBO
+        // 1024; the second 64 columns of N at LBO 8192 (64 rows of K on).
+        const uint64_t db = llk::wgmma_desc(B + 2048 * ks, 8192, 1024, sw);
+        llk::wgmma_ss<N, false, true>(acc, da, db, ks > 0);
+      }
+    }
+    break;
+  }
+  case Plan::RegsA:
+    for (int ks = 0; ks < 4; ++ks) {
+      // mma.m16n8k16's A fragment of rows 16w..16w+15, columns 16ks..16ks+15.
+      auto pair = [&](int r, int c) {
+        return uint32_t(a->bits(16 * w + r, 16 * ks + c)) |
+               uint32_t(a->bits(16 * w + r, 16 * ks + c + 1)) << 16;
+      };
+      const uint32_t frag[4] = {pair(g, 2 * q), pair(g + 8, 2 * q), pair(g, 2 * q + 8),
+                                pair(g + 8, 2 * q + 8)};
+      const uint64_t db = llk::wgmma_desc(B + 32 * ks, 0, 1024, SmemSwizzle::B128);
+      llk::wgmma_rs<N, false>(acc, frag, db, ks > 0);
+    }
+    break;
+  }
+  llk::wgmma_commit();
+  if (plan.read_early)
+    store_d(acc, N, early);
+  if (plan.no_wait)
+    return;
+  llk::wgmma_wait<0>();
+  llk::wgmma_fence_operands(acc);
+  store_d(acc, N, d);
+}
+
+struct Result {
+  std::vector<float> d, early;
+};
+
+template <int N>
+Result run(std::vector<uint8_t> image, const Matrix &a, const Plan &plan) {
+  // Room past the operands (the NaN pattern of fresh shared memory), so that
+  // a descriptor that misnames the layout reads garbage rather than leaving
+  // the allocation.
+  image.resize(kBBase + 65536, 0xff);
+  Result r{std::vector<float>(size_t(64 * N), NAN), std::vector<float>(size_t(64 * N), NAN)};
+  LLAMA_LAUNCH_SMEM(wgmma_kernel<N>, dim3(1), dim3(128), image.size(), nullptr, image.data(),
+                    image.size(), &a, plan, r.d.data(), r.early.data());
+  return r;
+}
+
+// A (64 x 16) and Bt (64 x 16), K-major core matrices: element (row, k) at
+// (row % 8) * 16 + (row / 8) * SBO + (k / 8) * LBO + (k % 8) * 2.
+std::vector<uint8_t> core_matrix_image(const Matrix &a, const Matrix &bt) {
+  std::vector<uint8_t> image(kBBase + 2048, 0xff);
+  auto place = [&](const Matrix &m, size_t base) {
+    for (int r = 0; r < m.rows; ++r)
+      for (int k = 0; k < 16; ++k)
+        put(image, base + (r % 8) * 16 + (r / 8) * 128 + (k / 8) * 1024 + (k % 8) * 2,
+            m.bits(r, k));
+  };
+  place(a, 0);
+  place(bt, kBBase);
+  return image;
+}
+
+// A (64 x 64) and, from kBBase, Bt (rows x 64) as TMA's SWIZZLE_128B tiles.
+std::vector<uint8_t> sw128_k_image(const Matrix &a, const Matrix &bt) {
+  std::vector<uint8_t> image(kBBase + size_t(bt.rows) * 128, 0xff);
+  auto place = [&](const Matrix &m, size_t base) {
+    for (int r = 0; r < m.rows; ++r)
+      for (int k = 0; k < 64; ++k)
+        put(image, base + sw128(size_t(r), size_t(k / 8)) + (k % 8) * 2, m.bits(r, k));
+  };
+  place(a, 0);
+  place(bt, kBBase);
+  return image;
+}
+
+TEST(EmulateWgmma, KMajorCoreMatricesMatchTheProduct) {
+  const Matrix a(64, 16, 11), bt(64, 16, 12);
+  const std::vector<double> want = product(a, bt);
+  const std::vector<uint8_t> image = core_matrix_image(a, bt);
+  // Exact products summed once: fp32 rounding of sums of magnitude ~10.
+  EXPECT_LE(max_error(run<64>(image, a, {Plan::KMajorNone}).d, want), 1e-5);
+  Plan lie{Plan::KMajorNone};
+  lie.lie = true;
+  EXPECT_GT(max_error(run<64>(image, a, lie).d, want), 0.1);
+}
+
+TEST(EmulateWgmma, KMajorSwizzled128WalksKInFourSteps) {
+  const Matrix a(64, 64, 21), bt(128, 64, 22);
+  const std::vector<double> want = product(a, bt);
+  const std::vector<uint8_t> image = sw128_k_image(a, bt);
+  EXPECT_LE(max_error(run<128>(image, a, {Plan::KMajorSw128}).d, want), 3e-5);
+  Plan lie{Plan::KMajorSw128};
+  lie.lie = true; // the same bytes described as unswizzled
+  EXPECT_GT(max_error(run<128>(image, a, lie).d, want), 0.1);
+  // N = 64 reads the first 64 rows of Bt only.
+  const Matrix bt64(64, 64, 22);
+  EXPECT_LE(max_error(run<64>(sw128_k_image(a, bt64), a, {Plan::KMajorSw128}).d,
+                      product(a, bt64)),
+            3e-5);
+}
+
+TEST(EmulateWgmma, MnMajorSwizzled128IsTheTransposedOperand) {
+  // B (64 x 128, K x N) stored N-contiguous like a V tile: rows of K hold 64
+  // columns of N as one swizzled 128-byte line; columns 64-127 follow 64
+  // rows of K later (8192 bytes).
+  const Matrix a(64, 64, 31), b(64, 128, 32);
+  Matrix bt(128, 64, 0);
+  for (int k = 0; k < 64; ++k)
+    for (int n = 0; n < 128; ++n)
+      bt.v[size_t(n * 64 + k)] = b.v[size_t(k * 128 + n)];
+  std::vector<uint8_t> image = sw128_k_image(a, Matrix(0, 64, 0));
+  image.resize(kBBase + 16384, 0xff);
+  for (int k = 0; k < 64; ++k)
+    for (int n = 0; n < 128; ++n)
+      put(image, kBBase + size_t(n / 64) * 8192 + sw128(size_t(k), size_t(n % 64 / 8)) +
+                     (n % 8) * 2,
+          b.bits(k, n));
+  const std::vector<double> want = product(a, bt);
+  EXPECT_LE(max_error(run<128>(image, a, {Plan::MnMajorSw128}).d, want), 3e-5);
+  Plan lie{Plan::MnMajorSw128};
+  lie.lie = true;
+  EXPECT_GT(max_error(run<128>(image, a, lie).d, want), 0.1);
+}
+
+TEST(EmulateWgmma, AFromRegistersUsesTheMmaALayoutPerWarp) {
+  const Matrix a(64, 64, 41), bt(64, 64, 42);
+  const std::vector<double> want = product(a, bt);
+  EXPECT_LE(max_error(run<64>(sw128_k_image(a, bt), a, {Plan::RegsA}).d, want), 3e-5);
+}
+
+TEST(EmulateWgmma, AccumulatorsChangeOnlyAtTheWait) {
+  const Matrix a(64, 16, 51), bt(64, 16, 52);
+  Plan plan{Plan::KMajorNone};
+  plan.read_early = true;
+  const Result r = run<64>(core_matrix_image(a, bt), a, plan);
+  for (float x : r.early)
+    ASSERT_EQ(x, -7.0f); // what the registers held before the wgmma
+  EXPECT_LE(max_error(r.d, product(a, bt)), 1e-5);
+}
+
+TEST(EmulateWgmma, WarpgroupCollectiveRulesAreEnforced) {
+  const Matrix a(64, 16, 61), bt(64, 16, 62);
+  const std::vector<uint8_t> image = core_matrix_image(a, bt);
+  Plan stray{Plan::KMajorNone};
+  stray.stray_warp = 2;
+  EXPECT_THROW(run<64>(image, a, stray), std::runtime_error);
+  Plan no_wait{Plan::KMajorNone};
+  no_wait.no_wait = true;
+  EXPECT_THROW(run<64>(image, a, no_wait), std::runtime_error);
+}
+
+} // namespace

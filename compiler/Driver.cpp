@@ -248,7 +248,12 @@ void printCudaAttention(ModuleOp module) {
   const bool bf16 = opts.storage == ::llama::CudaStorage::BF16;
   auto &os = llvm::outs();
   os << "cuda-attention-forward: ";
-  if (bf16 && llk::flash_attention_supports(hd))
+  if (bf16 && llk::flash_sm90_supports(hd))
+    os << "tensor cores, wgmma (flash_attention_sm90.cuh), head dim " << hd << ": "
+       << llk::flash_sm90_query_rows(hd) << " query rows x " << llk::flash_sm90_key_rows(hd)
+       << " keys a tile, 2 warpgroups, " << llk::flash_sm90_smem_bytes(hd)
+       << " bytes of shared memory a block\n";
+  else if (bf16 && llk::flash_attention_supports(hd))
     os << "tensor cores (flash_attention.cuh), head dim " << hd << ": "
        << llk::flash_query_rows(hd) << " query rows x " << llk::flash_key_rows(hd)
        << " keys a tile, " << llk::flash_warps(hd) << " warps, "

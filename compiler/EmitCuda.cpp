@@ -61,6 +61,7 @@ std::string litf(double d) {
 const char *kPrelude = R"(#include "runtime/cuda/kernels/attention.cuh"
 #include "runtime/cuda/kernels/attention_cached.cuh"
 #include "runtime/cuda/kernels/flash_attention.cuh"
+#include "runtime/cuda/kernels/flash_attention_sm90.cuh"
 #include "runtime/cuda/kernels/cross_entropy.cuh"
 #include "runtime/cuda/kernels/cross_entropy_parallel.cuh"
 #include "runtime/cuda/kernels/elementwise.cuh"
@@ -1317,25 +1318,34 @@ private:
     return {qs[0], qs[1], qs[2], ranked(k).getDimSize(2), qs[3], scale};
   }
 
-  /// Causal attention forward (training). bf16 storage and a head dim that
-  /// is a multiple of 16: the tensor-core FlashAttention-2 forward
-  /// (runtime/cuda/kernels/flash_attention.cuh), tiles chosen by the head
-  /// dim (shapes.h: flash_*); otherwise (fp32 storage, micro's head dim 4)
-  /// llk::attention_forward (attention.cuh, CUDA cores, one warp per row).
-  /// Both save the same lse, so either backward can follow either forward.
+  /// Causal attention forward (training). bf16 storage and head dim 64 or
+  /// 128: the forward on sm_90a's warpgroup MMA (flash_attention_sm90.cuh;
+  /// --arch is sm_90a); another multiple of 16: the tensor-core
+  /// FlashAttention-2 forward on mma.sync (flash_attention.cuh), tiles chosen
+  /// by the head dim (shapes.h: flash_*); otherwise (fp32 storage, micro's
+  /// head dim 4) llk::attention_forward (attention.cuh, CUDA cores, one warp
+  /// per row). All save the same lse, so any backward can follow any forward.
   void emitAttention(AttentionOp op, const std::string &name) {
     AttnShape a = attnShape(op.getQuery(), op.getKey(), op.getScale().convertToDouble());
     // Buffers: q, k, v, o, lse.
     std::string t = types(*op, {false, false, false, false, true});
     const bool flash = actBytes() == 2 && t.substr(0, 4) == "aaaa" &&
                        llk::flash_attention_supports(a.dim);
-    if (flash && flashDims.insert(a.dim).second)
+    const bool wgmma = flash && llk::flash_sm90_supports(a.dim);
+    if (flash && flashDims.insert(a.dim).second) {
       // Read by tools/bench/kernel_audit (ptxas reports static shared memory only).
-      os << "// dynamic shared memory: llk::flash_attention_forward_kernel<" << a.dim << "> "
-         << llk::flash_smem_bytes(a.dim) << "\n";
+      if (wgmma)
+        os << "// dynamic shared memory: llk::flash_attention_forward_sm90_kernel<" << a.dim
+           << "> " << llk::flash_sm90_smem_bytes(a.dim) << "\n";
+      else
+        os << "// dynamic shared memory: llk::flash_attention_forward_kernel<" << a.dim << "> "
+           << llk::flash_smem_bytes(a.dim) << "\n";
+    }
     beginLauncher(name);
     unpack(t);
-    if (flash)
+    if (wgmma)
+      os << "  (void)workspace;\n  llk::flash_attention_forward_sm90<" << a.dim << ">(";
+    else if (flash)
       os << "  (void)workspace;\n  llk::flash_attention_forward<" << a.dim << ">(";
     else
       os << "  (void)workspace;\n  llk::attention_forward<act_t, " << a.dim << ">(";

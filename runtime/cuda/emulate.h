@@ -866,6 +866,17 @@ template <typename T> T __shfl_xor_sync(unsigned, T value, int lane_mask, int = 
   return other;
 }
 
+// The value of lane `src_lane` of the calling warp (every lane calls).
+template <typename T> T __shfl_sync(unsigned, T value, int src_lane, int = 32) {
+  static T exchange[1024];
+  const unsigned t = threadIdx.x;
+  exchange[t] = value;
+  llama_emu::warp_sync();
+  T other = exchange[(t & ~31u) + (unsigned(src_lane) & 31u)];
+  llama_emu::warp_sync();
+  return other;
+}
+
 // The lanes of the calling warp wait for each other (shared-memory writes
 // of one lane are visible to the others after it).
 inline void __syncwarp(unsigned = 0xffffffffu) { llama_emu::warp_sync(); }

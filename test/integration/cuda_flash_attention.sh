@@ -1,13 +1,14 @@
-# The tensor-core flash attention (runtime/cuda/kernels/flash_attention.cuh),
-# forward and backward, in whole emulated train steps: llama-compile picks it
-# for bf16 storage and head dims that are multiples of 16 (backward: up to
-# 128), and the emulated binary's `verify`
+# The tensor-core flash attention, forward (runtime/cuda/kernels/
+# flash_attention_sm90.cuh, on wgmma, at these head dims 64 and 128) and
+# backward (flash_attention.cuh, mma.sync), in whole emulated train steps:
+# llama-compile picks them for bf16 storage and head dims that are multiples
+# of 16 (backward: up to 128), and the emulated binary's `verify`
 # step (loss and every gradient) must match the fp32 CPU binary's on the
 # same weights and batch within bf16's tolerance (relative L2 3e-2, as
 # cuda_train's micro bf16 check; measured 1.3e-2 and 1.5e-2, what the
 # CUDA-core attention gives on these models too):
 #   - head_dim 128, 4 query heads over 1 KV head (GQA 4), 2 sequences of 80
-#     (128-row query tiles, 64-key tiles: partial tiles, a masked diagonal),
+#     (128-row query tiles, 128-key tiles: partial tiles, a masked diagonal),
 #     with Llama 3's RoPE scaling (theta 5e5, the llama3 bands);
 #   - head_dim 64, 8 query heads over 1 KV head (GQA 8), one sequence of 136
 #     (two 128-row query tiles, the second of 8 rows), with YaRN's RoPE
@@ -40,13 +41,13 @@ step() {  # NAME HEAD_DIM BATCH SEQ
   local shape=(--config $name.json --batch $b --seq-len $s)
   compile "${shape[@]}" -o $name-cpu
   compile "${shape[@]}" --target cuda --emit kernels -o $name.cu
-  grep -q "llk::flash_attention_forward<$hd>(" $name.cu &&
+  grep -q "llk::flash_attention_forward_sm90<$hd>(" $name.cu &&
     grep -q "llk::flash_attention_backward<$hd>(" $name.cu ||
     die "$name: the bf16 source does not use the tensor-core attention"
   grep -q "scaled: the op's inv_freq" $name.cu ||
     die "$name: the CUDA RoPE does not use the IR's scaled frequencies"
   compile "${shape[@]}" --target cuda --cuda-activations f32 --emit kernels -o $name-f32.cu
-  ! grep -q "flash_attention_forward<" $name-f32.cu ||
+  ! grep -q "flash_attention_forward" $name-f32.cu ||
     die "$name: fp32 storage must keep the CUDA-core attention"
   compile "${shape[@]}" --target cuda --cuda-emulate -o $name-emu
   ./$name-cpu info --config-json > $name-model.json

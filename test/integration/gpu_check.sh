@@ -61,6 +61,7 @@ w = s["attention_sweep"]  # the tensor-core forward through attention-bench.so v
 need(w["status"] == "ok" and len(w["results"]) == 2, "attention sweep: %s" % w)
 for x in w["results"]:
     need(x["correct"] and x["o_rel_l2_vs_float64"] < 1e-2 and x["lse_rel_l2_vs_float64"] < 1e-5
+         and x["mma_sync_o_rel_l2_vs_float64"] < 1e-2
          and len(x["grads_rel_l2_vs_float64"]) == 3 and max(x["grads_rel_l2_vs_float64"]) < 1e-2,
          "attention sweep numbers: %s" % x)
 m = s["memcheck"]

@@ -6,8 +6,11 @@
 // storage): the output is rounded to bf16 once (relative 2^-9) and P is
 // rounded to bf16 before P V, as in FlashAttention-2: relative L2 error
 // <= 4e-3 on o (measured 1.7e-3 to 1.9e-3); lse comes from fp32
-// accumulation of exact bf16 products: <= 1e-6 (measured ~5e-8).
+// accumulation of exact bf16 products: <= 1e-6 (measured ~5e-8). The sm_90a
+// forward on wgmma (flash_attention_sm90.cuh) meets the same bounds on the
+// same cases, with key tiles of 128 and two warpgroups.
 #include "runtime/cuda/kernels/flash_attention.cuh"
+#include "runtime/cuda/kernels/flash_attention_sm90.cuh"
 
 #include "runtime/cpu/kernels.h"
 #include "test/unit/cuda_test_util.h"
@@ -28,9 +31,9 @@ using Bf16Buf = cuda_test::Buf<bf16>;
 using cuda_test::rel_l2;
 using cuda_test::widen;
 
-template <int HD>
+template <int HD, bool Sm90 = false>
 void check_forward(int64_t batch, int64_t seq, int64_t heads, int64_t kv_heads) {
-  SCOPED_TRACE("head_dim " + std::to_string(HD) + " seq " + std::to_string(seq) + " heads " +
+  SCOPED_TRACE(std::string(Sm90 ? "wgmma " : "") + "head_dim " + std::to_string(HD) + " seq " + std::to_string(seq) + " heads " +
                std::to_string(heads) + "/" + std::to_string(kv_heads) + " batch " +
                std::to_string(batch));
   std::mt19937 rng{unsigned(HD * 1000 + seq * 10 + heads + kv_heads)};
@@ -41,9 +44,14 @@ void check_forward(int64_t batch, int64_t seq, int64_t heads, int64_t kv_heads) 
   std::vector<bf16> o(nq, __float2bfloat16(std::numeric_limits<float>::quiet_NaN()));
   std::vector<float> lse(size_t(batch * heads * seq), std::numeric_limits<float>::quiet_NaN());
   const double scale = 1.0 / std::sqrt(double(HD));
-  llk::flash_attention_forward<HD>(q.dev.data(), k.dev.data(), v.dev.data(), o.data(),
-                                   lse.data(), batch, seq, heads, kv_heads, float(scale),
-                                   nullptr);
+  if constexpr (Sm90)
+    llk::flash_attention_forward_sm90<HD>(q.dev.data(), k.dev.data(), v.dev.data(), o.data(),
+                                          lse.data(), batch, seq, heads, kv_heads,
+                                          float(scale), nullptr);
+  else
+    llk::flash_attention_forward<HD>(q.dev.data(), k.dev.data(), v.dev.data(), o.data(),
+                                     lse.data(), batch, seq, heads, kv_heads, float(scale),
+                                     nullptr);
   std::vector<double> want_o(nq), want_lse(lse.size());
   llamart::cpu::attention_forward<double>(q.ref.data(), k.ref.data(), v.ref.data(),
                                           want_o.data(), want_lse.data(), batch, seq, heads,
@@ -128,6 +136,30 @@ TEST(FlashAttention, ForwardOtherHeadDims) {
   check_forward<256>(1, 100, 2, 1); // 64-row tiles, Q from shared memory
   check_forward<80>(1, 70, 2, 2);   // 5 k-steps, 10 output n-tiles
   check_forward<16>(1, 33, 1, 1);   // one k-step
+}
+
+TEST(FlashAttentionSm90, ForwardHeadDim64) {
+  check_forward<64, true>(1, 256, 2, 2); // whole tiles (128 x 128), MHA
+  check_forward<64, true>(2, 200, 4, 1); // a partial query and key tile, GQA 4, 2 sequences
+  check_forward<64, true>(1, 77, 8, 1);  // one partial tile, GQA 8
+  check_forward<64, true>(1, 300, 2, 1); // 3 key tiles: both buffers reused
+}
+
+TEST(FlashAttentionSm90, ForwardHeadDim128) {
+  check_forward<128, true>(1, 192, 4, 1); // GQA 4, the second warpgroup's rows past seq
+  check_forward<128, true>(1, 130, 8, 1); // GQA 8, 2 rows in the last query tile
+  check_forward<128, true>(2, 64, 2, 2);  // one query tile, one key tile, 2 sequences
+  check_forward<128, true>(1, 260, 2, 2); // 3 key tiles
+}
+
+TEST(FlashAttentionSm90, TileRule) {
+  EXPECT_EQ(llk::FlashSm90Tiles<64>::kBr, 128);
+  EXPECT_EQ(llk::FlashSm90Tiles<128>::kBc, 128);
+  // Unpadded swizzled tiles, Q + 2 x (K + V): 80 and 160 KiB.
+  EXPECT_EQ(llk::FlashSm90Tiles<64>::kSmemBytes, size_t(80 * 1024));
+  EXPECT_EQ(llk::FlashSm90Tiles<128>::kSmemBytes, size_t(160 * 1024));
+  EXPECT_TRUE(llk::flash_sm90_supports(64) && llk::flash_sm90_supports(128));
+  EXPECT_FALSE(llk::flash_sm90_supports(96) || llk::flash_sm90_supports(256));
 }
 
 TEST(FlashAttention, TileRule) {

@@ -1,18 +1,20 @@
 // The tensor-core attention forward and backward
-// (runtime/cuda/kernels/flash_attention.cuh) as C entry points for gpu-check's attention sweep (children.py:
+// (runtime/cuda/kernels/flash_attention.cuh; the forward training binaries use
+// at head dims 64 and 128 is flash_attention_sm90.cuh's, on wgmma, and the
+// mma.sync one stays callable beside it) as C entry points for gpu-check's attention sweep (children.py:
 // child_attention_sweep), which calls it through ctypes on torch's tensors
 // and stream: nvcc-built on the device; built as C++ against the emulator
 // (copied to .cpp, -DLLAMA_CUDA_EMULATE) for the emulated run.
 #include "runtime/cuda/kernels/flash_attention.cuh"
+#include "runtime/cuda/kernels/flash_attention_sm90.cuh"
 
-/// q [batch, seq, heads, head_dim], k and v [batch, seq, kv_heads, head_dim]
-/// (bf16, contiguous), o like q, lse [batch, heads, seq] fp32. Returns 0, or
-/// -1 for a head dim without an instantiation here; a launch error shows as
-/// the library's last error (gpu_check_last_error, device builds).
-extern "C" int gpu_check_flash_forward(int head_dim, const void *q, const void *k,
-                                       const void *v, void *o, float *lse, long batch,
-                                       long seq, long heads, long kv_heads, float scale,
-                                       void *stream) {
+namespace {
+
+/// The forward at `head_dim` (64 or 128; else -1) on wgmma or on mma.sync.
+template <bool Wgmma>
+int flash_forward(int head_dim, const void *q, const void *k, const void *v, void *o,
+                  float *lse, long batch, long seq, long heads, long kv_heads, float scale,
+                  void *stream) {
   using bf16 = __nv_bfloat16;
   auto args = [&](auto launch) {
     launch(static_cast<const bf16 *>(q), static_cast<const bf16 *>(k),
@@ -22,14 +24,45 @@ extern "C" int gpu_check_flash_forward(int head_dim, const void *q, const void *
   };
   switch (head_dim) {
   case 64:
-    args([](auto... a) { llk::flash_attention_forward<64>(a...); });
+    if constexpr (Wgmma)
+      args([](auto... a) { llk::flash_attention_forward_sm90<64>(a...); });
+    else
+      args([](auto... a) { llk::flash_attention_forward<64>(a...); });
     return 0;
   case 128:
-    args([](auto... a) { llk::flash_attention_forward<128>(a...); });
+    if constexpr (Wgmma)
+      args([](auto... a) { llk::flash_attention_forward_sm90<128>(a...); });
+    else
+      args([](auto... a) { llk::flash_attention_forward<128>(a...); });
     return 0;
   default:
     return -1;
   }
+}
+
+} // namespace
+
+/// q [batch, seq, heads, head_dim], k and v [batch, seq, kv_heads, head_dim]
+/// (bf16, contiguous), o like q, lse [batch, heads, seq] fp32: the forward the
+/// training binaries run (wgmma). Returns 0, or -1 for a head dim without an
+/// instantiation here; a launch error shows as the library's last error
+/// (gpu_check_last_error, device builds).
+extern "C" int gpu_check_flash_forward(int head_dim, const void *q, const void *k,
+                                       const void *v, void *o, float *lse, long batch,
+                                       long seq, long heads, long kv_heads, float scale,
+                                       void *stream) {
+  return flash_forward<true>(head_dim, q, k, v, o, lse, batch, seq, heads, kv_heads, scale,
+                             stream);
+}
+
+/// The same through the FlashAttention-2 forward on mma.sync (what head dims
+/// other than 64 and 128 use), for the comparison on the device.
+extern "C" int gpu_check_flash_forward_mma(int head_dim, const void *q, const void *k,
+                                           const void *v, void *o, float *lse, long batch,
+                                           long seq, long heads, long kv_heads, float scale,
+                                           void *stream) {
+  return flash_forward<false>(head_dim, q, k, v, o, lse, batch, seq, heads, kv_heads, scale,
+                              stream);
 }
 
 /// The backward: dout, o like q; lse from the forward; dq like q, dk and dv

@@ -421,14 +421,17 @@ def child_attention_sweep(a, emit):
     beside torch SDPA (flash backend) over sequence lengths and head dims,
     causal, bf16: TF/s of both, our output and gradients against SDPA's
     (relative L2), our lse against float64 torch for the first (batch,
-    head). Emulated: tiny shapes on the CPU against float64 torch autograd,
-    no timing."""
+    head). The forward is the one training runs (wgmma, sm_90a); the
+    FlashAttention-2 forward on mma.sync is checked and timed beside it
+    (`ours_mma_sync`). Emulated: tiny shapes on the CPU against float64 torch
+    autograd, no timing."""
     import ctypes
     import torch
     lib = ctypes.CDLL(a["library"])
-    lib.gpu_check_flash_forward.restype = ctypes.c_int
-    lib.gpu_check_flash_forward.argtypes = [ctypes.c_int] + [ctypes.c_void_p] * 5 + \
-        [ctypes.c_long] * 4 + [ctypes.c_float, ctypes.c_void_p]
+    for fn in (lib.gpu_check_flash_forward, lib.gpu_check_flash_forward_mma):
+        fn.restype = ctypes.c_int
+        fn.argtypes = [ctypes.c_int] + [ctypes.c_void_p] * 5 + \
+            [ctypes.c_long] * 4 + [ctypes.c_float, ctypes.c_void_p]
     if not a["emulate"]:
         lib.gpu_check_error_string.restype = ctypes.c_char_p
     lib.gpu_check_flash_backward.restype = ctypes.c_int
@@ -484,11 +487,16 @@ def child_attention_sweep(a, emit):
             lse = torch.empty(b, h, s, device=dev, dtype=torch.float32)
             stream = None if emulate else torch.cuda.current_stream().cuda_stream
 
-            def ours():
-                rc = lib.gpu_check_flash_forward(d, q.data_ptr(), k.data_ptr(), v.data_ptr(), o.data_ptr(),
-                                                 lse.data_ptr(), b, s, h, kv, scale, stream)
+            o_mma, lse_mma = torch.empty_like(o), torch.empty_like(lse)
+
+            def ours(fn=lib.gpu_check_flash_forward, o=o, lse=lse):
+                rc = fn(d, q.data_ptr(), k.data_ptr(), v.data_ptr(), o.data_ptr(),
+                        lse.data_ptr(), b, s, h, kv, scale, stream)
                 if rc != 0:
                     raise RuntimeError("gpu_check_flash_forward: no kernel for head dim %d" % d)
+
+            def ours_mma():
+                ours(lib.gpu_check_flash_forward_mma, o_mma, lse_mma)
             do = torch.randn_like(q)
             dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(k)
             ws = torch.empty(b * h * s, device=dev, dtype=torch.float32)
@@ -500,14 +508,17 @@ def child_attention_sweep(a, emit):
                 if rc != 0:
                     raise RuntimeError("gpu_check_flash_backward: no kernel for head dim %d" % d)
             ours()
+            ours_mma()
             ours_bwd()
             if emulate:
                 want_o, want_lse = reference(q, k, v, scale)
                 r["o_rel_l2_vs_float64"] = round(rel(o, want_o), 6)
                 r["lse_rel_l2_vs_float64"] = round(rel(lse, want_lse), 9)
+                r["mma_sync_o_rel_l2_vs_float64"] = round(rel(o_mma, want_o), 6)
                 wq, wk, wv = reference_grads(q, k, v, do, scale)
                 r["grads_rel_l2_vs_float64"] = [round(rel(x, y), 6) for x, y in ((dq, wq), (dk, wk), (dv, wv))]
                 r["correct"] = (r["o_rel_l2_vs_float64"] < 1e-2 and r["lse_rel_l2_vs_float64"] < 1e-5
+                                and r["mma_sync_o_rel_l2_vs_float64"] < 1e-2
                                 and max(r["grads_rel_l2_vs_float64"]) < 1e-2)
             else:
                 torch.cuda.synchronize()
@@ -529,6 +540,9 @@ def child_attention_sweep(a, emit):
                         ours()
                     mine = _stats_us(_event_times(ours, reps, flush))
                     for _ in range(2):
+                        ours_mma()
+                    mine_mma = _stats_us(_event_times(ours_mma, reps, flush))
+                    for _ in range(2):
                         ours_bwd()
                     mine_bwd = _stats_us(_event_times(ours_bwd, reps, flush))
                     for _ in range(2):
@@ -543,13 +557,17 @@ def child_attention_sweep(a, emit):
                     raise RuntimeError("launch error %d: %s" % (err, lib.gpu_check_error_string(err)))
                 one = reference(q[:1, :, :1], k[:1, :, :1], v[:1, :, :1], scale)[1]
                 r["o_rel_l2_vs_sdpa"] = round(rel(o, ref), 6)
+                r["mma_sync_o_rel_l2_vs_sdpa"] = round(rel(o_mma, ref), 6)
                 r["lse_rel_l2_vs_float64_first_head"] = round(rel(lse[:1, :1], one), 9)
                 r["grads_rel_l2_vs_sdpa"] = [round(rel(x, y), 6) for x, y in ((dq, gq), (dk, gk), (dv, gv))]
                 r["correct"] = (r["o_rel_l2_vs_sdpa"] < 1e-2 and r["lse_rel_l2_vs_float64_first_head"] < 1e-5
+                                and r["mma_sync_o_rel_l2_vs_sdpa"] < 1e-2
                                 and max(r["grads_rel_l2_vs_sdpa"]) < 2e-2)
-                for t, f in ((mine, flops), (theirs, flops), (mine_bwd, 2.5 * flops), (theirs_bwd, 2.5 * flops)):
+                for t, f in ((mine, flops), (mine_mma, flops), (theirs, flops), (mine_bwd, 2.5 * flops),
+                             (theirs_bwd, 2.5 * flops)):
                     t["tflops"] = round(f / (t["median_us"] * 1e-6) / 1e12, 2)
-                r.update(ours=mine, sdpa=theirs, ours_backward=mine_bwd, sdpa_backward=theirs_bwd,
+                r.update(ours=mine, ours_mma_sync=mine_mma, sdpa=theirs, ours_backward=mine_bwd,
+                         sdpa_backward=theirs_bwd,
                          ours_time_over_sdpa=round(mine["median_us"] / theirs["median_us"], 3),
                          ours_backward_time_over_sdpa=round(mine_bwd["median_us"] / theirs_bwd["median_us"], 3))
         except Exception:  # noqa: BLE001

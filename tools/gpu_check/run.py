@@ -11,7 +11,8 @@ Sections, in order (a later one still runs when an earlier one failed):
   train_hf          HF LlamaForCausalLM, same config, batch and sequence
   attention_sdpa    torch SDPA (flash) at our attention launchers' shapes
   attention_sweep   our tensor-core attention forward and backward beside SDPA (flash),
-                    seq 1k-8k, head dims 64 and 128, causal: TF/s and correctness
+                    seq 1k-8k, head dims 64 and 128, causal: TF/s and correctness (the
+                    forward on wgmma, and the mma.sync one beside it)
   memcheck          the binary's measured memory against --report's estimate
   kernels_f32       the fp32-storage kernel library (small shape), checked
   train_hf_compile  the HF model under torch.compile (gets the time left)
@@ -644,6 +645,7 @@ class Run:
         for item in a.get("results", []) if isinstance(a, dict) else []:
             shp = item["shape"]
             for which, mine, theirs in (("forward", "ours", "sdpa"),
+                                        ("forward mma.sync", "ours_mma_sync", "sdpa"),
                                         ("backward", "ours_backward", "sdpa_backward")):
                 if item.get(mine) and item.get(theirs):
                     key = "%s B%d S%d H%d/%d D%d" % (which, shp["b"], shp["s"], shp["h"], shp["kv"], shp["d"])

@@ -105,6 +105,18 @@ LLK_HOST_DEVICE constexpr int64_t flash_smem_bytes(int64_t head_dim) {
   return 2 * (head_dim + 8) * (flash_query_rows(head_dim) + 4 * flash_key_rows(head_dim));
 }
 
+/// flash_attention_sm90.cuh's forward on wgmma (sm_90a): head dims 64 and
+/// 128, 2 warpgroups (128 query rows), 128 keys a tile, unpadded 128-byte
+/// swizzled tiles: Q + 2 buffers x (K + V).
+LLK_HOST_DEVICE constexpr bool flash_sm90_supports(int64_t head_dim) {
+  return head_dim == 64 || head_dim == 128;
+}
+LLK_HOST_DEVICE constexpr int flash_sm90_query_rows(int64_t) { return 128; }
+LLK_HOST_DEVICE constexpr int flash_sm90_key_rows(int64_t) { return 128; }
+LLK_HOST_DEVICE constexpr int64_t flash_sm90_smem_bytes(int64_t head_dim) {
+  return 2 * head_dim * (flash_sm90_query_rows(head_dim) + 4 * flash_sm90_key_rows(head_dim));
+}
+
 /// flash_attention.cuh's backward (4 warps): dQ blocks of 64 query rows over
 /// 64-key tiles; dK/dV blocks of 64 keys over query tiles of 64 rows (HD <=
 /// 64) or 32 (HD <= 128), Q, dO, lse and D double-buffered.

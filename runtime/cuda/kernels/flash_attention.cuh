@@ -51,7 +51,7 @@
 // register file holds S (kBc / 2), O (HD / 2) and Q (HD / 4) per thread,
 // and shared memory (Q + 2 x (K + V), padded) is 90 KiB at HD 64, 102 KiB at
 // 128, 165 KiB at 256 (opt-in above 48 KiB): one block per SM. ptxas
-// (sm_90a): 219, 225 and 244 registers, no spills, no stack frame; the
+// (sm_90a): 223, 225 and 244 registers, no spills, no stack frame; the
 // backward kernels 160-250 (docs/perf/kernel-audit.md).
 //
 // Backward, deterministic (no atomics: the runtime's results are bitwise
@@ -259,7 +259,97 @@ __device__ __forceinline__ void next_kv_tile(bf16 *sk, bf16 *sv, int buf, const 
   __syncthreads();
 }
 
+/// One key tile of the forward's online softmax for a warp's 16 rows, on flat
+/// accumulators in mma.m16n8k16's C layout (wgmma's too): s[i] (NS scores) is
+/// key key0 + 8 (i / 4) + 2t + i % 2 of row rows[(i / 2) % 2], acc (NO values)
+/// the same rows' outputs. Scales s into the log2 domain, masks keys past the
+/// row where the tile crosses the warp's diagonal, moves the row max m (over
+/// the quad), rescales acc and l, and leaves p = exp2(s - m) in s with this
+/// lane's part of the row sum added to l.
+template <int NS, int NO>
+__device__ __forceinline__ void softmax_tile(float *s, float *acc, float (&m)[2], float (&l)[2],
+                                             const int64_t *rows, int64_t key0, bool diagonal,
+                                             int t, float scale_log2) {
+  float mx[2] = {m[0], m[1]};
+#pragma unroll
+  for (int i = 0; i < NS; ++i) {
+    float x = s[i] * scale_log2;
+    if (diagonal && key0 + 8 * (i / 4) + 2 * t + (i & 1) > rows[(i / 2) % 2])
+      x = kNegInf;
+    s[i] = x;
+    mx[(i / 2) % 2] = x > mx[(i / 2) % 2] ? x : mx[(i / 2) % 2];
+  }
+  float corr[2];
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    // Row max over the quad; finite from tile 0 on (key 0 is visible to
+    // every row), so exp2(-inf - finite) = 0 rescales nothing away, and a
+    // row whose keys are all masked in this tile keeps its max.
+    mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 1));
+    mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 2));
+    corr[r] = exp2f(m[r] - mx[r]);
+    m[r] = mx[r];
+    l[r] *= corr[r];
+  }
+#pragma unroll
+  for (int i = 0; i < NO; ++i)
+    acc[i] *= corr[(i / 2) % 2];
+#pragma unroll
+  for (int i = 0; i < NS; ++i) {
+    const float p = exp2f(s[i] - m[(i / 2) % 2]);
+    s[i] = p;
+    l[(i / 2) % 2] += p; // this lane's part of the row sum (quad-summed at the end)
+  }
+}
+
+/// The forward's epilogue for a warp: the row sums over the quad, its 16
+/// rows of O / l as bf16 (staged through `stage`, 16 rows of stride HD + 8
+/// no other warp touches), lse = (m + log2 l) ln 2 for its rows below seq.
+template <int HD>
+__device__ __forceinline__ void finish_forward(const float (&acc)[HD / 8][4], float (&l)[2],
+                                               const float (&m)[2], bf16 *stage, bf16 *o,
+                                               float *lse, const QueryTile &tile, int64_t seq,
+                                               int64_t heads, int lane) {
+  float inv[2];
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    l[r] += __shfl_xor_sync(0xffffffffu, l[r], 1);
+    l[r] += __shfl_xor_sync(0xffffffffu, l[r], 2);
+    inv[r] = 1.0f / l[r];
+  }
+  const int64_t q_stride = heads * HD;
+  store_rows<HD>(acc, inv, stage, o + tile.q_off + tile.warp_row * q_stride, q_stride,
+                 seq - tile.warp_row, lane);
+  if (lane % 4 == 0)
+#pragma unroll
+    for (int r = 0; r < 2; ++r)
+      if (tile.rows[r] < seq)
+        lse[(tile.b * heads + tile.h) * seq + tile.rows[r]] =
+            (m[r] + log2f(l[r])) * 0.69314718055994531f;
+}
+
 } // namespace flash
+
+/// Launches a forward kernel over [batch, seq, heads, HD] bf16 q (k, v with
+/// kv_heads): a block per (query tile of `rows` rows, head, batch) of
+/// `threads` threads with `smem` bytes of dynamic shared memory (the opt-in
+/// above 48 KiB made once per kernel); `scale` multiplies q . k.
+template <auto Kernel>
+void launch_flash_forward(int rows, unsigned threads, size_t smem, const __nv_bfloat16 *q,
+                          const __nv_bfloat16 *k, const __nv_bfloat16 *v, __nv_bfloat16 *o,
+                          float *lse, int64_t batch, int64_t seq, int64_t heads,
+                          int64_t kv_heads, float scale, cudaStream_t stream) {
+#ifndef LLAMA_CUDA_EMULATE
+  static const cudaError_t opted =
+      cudaFuncSetAttribute(Kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem));
+  (void)opted; // a failure shows as the launch's error
+#endif
+  LLAMA_LAUNCH_SMEM(Kernel,
+                    dim3(unsigned(ceil_div(seq, int64_t(rows))), unsigned(heads),
+                         unsigned(batch)),
+                    dim3(threads), smem, stream, q, k, v, o, lse, seq, heads, kv_heads,
+                    scale * flash::kLog2e);
+}
 
 template <int HD>
 __global__ void __launch_bounds__(32 * FlashTiles<HD>::kWarps)
@@ -323,68 +413,15 @@ __global__ void __launch_bounds__(32 * FlashTiles<HD>::kWarps)
             }
           },
           ks, lane);
-      // Scale into the log2 domain; mask keys past the row where the tile
-      // crosses the warp's diagonal.
-      const bool diagonal = key0 + Bc - 1 > warp_row;
-      float mx[2] = {m[0], m[1]};
-#pragma unroll
-      for (int n = 0; n < Bc / 8; ++n)
-#pragma unroll
-        for (int i = 0; i < 4; ++i) {
-          float x = s[n][i] * scale_log2;
-          if (diagonal && key0 + 8 * n + 2 * t + (i & 1) > rows[i / 2])
-            x = kNegInf;
-          s[n][i] = x;
-          mx[i / 2] = x > mx[i / 2] ? x : mx[i / 2];
-        }
-      float corr[2];
-#pragma unroll
-      for (int r = 0; r < 2; ++r) {
-        // Row max over the quad; finite from tile 0 on (key 0 is visible
-        // to every row), so exp2(-inf - finite) = 0 rescales nothing away.
-        mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 1));
-        mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 2));
-        corr[r] = exp2f(m[r] - mx[r]);
-        m[r] = mx[r];
-        l[r] *= corr[r];
-      }
-#pragma unroll
-      for (int d = 0; d < HD / 8; ++d) {
-        acc[d][0] *= corr[0];
-        acc[d][1] *= corr[0];
-        acc[d][2] *= corr[1];
-        acc[d][3] *= corr[1];
-      }
-#pragma unroll
-      for (int n = 0; n < Bc / 8; ++n)
-#pragma unroll
-        for (int i = 0; i < 4; ++i) {
-          const float p = exp2f(s[n][i] - m[i / 2]);
-          s[n][i] = p;
-          l[i / 2] += p; // this lane's part of the row sum (quad-summed at the end)
-        }
+      softmax_tile<Bc / 2, HD / 2>(&s[0][0], &acc[0][0], m, l, rows, key0,
+                                   key0 + Bc - 1 > warp_row, t, scale_log2);
       mma_pb<HD, Bc, S>(acc, s, vs, lane); // O += P V
     }
     __syncthreads(); // every warp is done with buffer `buf` before it is refilled
   }
 
-  // Epilogue: the row sums over the quad, O / l as bf16 through the warp's
-  // own 16 rows of the Q buffer; lse for the rows below seq.
-  float inv[2];
-#pragma unroll
-  for (int r = 0; r < 2; ++r) {
-    l[r] += __shfl_xor_sync(0xffffffffu, l[r], 1);
-    l[r] += __shfl_xor_sync(0xffffffffu, l[r], 2);
-    inv[r] = 1.0f / l[r];
-  }
-  store_rows<HD>(acc, inv, sq + 16 * warp * S, o + tile.q_off + warp_row * q_stride, q_stride,
-                 seq - warp_row, lane);
-  if (t == 0)
-#pragma unroll
-    for (int r = 0; r < 2; ++r)
-      if (rows[r] < seq)
-        lse[(tile.b * heads + tile.h) * seq + rows[r]] =
-            (m[r] + log2f(l[r])) * 0.69314718055994531f;
+  // Epilogue through the warp's own 16 rows of the Q buffer.
+  finish_forward<HD>(acc, l, m, sq + 16 * warp * S, o, lse, tile, seq, heads, lane);
 }
 
 /// Launches the forward for [batch, seq, heads, HD] bf16 q (k, v with
@@ -395,18 +432,9 @@ void flash_attention_forward(const __nv_bfloat16 *q, const __nv_bfloat16 *k,
                              int64_t batch, int64_t seq, int64_t heads, int64_t kv_heads,
                              float scale, cudaStream_t stream) {
   using C = FlashTiles<HD>;
-  auto *kernel = &flash_attention_forward_kernel<HD>;
-#ifndef LLAMA_CUDA_EMULATE
-  // Over 48 KiB of dynamic shared memory needs the opt-in, once per kernel.
-  static const cudaError_t opted = cudaFuncSetAttribute(
-      kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(C::kSmemBytes));
-  (void)opted; // a failure shows as the launch's error
-#endif
-  LLAMA_LAUNCH_SMEM(kernel,
-                    dim3(unsigned(ceil_div(seq, int64_t(C::kBr))), unsigned(heads),
-                         unsigned(batch)),
-                    dim3(32 * C::kWarps), C::kSmemBytes, stream, q, k, v, o, lse, seq, heads,
-                    kv_heads, scale * flash::kLog2e);
+  launch_flash_forward<&flash_attention_forward_kernel<HD>>(
+      C::kBr, 32 * C::kWarps, C::kSmemBytes, q, k, v, o, lse, batch, seq, heads, kv_heads,
+      scale, stream);
 }
 
 // ---- backward ---------------------------------------------------------------

@@ -156,39 +156,10 @@ __global__ void __launch_bounds__(128 * FlashSm90Tiles<HD>::kWarpgroups)
       wgmma_commit();
       wgmma_wait<0>();
       wgmma_fence_operands(s);
-      // Scale into the log2 domain; mask keys past the row where the tile
-      // crosses the warp's diagonal. s[i] is column 8 (i / 4) + 2t + i % 2
-      // of row rows[(i / 2) % 2].
-      const bool diagonal = key0 + Bc - 1 > warp_row;
-      float mx[2] = {m[0], m[1]};
-#pragma unroll
-      for (int i = 0; i < Bc / 2; ++i) {
-        float x = s[i] * scale_log2;
-        if (diagonal && key0 + 8 * (i / 4) + 2 * t + (i & 1) > rows[(i / 2) % 2])
-          x = kNegInf;
-        s[i] = x;
-        mx[(i / 2) % 2] = x > mx[(i / 2) % 2] ? x : mx[(i / 2) % 2];
-      }
-      float corr[2];
-#pragma unroll
-      for (int r = 0; r < 2; ++r) {
-        // Row max over the quad; finite from tile 0 on (key 0 is visible to
-        // every row), so a row whose keys are all masked here keeps its max.
-        mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 1));
-        mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 2));
-        corr[r] = exp2f(m[r] - mx[r]);
-        m[r] = mx[r];
-        l[r] *= corr[r];
-      }
-#pragma unroll
-      for (int i = 0; i < HD / 2; ++i)
-        acc[i] *= corr[(i / 2) % 2];
-#pragma unroll
-      for (int i = 0; i < Bc / 2; ++i) {
-        const float p = exp2f(s[i] - m[(i / 2) % 2]);
-        s[i] = p;
-        l[(i / 2) % 2] += p; // this lane's part of the row sum (quad-summed at the end)
-      }
+      // s[i]: key key0 + 8 (i / 4) + 2t + i % 2 of row rows[(i / 2) % 2], as
+      // in the mma.sync kernel.
+      softmax_tile<Bc / 2, HD / 2>(s, acc, m, l, rows, key0, key0 + Bc - 1 > warp_row, t,
+                                   scale_log2);
       // O += P V: k-step kk (keys 16 kk .. 16 kk + 15) is s[8 kk .. 8 kk + 7],
       // mma.m16n8k16's A fragment order. Every fragment is packed before the
       // fence, so that no register the wgmma chain reads is written inside it
@@ -212,29 +183,14 @@ __global__ void __launch_bounds__(128 * FlashSm90Tiles<HD>::kWarpgroups)
     __syncthreads(); // every warpgroup is done with buffer `buf` before it is refilled
   }
 
-  // Epilogue: the row sums over the quad, O / l as bf16 rows staged through
-  // the warp's own 16 rows (padded) of the K buffers (free after the loop's
-  // last barrier); lse for the rows below seq.
-  float inv[2];
-#pragma unroll
-  for (int r = 0; r < 2; ++r) {
-    l[r] += __shfl_xor_sync(0xffffffffu, l[r], 1);
-    l[r] += __shfl_xor_sync(0xffffffffu, l[r], 2);
-    inv[r] = 1.0f / l[r];
-  }
+  // Epilogue, staged through the warp's own 16 rows (padded) of the K
+  // buffers, free after the loop's last barrier.
   float out[HD / 8][4];
 #pragma unroll
   for (int i = 0; i < HD / 2; ++i)
     out[i / 4][i % 4] = acc[i];
-  bf16 *const stage = reinterpret_cast<bf16 *>(sk) + 16 * warp * (HD + 8);
-  store_rows<HD>(out, inv, stage, o + tile.q_off + warp_row * q_stride, q_stride,
-                 seq - warp_row, lane);
-  if (t == 0)
-#pragma unroll
-    for (int r = 0; r < 2; ++r)
-      if (rows[r] < seq)
-        lse[(tile.b * heads + tile.h) * seq + rows[r]] =
-            (m[r] + log2f(l[r])) * 0.69314718055994531f;
+  finish_forward<HD>(out, l, m, reinterpret_cast<bf16 *>(sk) + 16 * warp * (HD + 8), o, lse,
+                     tile, seq, heads, lane);
 }
 
 /// Launches the wgmma forward for [batch, seq, heads, HD] bf16 q (k, v with
@@ -245,17 +201,9 @@ void flash_attention_forward_sm90(const __nv_bfloat16 *q, const __nv_bfloat16 *k
                                   int64_t batch, int64_t seq, int64_t heads, int64_t kv_heads,
                                   float scale, cudaStream_t stream) {
   using C = FlashSm90Tiles<HD>;
-  auto *kernel = &flash_attention_forward_sm90_kernel<HD>;
-#ifndef LLAMA_CUDA_EMULATE
-  static const cudaError_t opted = cudaFuncSetAttribute(
-      kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(C::kSmemBytes));
-  (void)opted; // a failure shows as the launch's error
-#endif
-  LLAMA_LAUNCH_SMEM(kernel,
-                    dim3(unsigned(ceil_div(seq, int64_t(C::kBr))), unsigned(heads),
-                         unsigned(batch)),
-                    dim3(128 * C::kWarpgroups), C::kSmemBytes, stream, q, k, v, o, lse, seq,
-                    heads, kv_heads, scale * flash::kLog2e);
+  launch_flash_forward<&flash_attention_forward_sm90_kernel<HD>>(
+      C::kBr, 128 * C::kWarpgroups, C::kSmemBytes, q, k, v, o, lse, batch, seq, heads,
+      kv_heads, scale, stream);
 }
 
 } // namespace llk

@@ -74,7 +74,7 @@ inline thread_local dim3 blockDim, gridDim;
 
 namespace llama_emu {
 
-enum class State { Ready, AtBlockBarrier, AtWarpBarrier, AtWarpgroupBarrier, Done };
+enum class State { Ready, AtBlockBarrier, AtWarpBarrier, AtWarpgroupBarrier, AtMbarrier, Done };
 
 #if defined(__x86_64__)
 // llama_emu_switch(&from_sp, to_sp): pushes the callee-saved registers and
@@ -126,6 +126,8 @@ struct Context {
 struct Fiber {
   Context context;
   State state = State::Ready;
+  uint32_t mbarrier = 0; // AtMbarrier: the barrier (shared offset) and the
+  unsigned parity = 0;   // phase parity it waits to see completed
 };
 
 // The block being run on this thread.
@@ -174,6 +176,26 @@ struct Block {
     std::vector<std::vector<Wgmma>> groups;
   };
   std::vector<WgmmaQueue> wgmma;
+  // mbarriers (sm_90), by offset in the dynamic shared memory: arrivals
+  // still expected in the current phase, the transaction bytes it still
+  // waits for, and the phase's parity.
+  struct Mbarrier {
+    uint32_t count = 0, pending = 0;
+    int64_t tx = 0;
+    unsigned phase = 0;
+  };
+  std::map<uint32_t, Mbarrier> mbarriers;
+  // Asynchronous copies that complete on an mbarrier: a bulk copy
+  // (complete_tx of its bytes) or the cp.async copies a thread handed to
+  // cp.async.mbarrier.arrive.noinc (then one arrival). They land at the end
+  // of the scheduling phase that issued them, so a thread that reads the
+  // destination without waiting on the barrier reads what was there.
+  struct BarrierCopies {
+    std::vector<Copy> copies;
+    uint32_t mbarrier;
+    int64_t tx; // bytes to complete (bulk), or 0 for one arrival
+  };
+  std::vector<BarrierCopies> barrier_copies;
   // Dynamic shared memory (LLK_DYNAMIC_SHARED): the launch's size, 1024-byte
   // aligned (wgmma's 128-byte swizzle repeats every 1024 bytes of address),
   // refilled with a NaN pattern before every block.
@@ -344,6 +366,26 @@ inline void warp_sync() { wait(State::AtWarpBarrier); }
 // wait for each other (wgmma's warpgroup-collective operations).
 inline void warpgroup_sync() { wait(State::AtWarpgroupBarrier); }
 
+inline void mbarrier_arrive_at(Block &b, uint32_t offset, int64_t tx_done, bool arrival);
+
+// Lands the copies issued on mbarriers since the last call; true when any.
+inline bool land_barrier_copies(Block &b) {
+  if (b.barrier_copies.empty())
+    return false;
+  std::vector<Block::BarrierCopies> done;
+  done.swap(b.barrier_copies);
+  for (const Block::BarrierCopies &c : done) {
+    for (const Block::Copy &copy : c.copies) {
+      if (copy.src_bytes)
+        std::memcpy(copy.dst, copy.src, copy.src_bytes);
+      std::memset(static_cast<unsigned char *>(copy.dst) + copy.src_bytes, 0,
+                  copy.bytes - copy.src_bytes);
+    }
+    mbarrier_arrive_at(b, c.mbarrier, c.tx, c.tx == 0);
+  }
+  return true;
+}
+
 // Runs every thread of one block to completion.
 // `seed` picks the order the threads run in between barriers.
 inline void run_block(Block &b, unsigned threads, uint64_t seed) {
@@ -357,6 +399,8 @@ inline void run_block(Block &b, unsigned threads, uint64_t seed) {
                  Block::kStackBytes);
   b.copies.assign(threads, Block::AsyncCopies());
   b.wgmma.assign(threads, Block::WgmmaQueue());
+  b.mbarriers.clear();
+  b.barrier_copies.clear();
   // 0xff bytes: a bf16 or fp32 NaN, so a read of shared memory that no
   // thread of this block wrote shows in the results.
   std::memset(b.dynamic_shared, 0xff, b.dynamic_bytes);
@@ -385,8 +429,16 @@ inline void run_block(Block &b, unsigned threads, uint64_t seed) {
         std::rethrow_exception(std::exchange(b.error, nullptr));
       ran = true;
     }
+    // The asynchronous copies issued in this phase land, and their barriers
+    // count them; then the threads whose awaited phase completed go on.
+    bool released = land_barrier_copies(b);
+    for (Fiber &f : b.fibers)
+      if (f.state == State::AtMbarrier && b.mbarriers[f.mbarrier].phase != f.parity) {
+        f.state = State::Ready;
+        released = true;
+      }
     // Release the barriers that every live participant has reached.
-    bool live = false, released = false, all_at_block = true;
+    bool live = false, all_at_block = true;
     for (unsigned w = 0; w < threads / 32; ++w) {
       bool warp_live = false, all_at_warp = true;
       for (unsigned l = 32 * w; l < 32 * w + 32; ++l) {
@@ -429,6 +481,8 @@ inline void run_block(Block &b, unsigned threads, uint64_t seed) {
           throw std::runtime_error("emulate: thread " + std::to_string(t) +
                                    " exited with wgmma operations it never waited for");
       }
+      if (!b.barrier_copies.empty())
+        throw std::runtime_error("emulate: the block exited with copies in flight");
       if (counting())
         count_block(b, threads);
       return;
@@ -444,7 +498,8 @@ inline void run_block(Block &b, unsigned threads, uint64_t seed) {
                                std::to_string(blockIdx.y) + ", " +
                                std::to_string(blockIdx.z) +
                                ") cannot complete a barrier: its threads wait at "
-                               "different ones (divergent __syncthreads or shuffle)");
+                               "different ones (divergent __syncthreads or shuffle), or "
+                               "on an mbarrier phase that nothing will complete");
   }
 }
 
@@ -796,6 +851,106 @@ inline void wgmma_wait(unsigned pending) {
   // No thread drops its operations before every thread has read them.
   warpgroup_sync();
   q.groups.erase(q.groups.begin(), q.groups.begin() + long(done));
+}
+
+// ---- mbarriers and bulk copies (sm_90) -------------------------------------
+// An mbarrier (a 64-bit object in shared memory; here a side table keyed by
+// its offset) completes a phase when the phase's expected arrivals have all
+// arrived and the transaction bytes it was told to expect have all landed;
+// then its phase parity flips and the arrival count resets. A thread waits
+// for the completion of the phase of a given parity (try_wait.parity in a
+// loop on a GPU); here it sleeps until then, and a block whose threads all
+// sleep on phases nothing will complete throws.
+inline Block::Mbarrier &mbarrier_at(Block &b, uint32_t offset, const char *what) {
+  auto it = b.mbarriers.find(offset);
+  if (it == b.mbarriers.end())
+    throw std::runtime_error(std::string("emulate: ") + what +
+                             " on an mbarrier that was never initialized");
+  return it->second;
+}
+inline uint32_t mbarrier_offset(const void *bar) {
+  const uint32_t offset = shared_offset(bar);
+  if (offset % 8)
+    throw std::runtime_error("emulate: an mbarrier that is not 8-byte aligned");
+  return offset;
+}
+inline void mbarrier_arrive_at(Block &b, uint32_t offset, int64_t tx_done, bool arrival) {
+  Block::Mbarrier &m = mbarrier_at(b, offset, "an arrival");
+  if (arrival && m.pending == 0)
+    throw std::runtime_error("emulate: more arrivals on an mbarrier than its count");
+  m.pending -= arrival ? 1 : 0;
+  m.tx -= tx_done;
+  if (m.tx < 0)
+    throw std::runtime_error("emulate: an mbarrier received more transaction bytes than "
+                             "were expected");
+  if (m.pending == 0 && m.tx == 0) {
+    m.phase ^= 1;
+    m.pending = m.count;
+  }
+}
+// mbarrier.init.shared.b64 [bar], count.
+inline void mbarrier_init(void *bar, unsigned count) {
+  Block &b = running_block("mbarrier.init");
+  if (count == 0)
+    throw std::runtime_error("emulate: an mbarrier's count must be at least 1");
+  Block::Mbarrier m;
+  m.count = m.pending = count;
+  b.mbarriers[mbarrier_offset(bar)] = m;
+}
+// mbarrier.expect_tx: the current phase also waits for `bytes` more bytes.
+inline void mbarrier_expect_tx(void *bar, uint32_t bytes) {
+  Block &b = running_block("mbarrier.expect_tx");
+  mbarrier_at(b, mbarrier_offset(bar), "expect_tx").tx += bytes;
+}
+// mbarrier.arrive: one arrival; returns the phase parity it arrived in.
+inline unsigned mbarrier_arrive(void *bar) {
+  Block &b = running_block("mbarrier.arrive");
+  const uint32_t offset = mbarrier_offset(bar);
+  const unsigned phase = mbarrier_at(b, offset, "arrive").phase;
+  mbarrier_arrive_at(b, offset, 0, true);
+  return phase;
+}
+// Waits until the phase of parity `parity` has completed.
+inline void mbarrier_wait(void *bar, unsigned parity) {
+  Block &b = running_block("mbarrier.try_wait");
+  const uint32_t offset = mbarrier_offset(bar);
+  while (mbarrier_at(b, offset, "try_wait").phase == (parity & 1u)) {
+    Fiber &f = b.fibers[threadIdx.x];
+    f.mbarrier = offset;
+    f.parity = parity & 1u;
+    wait(State::AtMbarrier);
+  }
+}
+// cp.async.mbarrier.arrive.noinc.shared.b64 [bar]: this thread's cp.async
+// copies issued so far (committed or not) complete asynchronously and then
+// count as one arrival on `bar` (whose count includes it: .noinc).
+inline void cp_async_mbarrier_arrive(void *bar) {
+  Block &b = running_block("cp.async.mbarrier.arrive");
+  const uint32_t offset = mbarrier_offset(bar);
+  mbarrier_at(b, offset, "cp.async.mbarrier.arrive");
+  Block::AsyncCopies &c = b.copies[threadIdx.x];
+  Block::BarrierCopies handed{std::move(c.open), offset, 0};
+  for (std::vector<Block::Copy> &g : c.groups)
+    handed.copies.insert(handed.copies.end(), g.begin(), g.end());
+  c.open.clear();
+  c.groups.clear();
+  b.barrier_copies.push_back(std::move(handed));
+}
+// cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [dst],
+// [src], bytes, [bar]: `bytes` (a multiple of 16, both addresses 16-byte
+// aligned) from global to shared memory, completing that many transaction
+// bytes on `bar` when they land.
+inline void bulk_copy(void *dst, const void *src, uint32_t bytes, void *bar) {
+  Block &b = running_block("cp.async.bulk");
+  if (bytes == 0 || bytes % 16 || reinterpret_cast<uintptr_t>(dst) % 16 ||
+      reinterpret_cast<uintptr_t>(src) % 16)
+    throw std::runtime_error("emulate: cp.async.bulk needs 16-byte aligned addresses and a "
+                             "size that is a positive multiple of 16");
+  const uint32_t offset = mbarrier_offset(bar);
+  mbarrier_at(b, offset, "cp.async.bulk");
+  shared_offset(dst); // the destination is shared memory (the copy engine
+                      // writes it: no bank or coalescing counts)
+  b.barrier_copies.push_back({{Block::Copy{dst, src, bytes, bytes}}, offset, int64_t(bytes)});
 }
 
 } // namespace llama_emu

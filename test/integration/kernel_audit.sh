@@ -162,14 +162,17 @@ echo "memory-bound kernels: 128-bit accesses in every family (tiny bf16, fp32, u
 # 4. sm_90a's warpgroup MMA (mma.cuh's wgmma wrappers, emulated in
 # emulate_wgmma_test): the probe assembles for sm_90a with every wgmma it
 # issues (4 m64n128k16 from shared memory, 8 m64n64k16 with A in registers
-# and B transposed), its fences, commits and waits, and no spill or stack.
+# and B transposed), its fences, commits and waits, and no spill or stack; the
+# mbarrier probe beside it has every mbarrier and bulk-copy instruction.
 "$AUDIT" --source "$SRC/test/integration/Inputs/wgmma_probe.cu" --json wgmma.json --check > wgmma.txt ||
   { cat wgmma.txt; die "kernel_audit failed on the wgmma probe"; }
 "$NVCC" -arch=sm_90a -std=c++17 -O3 -I"$SRC" -ptx "$SRC/test/integration/Inputs/wgmma_probe.cu" -o wgmma.ptx
 "$PY" - wgmma.json wgmma.ptx <<'PYEOF' || die "the wgmma probe's PTX is not what mma.cuh should emit"
 import json, re, sys
-k = json.load(open(sys.argv[1]))["kernels"]
-assert len(k) == 1 and k[0]["mix"]["wgmma"] == 12 and k[0]["mix"]["mma_sync"] == 0, k
+ks = {x["name"].split("(")[0]: x for x in json.load(open(sys.argv[1]))["kernels"]}
+assert sorted(ks) == ["mbarrier_probe", "wgmma_probe"], sorted(ks)
+k = [ks["wgmma_probe"]]
+assert k[0]["mix"]["wgmma"] == 12 and k[0]["mix"]["mma_sync"] == 0, k
 ptx = open(sys.argv[2]).read()
 ss = re.findall(r"wgmma\.mma_async\.sync\.aligned\.m64n128k16\.f32\.bf16\.bf16\s+\{[^}]*\},\s*%rd\d+,\s*%rd\d+,\s*p,\s*1,\s*1,\s*0,\s*0;", ptx)
 rs = re.findall(r"wgmma\.mma_async\.sync\.aligned\.m64n64k16\.f32\.bf16\.bf16\s+\{[^}]*\},\s*\{[^}]*\},\s*%rd\d+,\s*p,\s*1,\s*1,\s*1;", ptx)
@@ -177,6 +180,11 @@ assert (len(ss), len(rs)) == (4, 8), (len(ss), len(rs))
 for op, n in (("wgmma.fence.sync.aligned", 2), ("wgmma.commit_group.sync.aligned", 2),
               ("wgmma.wait_group.sync.aligned 0", 2), ("fence.proxy.async.shared::cta", 1)):
     assert ptx.count(op) == n, (op, ptx.count(op))
+for op in ("mbarrier.init.shared::cta.b64", "mbarrier.arrive.expect_tx.shared::cta.b64",
+           "mbarrier.arrive.shared::cta.b64", "mbarrier.try_wait.parity.shared::cta.b64",
+           "cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes",
+           "cp.async.mbarrier.arrive.noinc.shared::cta.b64"):
+    assert op in ptx, op
 print("wgmma probe: %d registers, 12 wgmma (4 m64n128k16 SS, 8 m64n64k16 RS transposed-B), no spill, "
       "no stack" % k[0]["registers"])
 PYEOF

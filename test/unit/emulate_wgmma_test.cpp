@@ -15,6 +15,11 @@
 // A descriptor that misnames the layout (no swizzle on swizzled data, LBO and
 // SBO swapped) gives a wrong product; D is untouched until the wait; a warp
 // that issues a different operation, or a group never waited for, throws.
+// And the mbarriers of warp-specialized kernels: a producer warpgroup's bulk
+// copies into a two-stage ring (full/empty barriers, parities flipping per
+// round) feed consumers exactly the data of each tile; cp.async copies arrive
+// on a barrier once landed; a wait nothing will complete, or an arrival
+// beyond the count, throws.
 #include "runtime/cuda/kernels/mma.cuh"
 
 #include <gtest/gtest.h>
@@ -283,6 +288,136 @@ TEST(EmulateWgmma, WarpgroupCollectiveRulesAreEnforced) {
   Plan no_wait{Plan::KMajorNone};
   no_wait.no_wait = true;
   EXPECT_THROW(run<64>(image, a, no_wait), std::runtime_error);
+}
+
+// ---- mbarriers -------------------------------------------------------------
+
+constexpr int kTiles = 7, kTileFloats = 1024, kStages = 2;
+
+// Warpgroup 1's first thread copies tile i into stage i % 2 with a bulk copy
+// on full[stage] (after the consumers released the stage through
+// empty[stage]); warpgroup 0 waits on full[stage], sums 8 floats a thread and
+// arrives on empty[stage]. `wrong_parity`: the consumers wait for the other
+// parity of full (a classic off-by-one: the first wait returns at once).
+__global__ void pipeline_kernel(const float *src, float *out, bool wrong_parity) {
+  LLK_DYNAMIC_SHARED(smem);
+  uint64_t *full = reinterpret_cast<uint64_t *>(smem), *empty = full + kStages;
+  float *buf = reinterpret_cast<float *>(smem + 1024);
+  const int t = int(threadIdx.x);
+  if (t == 0)
+    for (int s = 0; s < kStages; ++s) {
+      llk::mbarrier_init(&full[s], 1);
+      llk::mbarrier_init(&empty[s], 128);
+    }
+  __syncthreads();
+  if (t >= 128) {
+    if (t == 128)
+      for (int i = 0; i < kTiles; ++i) {
+        const int s = i % kStages;
+        if (i >= kStages)
+          llk::mbarrier_wait(&empty[s], unsigned(i / kStages - 1) & 1u);
+        llk::mbarrier_arrive_expect_tx(&full[s], kTileFloats * 4);
+        llk::bulk_copy(buf + s * kTileFloats, src + i * kTileFloats, kTileFloats * 4, &full[s]);
+      }
+    return;
+  }
+  for (int i = 0; i < kTiles; ++i) {
+    const int s = i % kStages;
+    llk::mbarrier_wait(&full[s], unsigned(i / kStages + (wrong_parity ? 1 : 0)) & 1u);
+    float sum = 0.0f;
+    for (int e = 0; e < 8; ++e)
+      sum += buf[s * kTileFloats + 8 * t + e];
+    out[i * 128 + t] = sum;
+    llk::mbarrier_arrive(&empty[s]);
+  }
+}
+
+/// How many of the consumers' sums are wrong.
+int run_pipeline(bool wrong_parity) {
+  std::vector<float> src(size_t(kTiles * kTileFloats)), out(size_t(kTiles * 128), NAN);
+  for (size_t i = 0; i < src.size(); ++i)
+    src[i] = float(i % 977) * 0.25f;
+  LLAMA_LAUNCH_SMEM(pipeline_kernel, dim3(1), dim3(256), 1024 + kStages * kTileFloats * 4,
+                    nullptr, src.data(), out.data(), wrong_parity);
+  std::vector<float> want(out.size());
+  for (int i = 0; i < kTiles; ++i)
+    for (int t = 0; t < 128; ++t) {
+      float sum = 0.0f;
+      for (int e = 0; e < 8; ++e)
+        sum += src[size_t(i * kTileFloats + 8 * t + e)];
+      want[size_t(i * 128 + t)] = sum;
+    }
+  int wrong = 0;
+  for (size_t i = 0; i < out.size(); ++i)
+    wrong += !(out[i] == want[i]);
+  return wrong;
+}
+
+TEST(EmulateMbarrier, BulkCopiesThroughATwoStageRing) {
+  EXPECT_EQ(run_pipeline(false), 0);
+  // Waiting for the wrong phase, the consumers read a stage before its tile
+  // lands: wrong sums, or a wait that can never complete (the emulator
+  // throws), whichever comes first.
+  bool caught = false;
+  try {
+    caught = run_pipeline(true) > 0;
+  } catch (const std::runtime_error &) {
+    caught = true;
+  }
+  EXPECT_TRUE(caught);
+}
+
+// Every thread copies one 16-byte chunk with cp.async and hands it to the
+// barrier (count 128); after the wait each reads its neighbour's chunk.
+__global__ void cp_async_barrier_kernel(const int4 *src, int4 *out) {
+  LLK_DYNAMIC_SHARED(smem);
+  uint64_t *bar = reinterpret_cast<uint64_t *>(smem);
+  int4 *chunks = reinterpret_cast<int4 *>(smem + 128);
+  const int t = int(threadIdx.x);
+  if (t == 0)
+    llk::mbarrier_init(bar, 128);
+  __syncthreads();
+  llk::cp_async16(&chunks[t], &src[t], true);
+  llk::cp_async_mbarrier_arrive(bar);
+  llk::mbarrier_wait(bar, 0);
+  out[t] = chunks[(t + 1) % 128];
+}
+
+TEST(EmulateMbarrier, CpAsyncArrivesOnceLanded) {
+  std::vector<int4> src(128), out(128, int4{-1, -1, -1, -1});
+  for (int i = 0; i < 128; ++i)
+    src[size_t(i)] = int4{i, 2 * i, 3 * i, 4 * i};
+  LLAMA_LAUNCH_SMEM(cp_async_barrier_kernel, dim3(1), dim3(128), 128 + 128 * 16, nullptr,
+                    src.data(), out.data());
+  for (int i = 0; i < 128; ++i) {
+    const int j = (i + 1) % 128;
+    ASSERT_EQ(out[size_t(i)].x, j);
+    ASSERT_EQ(out[size_t(i)].w, 4 * j);
+  }
+}
+
+// mode 0: one arrival on a barrier of count 2, then everyone waits (never
+// completes); mode 1: an arrival on a barrier never initialized.
+__global__ void bad_barrier_kernel(int mode) {
+  LLK_DYNAMIC_SHARED(smem);
+  uint64_t *bar = reinterpret_cast<uint64_t *>(smem);
+  if (threadIdx.x == 0)
+    llk::mbarrier_init(bar, 2);
+  __syncthreads();
+  if (mode == 0) {
+    if (threadIdx.x == 0)
+      llk::mbarrier_arrive(bar);
+    llk::mbarrier_wait(bar, 0);
+  } else if (threadIdx.x == 0) {
+    llk::mbarrier_arrive(bar + 1);
+  }
+}
+
+TEST(EmulateMbarrier, ImpossibleWaitsAndExtraArrivalsThrow) {
+  EXPECT_THROW(LLAMA_LAUNCH_SMEM(bad_barrier_kernel, dim3(1), dim3(32), 64, nullptr, 0),
+               std::runtime_error);
+  EXPECT_THROW(LLAMA_LAUNCH_SMEM(bad_barrier_kernel, dim3(1), dim3(32), 64, nullptr, 1),
+               std::runtime_error);
 }
 
 } // namespace

@@ -17,6 +17,9 @@
 //   wgmma_rs<N, TB>  wgmma.mma_async m64nNk16 bf16 -> fp32, A in registers
 //   wgmma_ss<N, TA, TB>  the same, A in shared memory
 //   wgmma_fence, wgmma_commit, wgmma_wait<N>, fence_proxy_async
+//   mbarrier_init, mbarrier_arrive, mbarrier_arrive_expect_tx,
+//   mbarrier_wait, cp_async_mbarrier_arrive, bulk_copy (the producer /
+//   consumer handshakes of warp-specialized kernels)
 //
 // Fragment layouts (PTX ISA, "Matrix fragments for mma.m16n8k16"), with
 // g = lane / 4, t = lane % 4, the lower half of a 32-bit register holding the
@@ -337,5 +340,97 @@ __device__ __forceinline__ void fence_proxy_async() {
 #endif
 }
 
+
+// ---- mbarriers and bulk copies (sm_90) --------------------------------------
+// An mbarrier is a 64-bit word of shared memory (8-byte aligned; dynamic
+// shared memory under the emulator). A phase completes when `count` arrivals
+// have arrived and the transaction bytes announced by expect_tx have landed;
+// threads wait for the completion of the phase of a parity (0, 1, 0, ...).
+// Initialization must be followed by a barrier before other threads use it.
+
+__device__ __forceinline__ void mbarrier_init(uint64_t *bar, unsigned count) {
+#ifdef LLAMA_CUDA_EMULATE
+  llama_emu::mbarrier_init(bar, count);
+#elif defined(LLK_SM90A)
+  asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(shared_address(bar)),
+               "r"(count)
+               : "memory");
+#else
+  __trap();
+#endif
+}
+/// One arrival.
+__device__ __forceinline__ void mbarrier_arrive(uint64_t *bar) {
+#ifdef LLAMA_CUDA_EMULATE
+  llama_emu::mbarrier_arrive(bar);
+#elif defined(LLK_SM90A)
+  asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];\n" ::"r"(shared_address(bar))
+               : "memory");
+#else
+  __trap();
+#endif
+}
+/// Announces `bytes` of copies completing on `bar` in this phase, and arrives
+/// (the producer's side of a bulk copy).
+__device__ __forceinline__ void mbarrier_arrive_expect_tx(uint64_t *bar, uint32_t bytes) {
+#ifdef LLAMA_CUDA_EMULATE
+  llama_emu::mbarrier_expect_tx(bar, bytes);
+  llama_emu::mbarrier_arrive(bar);
+#elif defined(LLK_SM90A)
+  asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(
+                   shared_address(bar)),
+               "r"(bytes)
+               : "memory");
+#else
+  __trap();
+#endif
+}
+/// Waits until the phase of parity `parity` of `bar` has completed.
+__device__ __forceinline__ void mbarrier_wait(uint64_t *bar, unsigned parity) {
+#ifdef LLAMA_CUDA_EMULATE
+  llama_emu::mbarrier_wait(bar, parity);
+#elif defined(LLK_SM90A)
+  uint32_t done = 0;
+  while (!done)
+    asm volatile("{\n.reg .pred p;\n"
+                 "mbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\n"
+                 "selp.u32 %0, 1, 0, p;\n}\n"
+                 : "=r"(done)
+                 : "r"(shared_address(bar)), "r"(parity)
+                 : "memory");
+#else
+  __trap();
+#endif
+}
+/// This thread's cp.async copies issued so far arrive on `bar` once they
+/// have landed (.noinc: `bar`'s count includes this arrival).
+__device__ __forceinline__ void cp_async_mbarrier_arrive(uint64_t *bar) {
+#ifdef LLAMA_CUDA_EMULATE
+  llama_emu::cp_async_mbarrier_arrive(bar);
+#elif defined(LLK_SM90A)
+  asm volatile("cp.async.mbarrier.arrive.noinc.shared::cta.b64 [%0];\n" ::"r"(
+                   shared_address(bar))
+               : "memory");
+#else
+  __trap();
+#endif
+}
+/// `bytes` (a multiple of 16; 16-byte aligned addresses) from global `src`
+/// to shared `dst` by the copy engine (TMA's bulk copy), completing that
+/// many transaction bytes on `bar`.
+__device__ __forceinline__ void bulk_copy(void *dst, const void *src, uint32_t bytes,
+                                          uint64_t *bar) {
+#ifdef LLAMA_CUDA_EMULATE
+  llama_emu::bulk_copy(dst, src, bytes, bar);
+#elif defined(LLK_SM90A)
+  asm volatile(
+      "cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];\n" ::
+          "r"(shared_address(dst)),
+      "l"(src), "r"(bytes), "r"(shared_address(bar))
+      : "memory");
+#else
+  __trap();
+#endif
+}
 
 } // namespace llk

@@ -1,4 +1,4 @@
-// sm_90a's warpgroup MMA wrappers of runtime/cuda/kernels/mma.cuh, as the
+// sm_90a's warpgroup MMA and mbarrier wrappers of runtime/cuda/kernels/mma.cuh, as the
 // FA3-style kernels use them, for the static audit (kernel_audit.sh): S =
 // Q K^T over a 64-wide K in four k-steps with both operands in 128-byte
 // swizzled shared memory (m64n128k16, K-major), then O += P V with P's A
@@ -46,4 +46,44 @@ __global__ void __launch_bounds__(128) wgmma_probe(float *out, const uint4 *in) 
 #pragma unroll
   for (int i = 0; i < 32; ++i)
     out[threadIdx.x * 32 + i] = o[i];
+}
+
+// The mbarrier handshakes of a warp-specialized kernel: warpgroup 1's first
+// thread bulk-copies 4 KiB tiles into a two-stage ring on `full`, the
+// consumers (warpgroup 0) wait, read, and release the stage on `empty`; and
+// a cp.async hand-off (cp.async.mbarrier.arrive.noinc).
+// dynamic shared memory: mbarrier_probe 9216
+__global__ void __launch_bounds__(256) mbarrier_probe(const float4 *src, float *out, int tiles) {
+  LLK_DYNAMIC_SHARED(smem);
+  uint64_t *full = reinterpret_cast<uint64_t *>(smem), *empty = full + 2, *copied = full + 4;
+  float4 *buf = reinterpret_cast<float4 *>(smem + 1024);
+  if (threadIdx.x == 0) {
+    for (int s = 0; s < 2; ++s) {
+      llk::mbarrier_init(&full[s], 1);
+      llk::mbarrier_init(&empty[s], 128);
+    }
+    llk::mbarrier_init(copied, 128);
+  }
+  __syncthreads();
+  if (threadIdx.x >= 128) {
+    if (threadIdx.x == 128)
+      for (int i = 0; i < tiles; ++i) {
+        if (i >= 2)
+          llk::mbarrier_wait(&empty[i % 2], unsigned(i / 2 - 1) & 1u);
+        llk::mbarrier_arrive_expect_tx(&full[i % 2], 4096);
+        llk::bulk_copy(buf + 256 * (i % 2), src + 256 * i, 4096, &full[i % 2]);
+      }
+    return;
+  }
+  float sum = 0.0f;
+  for (int i = 0; i < tiles; ++i) {
+    llk::mbarrier_wait(&full[i % 2], unsigned(i / 2) & 1u);
+    const float4 x = buf[256 * (i % 2) + 2 * threadIdx.x];
+    sum += x.x + x.y + x.z + x.w;
+    llk::mbarrier_arrive(&empty[i % 2]);
+  }
+  llk::cp_async16(buf + threadIdx.x, src + threadIdx.x, true);
+  llk::cp_async_mbarrier_arrive(copied);
+  llk::mbarrier_wait(copied, 0);
+  out[threadIdx.x] = sum + buf[(threadIdx.x + 1) % 128].x;
 }

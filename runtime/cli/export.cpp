@@ -82,17 +82,16 @@ ExportResult run_export(const ProgramInfo &program, const ExportOptions &o) {
   auto warn = [](const std::string &m) { std::fprintf(stderr, "warning: %s\n", m.c_str()); };
   ExportResult result;
   interop::HfExportResult written;
-  if (program.dtype == DType::F64) {
-    AlignedBuffer<double> params(static_cast<size_t>(program.param_numel));
-    result.weights_from = train::load_model_weights<double>(program, o.checkpoint,
-                                                            params.data(), warn);
-    written = interop::write_hf_folder<double>(program, params.data(), hf);
-  } else {
-    AlignedBuffer<float> params(static_cast<size_t>(program.param_numel));
-    result.weights_from = train::load_model_weights<float>(program, o.checkpoint,
-                                                           params.data(), warn);
-    written = interop::write_hf_folder<float>(program, params.data(), hf);
-  }
+  auto load_and_write = [&](auto element) { // the program's storage type
+    using T = decltype(element);
+    AlignedBuffer<T> params(static_cast<size_t>(program.param_numel));
+    result.weights_from = train::load_model_weights<T>(program, o.checkpoint, params.data(), warn);
+    written = interop::write_hf_folder<T>(program, params.data(), hf);
+  };
+  if (program.dtype == DType::F64)
+    load_and_write(0.0);
+  else
+    load_and_write(0.0f);
   result.weight_files = written.weight_files;
   result.weight_bytes = written.weight_bytes;
   return result;

@@ -1011,25 +1011,26 @@ extern "C" __attribute__((weak, used)) size_t llama_emu_bank_report(char *buf, s
 
 inline void __syncthreads() { llama_emu::wait(llama_emu::State::AtBlockBarrier); }
 
-template <typename T> T __shfl_xor_sync(unsigned, T value, int lane_mask, int = 32) {
+namespace llama_emu {
+// Every lane of the calling warp offers `value` and takes lane `src`'s.
+template <typename T> T warp_exchange(T value, unsigned src) {
   static T exchange[1024];
   const unsigned t = threadIdx.x;
   exchange[t] = value;
-  llama_emu::warp_sync();
-  T other = exchange[t ^ unsigned(lane_mask)];
-  llama_emu::warp_sync();
+  warp_sync();
+  T other = exchange[(t & ~31u) + (src & 31u)];
+  warp_sync();
   return other;
+}
+} // namespace llama_emu
+
+template <typename T> T __shfl_xor_sync(unsigned, T value, int lane_mask, int = 32) {
+  return llama_emu::warp_exchange(value, (threadIdx.x & 31u) ^ unsigned(lane_mask));
 }
 
 // The value of lane `src_lane` of the calling warp (every lane calls).
 template <typename T> T __shfl_sync(unsigned, T value, int src_lane, int = 32) {
-  static T exchange[1024];
-  const unsigned t = threadIdx.x;
-  exchange[t] = value;
-  llama_emu::warp_sync();
-  T other = exchange[(t & ~31u) + (unsigned(src_lane) & 31u)];
-  llama_emu::warp_sync();
-  return other;
+  return llama_emu::warp_exchange(value, unsigned(src_lane));
 }
 
 // The lanes of the calling warp wait for each other (shared-memory writes

@@ -70,11 +70,21 @@ inline thread_local dim3 blockDim, gridDim;
 #define __forceinline__ inline
 #define __shared__ static
 #define __constant__
-#define __launch_bounds__(n)
+#define __launch_bounds__(...)
+#define __grid_constant__
 
 namespace llama_emu {
 
-enum class State { Ready, AtBlockBarrier, AtWarpBarrier, AtWarpgroupBarrier, AtMbarrier, Done };
+enum class State {
+  Ready,
+  AtBlockBarrier,
+  AtWarpBarrier,
+  AtWarpgroupBarrier,
+  AtMbarrier,
+  AtNamedBarrier, // bar.sync with an id and a thread count
+  AtRegisters,    // setmaxnreg.inc waiting for registers to be released
+  Done
+};
 
 #if defined(__x86_64__)
 // llama_emu_switch(&from_sp, to_sp): pushes the callee-saved registers and
@@ -128,6 +138,8 @@ struct Fiber {
   State state = State::Ready;
   uint32_t mbarrier = 0; // AtMbarrier: the barrier (shared offset) and the
   unsigned parity = 0;   // phase parity it waits to see completed
+  unsigned named = 0;    // AtNamedBarrier: the barrier's id
+  unsigned registers = 0; // AtRegisters: the count setmaxnreg.inc asked for
 };
 
 // The block being run on this thread.
@@ -194,8 +206,24 @@ struct Block {
     std::vector<Copy> copies;
     uint32_t mbarrier;
     int64_t tx; // bytes to complete (bulk), or 0 for one arrival
+    // A tensor copy's source, gathered when it was issued (the copies read
+    // from here; moving the vector keeps its storage).
+    std::vector<unsigned char> staged;
   };
   std::vector<BarrierCopies> barrier_copies;
+  // Named barriers 1-15 (bar.sync / bar.arrive with a thread count; 0 is
+  // __syncthreads'): the count of the generation in progress and the
+  // threads arrived in it.
+  struct Named {
+    unsigned count = 0, arrived = 0;
+  };
+  Named named[16];
+  // Registers per thread (setmaxnreg): each starts at the most a launch of
+  // this many threads can have (65536 / threads, a multiple of 8, <= 255:
+  // the most ptxas gives a kernel launched so), and a warpgroup can move its
+  // count down, or up while the block's 65536 registers allow.
+  static constexpr unsigned kRegisterFile = 65536;
+  std::vector<unsigned> registers;
   // Dynamic shared memory (LLK_DYNAMIC_SHARED): the launch's size, 1024-byte
   // aligned (wgmma's 128-byte swizzle repeats every 1024 bytes of address),
   // refilled with a NaN pattern before every block.
@@ -368,6 +396,14 @@ inline void warpgroup_sync() { wait(State::AtWarpgroupBarrier); }
 
 inline void mbarrier_arrive_at(Block &b, uint32_t offset, int64_t tx_done, bool arrival);
 
+// Registers of the block's register file not held by any thread.
+inline unsigned registers_free(const Block &b) {
+  unsigned used = 0;
+  for (unsigned r : b.registers)
+    used += r;
+  return used > Block::kRegisterFile ? 0 : Block::kRegisterFile - used;
+}
+
 // Lands the copies issued on mbarriers since the last call; true when any.
 inline bool land_barrier_copies(Block &b) {
   if (b.barrier_copies.empty())
@@ -401,6 +437,9 @@ inline void run_block(Block &b, unsigned threads, uint64_t seed) {
   b.wgmma.assign(threads, Block::WgmmaQueue());
   b.mbarriers.clear();
   b.barrier_copies.clear();
+  for (Block::Named &n : b.named)
+    n = Block::Named();
+  b.registers.assign(threads, std::min(256u, Block::kRegisterFile / threads / 8 * 8));
   // 0xff bytes: a bf16 or fp32 NaN, so a read of shared memory that no
   // thread of this block wrote shows in the results.
   std::memset(b.dynamic_shared, 0xff, b.dynamic_bytes);
@@ -435,6 +474,13 @@ inline void run_block(Block &b, unsigned threads, uint64_t seed) {
     for (Fiber &f : b.fibers)
       if (f.state == State::AtMbarrier && b.mbarriers[f.mbarrier].phase != f.parity) {
         f.state = State::Ready;
+        released = true;
+      }
+    // setmaxnreg.inc: a thread goes on once the register file has room.
+    for (unsigned t = 0; t < threads; ++t)
+      if (b.fibers[t].state == State::AtRegisters &&
+          registers_free(b) >= b.fibers[t].registers - b.registers[t]) {
+        b.fibers[t].state = State::Ready;
         released = true;
       }
     // Release the barriers that every live participant has reached.
@@ -483,6 +529,13 @@ inline void run_block(Block &b, unsigned threads, uint64_t seed) {
       }
       if (!b.barrier_copies.empty())
         throw std::runtime_error("emulate: the block exited with copies in flight");
+      for (unsigned id = 1; id < 16; ++id)
+        if (b.named[id].arrived)
+          throw std::runtime_error("emulate: the block exited with named barrier " +
+                                   std::to_string(id) + " part-way (" +
+                                   std::to_string(b.named[id].arrived) + " of " +
+                                   std::to_string(b.named[id].count) +
+                                   " threads arrived): unbalanced bar.arrive / bar.sync");
       if (counting())
         count_block(b, threads);
       return;
@@ -498,8 +551,10 @@ inline void run_block(Block &b, unsigned threads, uint64_t seed) {
                                std::to_string(blockIdx.y) + ", " +
                                std::to_string(blockIdx.z) +
                                ") cannot complete a barrier: its threads wait at "
-                               "different ones (divergent __syncthreads or shuffle), or "
-                               "on an mbarrier phase that nothing will complete");
+                               "different ones (divergent __syncthreads or shuffle), on "
+                               "an mbarrier phase or a named barrier that nothing will "
+                               "complete, or in setmaxnreg.inc for registers no one "
+                               "releases");
   }
 }
 
@@ -951,6 +1006,178 @@ inline void bulk_copy(void *dst, const void *src, uint32_t bytes, void *bar) {
   shared_offset(dst); // the destination is shared memory (the copy engine
                       // writes it: no bank or coalescing counts)
   b.barrier_copies.push_back({{Block::Copy{dst, src, bytes, bytes}}, offset, int64_t(bytes)});
+}
+
+// ---- tensor maps and bulk tensor copies (TMA, sm_90) ------------------------
+// A tensor map: on a GPU the 128-byte CUtensorMap that cuTensorMapEncodeTiled
+// writes on the host, here its fields. encode_tensor_map checks what the
+// driver checks; tensor_copy is cp.async.bulk.tensor's tile mode.
+struct TensorMap {
+  static constexpr uint32_t kMagic = 0x544d4150; // "TMAP"
+  uint32_t magic = 0, rank = 0, elem_bytes = 0, swizzle = 0; // swizzle: 0, 32, 64, 128 bytes
+  const unsigned char *base = nullptr;
+  uint64_t dims[5] = {};    // elements, innermost first
+  uint64_t strides[4] = {}; // bytes between consecutive indices of dims 1..4
+  uint32_t box[5] = {};     // elements a copy moves along each dim
+};
+static_assert(sizeof(TensorMap) <= 128, "a CUtensorMap is 128 bytes");
+
+// cuTensorMapEncodeTiled's rules for a tiled map without interleave or
+// element strides: rank 1-5, a 16-byte aligned base, dims in [1, 2^32],
+// strides multiples of 16 below 2^40, box dims in [1, 256] with the inner
+// one a multiple of 16 bytes, and under a swizzle no wider than it.
+inline void encode_tensor_map(TensorMap *map, const void *base, unsigned rank,
+                              unsigned elem_bytes, const uint64_t *dims,
+                              const uint64_t *strides, const uint32_t *box, unsigned swizzle) {
+  auto fail = [](const std::string &what) {
+    throw std::runtime_error("emulate: cuTensorMapEncodeTiled: " + what);
+  };
+  if (rank < 1 || rank > 5)
+    fail("rank " + std::to_string(rank) + " is not 1-5");
+  if (elem_bytes != 1 && elem_bytes != 2 && elem_bytes != 4 && elem_bytes != 8)
+    fail("elements of " + std::to_string(elem_bytes) + " bytes");
+  if (reinterpret_cast<uintptr_t>(base) % 16)
+    fail("the global address is not 16-byte aligned");
+  if (swizzle != 0 && swizzle != 32 && swizzle != 64 && swizzle != 128)
+    fail("swizzle " + std::to_string(swizzle));
+  TensorMap m;
+  m.magic = TensorMap::kMagic;
+  m.rank = rank;
+  m.elem_bytes = elem_bytes;
+  m.swizzle = swizzle;
+  m.base = static_cast<const unsigned char *>(base);
+  for (unsigned d = 0; d < rank; ++d) {
+    if (dims[d] == 0 || dims[d] > (uint64_t(1) << 32))
+      fail("dim " + std::to_string(d) + " is " + std::to_string(dims[d]));
+    if (box[d] == 0 || box[d] > 256)
+      fail("box dim " + std::to_string(d) + " is " + std::to_string(box[d]));
+    if (d > 0 && (strides[d - 1] % 16 || strides[d - 1] >= (uint64_t(1) << 40)))
+      fail("stride " + std::to_string(d) + " is " + std::to_string(strides[d - 1]) +
+           " bytes, not a multiple of 16 below 2^40");
+    m.dims[d] = dims[d];
+    m.box[d] = box[d];
+    if (d > 0)
+      m.strides[d - 1] = strides[d - 1];
+  }
+  const uint64_t inner = uint64_t(box[0]) * elem_bytes;
+  if (inner % 16)
+    fail("the inner box dim is " + std::to_string(inner) + " bytes, not a multiple of 16");
+  if (swizzle && inner > swizzle)
+    fail("the inner box dim (" + std::to_string(inner) + " bytes) is wider than the " +
+         std::to_string(swizzle) + "-byte swizzle");
+  *map = m;
+}
+
+// cp.async.bulk.tensor.Nd.shared::cluster.global.tile.mbarrier::complete_tx::bytes
+// [dst], [map, {coords}], [bar]: the box of `map` whose first element is at
+// `coords` (signed, innermost first) lands in shared memory at `dst`
+// (128-byte aligned) with the box's elements packed innermost first, each
+// 16-byte chunk at its swizzled address (bits [4, 4 + log2 W) of the shared
+// address XORed with bits [7, 7 + log2 W), W = swizzle / 16: the layout
+// wgmma_element_offset reads); elements outside the tensor are zeros. It
+// completes the whole box's bytes on `bar`, out-of-bounds ones included.
+inline void tensor_copy(void *dst, const TensorMap *map, const int32_t *coords, void *bar) {
+  Block &b = running_block("cp.async.bulk.tensor");
+  if (map->magic != TensorMap::kMagic)
+    throw std::runtime_error("emulate: cp.async.bulk.tensor with a tensor map that "
+                             "encode_tensor_map did not write");
+  const uint32_t at = shared_offset(dst);
+  if (at % 128)
+    throw std::runtime_error("emulate: cp.async.bulk.tensor to shared memory that is not "
+                             "128-byte aligned");
+  const uint32_t offset = mbarrier_offset(bar);
+  mbarrier_at(b, offset, "cp.async.bulk.tensor");
+  const unsigned rank = map->rank, e = map->elem_bytes;
+  uint64_t count = 1;
+  for (unsigned d = 0; d < rank; ++d)
+    count *= map->box[d];
+  const uint64_t bytes = count * e;
+  if (at + bytes > b.dynamic_bytes)
+    throw std::runtime_error("emulate: cp.async.bulk.tensor past the end of the dynamic "
+                             "shared memory");
+  Block::BarrierCopies copy{{}, offset, int64_t(bytes), std::vector<unsigned char>(bytes, 0)};
+  // Gather the box, element by element, innermost dim fastest.
+  unsigned idx[5] = {0, 0, 0, 0, 0};
+  for (uint64_t n = 0; n < count; ++n) {
+    bool inside = true;
+    uint64_t src = 0;
+    for (unsigned d = 0; d < rank; ++d) {
+      const int64_t c = int64_t(coords[d]) + idx[d];
+      inside &= c >= 0 && uint64_t(c) < map->dims[d];
+      src += uint64_t(c) * (d ? map->strides[d - 1] : e);
+    }
+    if (inside)
+      std::memcpy(copy.staged.data() + n * e, map->base + src, e);
+    for (unsigned d = 0; d < rank && ++idx[d] == map->box[d]; ++d)
+      idx[d] = 0;
+  }
+  const uint32_t w = map->swizzle / 16; // chunks a swizzle row has (0: none)
+  for (uint64_t o = 0; o < bytes; o += 16) {
+    uint32_t a = uint32_t(at + o);
+    if (w)
+      a ^= ((a >> 7) & (w - 1)) << 4;
+    copy.copies.push_back({b.dynamic_shared + a, copy.staged.data() + o, 16, 16});
+  }
+  b.barrier_copies.push_back(std::move(copy));
+}
+
+// ---- named barriers and register reallocation (sm_90) -----------------------
+// bar.sync id, count / bar.arrive id, count: barrier `id` (1-15 here; 0 is
+// __syncthreads') completes when `count` threads (a multiple of 32) have
+// arrived at it, whoever they are; bar.sync waits for that, bar.arrive does
+// not. Every arrival of a generation must name the same count.
+inline void named_barrier(unsigned id, unsigned count, bool wait_for_it) {
+  Block &b = running_block("bar.sync");
+  if (id == 0 || id > 15)
+    throw std::runtime_error("emulate: named barrier " + std::to_string(id) +
+                             " (1-15; 0 is __syncthreads')");
+  if (count == 0 || count % 32 || count > b.fibers.size())
+    throw std::runtime_error("emulate: named barrier " + std::to_string(id) + " for " +
+                             std::to_string(count) +
+                             " threads (a multiple of 32, at most the block)");
+  Block::Named &n = b.named[id];
+  if (n.arrived && n.count != count)
+    throw std::runtime_error("emulate: named barrier " + std::to_string(id) + " awaited by " +
+                             std::to_string(count) + " and by " + std::to_string(n.count) +
+                             " threads in one generation");
+  n.count = count;
+  if (++n.arrived == count) {
+    n.arrived = 0;
+    for (Fiber &f : b.fibers)
+      if (f.state == State::AtNamedBarrier && f.named == id)
+        f.state = State::Ready;
+    return;
+  }
+  if (wait_for_it) {
+    b.fibers[threadIdx.x].named = id;
+    wait(State::AtNamedBarrier);
+  }
+}
+
+// setmaxnreg.{inc,dec}.sync.aligned.u32 n: the calling warpgroup's threads
+// hold n registers each from here (n a multiple of 8 in [24, 256]); .dec
+// gives registers back to the block's file, .inc waits until the file has
+// them. Warpgroup-collective.
+inline void setmaxnreg(unsigned n, bool increase) {
+  Block &b = running_block("setmaxnreg");
+  if (n < 24 || n > 256 || n % 8)
+    throw std::runtime_error("emulate: setmaxnreg " + std::to_string(n) +
+                             " (a multiple of 8 in [24, 256])");
+  warpgroup_sync();
+  const unsigned t = threadIdx.x;
+  if (increase ? n < b.registers[t] : n > b.registers[t])
+    throw std::runtime_error("emulate: setmaxnreg." + std::string(increase ? "inc " : "dec ") +
+                             std::to_string(n) + " from " + std::to_string(b.registers[t]) +
+                             " registers");
+  if (!increase) {
+    b.registers[t] = n;
+    return;
+  }
+  while (registers_free(b) < n - b.registers[t]) {
+    b.fibers[t].registers = n;
+    wait(State::AtRegisters);
+  }
+  b.registers[t] = n;
 }
 
 } // namespace llama_emu

@@ -20,6 +20,14 @@
 // round) feed consumers exactly the data of each tile; cp.async copies arrive
 // on a barrier once landed; a wait nothing will complete, or an arrival
 // beyond the count, throws.
+// And TMA's tiled copies: a box of a 4-d bf16 tensor (the attention kernels'
+// [batch, seq, heads, dim] maps) lands packed, 16-byte chunk c of 128-byte
+// row r at c ^ (r % 8) under the 128-byte swizzle and in place without it,
+// out-of-bounds rows (past the end, before the start) zero, only at the
+// barrier's completion; encodings the driver refuses throw. Named barriers
+// order two warpgroups' turns (strict alternation), and an unbalanced
+// arrival or mismatched counts throw; setmaxnreg.inc waits for the
+// registers another warpgroup's setmaxnreg.dec gives back.
 #include "runtime/cuda/kernels/mma.cuh"
 
 #include <gtest/gtest.h>
@@ -27,6 +35,7 @@
 #include <cmath>
 #include <cstring>
 #include <random>
+#include <string>
 #include <stdexcept>
 #include <vector>
 
@@ -417,6 +426,163 @@ TEST(EmulateMbarrier, ImpossibleWaitsAndExtraArrivalsThrow) {
   EXPECT_THROW(LLAMA_LAUNCH_SMEM(bad_barrier_kernel, dim3(1), dim3(32), 64, nullptr, 0),
                std::runtime_error);
   EXPECT_THROW(LLAMA_LAUNCH_SMEM(bad_barrier_kernel, dim3(1), dim3(32), 64, nullptr, 1),
+               std::runtime_error);
+}
+
+
+// ---- TMA tiled copies ------------------------------------------------------
+constexpr int kTB = 2, kTSeq = 100, kTHeads = 3, kTDim = 128; // [batch, seq, heads, dim]
+
+bf16 tensor_value(int b, int r, int h, int c) {
+  return __float2bfloat16(float((b * 7 + r * 3 + h * 5 + c) % 251) - 125.0f);
+}
+
+// Thread 0 copies box {64 dims, 1 head, 64 rows, 1 batch} at `at` into
+// shared memory at 1024 and reads the first 16 bytes back before waiting
+// (`early`); then everyone waits and the 8 KiB are copied out.
+__global__ void tma_kernel(const __grid_constant__ llk::TensorMap map, int dim0, int head,
+                           int row, int batch, uint8_t *out, uint8_t *early) {
+  LLK_DYNAMIC_SHARED(smem);
+  uint64_t *bar = reinterpret_cast<uint64_t *>(smem);
+  if (threadIdx.x == 0) {
+    llk::mbarrier_init(bar, 1);
+    llk::fence_mbarrier_init();
+  }
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    llk::mbarrier_arrive_expect_tx(bar, 64 * 64 * 2);
+    const int32_t at[4] = {dim0, head, row, batch};
+    llk::tensor_copy<4>(smem + 1024, map, at, bar);
+    std::memcpy(early, smem + 1024, 16);
+  }
+  llk::mbarrier_wait(bar, 0);
+  for (int i = int(threadIdx.x); i < 64 * 64 * 2; i += 32)
+    out[i] = smem[1024 + i];
+}
+
+/// The box's shared memory image, built from the layout rule: element
+/// (row rr, dim cc) of the box at byte 128 rr + 2 cc, its 16-byte chunk
+/// moved to cc / 8 ^ rr % 8 when swizzled.
+std::vector<uint8_t> tma_image(int dim0, int head, int row, int batch, bool swizzled) {
+  std::vector<uint8_t> image(64 * 128, 0);
+  for (int rr = 0; rr < 64; ++rr)
+    for (int cc = 0; cc < 64; ++cc) {
+      const int r = row + rr;
+      if (r < 0 || r >= kTSeq)
+        continue; // zeros
+      const size_t chunk = size_t(cc / 8), at = swizzled ? sw128(size_t(rr), chunk)
+                                                          : size_t(rr) * 128 + chunk * 16;
+      put(image, at + size_t(cc % 8) * 2, tensor_value(batch, r, head, dim0 + cc).bits);
+    }
+  return image;
+}
+
+TEST(EmulateTma, TiledCopiesLandSwizzledWithZerosOutOfBounds) {
+  std::vector<bf16> x(size_t(kTB * kTSeq * kTHeads * kTDim));
+  for (int b = 0; b < kTB; ++b)
+    for (int r = 0; r < kTSeq; ++r)
+      for (int h = 0; h < kTHeads; ++h)
+        for (int c = 0; c < kTDim; ++c)
+          x[size_t(((b * kTSeq + r) * kTHeads + h) * kTDim + c)] = tensor_value(b, r, h, c);
+  const uint64_t dims[4] = {kTDim, kTHeads, kTSeq, kTB};
+  const uint64_t strides[3] = {kTDim * 2, kTHeads * kTDim * 2, kTSeq * kTHeads * kTDim * 2};
+  const uint32_t box[4] = {64, 1, 64, 1};
+  struct Case {
+    int dim0, head, row, batch;
+    unsigned swizzle;
+  } cases[] = {{64, 2, 60, 1, 128}, // rows 100-123 past seq
+               {0, 1, -3, 0, 128},  // rows -3..-1 before the start
+               {64, 0, 10, 1, 0}};  // no swizzle: rows in place
+  for (const Case &k : cases) {
+    SCOPED_TRACE("row " + std::to_string(k.row) + " swizzle " + std::to_string(k.swizzle));
+    llk::TensorMap map;
+    llk::make_tensor_map(&map, x.data(), 4, dims, strides, box, k.swizzle);
+    std::vector<uint8_t> out(64 * 128, 0xaa), early(16, 0);
+    LLAMA_LAUNCH_SMEM(tma_kernel, dim3(1), dim3(32), 1024 + 64 * 128, nullptr, map, k.dim0,
+                      k.head, k.row, k.batch, out.data(), early.data());
+    EXPECT_EQ(out, tma_image(k.dim0, k.head, k.row, k.batch, k.swizzle != 0));
+    // Not there before the barrier completes: the emulator's fill (0xff).
+    EXPECT_EQ(early, std::vector<uint8_t>(16, 0xff));
+  }
+  // The swizzled and the plain images differ (the check above can fail).
+  EXPECT_NE(tma_image(64, 2, 60, 1, true), tma_image(64, 2, 60, 1, false));
+}
+
+TEST(EmulateTma, EncodingsTheDriverRefusesThrow) {
+  std::vector<bf16> x(4096);
+  llk::TensorMap map;
+  const uint64_t dims[2] = {64, 64};
+  const uint64_t good_stride[1] = {128}, odd_stride[1] = {120};
+  const uint32_t box[2] = {64, 64}, wide_box[2] = {128, 64}, tall_box[2] = {64, 300};
+  EXPECT_NO_THROW(llk::make_tensor_map(&map, x.data(), 2, dims, good_stride, box, 128));
+  EXPECT_THROW(llk::make_tensor_map(&map, x.data(), 2, dims, odd_stride, box, 128),
+               std::runtime_error); // stride not a multiple of 16
+  EXPECT_THROW(llk::make_tensor_map(&map, x.data(), 2, dims, good_stride, wide_box, 128),
+               std::runtime_error); // 256-byte rows under a 128-byte swizzle
+  EXPECT_THROW(llk::make_tensor_map(&map, x.data(), 2, dims, good_stride, tall_box, 128),
+               std::runtime_error); // a box dim over 256
+  EXPECT_THROW(llk::make_tensor_map(&map, x.data() + 1, 2, dims, good_stride, box, 0),
+               std::runtime_error); // base not 16-byte aligned
+}
+
+// ---- named barriers and setmaxnreg ----------------------------------------
+// Two warpgroups take `turns` turns each, as the attention consumers do:
+// wait at barrier 1 + wg, log, let the other go at 2 - wg (warpgroup 1
+// arrives for warpgroup 0 first and skips its arrival after its last turn).
+// mode 1: warpgroup 1 does not skip it (an unbalanced arrival); mode 2:
+// warpgroup 0 names a different count.
+__global__ void turns_kernel(int turns, int mode, int *log) {
+  LLK_DYNAMIC_SHARED(smem);
+  int *next = reinterpret_cast<int *>(smem);
+  const int wg = int(threadIdx.x) / 128;
+  if (threadIdx.x == 0)
+    *next = 0;
+  __syncthreads();
+  const unsigned mine = 1u + unsigned(wg), theirs = 2u - unsigned(wg);
+  if (wg == 1)
+    llk::named_barrier_arrive(theirs, 256);
+  for (int i = 0; i < turns; ++i) {
+    llk::named_barrier_sync(mine, mode == 2 && wg == 0 ? 224 : 256);
+    if (threadIdx.x % 128 == 0)
+      log[(*next)++] = wg;
+    if (wg == 0 || i + 1 < turns || mode == 1)
+      llk::named_barrier_arrive(theirs, 256);
+  }
+}
+
+TEST(EmulateNamedBarrier, TurnsAlternateAndUnbalancedArrivalsThrow) {
+  std::vector<int> log(12, -1);
+  LLAMA_LAUNCH_SMEM(turns_kernel, dim3(1), dim3(256), 64, nullptr, 6, 0, log.data());
+  for (size_t i = 0; i < log.size(); ++i)
+    EXPECT_EQ(log[i], int(i % 2)) << "turn " << i;
+  EXPECT_THROW(LLAMA_LAUNCH_SMEM(turns_kernel, dim3(1), dim3(256), 64, nullptr, 6, 1,
+                                 log.data()),
+               std::runtime_error);
+  EXPECT_THROW(LLAMA_LAUNCH_SMEM(turns_kernel, dim3(1), dim3(256), 64, nullptr, 6, 2,
+                                 log.data()),
+               std::runtime_error);
+}
+
+// 384 threads start with 168 registers each (65536 / 384, a multiple of 8).
+// Warpgroups 1 and 2 ask for 240; warpgroup 0 gives back down to 24 unless
+// `hoard`, and then they can never have them.
+__global__ void registers_kernel(bool hoard, int *done) {
+  const int wg = int(threadIdx.x) / 128;
+  if (wg == 0) {
+    if (!hoard)
+      llk::setmaxnreg_dec<24>();
+    return;
+  }
+  llk::setmaxnreg_inc<240>();
+  if (threadIdx.x % 128 == 0)
+    done[wg - 1] = 1;
+}
+
+TEST(EmulateSetmaxnreg, IncreasesWaitForRegistersGivenBack) {
+  std::vector<int> done(2, 0);
+  LLAMA_LAUNCH(registers_kernel, dim3(1), dim3(384), nullptr, false, done.data());
+  EXPECT_EQ(done, (std::vector<int>{1, 1}));
+  EXPECT_THROW(LLAMA_LAUNCH(registers_kernel, dim3(1), dim3(384), nullptr, true, done.data()),
                std::runtime_error);
 }
 

@@ -20,6 +20,9 @@
 //   mbarrier_init, mbarrier_arrive, mbarrier_arrive_expect_tx,
 //   mbarrier_wait, cp_async_mbarrier_arrive, bulk_copy (the producer /
 //   consumer handshakes of warp-specialized kernels)
+//   TensorMap, make_tensor_map (host), tensor_copy<R>  TMA's tiled copies
+//   named_barrier_sync / named_barrier_arrive  bar.sync / bar.arrive id, n
+//   setmaxnreg_inc<N> / setmaxnreg_dec<N>  register reallocation
 //
 // Fragment layouts (PTX ISA, "Matrix fragments for mma.m16n8k16"), with
 // g = lane / 4, t = lane % 4, the lower half of a 32-bit register holding the
@@ -39,16 +42,36 @@
 
 #include "runtime/cuda/kernels/common.cuh"
 
+#ifndef LLAMA_CUDA_EMULATE
+#include <cuda.h> // CUtensorMap and its enums (no libcuda call: see make_tensor_map)
+#endif
+#include <stdexcept>
+#include <string>
+
 #ifdef LLAMA_CUDA_EMULATE
-// The launch's dynamic shared memory, 128-byte aligned.
+// The launch's dynamic shared memory, 1024-byte aligned (the period of the
+// 128-byte swizzle, which TMA and wgmma apply to shared addresses).
 #define LLK_DYNAMIC_SHARED(name) unsigned char *name = ::llama_emu::dynamic_shared()
 #else
-#define LLK_DYNAMIC_SHARED(name) extern __shared__ __align__(128) unsigned char name[]
+#define LLK_DYNAMIC_SHARED(name) extern __shared__ __align__(1024) unsigned char name[]
 #define LLAMA_LAUNCH_SMEM(kernel, grid, block, smem, stream, ...)               \
   kernel<<<(grid), (block), (smem), (stream)>>>(__VA_ARGS__)
 #endif
 
 namespace llk {
+
+/// Allows `Kernel` `bytes` of dynamic shared memory (the opt-in above 48 KiB,
+/// made once; a failure shows as the launch's error). Nothing to do under
+/// the emulator.
+template <auto Kernel> void allow_dynamic_shared(size_t bytes) {
+#ifndef LLAMA_CUDA_EMULATE
+  static const cudaError_t opted =
+      cudaFuncSetAttribute(Kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(bytes));
+  (void)opted;
+#else
+  (void)bytes;
+#endif
+}
 
 /// Two fp32 values as a bf16x2 register (round to nearest even), `lo` in
 /// the lower half: one cvt.rn.bf16x2.f32 on a GPU.
@@ -359,6 +382,14 @@ __device__ __forceinline__ void mbarrier_init(uint64_t *bar, unsigned count) {
   __trap();
 #endif
 }
+/// fence.mbarrier_init.release.cluster: this thread's mbarrier.init become
+/// visible to the copy engine's complete_tx (before the barrier that
+/// publishes them to the block).
+__device__ __forceinline__ void fence_mbarrier_init() {
+#ifdef LLK_SM90A
+  asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
+#endif
+}
 /// One arrival.
 __device__ __forceinline__ void mbarrier_arrive(uint64_t *bar) {
 #ifdef LLAMA_CUDA_EMULATE
@@ -428,6 +459,127 @@ __device__ __forceinline__ void bulk_copy(void *dst, const void *src, uint32_t b
           "r"(shared_address(dst)),
       "l"(src), "r"(bytes), "r"(shared_address(bar))
       : "memory");
+#else
+  __trap();
+#endif
+}
+
+
+// ---- tensor maps and TMA copies (sm_90) -------------------------------------
+// A tiled tensor map of a bf16 tensor in global memory: what the copy engine
+// needs to move a box of it into shared memory in one instruction. Encoded on
+// the host (make_tensor_map) and passed to the kernel by value as a
+// `const __grid_constant__` parameter.
+#ifdef LLAMA_CUDA_EMULATE
+using TensorMap = llama_emu::TensorMap;
+#else
+using TensorMap = CUtensorMap;
+#endif
+
+/// Encodes `map` for the bf16 tensor at `base` (16-byte aligned) of `rank`
+/// dims (innermost first) `dims`, `strides` the bytes between consecutive
+/// indices of dims 1.. (multiples of 16), copied in boxes of `box` elements
+/// (box[0] * 2 bytes a multiple of 16, and at most `swizzle_bytes` when
+/// swizzled: 0, 32, 64 or 128). Out-of-bounds elements read as zeros. On a
+/// GPU, the driver's cuTensorMapEncodeTiled, reached through the runtime's
+/// entry point query (no link against libcuda); it throws when that fails.
+inline void make_tensor_map(TensorMap *map, const void *base, unsigned rank,
+                            const uint64_t *dims, const uint64_t *strides, const uint32_t *box,
+                            unsigned swizzle_bytes) {
+#ifdef LLAMA_CUDA_EMULATE
+  llama_emu::encode_tensor_map(map, base, rank, 2, dims, strides, box, swizzle_bytes);
+#else
+  using Encode = CUresult (*)(CUtensorMap *, CUtensorMapDataType, cuuint32_t, void *,
+                              const cuuint64_t *, const cuuint64_t *, const cuuint32_t *,
+                              const cuuint32_t *, CUtensorMapInterleave, CUtensorMapSwizzle,
+                              CUtensorMapL2promotion, CUtensorMapFloatOOBfill);
+  static const Encode encode = [] {
+    void *fn = nullptr;
+    cudaDriverEntryPointQueryResult found{};
+    if (cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &fn, 12000,
+                                         cudaEnableDefault, &found) != cudaSuccess ||
+        found != cudaDriverEntryPointSuccess)
+      fn = nullptr;
+    return reinterpret_cast<Encode>(fn);
+  }();
+  if (!encode)
+    throw std::runtime_error("llk: the CUDA driver has no cuTensorMapEncodeTiled (the TMA "
+                             "kernels need a CUDA 12 driver or later)");
+  const cuuint32_t ones[5] = {1, 1, 1, 1, 1};
+  const CUtensorMapSwizzle swizzle = swizzle_bytes == 128  ? CU_TENSOR_MAP_SWIZZLE_128B
+                                     : swizzle_bytes == 64 ? CU_TENSOR_MAP_SWIZZLE_64B
+                                     : swizzle_bytes == 32 ? CU_TENSOR_MAP_SWIZZLE_32B
+                                                           : CU_TENSOR_MAP_SWIZZLE_NONE;
+  const CUresult r = encode(map, CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, rank, const_cast<void *>(base),
+                            dims, strides, box, ones, CU_TENSOR_MAP_INTERLEAVE_NONE, swizzle,
+                            CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
+                            CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
+  if (r != CUDA_SUCCESS)
+    throw std::runtime_error("llk: cuTensorMapEncodeTiled failed (CUresult " +
+                             std::to_string(int(r)) + ") for a rank-" + std::to_string(rank) +
+                             " bf16 map");
+#endif
+}
+
+/// TMA's tiled copy: the box of `map` starting at element `coords` (R of
+/// them, innermost first; signed) into shared memory at `dst` (128-byte
+/// aligned; 1024 under the 128-byte swizzle), completing its bytes on `bar`.
+/// Issued by one thread.
+template <int R>
+__device__ __forceinline__ void tensor_copy(void *dst, const TensorMap &map,
+                                            const int32_t (&coords)[R], uint64_t *bar) {
+  static_assert(R >= 1 && R <= 5, "TMA copies tensors of rank 1 to 5");
+#ifdef LLAMA_CUDA_EMULATE
+  llama_emu::tensor_copy(dst, &map, coords, bar);
+#elif defined(LLK_SM90A)
+  static_assert(R == 4, "mma.cuh wraps the 4-d copy (the attention kernels' rank)");
+  asm volatile("cp.async.bulk.tensor.4d.shared::cluster.global.tile.mbarrier::complete_tx::bytes"
+               " [%0], [%1, {%2, %3, %4, %5}], [%6];\n" ::"r"(shared_address(dst)),
+               "l"(reinterpret_cast<uint64_t>(&map)), "r"(coords[0]), "r"(coords[1]),
+               "r"(coords[2]), "r"(coords[3]), "r"(shared_address(bar))
+               : "memory");
+#else
+  __trap();
+#endif
+}
+
+/// bar.sync id, count: waits until `count` threads (a multiple of 32) have
+/// arrived at named barrier `id` (1-15: 0 is __syncthreads').
+__device__ __forceinline__ void named_barrier_sync(unsigned id, unsigned count) {
+#ifdef LLAMA_CUDA_EMULATE
+  llama_emu::named_barrier(id, count, true);
+#else
+  asm volatile("bar.sync %0, %1;\n" ::"r"(id), "r"(count) : "memory");
+#endif
+}
+/// bar.arrive id, count: arrives at named barrier `id` without waiting.
+__device__ __forceinline__ void named_barrier_arrive(unsigned id, unsigned count) {
+#ifdef LLAMA_CUDA_EMULATE
+  llama_emu::named_barrier(id, count, false);
+#else
+  asm volatile("bar.arrive %0, %1;\n" ::"r"(id), "r"(count) : "memory");
+#endif
+}
+
+/// setmaxnreg: the calling warpgroup (all of it) holds N registers a thread
+/// from here on; dec gives registers back to the SM's file, inc takes them
+/// (waiting until some other warpgroup has given them back).
+template <int N> __device__ __forceinline__ void setmaxnreg_dec() {
+  static_assert(N >= 24 && N <= 256 && N % 8 == 0, "setmaxnreg takes multiples of 8, 24-256");
+#ifdef LLAMA_CUDA_EMULATE
+  llama_emu::setmaxnreg(N, false);
+#elif defined(LLK_SM90A)
+  asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;\n" ::"n"(N));
+#else
+  __trap();
+#endif
+}
+template <int N> __device__ __forceinline__ void setmaxnreg_inc() {
+  static_assert(N >= 24 && N <= 256 && N % 8 == 0, "setmaxnreg takes multiples of 8, 24-256");
+#ifdef LLAMA_CUDA_EMULATE
+  llama_emu::setmaxnreg(N, true);
+#elif defined(LLK_SM90A)
+  asm volatile("setmaxnreg.inc.sync.aligned.u32 %0;\n" ::"n"(N));
 #else
   __trap();
 #endif

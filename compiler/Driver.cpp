@@ -249,10 +249,11 @@ void printCudaAttention(ModuleOp module) {
   auto &os = llvm::outs();
   os << "cuda-attention-forward: ";
   if (bf16 && llk::flash_sm90_supports(hd))
-    os << "tensor cores, wgmma (flash_attention_sm90.cuh), head dim " << hd << ": "
-       << llk::flash_sm90_query_rows(hd) << " query rows x " << llk::flash_sm90_key_rows(hd)
-       << " keys a tile, 2 warpgroups, " << llk::flash_sm90_smem_bytes(hd)
-       << " bytes of shared memory a block\n";
+    os << "tensor cores, wgmma + TMA, warp-specialized (flash_attention_sm90.cuh), head dim "
+       << hd << ": " << llk::flash_sm90_query_rows(hd) << " query rows x "
+       << llk::flash_sm90_key_rows(hd) << " keys a tile, " << llk::flash_sm90_threads(hd)
+       << " threads (a producer and 2 consumer warpgroups), "
+       << llk::flash_sm90_smem_bytes(hd) << " bytes of shared memory a block\n";
   else if (bf16 && llk::flash_attention_supports(hd))
     os << "tensor cores (flash_attention.cuh), head dim " << hd << ": "
        << llk::flash_query_rows(hd) << " query rows x " << llk::flash_key_rows(hd)
@@ -261,7 +262,13 @@ void printCudaAttention(ModuleOp module) {
   else
     os << "CUDA cores (attention.cuh), head dim " << hd << ": a warp per query row\n";
   os << "cuda-attention-backward: ";
-  if (bf16 && llk::flash_attention_backward_supports(hd))
+  if (bf16 && llk::flash_sm90_supports(hd))
+    os << "tensor cores, head dim " << hd << ", deterministic: dQ 64 query rows x 64 keys on "
+       << "mma.sync (flash_attention.cuh, " << llk::flash_bwd_dq_smem_bytes(hd)
+       << " bytes of shared memory), dK/dV " << llk::flash_sm90_bwd_keys(hd) << " keys x "
+       << llk::flash_sm90_bwd_query_rows(hd) << " query rows on wgmma + TMA, warp-specialized "
+       << "(flash_attention_sm90.cuh, " << llk::flash_sm90_bwd_smem_bytes(hd) << " bytes)\n";
+  else if (bf16 && llk::flash_attention_backward_supports(hd))
     os << "tensor cores (flash_attention.cuh), head dim " << hd << ", deterministic: dQ 64 "
        << "query rows x 64 keys (" << llk::flash_bwd_dq_smem_bytes(hd)
        << " bytes of shared memory), dK/dV 64 keys x " << llk::flash_bwd_query_rows(hd)

@@ -63,10 +63,12 @@ constexpr double kAttnFwdPerSlot = 4, kAttnFwdFixed = 18;
 constexpr double kAttnBwdPerSlot = 12, kAttnBwdFixed = 52;
 // The tensor-core attention (runtime/cuda/kernels/flash_attention.cuh; bf16
 // storage, head dims that are multiples of 16: forward up to 256, backward
-// up to 128; the forward at head dims 64 and 128 on wgmma,
-// flash_attention_sm90.cuh, without FA3's warp specialization yet): its tile
-// GEMMs at FlashAttention-2's measured H100 rate, about 35% of peak
-// (298-335 TF/s forward, FA3 paper), until tools/gpu-check measures ours. The causal forward is 4 D FLOPs per (query, key) pair (QK^T
+// up to 128; the forward at head dims 64 and 128 FA3-style on TMA and
+// wgmma, flash_attention_sm90.cuh): its tile GEMMs at FlashAttention-2's
+// measured H100 rate, about 35% of peak (298-335 TF/s forward, FA3 paper),
+// not FA3's 521-616, until tools/gpu-check measures ours: an estimate does
+// not credit a kernel no device has timed. The causal forward is 4 D FLOPs
+// per (query, key) pair (QK^T
 // and PV); the deterministic backward runs 7 such tile GEMMs to the
 // forward's 2 (QK^T and dO V^T in both its kernels, then dV, dK, dQ): 3.5x.
 constexpr double kFlashFraction = 0.35;

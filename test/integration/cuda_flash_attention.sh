@@ -1,6 +1,6 @@
 # The tensor-core flash attention, forward (runtime/cuda/kernels/
-# flash_attention_sm90.cuh, on wgmma, at these head dims 64 and 128) and
-# backward (flash_attention.cuh, mma.sync), in whole emulated train steps:
+# flash_attention_sm90.cuh, TMA + wgmma, at these head dims 64 and 128) and
+# backward (dK/dV there too, dQ on mma.sync), in whole emulated train steps:
 # llama-compile picks them for bf16 storage and head dims that are multiples
 # of 16 (backward: up to 128), and the emulated binary's `verify`
 # step (loss and every gradient) must match the fp32 CPU binary's on the
@@ -42,7 +42,7 @@ step() {  # NAME HEAD_DIM BATCH SEQ
   compile "${shape[@]}" -o $name-cpu
   compile "${shape[@]}" --target cuda --emit kernels -o $name.cu
   grep -q "llk::flash_attention_forward_sm90<$hd>(" $name.cu &&
-    grep -q "llk::flash_attention_backward<$hd>(" $name.cu ||
+    grep -q "llk::flash_attention_backward_sm90<$hd>(" $name.cu ||
     die "$name: the bf16 source does not use the tensor-core attention"
   grep -q "scaled: the op's inv_freq" $name.cu ||
     die "$name: the CUDA RoPE does not use the IR's scaled frequencies"

@@ -163,14 +163,18 @@ echo "memory-bound kernels: 128-bit accesses in every family (tiny bf16, fp32, u
 # emulate_wgmma_test): the probe assembles for sm_90a with every wgmma it
 # issues (4 m64n128k16 from shared memory, 8 m64n64k16 with A in registers
 # and B transposed), its fences, commits and waits, and no spill or stack; the
-# mbarrier probe beside it has every mbarrier and bulk-copy instruction.
+# mbarrier probe beside it has every mbarrier and bulk-copy instruction, the
+# TMA probe the tensor copy, setmaxnreg and the named barriers of warp
+# specialization. And tiny's attention forward and the backward's dK/dV kernel
+# (flash_attention_sm90.cuh) have all of it: wgmma, TMA copies, setmaxnreg
+# 24 / 240, no spill.
 "$AUDIT" --source "$SRC/test/integration/Inputs/wgmma_probe.cu" --json wgmma.json --check > wgmma.txt ||
   { cat wgmma.txt; die "kernel_audit failed on the wgmma probe"; }
 "$NVCC" -arch=sm_90a -std=c++17 -O3 -I"$SRC" -ptx "$SRC/test/integration/Inputs/wgmma_probe.cu" -o wgmma.ptx
 "$PY" - wgmma.json wgmma.ptx <<'PYEOF' || die "the wgmma probe's PTX is not what mma.cuh should emit"
 import json, re, sys
 ks = {x["name"].split("(")[0]: x for x in json.load(open(sys.argv[1]))["kernels"]}
-assert sorted(ks) == ["mbarrier_probe", "wgmma_probe"], sorted(ks)
+assert sorted(ks) == ["mbarrier_probe", "tma_probe", "wgmma_probe"], sorted(ks)
 k = [ks["wgmma_probe"]]
 assert k[0]["mix"]["wgmma"] == 12 and k[0]["mix"]["mma_sync"] == 0, k
 ptx = open(sys.argv[2]).read()
@@ -183,9 +187,32 @@ for op, n in (("wgmma.fence.sync.aligned", 2), ("wgmma.commit_group.sync.aligned
 for op in ("mbarrier.init.shared::cta.b64", "mbarrier.arrive.expect_tx.shared::cta.b64",
            "mbarrier.arrive.shared::cta.b64", "mbarrier.try_wait.parity.shared::cta.b64",
            "cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes",
-           "cp.async.mbarrier.arrive.noinc.shared::cta.b64"):
+           "cp.async.mbarrier.arrive.noinc.shared::cta.b64",
+           "cp.async.bulk.tensor.4d.shared::cluster.global.tile.mbarrier::complete_tx::bytes",
+           "setmaxnreg.dec.sync.aligned.u32 24", "setmaxnreg.inc.sync.aligned.u32 240",
+           "fence.mbarrier_init.release.cluster", "bar.sync", "bar.arrive"):
     assert op in ptx, op
+t = ks["tma_probe"]
+assert t["threads"] == 384 and not t["spill_stores"] and not t["stack_frame"], t
 print("wgmma probe: %d registers, 12 wgmma (4 m64n128k16 SS, 8 m64n64k16 RS transposed-B), no spill, "
-      "no stack" % k[0]["registers"])
+      "no stack; TMA probe: tensor copies, setmaxnreg, named barriers" % k[0]["registers"])
+PYEOF
+"$PY" - tiny.json tiny.ptx <<'PYEOF' || die "tiny's attention forward is not the warp-specialized wgmma + TMA kernel"
+import json, re, sys
+kernels = json.load(open(sys.argv[1]))["kernels"]
+ptx = open(sys.argv[2]).read()
+for name, ops in (("flash_attention_forward_sm90_kernel", ("bar.arrive",)),
+                  ("flash_attention_dkv_sm90_kernel", ())):
+    ks = [k for k in kernels if name in k["name"]]
+    assert len(ks) == 1, (name, [k["name"] for k in kernels])
+    k = ks[0]
+    assert k["threads"] == 384 and k["mix"]["wgmma"] > 0 and not k["spill_stores"] and not k["stack_frame"], k
+    body = ptx[ptx.index(k["mangled"] + "("):]
+    body = body[:body.find(".entry ") if ".entry " in body else len(body)]  # to the next entry
+    for op in ("cp.async.bulk.tensor.4d", "setmaxnreg.dec.sync.aligned.u32 24",
+               "setmaxnreg.inc.sync.aligned.u32 240", "bar.sync", "mbarrier.try_wait.parity") + ops:
+        assert op in body, (name, op)
+    print("tiny %s: %d registers at launch, %d wgmma, TMA, setmaxnreg 24/240, named barriers, "
+          "no spill" % (name, k["registers"], k["mix"]["wgmma"]))
 PYEOF
 echo "kernel_audit: ok"

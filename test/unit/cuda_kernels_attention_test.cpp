@@ -7,8 +7,13 @@
 // rounded to bf16 before P V, as in FlashAttention-2: relative L2 error
 // <= 4e-3 on o (measured 1.7e-3 to 1.9e-3); lse comes from fp32
 // accumulation of exact bf16 products: <= 1e-6 (measured ~5e-8). The sm_90a
-// forward on wgmma (flash_attention_sm90.cuh) meets the same bounds on the
-// same cases, with key tiles of 128 and two warpgroups.
+// forward (flash_attention_sm90.cuh: TMA copies from a producer warpgroup,
+// wgmma in two consumer warpgroups taking turns) meets the same bounds on
+// the same cases with key tiles of 128 (o 1.77e-3..1.86e-3, lse 4.0e-8..
+// 4.8e-8), and on 5 key tiles, where both stages of its K/V ring are reused.
+// Its backward (dK/dV on TMA + wgmma, dQ on mma.sync) meets the backward's
+// bound of 5e-3 on dq, dk, dv (measured 2.1e-3..2.5e-3, as the mma.sync
+// backward on the same cases), GQA 1/4/8, partial tiles, 3 key blocks.
 #include "runtime/cuda/kernels/flash_attention.cuh"
 #include "runtime/cuda/kernels/flash_attention_sm90.cuh"
 
@@ -63,9 +68,9 @@ void check_forward(int64_t batch, int64_t seq, int64_t heads, int64_t kv_heads) 
 // The backward against the CPU runtime's in double, from the same inputs:
 // o is the reference forward's, rounded to bf16 (the stored activation), lse
 // its fp32 rounding. dO random.
-template <int HD>
+template <int HD, bool Sm90 = false>
 void check_backward(int64_t batch, int64_t seq, int64_t heads, int64_t kv_heads) {
-  SCOPED_TRACE("backward head_dim " + std::to_string(HD) + " seq " + std::to_string(seq) +
+  SCOPED_TRACE(std::string(Sm90 ? "wgmma " : "") + "backward head_dim " + std::to_string(HD) + " seq " + std::to_string(seq) +
                " heads " + std::to_string(heads) + "/" + std::to_string(kv_heads) + " batch " +
                std::to_string(batch));
   std::mt19937 rng{unsigned(HD * 977 + seq * 13 + heads * 3 + kv_heads)};
@@ -90,9 +95,16 @@ void check_backward(int64_t batch, int64_t seq, int64_t heads, int64_t kv_heads)
   std::vector<bf16> dq(nq, nan), dk(nk, nan), dv(nk, nan);
   std::vector<float> workspace(size_t(llk::attention_backward_workspace_bytes(batch, heads, seq) / 4),
                                std::numeric_limits<float>::quiet_NaN());
-  llk::flash_attention_backward<HD>(dout.dev.data(), q.dev.data(), k.dev.data(), v.dev.data(),
-                                    o.data(), lse.data(), dq.data(), dk.data(), dv.data(), batch,
-                                    seq, heads, kv_heads, float(scale), workspace.data(), nullptr);
+  if constexpr (Sm90)
+    llk::flash_attention_backward_sm90<HD>(dout.dev.data(), q.dev.data(), k.dev.data(),
+                                           v.dev.data(), o.data(), lse.data(), dq.data(),
+                                           dk.data(), dv.data(), batch, seq, heads, kv_heads,
+                                           float(scale), workspace.data(), nullptr);
+  else
+    llk::flash_attention_backward<HD>(dout.dev.data(), q.dev.data(), k.dev.data(),
+                                      v.dev.data(), o.data(), lse.data(), dq.data(), dk.data(),
+                                      dv.data(), batch, seq, heads, kv_heads, float(scale),
+                                      workspace.data(), nullptr);
   std::vector<double> want_dq(nq), want_dk(nk), want_dv(nk);
   llamart::cpu::attention_backward<double>(dout.ref.data(), q.ref.data(), k.ref.data(),
                                            v.ref.data(), o_ref.data(), lse_ref.data(),
@@ -142,7 +154,8 @@ TEST(FlashAttentionSm90, ForwardHeadDim64) {
   check_forward<64, true>(1, 256, 2, 2); // whole tiles (128 x 128), MHA
   check_forward<64, true>(2, 200, 4, 1); // a partial query and key tile, GQA 4, 2 sequences
   check_forward<64, true>(1, 77, 8, 1);  // one partial tile, GQA 8
-  check_forward<64, true>(1, 300, 2, 1); // 3 key tiles: both buffers reused
+  check_forward<64, true>(1, 300, 2, 1); // 3 key tiles: stage 0 reused
+  check_forward<64, true>(1, 600, 1, 1); // 5 key tiles: both stages reused, parities flip
 }
 
 TEST(FlashAttentionSm90, ForwardHeadDim128) {
@@ -152,12 +165,30 @@ TEST(FlashAttentionSm90, ForwardHeadDim128) {
   check_forward<128, true>(1, 260, 2, 2); // 3 key tiles
 }
 
+TEST(FlashAttentionSm90, BackwardHeadDim64) {
+  check_backward<64, true>(1, 128, 2, 2); // one key block, 2 query steps, MHA
+  check_backward<64, true>(2, 200, 4, 1); // partial key block and query tile, GQA 4
+  check_backward<64, true>(1, 300, 8, 1); // GQA 8: 8 heads x 5 steps through the ring
+}
+
+TEST(FlashAttentionSm90, BackwardHeadDim128) {
+  check_backward<128, true>(1, 96, 4, 1);  // GQA 4, the second warpgroup's keys past seq
+  check_backward<128, true>(1, 75, 8, 1);  // GQA 8, partial tiles
+  check_backward<128, true>(2, 260, 2, 2); // 3 key blocks, 2 sequences
+}
+
 TEST(FlashAttentionSm90, TileRule) {
   EXPECT_EQ(llk::FlashSm90Tiles<64>::kBr, 128);
   EXPECT_EQ(llk::FlashSm90Tiles<128>::kBc, 128);
-  // Unpadded swizzled tiles, Q + 2 x (K + V): 80 and 160 KiB.
-  EXPECT_EQ(llk::FlashSm90Tiles<64>::kSmemBytes, size_t(80 * 1024));
-  EXPECT_EQ(llk::FlashSm90Tiles<128>::kSmemBytes, size_t(160 * 1024));
+  // Unpadded swizzled tiles, Q + 2 stages x (K + V): 80 and 160 KiB, and
+  // 128 bytes of mbarriers; a producer and two consumer warpgroups.
+  EXPECT_EQ(llk::FlashSm90Tiles<64>::kSmemBytes, size_t(80 * 1024 + 128));
+  EXPECT_EQ(llk::FlashSm90Tiles<128>::kSmemBytes, size_t(160 * 1024 + 128));
+  EXPECT_EQ(llk::FlashSm90Tiles<128>::kThreads, 384);
+  // The dK/dV kernel: K, V (128 keys) + 2 stages x (Q + dO) (64 queries),
+  // 2 stages x (lse, D), mbarriers: 129 KiB + 64 at head dim 128.
+  EXPECT_EQ(llk::FlashSm90BwdTiles<128>::kSmemBytes, size_t(128 * 1024 + 1024 + 64));
+  EXPECT_EQ(llk::FlashSm90BwdTiles<64>::kSmemBytes, size_t(64 * 1024 + 1024 + 64));
   EXPECT_TRUE(llk::flash_sm90_supports(64) && llk::flash_sm90_supports(128));
   EXPECT_FALSE(llk::flash_sm90_supports(96) || llk::flash_sm90_supports(256));
 }

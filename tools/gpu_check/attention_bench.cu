@@ -1,7 +1,8 @@
 // The tensor-core attention forward and backward
 // (runtime/cuda/kernels/flash_attention.cuh; the forward training binaries use
-// at head dims 64 and 128 is flash_attention_sm90.cuh's, on wgmma, and the
-// mma.sync one stays callable beside it) as C entry points for gpu-check's attention sweep (children.py:
+// at head dims 64 and 128 is flash_attention_sm90.cuh's, on TMA and wgmma,
+// as is the backward's dK/dV kernel there; the mma.sync ones stay callable
+// beside them) as C entry points for gpu-check's attention sweep (children.py:
 // child_attention_sweep), which calls it through ctypes on torch's tensors
 // and stream: nvcc-built on the device; built as C++ against the emulator
 // (copied to .cpp, -DLLAMA_CUDA_EMULATE) for the emulated run.
@@ -65,13 +66,15 @@ extern "C" int gpu_check_flash_forward_mma(int head_dim, const void *q, const vo
                               stream);
 }
 
-/// The backward: dout, o like q; lse from the forward; dq like q, dk and dv
-/// like k; `workspace` of batch * heads * seq floats (D). Returns 0 or -1.
-extern "C" int gpu_check_flash_backward(int head_dim, const void *dout, const void *q,
-                                        const void *k, const void *v, const void *o,
-                                        const float *lse, void *dq, void *dk, void *dv,
-                                        long batch, long seq, long heads, long kv_heads,
-                                        float scale, void *workspace, void *stream) {
+namespace {
+
+/// The backward at `head_dim` (64 or 128; else -1), its dK/dV on wgmma or
+/// on mma.sync.
+template <bool Wgmma>
+int flash_backward(int head_dim, const void *dout, const void *q, const void *k,
+                   const void *v, const void *o, const float *lse, void *dq, void *dk,
+                   void *dv, long batch, long seq, long heads, long kv_heads, float scale,
+                   void *workspace, void *stream) {
   using bf16 = __nv_bfloat16;
   auto args = [&](auto launch) {
     launch(static_cast<const bf16 *>(dout), static_cast<const bf16 *>(q),
@@ -82,12 +85,42 @@ extern "C" int gpu_check_flash_backward(int head_dim, const void *dout, const vo
   };
   switch (head_dim) {
   case 64:
-    args([](auto... a) { llk::flash_attention_backward<64>(a...); });
+    if constexpr (Wgmma)
+      args([](auto... a) { llk::flash_attention_backward_sm90<64>(a...); });
+    else
+      args([](auto... a) { llk::flash_attention_backward<64>(a...); });
     return 0;
   case 128:
-    args([](auto... a) { llk::flash_attention_backward<128>(a...); });
+    if constexpr (Wgmma)
+      args([](auto... a) { llk::flash_attention_backward_sm90<128>(a...); });
+    else
+      args([](auto... a) { llk::flash_attention_backward<128>(a...); });
     return 0;
   default:
     return -1;
   }
+}
+
+} // namespace
+
+/// The backward the training binaries run: dout, o like q; lse from the
+/// forward; dq like q, dk and dv like k; `workspace` of batch * heads * seq
+/// floats (D). Returns 0 or -1.
+extern "C" int gpu_check_flash_backward(int head_dim, const void *dout, const void *q,
+                                        const void *k, const void *v, const void *o,
+                                        const float *lse, void *dq, void *dk, void *dv,
+                                        long batch, long seq, long heads, long kv_heads,
+                                        float scale, void *workspace, void *stream) {
+  return flash_backward<true>(head_dim, dout, q, k, v, o, lse, dq, dk, dv, batch, seq, heads,
+                              kv_heads, scale, workspace, stream);
+}
+
+/// The same with the dK/dV kernel on mma.sync (flash_attention.cuh's).
+extern "C" int gpu_check_flash_backward_mma(int head_dim, const void *dout, const void *q,
+                                            const void *k, const void *v, const void *o,
+                                            const float *lse, void *dq, void *dk, void *dv,
+                                            long batch, long seq, long heads, long kv_heads,
+                                            float scale, void *workspace, void *stream) {
+  return flash_backward<false>(head_dim, dout, q, k, v, o, lse, dq, dk, dv, batch, seq, heads,
+                               kv_heads, scale, workspace, stream);
 }

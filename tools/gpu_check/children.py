@@ -423,8 +423,9 @@ def child_attention_sweep(a, emit):
     (relative L2), our lse against float64 torch for the first (batch,
     head). The forward is the one training runs (wgmma, sm_90a); the
     FlashAttention-2 forward on mma.sync is checked and timed beside it
-    (`ours_mma_sync`). Emulated: tiny shapes on the CPU against float64 torch
-    autograd, no timing."""
+    (`ours_mma_sync`), as is the backward with its dK/dV kernel on mma.sync
+    (`ours_backward_mma_sync`). Emulated: tiny shapes on the CPU against
+    float64 torch autograd, no timing."""
     import ctypes
     import torch
     lib = ctypes.CDLL(a["library"])
@@ -434,9 +435,10 @@ def child_attention_sweep(a, emit):
             [ctypes.c_long] * 4 + [ctypes.c_float, ctypes.c_void_p]
     if not a["emulate"]:
         lib.gpu_check_error_string.restype = ctypes.c_char_p
-    lib.gpu_check_flash_backward.restype = ctypes.c_int
-    lib.gpu_check_flash_backward.argtypes = [ctypes.c_int] + [ctypes.c_void_p] * 9 + \
-        [ctypes.c_long] * 4 + [ctypes.c_float, ctypes.c_void_p, ctypes.c_void_p]
+    for fn in (lib.gpu_check_flash_backward, lib.gpu_check_flash_backward_mma):
+        fn.restype = ctypes.c_int
+        fn.argtypes = [ctypes.c_int] + [ctypes.c_void_p] * 9 + \
+            [ctypes.c_long] * 4 + [ctypes.c_float, ctypes.c_void_p, ctypes.c_void_p]
     emulate = a["emulate"]
     dev = "cpu" if emulate else "cuda"
     sdpa = None
@@ -501,15 +503,21 @@ def child_attention_sweep(a, emit):
             dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(k)
             ws = torch.empty(b * h * s, device=dev, dtype=torch.float32)
 
-            def ours_bwd():
-                rc = lib.gpu_check_flash_backward(d, do.data_ptr(), q.data_ptr(), k.data_ptr(), v.data_ptr(),
-                                                  o.data_ptr(), lse.data_ptr(), dq.data_ptr(), dk.data_ptr(),
-                                                  dv.data_ptr(), b, s, h, kv, scale, ws.data_ptr(), stream)
+            dq_m, dk_m, dv_m = torch.empty_like(q), torch.empty_like(k), torch.empty_like(k)
+
+            def ours_bwd(fn=lib.gpu_check_flash_backward, dq=dq, dk=dk, dv=dv):
+                rc = fn(d, do.data_ptr(), q.data_ptr(), k.data_ptr(), v.data_ptr(),
+                        o.data_ptr(), lse.data_ptr(), dq.data_ptr(), dk.data_ptr(),
+                        dv.data_ptr(), b, s, h, kv, scale, ws.data_ptr(), stream)
                 if rc != 0:
                     raise RuntimeError("gpu_check_flash_backward: no kernel for head dim %d" % d)
+
+            def ours_bwd_mma():
+                ours_bwd(lib.gpu_check_flash_backward_mma, dq_m, dk_m, dv_m)
             ours()
             ours_mma()
             ours_bwd()
+            ours_bwd_mma()
             if emulate:
                 want_o, want_lse = reference(q, k, v, scale)
                 r["o_rel_l2_vs_float64"] = round(rel(o, want_o), 6)
@@ -517,9 +525,12 @@ def child_attention_sweep(a, emit):
                 r["mma_sync_o_rel_l2_vs_float64"] = round(rel(o_mma, want_o), 6)
                 wq, wk, wv = reference_grads(q, k, v, do, scale)
                 r["grads_rel_l2_vs_float64"] = [round(rel(x, y), 6) for x, y in ((dq, wq), (dk, wk), (dv, wv))]
+                r["mma_sync_grads_rel_l2_vs_float64"] = [round(rel(x, y), 6) for x, y in
+                                                         ((dq_m, wq), (dk_m, wk), (dv_m, wv))]
                 r["correct"] = (r["o_rel_l2_vs_float64"] < 1e-2 and r["lse_rel_l2_vs_float64"] < 1e-5
                                 and r["mma_sync_o_rel_l2_vs_float64"] < 1e-2
-                                and max(r["grads_rel_l2_vs_float64"]) < 1e-2)
+                                and max(r["grads_rel_l2_vs_float64"]) < 1e-2
+                                and max(r["mma_sync_grads_rel_l2_vs_float64"]) < 1e-2)
             else:
                 torch.cuda.synchronize()
                 err = lib.gpu_check_last_error()
@@ -546,6 +557,9 @@ def child_attention_sweep(a, emit):
                         ours_bwd()
                     mine_bwd = _stats_us(_event_times(ours_bwd, reps, flush))
                     for _ in range(2):
+                        ours_bwd_mma()
+                    mine_bwd_mma = _stats_us(_event_times(ours_bwd_mma, reps, flush))
+                    for _ in range(2):
                         sdpa(qt, kt, vt, scale)
                     theirs = _stats_us(_event_times(lambda: sdpa(qt, kt, vt, scale), reps, flush))
                     theirs_bwd = _stats_us(_event_times(
@@ -560,14 +574,17 @@ def child_attention_sweep(a, emit):
                 r["mma_sync_o_rel_l2_vs_sdpa"] = round(rel(o_mma, ref), 6)
                 r["lse_rel_l2_vs_float64_first_head"] = round(rel(lse[:1, :1], one), 9)
                 r["grads_rel_l2_vs_sdpa"] = [round(rel(x, y), 6) for x, y in ((dq, gq), (dk, gk), (dv, gv))]
+                r["mma_sync_grads_rel_l2_vs_sdpa"] = [round(rel(x, y), 6) for x, y in
+                                                      ((dq_m, gq), (dk_m, gk), (dv_m, gv))]
                 r["correct"] = (r["o_rel_l2_vs_sdpa"] < 1e-2 and r["lse_rel_l2_vs_float64_first_head"] < 1e-5
                                 and r["mma_sync_o_rel_l2_vs_sdpa"] < 1e-2
-                                and max(r["grads_rel_l2_vs_sdpa"]) < 2e-2)
+                                and max(r["grads_rel_l2_vs_sdpa"]) < 2e-2
+                                and max(r["mma_sync_grads_rel_l2_vs_sdpa"]) < 2e-2)
                 for t, f in ((mine, flops), (mine_mma, flops), (theirs, flops), (mine_bwd, 2.5 * flops),
-                             (theirs_bwd, 2.5 * flops)):
+                             (mine_bwd_mma, 2.5 * flops), (theirs_bwd, 2.5 * flops)):
                     t["tflops"] = round(f / (t["median_us"] * 1e-6) / 1e12, 2)
                 r.update(ours=mine, ours_mma_sync=mine_mma, sdpa=theirs, ours_backward=mine_bwd,
-                         sdpa_backward=theirs_bwd,
+                         ours_backward_mma_sync=mine_bwd_mma, sdpa_backward=theirs_bwd,
                          ours_time_over_sdpa=round(mine["median_us"] / theirs["median_us"], 3),
                          ours_backward_time_over_sdpa=round(mine_bwd["median_us"] / theirs_bwd["median_us"], 3))
         except Exception:  # noqa: BLE001

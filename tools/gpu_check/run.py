@@ -646,7 +646,8 @@ class Run:
             shp = item["shape"]
             for which, mine, theirs in (("forward", "ours", "sdpa"),
                                         ("forward mma.sync", "ours_mma_sync", "sdpa"),
-                                        ("backward", "ours_backward", "sdpa_backward")):
+                                        ("backward", "ours_backward", "sdpa_backward"),
+                                        ("backward mma.sync", "ours_backward_mma_sync", "sdpa_backward")):
                 if item.get(mine) and item.get(theirs):
                     key = "%s B%d S%d H%d/%d D%d" % (which, shp["b"], shp["s"], shp["h"], shp["kv"], shp["d"])
                     summ.setdefault("attention_sweep_tflops_ours_vs_sdpa", {})[key] = [

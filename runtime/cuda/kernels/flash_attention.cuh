@@ -261,15 +261,16 @@ __device__ __forceinline__ void next_kv_tile(bf16 *sk, bf16 *sv, int buf, const 
 
 /// One key tile of the forward's online softmax for a warp's 16 rows, on flat
 /// accumulators in mma.m16n8k16's C layout (wgmma's too): s[i] (NS scores) is
-/// key key0 + 8 (i / 4) + 2t + i % 2 of row rows[(i / 2) % 2], acc (NO values)
-/// the same rows' outputs. Scales s into the log2 domain, masks keys past the
-/// row where the tile crosses the warp's diagonal, moves the row max m (over
-/// the quad), rescales acc and l, and leaves p = exp2(s - m) in s with this
-/// lane's part of the row sum added to l.
-template <int NS, int NO>
-__device__ __forceinline__ void softmax_tile(float *s, float *acc, float (&m)[2], float (&l)[2],
+/// key key0 + 8 (i / 4) + 2t + i % 2 of row rows[(i / 2) % 2]. Scales s into
+/// the log2 domain, masks keys past the row where the tile crosses the warp's
+/// diagonal, moves the row max m (over the quad), rescales l, and leaves
+/// p = exp2(s - m) in s with this lane's part of the row sum added to l and,
+/// in corr, the factor the rows' outputs must be rescaled by (softmax_tile
+/// does it at once; the warp-specialized forward once its P V is done).
+template <int NS>
+__device__ __forceinline__ void softmax_step(float *s, float (&m)[2], float (&l)[2],
                                              const int64_t *rows, int64_t key0, bool diagonal,
-                                             int t, float scale_log2) {
+                                             int t, float scale_log2, float (&corr)[2]) {
   float mx[2] = {m[0], m[1]};
 #pragma unroll
   for (int i = 0; i < NS; ++i) {
@@ -279,7 +280,6 @@ __device__ __forceinline__ void softmax_tile(float *s, float *acc, float (&m)[2]
     s[i] = x;
     mx[(i / 2) % 2] = x > mx[(i / 2) % 2] ? x : mx[(i / 2) % 2];
   }
-  float corr[2];
 #pragma unroll
   for (int r = 0; r < 2; ++r) {
     // Row max over the quad; finite from tile 0 on (key 0 is visible to
@@ -292,14 +292,30 @@ __device__ __forceinline__ void softmax_tile(float *s, float *acc, float (&m)[2]
     l[r] *= corr[r];
   }
 #pragma unroll
-  for (int i = 0; i < NO; ++i)
-    acc[i] *= corr[(i / 2) % 2];
-#pragma unroll
   for (int i = 0; i < NS; ++i) {
     const float p = exp2f(s[i] - m[(i / 2) % 2]);
     s[i] = p;
     l[(i / 2) % 2] += p; // this lane's part of the row sum (quad-summed at the end)
   }
+}
+
+/// Rescales a warp's NO output accumulators (the C layout: acc[i] belongs to
+/// row (i / 2) % 2 of the lane's two) by the rows' factors.
+template <int NO>
+__device__ __forceinline__ void rescale_rows(float *acc, const float (&corr)[2]) {
+#pragma unroll
+  for (int i = 0; i < NO; ++i)
+    acc[i] *= corr[(i / 2) % 2];
+}
+
+/// softmax_step, then the rows' NO output accumulators rescaled.
+template <int NS, int NO>
+__device__ __forceinline__ void softmax_tile(float *s, float *acc, float (&m)[2], float (&l)[2],
+                                             const int64_t *rows, int64_t key0, bool diagonal,
+                                             int t, float scale_log2) {
+  float corr[2];
+  softmax_step<NS>(s, m, l, rows, key0, diagonal, t, scale_log2, corr);
+  rescale_rows<NO>(acc, corr);
 }
 
 /// The forward's epilogue for a warp: the row sums over the quad, its 16
@@ -339,11 +355,7 @@ void launch_flash_forward(int rows, unsigned threads, size_t smem, const __nv_bf
                           const __nv_bfloat16 *k, const __nv_bfloat16 *v, __nv_bfloat16 *o,
                           float *lse, int64_t batch, int64_t seq, int64_t heads,
                           int64_t kv_heads, float scale, cudaStream_t stream) {
-#ifndef LLAMA_CUDA_EMULATE
-  static const cudaError_t opted =
-      cudaFuncSetAttribute(Kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem));
-  (void)opted; // a failure shows as the launch's error
-#endif
+  allow_dynamic_shared<Kernel>(smem);
   LLAMA_LAUNCH_SMEM(Kernel,
                     dim3(unsigned(ceil_div(seq, int64_t(rows))), unsigned(heads),
                          unsigned(batch)),
@@ -663,6 +675,32 @@ __global__ void __launch_bounds__(FlashBwdTiles<HD>::kThreads)
                  seq - warp_key, lane);
 }
 
+/// The backward's D pre-pass: delta[(b * heads + h) * seq + i] = rowsum(dO * O).
+template <int HD>
+void flash_attention_delta(const __nv_bfloat16 *dout, const __nv_bfloat16 *o, float *delta,
+                           int64_t batch, int64_t seq, int64_t heads, cudaStream_t stream) {
+  const int64_t rows = batch * seq * heads;
+  auto *d_kernel = &flash_attention_delta_kernel<HD>;
+  LLAMA_LAUNCH(d_kernel, dim3(unsigned(ceil_div(rows * flash_delta_lanes(HD / 8), 256))),
+               dim3(256), stream, dout, o, delta, rows, seq, heads);
+}
+
+/// The backward's dQ (overwritten), from lse and D.
+template <int HD>
+void flash_attention_dq(const __nv_bfloat16 *dout, const __nv_bfloat16 *q,
+                        const __nv_bfloat16 *k, const __nv_bfloat16 *v, const float *lse,
+                        const float *delta, __nv_bfloat16 *dq, int64_t batch, int64_t seq,
+                        int64_t heads, int64_t kv_heads, float scale, cudaStream_t stream) {
+  using C = FlashBwdTiles<HD>;
+  constexpr auto dq_kernel = &flash_attention_dq_kernel<HD>;
+  allow_dynamic_shared<dq_kernel>(C::kDqSmemBytes);
+  LLAMA_LAUNCH_SMEM(dq_kernel,
+                    dim3(unsigned(ceil_div(seq, int64_t(C::kDqRows))), unsigned(heads),
+                         unsigned(batch)),
+                    dim3(C::kThreads), C::kDqSmemBytes, stream, dout, q, k, v, lse, delta, dq,
+                    seq, heads, kv_heads, scale, scale * flash::kLog2e);
+}
+
 /// The backward: dq [batch, seq, heads, HD], dk and dv [batch, seq,
 /// kv_heads, HD] overwritten; `workspace` holds D
 /// (attention_backward_workspace_bytes).
@@ -675,32 +713,16 @@ void flash_attention_backward(const __nv_bfloat16 *dout, const __nv_bfloat16 *q,
                               cudaStream_t stream) {
   using C = FlashBwdTiles<HD>;
   float *delta = static_cast<float *>(workspace);
-  const int64_t rows = batch * seq * heads;
-  auto *d_kernel = &flash_attention_delta_kernel<HD>;
-  LLAMA_LAUNCH(d_kernel, dim3(unsigned(ceil_div(rows * flash_delta_lanes(HD / 8), 256))),
-               dim3(256), stream,
-               dout, o, delta, rows, seq, heads);
-  auto *dq_kernel = &flash_attention_dq_kernel<HD>;
-  auto *dkv_kernel = &flash_attention_dkv_kernel<HD>;
-#ifndef LLAMA_CUDA_EMULATE
-  static const cudaError_t opted_dq = cudaFuncSetAttribute(
-      dq_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(C::kDqSmemBytes));
-  static const cudaError_t opted_dkv = cudaFuncSetAttribute(
-      dkv_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(C::kDkvSmemBytes));
-  (void)opted_dq;
-  (void)opted_dkv;
-#endif
-  const float scale_log2 = scale * flash::kLog2e;
-  LLAMA_LAUNCH_SMEM(dq_kernel,
-                    dim3(unsigned(ceil_div(seq, int64_t(C::kDqRows))), unsigned(heads),
-                         unsigned(batch)),
-                    dim3(C::kThreads), C::kDqSmemBytes, stream, dout, q, k, v, lse, delta, dq,
-                    seq, heads, kv_heads, scale, scale_log2);
+  flash_attention_delta<HD>(dout, o, delta, batch, seq, heads, stream);
+  flash_attention_dq<HD>(dout, q, k, v, lse, delta, dq, batch, seq, heads, kv_heads, scale,
+                         stream);
+  constexpr auto dkv_kernel = &flash_attention_dkv_kernel<HD>;
+  allow_dynamic_shared<dkv_kernel>(C::kDkvSmemBytes);
   LLAMA_LAUNCH_SMEM(dkv_kernel,
                     dim3(unsigned(ceil_div(seq, int64_t(C::kKeys))), unsigned(kv_heads),
                          unsigned(batch)),
                     dim3(C::kThreads), C::kDkvSmemBytes, stream, dout, q, k, v, lse, delta, dk,
-                    dv, seq, heads, kv_heads, scale, scale_log2);
+                    dv, seq, heads, kv_heads, scale, scale * flash::kLog2e);
 }
 
 } // namespace llk

@@ -105,16 +105,28 @@ LLK_HOST_DEVICE constexpr int64_t flash_smem_bytes(int64_t head_dim) {
   return 2 * (head_dim + 8) * (flash_query_rows(head_dim) + 4 * flash_key_rows(head_dim));
 }
 
-/// flash_attention_sm90.cuh's forward on wgmma (sm_90a): head dims 64 and
-/// 128, 2 warpgroups (128 query rows), 128 keys a tile, unpadded 128-byte
-/// swizzled tiles: Q + 2 buffers x (K + V).
+/// flash_attention_sm90.cuh's forward (sm_90a: TMA, wgmma, warp
+/// specialization): head dims 64 and 128, a producer warpgroup and 2 consumer
+/// warpgroups (128 query rows), 128 keys a tile, unpadded 128-byte swizzled
+/// tiles: Q + 2 stages x (K + V), then 128 bytes of mbarriers.
 LLK_HOST_DEVICE constexpr bool flash_sm90_supports(int64_t head_dim) {
   return head_dim == 64 || head_dim == 128;
 }
 LLK_HOST_DEVICE constexpr int flash_sm90_query_rows(int64_t) { return 128; }
 LLK_HOST_DEVICE constexpr int flash_sm90_key_rows(int64_t) { return 128; }
+LLK_HOST_DEVICE constexpr int flash_sm90_threads(int64_t) { return 384; }
 LLK_HOST_DEVICE constexpr int64_t flash_sm90_smem_bytes(int64_t head_dim) {
-  return 2 * head_dim * (flash_sm90_query_rows(head_dim) + 4 * flash_sm90_key_rows(head_dim));
+  return 2 * head_dim * (flash_sm90_query_rows(head_dim) + 4 * flash_sm90_key_rows(head_dim)) +
+         128;
+}
+/// Its backward's dK/dV kernel (the same head dims and warpgroups): 128 keys
+/// a block, 64 query rows a step; K and V, 2 stages x (Q + dO), 2 stages x
+/// 64 x (lse, D) floats, 64 bytes of mbarriers.
+LLK_HOST_DEVICE constexpr int flash_sm90_bwd_keys(int64_t) { return 128; }
+LLK_HOST_DEVICE constexpr int flash_sm90_bwd_query_rows(int64_t) { return 64; }
+LLK_HOST_DEVICE constexpr int64_t flash_sm90_bwd_smem_bytes(int64_t head_dim) {
+  return 2 * head_dim * (2 * flash_sm90_bwd_keys(head_dim) + 4 * flash_sm90_bwd_query_rows(head_dim)) +
+         2 * 2 * 4 * flash_sm90_bwd_query_rows(head_dim) + 64;
 }
 
 /// flash_attention.cuh's backward (4 warps): dQ blocks of 64 query rows over

@@ -87,3 +87,51 @@ __global__ void __launch_bounds__(256) mbarrier_probe(const float4 *src, float *
   llk::mbarrier_wait(copied, 0);
   out[threadIdx.x] = sum + buf[(threadIdx.x + 1) % 128].x;
 }
+
+// The warp specialization of the FA3-style attention forward: warpgroup 0
+// gives its registers back and its first thread copies 64 x 64 bf16 boxes of
+// a tensor map (TMA, 128-byte swizzle) into a two-stage ring; warpgroups 1
+// and 2 take the registers, wait, and take turns (named barriers 1 and 2)
+// before reading each stage, then release it.
+// dynamic shared memory: tma_probe 17408
+__global__ void __launch_bounds__(384, 1)
+    tma_probe(const __grid_constant__ llk::TensorMap map, float *out, int tiles) {
+  LLK_DYNAMIC_SHARED(smem);
+  uint64_t *full = reinterpret_cast<uint64_t *>(smem + 16384), *empty = full + 2;
+  if (threadIdx.x == 0) {
+    for (int s = 0; s < 2; ++s) {
+      llk::mbarrier_init(&full[s], 1);
+      llk::mbarrier_init(&empty[s], 8);
+    }
+    llk::fence_mbarrier_init();
+  }
+  __syncthreads();
+  const int wg = __shfl_sync(0xffffffffu, int(threadIdx.x) / 128, 0);
+  if (wg == 0) {
+    llk::setmaxnreg_dec<24>();
+    if (threadIdx.x == 0)
+      for (int i = 0; i < tiles; ++i) {
+        if (i >= 2)
+          llk::mbarrier_wait(&empty[i % 2], unsigned(i / 2 - 1) & 1u);
+        llk::mbarrier_arrive_expect_tx(&full[i % 2], 8192);
+        const int32_t at[4] = {0, 0, 64 * i, 0};
+        llk::tensor_copy<4>(smem + 8192 * (i % 2), map, at, &full[i % 2]);
+      }
+    return;
+  }
+  llk::setmaxnreg_inc<240>();
+  const unsigned mine = unsigned(wg), theirs = 3u - unsigned(wg);
+  if (wg == 2)
+    llk::named_barrier_arrive(theirs, 256);
+  float sum = 0.0f;
+  for (int i = 0; i < tiles; ++i) {
+    llk::mbarrier_wait(&full[i % 2], unsigned(i / 2) & 1u);
+    llk::named_barrier_sync(mine, 256);
+    sum += __bfloat162float(reinterpret_cast<const __nv_bfloat16 *>(smem + 8192 * (i % 2))[threadIdx.x]);
+    if (wg == 1 || i + 1 < tiles)
+      llk::named_barrier_arrive(theirs, 256);
+    if (threadIdx.x % 32 == 0)
+      llk::mbarrier_arrive(&empty[i % 2]);
+  }
+  out[threadIdx.x] = sum;
+}

@@ -263,11 +263,12 @@ void printCudaAttention(ModuleOp module) {
     os << "CUDA cores (attention.cuh), head dim " << hd << ": a warp per query row\n";
   os << "cuda-attention-backward: ";
   if (bf16 && llk::flash_sm90_supports(hd))
-    os << "tensor cores, head dim " << hd << ", deterministic: dQ 64 query rows x 64 keys on "
-       << "mma.sync (flash_attention.cuh, " << llk::flash_bwd_dq_smem_bytes(hd)
+    os << "tensor cores, wgmma + TMA, warp-specialized (flash_attention_sm90.cuh), head dim "
+       << hd << ", deterministic: dQ " << llk::flash_sm90_dq_rows(hd) << " query rows x "
+       << llk::flash_sm90_dq_keys(hd) << " keys (" << llk::flash_sm90_dq_smem_bytes(hd)
        << " bytes of shared memory), dK/dV " << llk::flash_sm90_bwd_keys(hd) << " keys x "
-       << llk::flash_sm90_bwd_query_rows(hd) << " query rows on wgmma + TMA, warp-specialized "
-       << "(flash_attention_sm90.cuh, " << llk::flash_sm90_bwd_smem_bytes(hd) << " bytes)\n";
+       << llk::flash_sm90_bwd_query_rows(hd) << " query rows ("
+       << llk::flash_sm90_bwd_smem_bytes(hd) << " bytes), 384 threads\n";
   else if (bf16 && llk::flash_attention_backward_supports(hd))
     os << "tensor cores (flash_attention.cuh), head dim " << hd << ", deterministic: dQ 64 "
        << "query rows x 64 keys (" << llk::flash_bwd_dq_smem_bytes(hd)

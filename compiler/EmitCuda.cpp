@@ -1356,8 +1356,8 @@ private:
 
   /// Its backward: the tensor-core FlashAttention-2 backward (deterministic:
   /// D pre-pass, a dQ kernel, a dK/dV kernel) for bf16 storage and head dims
-  /// that are multiples of 16 up to 128, its dK/dV kernel on wgmma + TMA at
-  /// head dims 64 and 128 (flash_attention_sm90.cuh); otherwise
+  /// that are multiples of 16 up to 128, its dQ and dK/dV kernels on wgmma +
+  /// TMA at head dims 64 and 128 (flash_attention_sm90.cuh); otherwise
   /// llk::attention_backward.
   void emitAttentionGrad(AttentionGradOp op, const std::string &name) {
     AttnShape a = attnShape(op.getQuery(), op.getKey(), op.getScale().convertToDouble());
@@ -1367,13 +1367,15 @@ private:
                        llk::flash_attention_backward_supports(a.dim);
     const bool wgmma = flash && llk::flash_sm90_supports(a.dim);
     if (flash && flashGradDims.insert(a.dim).second) {
-      os << "// dynamic shared memory: llk::flash_attention_dq_kernel<" << a.dim << "> "
-         << llk::flash_bwd_dq_smem_bytes(a.dim) << "\n";
       if (wgmma)
-        os << "// dynamic shared memory: llk::flash_attention_dkv_sm90_kernel<" << a.dim << "> "
-           << llk::flash_sm90_bwd_smem_bytes(a.dim) << "\n";
+        os << "// dynamic shared memory: llk::flash_attention_dq_sm90_kernel<" << a.dim << "> "
+           << llk::flash_sm90_dq_smem_bytes(a.dim)
+           << "\n// dynamic shared memory: llk::flash_attention_dkv_sm90_kernel<" << a.dim
+           << "> " << llk::flash_sm90_bwd_smem_bytes(a.dim) << "\n";
       else
-        os << "// dynamic shared memory: llk::flash_attention_dkv_kernel<" << a.dim << "> "
+        os << "// dynamic shared memory: llk::flash_attention_dq_kernel<" << a.dim << "> "
+           << llk::flash_bwd_dq_smem_bytes(a.dim)
+           << "\n// dynamic shared memory: llk::flash_attention_dkv_kernel<" << a.dim << "> "
            << llk::flash_bwd_dkv_smem_bytes(a.dim) << "\n";
     }
     beginLauncher(name);

@@ -1,6 +1,6 @@
 # The tensor-core flash attention, forward (runtime/cuda/kernels/
 # flash_attention_sm90.cuh, TMA + wgmma, at these head dims 64 and 128) and
-# backward (dK/dV there too, dQ on mma.sync), in whole emulated train steps:
+# backward (dQ and dK/dV there too), in whole emulated train steps:
 # llama-compile picks them for bf16 storage and head dims that are multiples
 # of 16 (backward: up to 128), and the emulated binary's `verify`
 # step (loss and every gradient) must match the fp32 CPU binary's on the

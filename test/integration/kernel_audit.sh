@@ -165,8 +165,8 @@ echo "memory-bound kernels: 128-bit accesses in every family (tiny bf16, fp32, u
 # and B transposed), its fences, commits and waits, and no spill or stack; the
 # mbarrier probe beside it has every mbarrier and bulk-copy instruction, the
 # TMA probe the tensor copy, setmaxnreg and the named barriers of warp
-# specialization. And tiny's attention forward and the backward's dK/dV kernel
-# (flash_attention_sm90.cuh) have all of it: wgmma, TMA copies, setmaxnreg
+# specialization. And tiny's attention forward and the backward's dQ and dK/dV
+# kernels (flash_attention_sm90.cuh) have all of it: wgmma, TMA copies, setmaxnreg
 # 24 / 240, no spill.
 "$AUDIT" --source "$SRC/test/integration/Inputs/wgmma_probe.cu" --json wgmma.json --check > wgmma.txt ||
   { cat wgmma.txt; die "kernel_audit failed on the wgmma probe"; }
@@ -202,7 +202,7 @@ import json, re, sys
 kernels = json.load(open(sys.argv[1]))["kernels"]
 ptx = open(sys.argv[2]).read()
 for name, ops in (("flash_attention_forward_sm90_kernel", ("bar.arrive",)),
-                  ("flash_attention_dkv_sm90_kernel", ())):
+                  ("flash_attention_dq_sm90_kernel", ()), ("flash_attention_dkv_sm90_kernel", ())):
     ks = [k for k in kernels if name in k["name"]]
     assert len(ks) == 1, (name, [k["name"] for k in kernels])
     k = ks[0]

@@ -1,8 +1,8 @@
 // The tensor-core attention forward and backward
 // (runtime/cuda/kernels/flash_attention.cuh; the forward training binaries use
 // at head dims 64 and 128 is flash_attention_sm90.cuh's, on TMA and wgmma,
-// as is the backward's dK/dV kernel there; the mma.sync ones stay callable
-// beside them) as C entry points for gpu-check's attention sweep (children.py:
+// as are the backward's dQ and dK/dV kernels there; the mma.sync ones stay
+// callable beside them) as C entry points for gpu-check's attention sweep (children.py:
 // child_attention_sweep), which calls it through ctypes on torch's tensors
 // and stream: nvcc-built on the device; built as C++ against the emulator
 // (copied to .cpp, -DLLAMA_CUDA_EMULATE) for the emulated run.
@@ -68,8 +68,8 @@ extern "C" int gpu_check_flash_forward_mma(int head_dim, const void *q, const vo
 
 namespace {
 
-/// The backward at `head_dim` (64 or 128; else -1), its dK/dV on wgmma or
-/// on mma.sync.
+/// The backward at `head_dim` (64 or 128; else -1), its dQ and dK/dV on
+/// wgmma or on mma.sync.
 template <bool Wgmma>
 int flash_backward(int head_dim, const void *dout, const void *q, const void *k,
                    const void *v, const void *o, const float *lse, void *dq, void *dk,
@@ -115,7 +115,8 @@ extern "C" int gpu_check_flash_backward(int head_dim, const void *dout, const vo
                               kv_heads, scale, workspace, stream);
 }
 
-/// The same with the dK/dV kernel on mma.sync (flash_attention.cuh's).
+/// The same on mma.sync (flash_attention.cuh's, what head dims other than 64
+/// and 128 use).
 extern "C" int gpu_check_flash_backward_mma(int head_dim, const void *dout, const void *q,
                                             const void *k, const void *v, const void *o,
                                             const float *lse, void *dq, void *dk, void *dv,

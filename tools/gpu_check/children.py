@@ -423,7 +423,7 @@ def child_attention_sweep(a, emit):
     (relative L2), our lse against float64 torch for the first (batch,
     head). The forward is the one training runs (wgmma, sm_90a); the
     FlashAttention-2 forward on mma.sync is checked and timed beside it
-    (`ours_mma_sync`), as is the backward with its dK/dV kernel on mma.sync
+    (`ours_mma_sync`), as is the backward on mma.sync
     (`ours_backward_mma_sync`). Emulated: tiny shapes on the CPU against
     float64 torch autograd, no timing."""
     import ctypes

@@ -43,9 +43,9 @@
 // The epilogue stages O through the K stages once both consumers are past
 // their last GEMM (named barrier 3).
 //
-// The backward's dK/dV kernel below is built the same way (its D pre-pass
-// and dQ kernel stay flash_attention.cuh's mma.sync ones). Not here: a
-// wgmma dQ, FP8, TMA stores of O.
+// The backward's dQ and dK/dV kernels below are built the same way (its D
+// pre-pass, memory-bound, stays flash_attention.cuh's). Not here: FP8, TMA
+// stores of O, the overlap and ping-pong in the backward.
 #pragma once
 
 #include "runtime/cuda/kernels/flash_attention.cuh"
@@ -338,10 +338,186 @@ void flash_attention_forward_sm90(const __nv_bfloat16 *q, const __nv_bfloat16 *k
                     kv_heads, scale * flash::kLog2e);
 }
 
+// ---- the backward's dQ on wgmma ----------------------------------------------
+// flash_attention.cuh's dQ kernel rebuilt like the forward: a block per
+// (128 query rows, head, batch), a producer warpgroup copying Q and dO once
+// and each 64-key K and V tile up to the diagonal into a two-stage ring (TMA,
+// 128-byte swizzle, one "full" mbarrier per stage for both), and two
+// consumer warpgroups of 64 rows: S = Q K^T and dP = dO V^T by HD / 16 wgmma
+// m64n64k16 each from shared memory, dS = P (dP - D) in registers (P from
+// the saved lse), dQ += dS K by 4 wgmma m64nHDk16 with dS's fragments in
+// registers and K read MN-major (the forward's P V with K for V). A consumer
+// skips a key tile wholly past its rows (its first warpgroup the diagonal
+// tile of the second) but still releases it. dQ is scaled by `scale` at the
+// end.
+template <int HD> struct FlashSm90DqTiles {
+  static_assert(flash_sm90_supports(HD), "the wgmma attention takes head dims 64 and 128");
+  static constexpr int kConsumers = 2;
+  static constexpr int kThreads = 128 * (1 + kConsumers);
+  static constexpr int kRows = 64 * kConsumers; // query rows a block
+  static constexpr int kKeys = 64;              // a key tile
+  static constexpr int kStages = 2;
+  static constexpr int kProducerRegs = 24, kConsumerRegs = 240;
+  static constexpr size_t kQBytes = size_t(kRows) * HD * 2;  // Q or dO
+  static constexpr size_t kKVBytes = size_t(kKeys) * HD * 2; // K or V of a stage
+  static constexpr size_t kBarriers = 2 * kQBytes + 2 * kStages * kKVBytes;
+  static constexpr size_t kSmemBytes = kBarriers + 64; // Q/dO full, full and empty per stage
+  static_assert(8 * (1 + 2 * kStages) <= 64);
+  static_assert(size_t(8 * 16 * (HD + 8) * 2) <= 2 * kStages * kKVBytes, "epilogue staging");
+  static_assert(kSmemBytes == size_t(flash_sm90_dq_smem_bytes(HD)));
+  static_assert(kRows == flash_sm90_dq_rows(HD) && kKeys == flash_sm90_dq_keys(HD));
+};
+
+template <int HD>
+__global__ void __launch_bounds__(FlashSm90DqTiles<HD>::kThreads, 1)
+    flash_attention_dq_sm90_kernel(const __grid_constant__ TensorMap tq,
+                                   const __grid_constant__ TensorMap tdo,
+                                   const __grid_constant__ TensorMap tk,
+                                   const __grid_constant__ TensorMap tv,
+                                   const float *__restrict__ lse, const float *__restrict__ delta,
+                                   __nv_bfloat16 *__restrict__ dq, int64_t seq, int64_t heads,
+                                   int64_t kv_heads, float scale, float scale_log2) {
+  using C = FlashSm90DqTiles<HD>;
+  using namespace flash;
+  using flash_sm90::copy_tile;
+  constexpr int Br = C::kRows, Bc = C::kKeys, S = C::kStages;
+  LLK_DYNAMIC_SHARED(smem);
+  unsigned char *const sq = smem;                 // Br rows
+  unsigned char *const sdo = sq + C::kQBytes;     // Br rows
+  unsigned char *const sk = sdo + C::kQBytes;     // S stages of Bc rows
+  unsigned char *const sv = sk + S * C::kKVBytes; // S stages of Bc rows
+  uint64_t *const qd_full = reinterpret_cast<uint64_t *>(smem + C::kBarriers);
+  uint64_t *const full = qd_full + 1, *const empty = full + S;
+
+  const int wg = __shfl_sync(0xffffffffu, int(threadIdx.x) / 128, 0);
+  const int64_t q0 = (ceil_div(seq, int64_t(Br)) - 1 - int64_t(blockIdx.x)) * Br;
+  const int64_t key_tiles = (min_i64(q0 + Br, seq) - 1) / Bc + 1; // up to the diagonal
+
+  if (threadIdx.x == 0) {
+    mbarrier_init(qd_full, 1);
+    for (int st = 0; st < S; ++st) {
+      mbarrier_init(full + st, 1);
+      mbarrier_init(empty + st, 4 * C::kConsumers); // a lane of each consumer warp
+    }
+    fence_mbarrier_init();
+  }
+  __syncthreads();
+
+  if (wg == 0) {
+    // The producer.
+    setmaxnreg_dec<C::kProducerRegs>();
+    if (threadIdx.x == 0) {
+      const int h = int(blockIdx.y), kvh = int(blockIdx.y / (heads / kv_heads));
+      const int b = int(blockIdx.z);
+      mbarrier_arrive_expect_tx(qd_full, uint32_t(2 * C::kQBytes));
+      copy_tile<HD, Br>(sq, tq, h, int(q0), b, qd_full);
+      copy_tile<HD, Br>(sdo, tdo, h, int(q0), b, qd_full);
+      for (int j = 0; j < int(key_tiles); ++j) {
+        const int st = j % S;
+        if (j >= S)
+          mbarrier_wait(empty + st, unsigned(j / S - 1) & 1u);
+        mbarrier_arrive_expect_tx(full + st, uint32_t(2 * C::kKVBytes));
+        copy_tile<HD, Bc>(sk + st * C::kKVBytes, tk, kvh, j * Bc, b, full + st);
+        copy_tile<HD, Bc>(sv + st * C::kKVBytes, tv, kvh, j * Bc, b, full + st);
+      }
+    }
+    return;
+  }
+
+  // A consumer: rows 64 c .. 64 c + 63 of the block.
+  setmaxnreg_inc<C::kConsumerRegs>();
+  const int c = wg - 1, warp = int(threadIdx.x) / 32 - 4, lane = int(threadIdx.x) % 32;
+  const int t = lane % 4;
+  const QueryTile tile = query_tile<HD, Br, Bc>(seq, heads, kv_heads, warp, lane);
+  const int64_t *const rows = tile.rows;
+  const int64_t wg_row = q0 + 64 * c;
+  // This lane's two rows: lse in the log2 domain and D (rows past seq: 0,
+  // their P is masked to 0).
+  float lse2[2], dr[2];
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    const int64_t stat = (tile.b * heads + tile.h) * seq + rows[r];
+    lse2[r] = rows[r] < seq ? lse[stat] * kLog2e : 0.0f;
+    dr[r] = rows[r] < seq ? delta[stat] : 0.0f;
+  }
+  unsigned char *const q_rows = sq + 64 * c * 128, *const do_rows = sdo + 64 * c * 128;
+  float acc[HD / 2];
+#pragma unroll
+  for (int i = 0; i < HD / 2; ++i)
+    acc[i] = 0.0f;
+  mbarrier_wait(qd_full, 0);
+
+  for (int64_t j = 0; j < key_tiles; ++j) {
+    const int st = int(j % S);
+    const int64_t key0 = j * Bc;
+    mbarrier_wait(full + st, unsigned(j / S) & 1u);
+    if (key0 <= wg_row + 63) { // some key of the tile is visible to a row of the warpgroup
+      const unsigned char *const ks = sk + st * C::kKVBytes, *const vs = sv + st * C::kKVBytes;
+      float s[Bc / 2], dp[Bc / 2];
+      wgmma_fence();
+      flash_sm90::gemm_abt<Bc, HD, Br, Bc>(s, q_rows, ks);   // S = Q K^T
+      flash_sm90::gemm_abt<Bc, HD, Br, Bc>(dp, do_rows, vs); // dP = dO V^T
+      wgmma_commit();
+      wgmma_wait<0>();
+      wgmma_fence_operands(s);
+      wgmma_fence_operands(dp);
+      // s[i], dp[i]: key key0 + 8 (i / 4) + 2t + i % 2 of row rows[(i / 2) % 2].
+#pragma unroll
+      for (int i = 0; i < Bc / 2; ++i) {
+        const int64_t key = key0 + 8 * (i / 4) + 2 * t + (i & 1), row = rows[(i / 2) % 2];
+        const float p =
+            key <= row && row < seq ? exp2f(s[i] * scale_log2 - lse2[(i / 2) % 2]) : 0.0f;
+        s[i] = p * (dp[i] - dr[(i / 2) % 2]); // dS
+      }
+      uint32_t da[Bc / 16][4];
+      flash_sm90::pack_a<Bc>(da, s);
+      wgmma_fence_operands(acc);
+      wgmma_fence();
+      flash_sm90::gemm_pb<HD, Bc>(acc, da, ks); // dQ += dS K
+      wgmma_commit();
+      wgmma_wait<0>();
+      wgmma_fence_operands(acc);
+    }
+    if (lane == 0) // the warp is done with the stage
+      mbarrier_arrive(empty + st);
+  }
+
+  // Epilogue, staged through the K/V stages (16 padded rows a warp) once
+  // both consumers are past their last GEMM.
+  named_barrier_sync(1, 256);
+  float out[HD / 8][4];
+#pragma unroll
+  for (int i = 0; i < HD / 2; ++i)
+    out[i / 4][i % 4] = acc[i];
+  const float sc[2] = {scale, scale};
+  const int64_t q_stride = heads * HD;
+  store_rows<HD>(out, sc, reinterpret_cast<bf16 *>(sk) + 16 * warp * (HD + 8),
+                 dq + tile.q_off + tile.warp_row * q_stride, q_stride, seq - tile.warp_row, lane);
+}
+
+/// The backward's dQ on wgmma (overwritten), from lse and D.
+template <int HD>
+void flash_attention_dq_sm90(const __nv_bfloat16 *dout, const __nv_bfloat16 *q,
+                             const __nv_bfloat16 *k, const __nv_bfloat16 *v, const float *lse,
+                             const float *delta, __nv_bfloat16 *dq, int64_t batch, int64_t seq,
+                             int64_t heads, int64_t kv_heads, float scale, cudaStream_t stream) {
+  using C = FlashSm90DqTiles<HD>;
+  constexpr auto kernel = &flash_attention_dq_sm90_kernel<HD>;
+  allow_dynamic_shared<kernel>(C::kSmemBytes);
+  const TensorMap tq = flash_sm90::attention_map<HD>(q, batch, seq, heads, C::kRows);
+  const TensorMap tdo = flash_sm90::attention_map<HD>(dout, batch, seq, heads, C::kRows);
+  const TensorMap tk = flash_sm90::attention_map<HD>(k, batch, seq, kv_heads, C::kKeys);
+  const TensorMap tv = flash_sm90::attention_map<HD>(v, batch, seq, kv_heads, C::kKeys);
+  LLAMA_LAUNCH_SMEM(kernel,
+                    dim3(unsigned(ceil_div(seq, int64_t(C::kRows))), unsigned(heads),
+                         unsigned(batch)),
+                    dim3(C::kThreads), C::kSmemBytes, stream, tq, tdo, tk, tv, lse, delta, dq,
+                    seq, heads, kv_heads, scale, scale * flash::kLog2e);
+}
+
 // ---- the backward's dK/dV on wgmma ------------------------------------------
-// flash_attention.cuh's deterministic backward (the D pre-pass and the dQ
-// kernel stay as they are) with its dK/dV kernel rebuilt the same way as the
-// forward: a block per (128 keys, KV head, batch) of a producer warpgroup and
+// flash_attention.cuh's deterministic dK/dV kernel rebuilt the same way as
+// the forward: a block per (128 keys, KV head, batch) of a producer warpgroup and
 // two consumer warpgroups of 64 keys each. The producer's first thread copies
 // the block's K and V once and, for every (head of the group, query tile of
 // 64 rows at or below the diagonal) step, the step's Q and dO tiles into a
@@ -533,10 +709,10 @@ __global__ void __launch_bounds__(FlashSm90BwdTiles<HD>::kThreads, 1)
                  lane);
 }
 
-/// The backward with the dK/dV kernel above (HD 64 or 128): dq [batch, seq,
-/// heads, HD], dk and dv [batch, seq, kv_heads, HD] overwritten; `workspace`
-/// holds D (attention_backward_workspace_bytes). The D pre-pass and dQ are
-/// flash_attention.cuh's.
+/// The backward on wgmma (HD 64 or 128): dq [batch, seq, heads, HD], dk and
+/// dv [batch, seq, kv_heads, HD] overwritten; `workspace` holds D
+/// (attention_backward_workspace_bytes). The D pre-pass (memory-bound) is
+/// flash_attention.cuh's; dQ and dK/dV the kernels above.
 template <int HD>
 void flash_attention_backward_sm90(const __nv_bfloat16 *dout, const __nv_bfloat16 *q,
                                    const __nv_bfloat16 *k, const __nv_bfloat16 *v,
@@ -547,8 +723,8 @@ void flash_attention_backward_sm90(const __nv_bfloat16 *dout, const __nv_bfloat1
   using C = FlashSm90BwdTiles<HD>;
   float *delta = static_cast<float *>(workspace);
   flash_attention_delta<HD>(dout, o, delta, batch, seq, heads, stream);
-  flash_attention_dq<HD>(dout, q, k, v, lse, delta, dq, batch, seq, heads, kv_heads, scale,
-                         stream);
+  flash_attention_dq_sm90<HD>(dout, q, k, v, lse, delta, dq, batch, seq, heads, kv_heads, scale,
+                              stream);
   constexpr auto kernel = &flash_attention_dkv_sm90_kernel<HD>;
   allow_dynamic_shared<kernel>(C::kSmemBytes);
   const TensorMap tq = flash_sm90::attention_map<HD>(q, batch, seq, heads, C::kQueries);

@@ -119,6 +119,14 @@ LLK_HOST_DEVICE constexpr int64_t flash_sm90_smem_bytes(int64_t head_dim) {
   return 2 * head_dim * (flash_sm90_query_rows(head_dim) + 4 * flash_sm90_key_rows(head_dim)) +
          128;
 }
+/// Its backward's dQ kernel (the same head dims and warpgroups): 128 query
+/// rows a block, 64 keys a tile; Q + dO, 2 stages x (K + V), 64 bytes of
+/// mbarriers.
+LLK_HOST_DEVICE constexpr int flash_sm90_dq_rows(int64_t) { return 128; }
+LLK_HOST_DEVICE constexpr int flash_sm90_dq_keys(int64_t) { return 64; }
+LLK_HOST_DEVICE constexpr int64_t flash_sm90_dq_smem_bytes(int64_t head_dim) {
+  return 2 * head_dim * (2 * flash_sm90_dq_rows(head_dim) + 4 * flash_sm90_dq_keys(head_dim)) + 64;
+}
 /// Its backward's dK/dV kernel (the same head dims and warpgroups): 128 keys
 /// a block, 64 query rows a step; K and V, 2 stages x (Q + dO), 2 stages x
 /// 64 x (lse, D) floats, 64 bytes of mbarriers.

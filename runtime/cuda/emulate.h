@@ -219,9 +219,12 @@ struct Block {
   };
   Named named[16];
   // Registers per thread (setmaxnreg): each starts at the most a launch of
-  // this many threads can have (65536 / threads, a multiple of 8, <= 255:
-  // the most ptxas gives a kernel launched so), and a warpgroup can move its
-  // count down, or up while the block's 65536 registers allow.
+  // this many threads can have (65536 / threads rounded down to a multiple
+  // of 8, at most 256: the most ptxas gives a kernel launched so), and a
+  // warpgroup can move its count down, or up while the block's 65536
+  // registers allow. A thread that exits keeps its count until the block
+  // ends (stricter than a GPU may be: a kernel gives registers back by
+  // setmaxnreg.dec, as FA3's producers do).
   static constexpr unsigned kRegisterFile = 65536;
   std::vector<unsigned> registers;
   // Dynamic shared memory (LLK_DYNAMIC_SHARED): the launch's size, 1024-byte

@@ -1,4 +1,5 @@
-// Causal grouped-query attention forward on Hopper (sm_90a), FlashAttention-3's
+// Causal grouped-query attention forward (and, at the end of the file, its
+// backward's dQ and dK/dV kernels) on Hopper (sm_90a), FlashAttention-3's
 // design (Shah et al. 2024): flash_attention.cuh's FlashAttention-2 algorithm
 // with the tensor cores' warpgroup MMA (wgmma), the copy engine (TMA) and
 // warp specialization, for bf16 storage and head dims 64 and 128 (shapes.h:
@@ -14,7 +15,7 @@
 //     are encoded on the host, make_tensor_map) completing on a "full"
 //     mbarrier, after the consumers have released what the stage held two
 //     tiles before ("empty" mbarriers; K and V apart, so K(j + 2) may land
-//     while V(j + 1) is still read);
+//     while V(j), in the same stage, is still read);
 //   - warpgroups 1 and 2, the consumers, take the registers
 //     (setmaxnreg.inc to kConsumerRegs) and own rows 64 c .. 64 c + 63 of the
 //     tile (c = warpgroup - 1; warp w of it rows 16 w .. 16 w + 15, the

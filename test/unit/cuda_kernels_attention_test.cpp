@@ -156,6 +156,7 @@ TEST(FlashAttentionSm90, ForwardHeadDim64) {
   check_forward<64, true>(1, 77, 8, 1);  // one partial tile, GQA 8
   check_forward<64, true>(1, 300, 2, 1); // 3 key tiles: stage 0 reused
   check_forward<64, true>(1, 600, 1, 1); // 5 key tiles: both stages reused, parities flip
+  check_forward<64, true>(1, 9, 2, 1);   // fewer rows than a warp's 16: most rows past seq
 }
 
 TEST(FlashAttentionSm90, ForwardHeadDim128) {
@@ -169,6 +170,7 @@ TEST(FlashAttentionSm90, BackwardHeadDim64) {
   check_backward<64, true>(1, 128, 2, 2); // one key block, 2 query steps, MHA
   check_backward<64, true>(2, 200, 4, 1); // partial key block and query tile, GQA 4
   check_backward<64, true>(1, 300, 8, 1); // GQA 8: 8 heads x 5 steps through the ring
+  check_backward<64, true>(1, 9, 2, 1);   // one partial tile of everything
 }
 
 TEST(FlashAttentionSm90, BackwardHeadDim128) {

@@ -701,6 +701,23 @@ void flash_attention_dq(const __nv_bfloat16 *dout, const __nv_bfloat16 *q,
                     seq, heads, kv_heads, scale, scale * flash::kLog2e);
 }
 
+/// The backward's dK and dV (overwritten), from lse and D.
+template <int HD>
+void flash_attention_dkv(const __nv_bfloat16 *dout, const __nv_bfloat16 *q,
+                         const __nv_bfloat16 *k, const __nv_bfloat16 *v, const float *lse,
+                         const float *delta, __nv_bfloat16 *dk, __nv_bfloat16 *dv, int64_t batch,
+                         int64_t seq, int64_t heads, int64_t kv_heads, float scale,
+                         cudaStream_t stream) {
+  using C = FlashBwdTiles<HD>;
+  constexpr auto dkv_kernel = &flash_attention_dkv_kernel<HD>;
+  allow_dynamic_shared<dkv_kernel>(C::kDkvSmemBytes);
+  LLAMA_LAUNCH_SMEM(dkv_kernel,
+                    dim3(unsigned(ceil_div(seq, int64_t(C::kKeys))), unsigned(kv_heads),
+                         unsigned(batch)),
+                    dim3(C::kThreads), C::kDkvSmemBytes, stream, dout, q, k, v, lse, delta, dk,
+                    dv, seq, heads, kv_heads, scale, scale * flash::kLog2e);
+}
+
 /// The backward: dq [batch, seq, heads, HD], dk and dv [batch, seq,
 /// kv_heads, HD] overwritten; `workspace` holds D
 /// (attention_backward_workspace_bytes).
@@ -711,18 +728,12 @@ void flash_attention_backward(const __nv_bfloat16 *dout, const __nv_bfloat16 *q,
                               __nv_bfloat16 *dk, __nv_bfloat16 *dv, int64_t batch, int64_t seq,
                               int64_t heads, int64_t kv_heads, float scale, void *workspace,
                               cudaStream_t stream) {
-  using C = FlashBwdTiles<HD>;
   float *delta = static_cast<float *>(workspace);
   flash_attention_delta<HD>(dout, o, delta, batch, seq, heads, stream);
   flash_attention_dq<HD>(dout, q, k, v, lse, delta, dq, batch, seq, heads, kv_heads, scale,
                          stream);
-  constexpr auto dkv_kernel = &flash_attention_dkv_kernel<HD>;
-  allow_dynamic_shared<dkv_kernel>(C::kDkvSmemBytes);
-  LLAMA_LAUNCH_SMEM(dkv_kernel,
-                    dim3(unsigned(ceil_div(seq, int64_t(C::kKeys))), unsigned(kv_heads),
-                         unsigned(batch)),
-                    dim3(C::kThreads), C::kDkvSmemBytes, stream, dout, q, k, v, lse, delta, dk,
-                    dv, seq, heads, kv_heads, scale, scale * flash::kLog2e);
+  flash_attention_dkv<HD>(dout, q, k, v, lse, delta, dk, dv, batch, seq, heads, kv_heads, scale,
+                          stream);
 }
 
 } // namespace llk

@@ -93,6 +93,40 @@ inline TensorMap attention_map(const __nv_bfloat16 *x, int64_t batch, int64_t se
   return map;
 }
 
+/// The four tensor maps of a backward kernel: Q and dO in boxes of
+/// `q_rows`, K and V in boxes of `kv_rows`.
+struct BackwardMaps {
+  TensorMap q, dout, k, v;
+};
+template <int HD>
+inline BackwardMaps backward_maps(const __nv_bfloat16 *q, const __nv_bfloat16 *dout,
+                                  const __nv_bfloat16 *k, const __nv_bfloat16 *v, int64_t batch,
+                                  int64_t seq, int64_t heads, int64_t kv_heads, uint32_t q_rows,
+                                  uint32_t kv_rows) {
+  return {attention_map<HD>(q, batch, seq, heads, q_rows),
+          attention_map<HD>(dout, batch, seq, heads, q_rows),
+          attention_map<HD>(k, batch, seq, kv_heads, kv_rows),
+          attention_map<HD>(v, batch, seq, kv_heads, kv_rows)};
+}
+
+/// A ring of S stages on full / empty mbarriers: fill j (0, 1, ...) goes to
+/// stage j % S, whose full barrier completes phase j / S when it lands and
+/// whose empty barrier completes phase j / S once its consumers are done.
+/// The producer's wait before fill j: the consumers have released what the
+/// stage held S fills ago. Returns the stage.
+template <int S> __device__ __forceinline__ int wait_stage_free(uint64_t *empty, int64_t j) {
+  const int st = int(j % S);
+  if (j >= S)
+    mbarrier_wait(empty + st, unsigned(j / S - 1) & 1u);
+  return st;
+}
+/// The consumers' wait for fill j to land. Returns the stage.
+template <int S> __device__ __forceinline__ int wait_stage_full(uint64_t *full, int64_t j) {
+  const int st = int(j % S);
+  mbarrier_wait(full + st, unsigned(j / S) & 1u);
+  return st;
+}
+
 /// The HD / 64 boxes of a tile (rows from `row`) into `dst`, one column block
 /// after the other, completing on `bar` (which expects their bytes).
 template <int HD, int R>
@@ -158,7 +192,7 @@ __global__ void __launch_bounds__(FlashSm90Tiles<HD>::kThreads, 1)
                                         float scale_log2) {
   using C = FlashSm90Tiles<HD>;
   using namespace flash;
-  using flash_sm90::copy_tile;
+  using flash_sm90::copy_tile, flash_sm90::wait_stage_free, flash_sm90::wait_stage_full;
   constexpr int Br = C::kBr, Bc = C::kBc, S = C::kStages;
   LLK_DYNAMIC_SHARED(smem);
   unsigned char *const sq = smem;                  // Br rows
@@ -197,14 +231,10 @@ __global__ void __launch_bounds__(FlashSm90Tiles<HD>::kThreads, 1)
       mbarrier_arrive_expect_tx(q_full, uint32_t(C::kQBytes));
       copy_tile<HD, Br>(sq, tq, h, q0, b, q_full);
       for (int j = 0; j < int(key_tiles); ++j) {
-        const int st = j % S;
-        const unsigned reuse = unsigned(j / S - 1) & 1u; // the phase that freed the stage
-        if (j >= S)
-          mbarrier_wait(k_empty + st, reuse);
+        const int st = wait_stage_free<S>(k_empty, j);
         mbarrier_arrive_expect_tx(k_full + st, uint32_t(C::kKVBytes));
         copy_tile<HD, Bc>(sk + st * C::kKVBytes, tk, kvh, j * Bc, b, k_full + st);
-        if (j >= S)
-          mbarrier_wait(v_empty + st, reuse);
+        wait_stage_free<S>(v_empty, j);
         mbarrier_arrive_expect_tx(v_full + st, uint32_t(C::kKVBytes));
         copy_tile<HD, Bc>(sv + st * C::kKVBytes, tv, kvh, j * Bc, b, v_full + st);
       }
@@ -258,7 +288,7 @@ __global__ void __launch_bounds__(FlashSm90Tiles<HD>::kThreads, 1)
   {
     // Key tile 0: S alone.
     float s[Bc / 2];
-    mbarrier_wait(k_full, 0);
+    wait_stage_full<S>(k_full, 0);
     named_barrier_sync(my_turn, kTurnThreads);
     wgmma_fence();
     issue_s(s, 0);
@@ -270,10 +300,8 @@ __global__ void __launch_bounds__(FlashSm90Tiles<HD>::kThreads, 1)
     pack_p(s);
   }
   for (int64_t j = 1; j < n; ++j) {
-    const int st = int(j % S), pst = int((j - 1) % S);
     float s[Bc / 2];
-    mbarrier_wait(k_full + st, unsigned(j / S) & 1u);
-    mbarrier_wait(v_full + pst, unsigned((j - 1) / S) & 1u);
+    const int st = wait_stage_full<S>(k_full, j), pst = wait_stage_full<S>(v_full, j - 1);
     named_barrier_sync(my_turn, kTurnThreads);
     wgmma_fence_operands(acc);
     wgmma_fence();
@@ -294,8 +322,7 @@ __global__ void __launch_bounds__(FlashSm90Tiles<HD>::kThreads, 1)
   }
   {
     // The last P V.
-    const int st = int((n - 1) % S);
-    mbarrier_wait(v_full + st, unsigned((n - 1) / S) & 1u);
+    const int st = wait_stage_full<S>(v_full, n - 1);
     named_barrier_sync(my_turn, kTurnThreads);
     wgmma_fence_operands(acc);
     wgmma_fence();
@@ -380,7 +407,7 @@ __global__ void __launch_bounds__(FlashSm90DqTiles<HD>::kThreads, 1)
                                    int64_t kv_heads, float scale, float scale_log2) {
   using C = FlashSm90DqTiles<HD>;
   using namespace flash;
-  using flash_sm90::copy_tile;
+  using flash_sm90::copy_tile, flash_sm90::wait_stage_free, flash_sm90::wait_stage_full;
   constexpr int Br = C::kRows, Bc = C::kKeys, S = C::kStages;
   LLK_DYNAMIC_SHARED(smem);
   unsigned char *const sq = smem;                 // Br rows
@@ -414,9 +441,7 @@ __global__ void __launch_bounds__(FlashSm90DqTiles<HD>::kThreads, 1)
       copy_tile<HD, Br>(sq, tq, h, int(q0), b, qd_full);
       copy_tile<HD, Br>(sdo, tdo, h, int(q0), b, qd_full);
       for (int j = 0; j < int(key_tiles); ++j) {
-        const int st = j % S;
-        if (j >= S)
-          mbarrier_wait(empty + st, unsigned(j / S - 1) & 1u);
+        const int st = wait_stage_free<S>(empty, j);
         mbarrier_arrive_expect_tx(full + st, uint32_t(2 * C::kKVBytes));
         copy_tile<HD, Bc>(sk + st * C::kKVBytes, tk, kvh, j * Bc, b, full + st);
         copy_tile<HD, Bc>(sv + st * C::kKVBytes, tv, kvh, j * Bc, b, full + st);
@@ -449,9 +474,8 @@ __global__ void __launch_bounds__(FlashSm90DqTiles<HD>::kThreads, 1)
   mbarrier_wait(qd_full, 0);
 
   for (int64_t j = 0; j < key_tiles; ++j) {
-    const int st = int(j % S);
+    const int st = wait_stage_full<S>(full, j);
     const int64_t key0 = j * Bc;
-    mbarrier_wait(full + st, unsigned(j / S) & 1u);
     if (key0 <= wg_row + 63) { // some key of the tile is visible to a row of the warpgroup
       const unsigned char *const ks = sk + st * C::kKVBytes, *const vs = sv + st * C::kKVBytes;
       float s[Bc / 2], dp[Bc / 2];
@@ -505,15 +529,13 @@ void flash_attention_dq_sm90(const __nv_bfloat16 *dout, const __nv_bfloat16 *q,
   using C = FlashSm90DqTiles<HD>;
   constexpr auto kernel = &flash_attention_dq_sm90_kernel<HD>;
   allow_dynamic_shared<kernel>(C::kSmemBytes);
-  const TensorMap tq = flash_sm90::attention_map<HD>(q, batch, seq, heads, C::kRows);
-  const TensorMap tdo = flash_sm90::attention_map<HD>(dout, batch, seq, heads, C::kRows);
-  const TensorMap tk = flash_sm90::attention_map<HD>(k, batch, seq, kv_heads, C::kKeys);
-  const TensorMap tv = flash_sm90::attention_map<HD>(v, batch, seq, kv_heads, C::kKeys);
+  const flash_sm90::BackwardMaps m = flash_sm90::backward_maps<HD>(
+      q, dout, k, v, batch, seq, heads, kv_heads, C::kRows, C::kKeys);
   LLAMA_LAUNCH_SMEM(kernel,
                     dim3(unsigned(ceil_div(seq, int64_t(C::kRows))), unsigned(heads),
                          unsigned(batch)),
-                    dim3(C::kThreads), C::kSmemBytes, stream, tq, tdo, tk, tv, lse, delta, dq,
-                    seq, heads, kv_heads, scale, scale * flash::kLog2e);
+                    dim3(C::kThreads), C::kSmemBytes, stream, m.q, m.dout, m.k, m.v, lse, delta,
+                    dq, seq, heads, kv_heads, scale, scale * flash::kLog2e);
 }
 
 // ---- the backward's dK/dV on wgmma ------------------------------------------
@@ -569,7 +591,7 @@ __global__ void __launch_bounds__(FlashSm90BwdTiles<HD>::kThreads, 1)
                                     int64_t kv_heads, float scale, float scale_log2) {
   using C = FlashSm90BwdTiles<HD>;
   using namespace flash;
-  using flash_sm90::copy_tile;
+  using flash_sm90::copy_tile, flash_sm90::wait_stage_free, flash_sm90::wait_stage_full;
   constexpr int Bk = C::kKeys, Bq = C::kQueries, S = C::kStages;
   LLK_DYNAMIC_SHARED(smem);
   unsigned char *const sk = smem;                     // Bk rows
@@ -606,9 +628,7 @@ __global__ void __launch_bounds__(FlashSm90BwdTiles<HD>::kThreads, 1)
       copy_tile<HD, Bk>(sv, tv, int(kvh), int(k0), int(b), kv_full);
     }
     for (int64_t n = 0; n < steps; ++n) {
-      const int st = int(n % S);
-      if (n >= S)
-        mbarrier_wait(empty + st, unsigned(n / S - 1) & 1u);
+      const int st = wait_stage_free<S>(empty, n); // every producer thread writes the stage
       const int64_t h = kvh * group + n / per_head, q0 = (first + n % per_head) * Bq;
       if (pt == 0) {
         mbarrier_arrive_expect_tx(full + st, uint32_t(2 * C::kQBytes));
@@ -640,9 +660,8 @@ __global__ void __launch_bounds__(FlashSm90BwdTiles<HD>::kThreads, 1)
   mbarrier_wait(kv_full, 0);
 
   for (int64_t n = 0; n < steps; ++n) {
-    const int st = int(n % S);
+    const int st = wait_stage_full<S>(full, n);
     const int64_t q0 = (first + n % per_head) * Bq;
-    mbarrier_wait(full + st, unsigned(n / S) & 1u);
     if (q0 + Bq - 1 >= kw0) { // some query of the tile sees a key of the warpgroup
       const unsigned char *const qs = sq + st * C::kQBytes, *const dos = sdo + st * C::kQBytes;
       const float *const lse2 = stats + st * 2 * Bq, *const dd = lse2 + Bq;
@@ -710,6 +729,25 @@ __global__ void __launch_bounds__(FlashSm90BwdTiles<HD>::kThreads, 1)
                  lane);
 }
 
+/// The backward's dK and dV on wgmma (overwritten), from lse and D.
+template <int HD>
+void flash_attention_dkv_sm90(const __nv_bfloat16 *dout, const __nv_bfloat16 *q,
+                              const __nv_bfloat16 *k, const __nv_bfloat16 *v, const float *lse,
+                              const float *delta, __nv_bfloat16 *dk, __nv_bfloat16 *dv,
+                              int64_t batch, int64_t seq, int64_t heads, int64_t kv_heads,
+                              float scale, cudaStream_t stream) {
+  using C = FlashSm90BwdTiles<HD>;
+  constexpr auto kernel = &flash_attention_dkv_sm90_kernel<HD>;
+  allow_dynamic_shared<kernel>(C::kSmemBytes);
+  const flash_sm90::BackwardMaps m = flash_sm90::backward_maps<HD>(
+      q, dout, k, v, batch, seq, heads, kv_heads, C::kQueries, C::kKeys);
+  LLAMA_LAUNCH_SMEM(kernel,
+                    dim3(unsigned(ceil_div(seq, int64_t(C::kKeys))), unsigned(kv_heads),
+                         unsigned(batch)),
+                    dim3(C::kThreads), C::kSmemBytes, stream, m.q, m.dout, m.k, m.v, lse, delta,
+                    dk, dv, seq, heads, kv_heads, scale, scale * flash::kLog2e);
+}
+
 /// The backward on wgmma (HD 64 or 128): dq [batch, seq, heads, HD], dk and
 /// dv [batch, seq, kv_heads, HD] overwritten; `workspace` holds D
 /// (attention_backward_workspace_bytes). The D pre-pass (memory-bound) is
@@ -721,22 +759,12 @@ void flash_attention_backward_sm90(const __nv_bfloat16 *dout, const __nv_bfloat1
                                    __nv_bfloat16 *dk, __nv_bfloat16 *dv, int64_t batch,
                                    int64_t seq, int64_t heads, int64_t kv_heads, float scale,
                                    void *workspace, cudaStream_t stream) {
-  using C = FlashSm90BwdTiles<HD>;
   float *delta = static_cast<float *>(workspace);
   flash_attention_delta<HD>(dout, o, delta, batch, seq, heads, stream);
   flash_attention_dq_sm90<HD>(dout, q, k, v, lse, delta, dq, batch, seq, heads, kv_heads, scale,
                               stream);
-  constexpr auto kernel = &flash_attention_dkv_sm90_kernel<HD>;
-  allow_dynamic_shared<kernel>(C::kSmemBytes);
-  const TensorMap tq = flash_sm90::attention_map<HD>(q, batch, seq, heads, C::kQueries);
-  const TensorMap tdo = flash_sm90::attention_map<HD>(dout, batch, seq, heads, C::kQueries);
-  const TensorMap tk = flash_sm90::attention_map<HD>(k, batch, seq, kv_heads, C::kKeys);
-  const TensorMap tv = flash_sm90::attention_map<HD>(v, batch, seq, kv_heads, C::kKeys);
-  LLAMA_LAUNCH_SMEM(kernel,
-                    dim3(unsigned(ceil_div(seq, int64_t(C::kKeys))), unsigned(kv_heads),
-                         unsigned(batch)),
-                    dim3(C::kThreads), C::kSmemBytes, stream, tq, tdo, tk, tv, lse, delta, dk,
-                    dv, seq, heads, kv_heads, scale, scale * flash::kLog2e);
+  flash_attention_dkv_sm90<HD>(dout, q, k, v, lse, delta, dk, dv, batch, seq, heads, kv_heads,
+                               scale, stream);
 }
 
 } // namespace llk
